@@ -1,0 +1,138 @@
+"""Event contracts: the JSON Schemas under ``schemas/`` checked on produce and on consume.
+
+The schemas are the source of truth that upstream systems code against. Every event is checked twice: the envelope
+against ``schemas/envelope/v1.json`` and the payload against ``schemas/events/<type>/v<N>.json``; then the typed
+payload model is built. Anything that fails raises :class:`ContractError` with a reason that is fit to put in a
+dead-letter record or a 4xx body.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+
+from vigil.events.codec import EncodingError, parse_json
+from vigil.events.envelope import Envelope, version_from_dataschema
+from vigil.events.payload import EventPayload
+
+MAX_EVENT_BYTES = 1_048_576  # 1 MiB: larger records are refused (Kafka's default message.max.bytes is ~1 MiB too)
+
+
+class ContractError(ValueError):
+    """An event breaks its contract. ``reason`` is a short machine-friendly code, ``detail`` the human message."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def schemas_dir() -> Path:
+    """Where the schemas live: ``VIGIL_SCHEMAS_DIR``, the repo's ``schemas/`` (editable install) or package data."""
+    override = os.environ.get("VIGIL_SCHEMAS_DIR")
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "schemas" / "envelope" / "v1.json"
+        if candidate.is_file():
+            return candidate.parent.parent
+    packaged = here.parent.parent / "_schemas"
+    if packaged.is_dir():
+        return packaged
+    raise FileNotFoundError("cannot locate the schemas/ directory; set VIGIL_SCHEMAS_DIR")
+
+
+@cache
+def _load_schema(relative: str) -> dict[str, Any]:
+    path = schemas_dir() / relative
+    loaded: dict[str, Any] = parse_json(path.read_bytes())
+    return loaded
+
+
+@cache
+def _validator(relative: str) -> Callable[[Any], Any]:
+    return fastjsonschema.compile(_load_schema(relative))  # type: ignore[no-any-return]
+
+
+def payload_schema_path(event_type: str, version: int) -> str:
+    """Relative path of a payload schema file."""
+    return f"events/{event_type}/v{version}.json"
+
+
+_REGISTRY: dict[tuple[str, int], type[EventPayload]] = {}
+
+
+def register(cls: type[EventPayload]) -> type[EventPayload]:
+    """Class decorator: make a payload class known to the contract checker."""
+    _REGISTRY[(cls.TYPE, cls.VERSION)] = cls
+    return cls
+
+
+def registered() -> dict[tuple[str, int], type[EventPayload]]:
+    """All known (type, version) → payload class."""
+    _ensure_catalog_loaded()
+    return dict(_REGISTRY)
+
+
+def _ensure_catalog_loaded() -> None:
+    import vigil.events.catalog  # noqa: F401  (import registers every payload class)
+
+
+def payload_class(event_type: str, version: int) -> type[EventPayload]:
+    """The payload class for a type and version, or ContractError(unknown_type / unknown_version)."""
+    _ensure_catalog_loaded()
+    cls = _REGISTRY.get((event_type, version))
+    if cls is not None:
+        return cls
+    if any(t == event_type for t, _ in _REGISTRY):
+        known = sorted(v for t, v in _REGISTRY if t == event_type)
+        raise ContractError("unknown_version", f"{event_type} v{version} is not supported (known: {known})")
+    raise ContractError("unknown_type", f"unknown event type {event_type!r}")
+
+
+def _check(relative: str, value: Any, what: str) -> None:
+    try:
+        _validator(relative)(value)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise ContractError("schema_violation", f"{what}: {exc.message}") from exc
+
+
+def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
+    """Check a parsed event against envelope + payload schemas and return the envelope and typed payload."""
+    if not isinstance(raw, dict):
+        raise ContractError("schema_violation", "event must be a JSON object")
+    _check("envelope/v1.json", raw, "envelope")
+    event_type = raw["type"]
+    version = version_from_dataschema(raw["dataschema"])
+    cls = payload_class(event_type, version)
+    _check(payload_schema_path(event_type, version), raw["data"], f"{event_type} v{version} data")
+    try:
+        payload = cls.model_validate(raw["data"])
+        envelope = Envelope.model_validate(raw)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ContractError("model_violation", str(exc).splitlines()[0] + ": " + str(exc)[:500]) from exc
+    return envelope, payload
+
+
+def decode_event(raw: bytes | None) -> tuple[Envelope, EventPayload]:
+    """Bytes from the wire → (envelope, payload), or ContractError with the reason."""
+    if raw is None:
+        raise ContractError("empty", "record has no value")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ContractError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        parsed = parse_json(raw)
+    except EncodingError as exc:
+        raise ContractError("malformed_json", str(exc)) from exc
+    return validate_envelope_dict(parsed)
+
+
+def check_outgoing(envelope: Envelope) -> None:
+    """Validate an event we are about to write (produce-side check)."""
+    validate_envelope_dict(envelope.model_dump(mode="json"))

@@ -1,0 +1,97 @@
+"""The CloudEvents 1.0 envelope every Vigil event travels in, plus causal links.
+
+``correlationid`` names the root cause of a chain of events and ``causationid`` the direct parent, so the auditor
+can walk any state back to the upstream event that started it. ``traceparent`` carries W3C trace context inside the
+event too (it is also sent as a Kafka header), so a trace survives a trip through the outbox.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.events.codec import canonical_json, sha256_hex
+from vigil.events.ids import new_id
+from vigil.events.payload import EventPayload
+
+SCHEMA_BASE_URI = "https://vigil.dev/schemas/events"
+
+
+def dataschema_uri(event_type: str, version: int) -> str:
+    """The ``dataschema`` URI of a type and major version; mirrors ``schemas/events/<type>/v<N>.json``."""
+    return f"{SCHEMA_BASE_URI}/{event_type}/v{version}.json"
+
+
+class Envelope(BaseModel):
+    """A CloudEvent with Vigil's extensions. Frozen: an event is a fact."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    id: str
+    source: str
+    type: str
+    specversion: Literal["1.0"] = "1.0"
+    time: str
+    subject: str
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str
+    correlationid: str
+    causationid: str | None = None
+    actor: str
+    traceparent: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        """Major version of the payload contract, read from ``dataschema`` (``…/v<N>.json``)."""
+        return version_from_dataschema(self.dataschema)
+
+    def canonical_bytes(self) -> bytes:
+        """Canonical JSON of the whole envelope: what the auditor hashes."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    def digest(self) -> str:
+        """sha256 of the canonical envelope."""
+        return sha256_hex(self.canonical_bytes())
+
+
+def version_from_dataschema(uri: str) -> int:
+    """Parse the major version out of a dataschema URI; -1 when it has none (so lookups fail loudly)."""
+    tail = uri.rsplit("/", 1)[-1]
+    if tail.startswith("v") and tail.endswith(".json") and tail[1:-5].isdigit():
+        return int(tail[1:-5])
+    return -1
+
+
+def utc_now_iso() -> str:
+    """RFC 3339 UTC timestamp with microseconds."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def make_event(
+    payload: EventPayload,
+    *,
+    source: str,
+    actor: str,
+    cause: Envelope | None = None,
+    subject: str | None = None,
+    traceparent: str | None = None,
+    event_id: str | None = None,
+) -> Envelope:
+    """Wrap a payload in an envelope. With ``cause``, inherit its correlation id and point causation at it."""
+    eid = event_id or new_id()
+    return Envelope(
+        id=eid,
+        source=source,
+        type=payload.TYPE,
+        time=utc_now_iso(),
+        subject=subject if subject is not None else payload.subject(),
+        dataschema=dataschema_uri(payload.TYPE, payload.VERSION),
+        correlationid=cause.correlationid if cause is not None else eid,
+        causationid=cause.id if cause is not None else None,
+        actor=actor,
+        traceparent=traceparent if traceparent is not None else (cause.traceparent if cause is not None else None),
+        data=payload.to_data(),
+    )
