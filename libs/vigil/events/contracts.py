@@ -17,7 +17,8 @@ from typing import Any
 import fastjsonschema
 
 from vigil.events.codec import EncodingError, parse_json
-from vigil.events.envelope import Envelope, version_from_dataschema
+from vigil.events import upcast
+from vigil.events.envelope import Envelope, dataschema_uri, version_from_dataschema
 from vigil.events.payload import EventPayload
 
 MAX_EVENT_BYTES = 1_048_576  # 1 MiB: larger records are refused (Kafka's default message.max.bytes is ~1 MiB too)
@@ -57,7 +58,8 @@ def _load_schema(relative: str) -> dict[str, Any]:
 
 @cache
 def _validator(relative: str) -> Callable[[Any], Any]:
-    return fastjsonschema.compile(_load_schema(relative))  # type: ignore[no-any-return]
+    validator: Callable[[Any], Any] = fastjsonschema.compile(_load_schema(relative))
+    return validator
 
 
 def payload_schema_path(event_type: str, version: int) -> str:
@@ -103,17 +105,46 @@ def _check(relative: str, value: Any, what: str) -> None:
         raise ContractError("schema_violation", f"{what}: {exc.message}") from exc
 
 
+def _resolve_payload(event_type: str, version: int, data: Any) -> tuple[type[EventPayload], Any]:
+    """Check ``data`` against its schema; lift it through upcasters when its version has no payload class."""
+    _ensure_catalog_loaded()
+    what = f"{event_type} v{version} data"
+    cls = _REGISTRY.get((event_type, version))
+    if cls is not None or not upcast.has_upcaster(event_type, version):
+        cls = payload_class(event_type, version)  # raises unknown_type / unknown_version
+        _check(payload_schema_path(event_type, version), data, what)
+        return cls, data
+    _check(payload_schema_path(event_type, version), data, what)  # old events still obey their own contract
+    try:
+        lifted = upcast.upcast(event_type, version, data, lambda v: (event_type, v) in _REGISTRY)
+    except Exception as exc:  # an upcaster is user code: any failure is this event's problem, not the consumer's
+        raise ContractError("upcast_failed", f"{what}: {type(exc).__name__}: {exc}") from exc
+    if lifted is None:
+        payload_class(event_type, version)  # the chain broke before a known version: unknown_version
+        raise AssertionError("unreachable")  # pragma: no cover
+    target, data = lifted
+    _check(payload_schema_path(event_type, target), data, f"{event_type} v{target} data (upcast from v{version})")
+    return _REGISTRY[(event_type, target)], data
+
+
 def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
-    """Check a parsed event against envelope + payload schemas and return the envelope and typed payload."""
+    """Check a parsed event against envelope + payload schemas and return the envelope and typed payload.
+
+    The payload is of the newest registered version: an older event is upcast (see :mod:`vigil.events.upcast`);
+    the envelope keeps the data exactly as written.
+    """
     if not isinstance(raw, dict):
         raise ContractError("schema_violation", "event must be a JSON object")
     _check("envelope/v1.json", raw, "envelope")
     event_type = raw["type"]
     version = version_from_dataschema(raw["dataschema"])
-    cls = payload_class(event_type, version)
-    _check(payload_schema_path(event_type, version), raw["data"], f"{event_type} v{version} data")
+    if version >= 0 and raw["dataschema"] != dataschema_uri(event_type, version):
+        raise ContractError(
+            "dataschema_mismatch", f"dataschema {raw['dataschema']!r} is not the schema of {event_type}"
+        )
+    cls, data = _resolve_payload(event_type, version, raw["data"])
     try:
-        payload = cls.model_validate(raw["data"])
+        payload = cls.model_validate(data)
         envelope = Envelope.model_validate(raw)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise ContractError("model_violation", str(exc).splitlines()[0] + ": " + str(exc)[:500]) from exc

@@ -15,7 +15,18 @@ METRICS: Final = "vigil.metrics"  # key: deployment
 AUDIT: Final = "vigil.audit"  # written by the auditor only, infinite retention
 DLQ: Final = "vigil.dlq"  # dead letters, key: original topic/partition
 
-ALL: Final[tuple[str, ...]] = (DATA, TRAINING, MODELS, DEPLOYMENTS, MONITORING, PREDICTIONS, LABELS, METRICS, AUDIT, DLQ)
+ALL: Final[tuple[str, ...]] = (
+    DATA,
+    TRAINING,
+    MODELS,
+    DEPLOYMENTS,
+    MONITORING,
+    PREDICTIONS,
+    LABELS,
+    METRICS,
+    AUDIT,
+    DLQ,
+)
 
 #: Topics that carry control-plane decisions (audited one event per entry).
 CONTROL_PLANE: Final[tuple[str, ...]] = (DATA, TRAINING, MODELS, DEPLOYMENTS, MONITORING)

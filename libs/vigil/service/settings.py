@@ -28,6 +28,8 @@ class ServiceSettings(BaseSettings):
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    kafka_topic_prefix: str = ""  # physical topic = prefix + logical name (tests use a uuid per test)
+    kafka_group_prefix: str = ""  # consumer group = prefix + vigil-<service>
     kafka_topic_partitions: int = Field(default=4, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_enable_idempotence: bool = False  # Tansu cannot; Apache Kafka can (config switch, DESIGN §4)
@@ -39,6 +41,8 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_ms: int = 200
     outbox_poll_interval_ms: int = 200
     outbox_batch_size: int = 500
+    outbox_retention_s: float = 86_400.0  # published rows kept this long, for republishing after a broker loss
+    broker_epoch_check_interval_ms: int = 1_000
     http_host: str = "127.0.0.1"
     http_port: int = 8100
     http_max_body_bytes: int = 8 * 1024 * 1024

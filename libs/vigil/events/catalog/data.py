@@ -36,6 +36,9 @@ class DataUpdated(EventPayload):
     row_count: int = Field(ge=0)
     producer: str = Field(min_length=1, max_length=256)
 
+    def subject(self) -> str:
+        return f"dataset/{self.dataset}"
+
 
 @register
 class DatasetVersionRegistered(EventPayload):

@@ -1,0 +1,328 @@
+"""The consuming half of the bus: contract checks, inbox, bounded retries, dead letters, commits after effects.
+
+Per record: decode and check the contract (a broken one is dead-lettered at once — retrying cannot fix it); find the
+handler for its type (none: ignored); run it in a transaction that also writes the inbox row (already there: a
+redelivery, skipped). A handler that raises is retried ``max_attempts`` times, then the record is dead-lettered with
+the error and the attempt count and the partition moves on. Infrastructure errors (Postgres unreachable) are not the
+record's fault: they are retried without limit and never dead-letter a good event. Offsets are committed only after
+every record of a batch is settled, so a crash between effect and commit leads to a redelivery the inbox absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry import trace
+
+from vigil.bus.context import BatchContext, Delivery, Emitter, HandlerContext
+from vigil.bus.dead_letters import DeadLetter, record_dead_letter
+from vigil.bus.metrics import CONSUMER_LAG, DLQ_TOTAL, EVENTS_CONSUMED, HANDLER_SECONDS
+from vigil.bus.topics import TopicNamer
+from vigil.bus.tracing import extract_context, tracer
+from vigil.events import ContractError, decode_event
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[HandlerContext, Any], Awaitable[None]]
+BatchHandler = Callable[[BatchContext, list[Delivery]], Awaitable[None]]
+
+#: Errors that mean "the database is away", not "this record is bad".
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Knobs of one consumer; names follow Kafka's, with units."""
+
+    service: str
+    group_id: str
+    topics: Sequence[str]  # logical names
+    source: str  # CloudEvents source of events emitted by handlers, e.g. vigil://registry
+    max_attempts: int = 3
+    retry_backoff_ms: int = 200
+    session_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 300_000
+    max_poll_records: int = 500
+    metadata_max_age_ms: int = 5_000
+
+
+class EventConsumer:
+    """Consumes logical topics for one service and applies handlers exactly once per event id."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        pool: asyncpg.Pool,
+        config: ConsumerConfig,
+        namer: TopicNamer,
+        handlers: dict[str, Handler] | None = None,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.pool = pool
+        self.config = config
+        self.namer = namer
+        self.handlers = dict(handlers or {})
+        self.batch_handler = batch_handler
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_poll_monotonic = 0.0
+        self.applied = 0
+        self.skipped = 0
+        self.dead_lettered = 0
+        self._positions: dict[TopicPartition, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.config.group_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *[self.namer.physical(t) for t in self.config.topics],
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.config.group_id,
+            client_id=f"{self.config.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.config.session_timeout_ms,
+            max_poll_interval_ms=self.config.max_poll_interval_ms,
+            max_poll_records=self.config.max_poll_records,
+            metadata_max_age_ms=self.config.metadata_max_age_ms,
+        )
+
+    async def _run(self) -> None:
+        """Poll forever. Any unexpected error restarts the Kafka consumer after a pause — it never dies silently."""
+        while True:
+            consumer = self._new_consumer()
+            self._consumer = consumer
+            try:
+                await consumer.start()
+                while True:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    self.last_poll_monotonic = time.monotonic()
+                    for tp, records in batch.items():
+                        if records:
+                            await self._process_partition(tp, records)
+                            await self._commit(consumer, tp, records[-1].offset + 1)
+                            self._positions[tp] = records[-1].offset + 1
+                    self._report_lag(consumer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("consumer loop failed; restarting", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
+            finally:
+                self._consumer = None
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        try:
+            await consumer.commit({tp: offset})
+        except (CommitFailedError, KafkaError) as exc:  # rebalanced or broker gone: redelivery is harmless
+            log.warning("offset commit failed", extra={"error": repr(exc), "tp": str(tp)})
+
+    def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            position = self._positions.get(tp)
+            if high is None or position is None:
+                continue
+            CONSUMER_LAG.labels(self.config.service, self.namer.logical(tp.topic), str(tp.partition)).set(
+                max(0, high - position)
+            )
+
+    # ------------------------------------------------------------------ processing
+    async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        topic = self.namer.logical(tp.topic)
+        deliveries: list[tuple[ConsumerRecord, Delivery]] = []
+        for record in records:
+            try:
+                envelope, payload = decode_event(record.value)
+            except ContractError as exc:
+                await self._dead_letter(record, topic, exc.reason, exc.detail, attempts=1, event_id=None)
+                continue
+            deliveries.append((record, Delivery(envelope, payload, topic, record.partition, record.offset)))
+        if not deliveries:
+            return
+        # A batch handler gets the batch in one transaction; if that fails as a whole, isolate the poison by
+        # applying the records one by one.
+        batchable = self.batch_handler is not None and len(deliveries) > 1
+        if batchable and await self._apply_batch([d for _, d in deliveries]):
+            return
+        for record, delivery in deliveries:
+            await self._apply_one(record, delivery)
+
+    async def _apply_batch(self, deliveries: list[Delivery]) -> bool:
+        """One transaction for the whole batch (inbox filters redeliveries). False if the handler raised."""
+        assert self.batch_handler is not None
+        while True:
+            try:
+                start = time.perf_counter()
+                async with self.pool.acquire() as conn, conn.transaction():
+                    fresh = await _claim_inbox(conn, deliveries)
+                    if fresh:
+                        emitter = Emitter(conn, self.config.source, f"service:{self.config.service}")
+                        await self.batch_handler(BatchContext(conn, emitter), fresh)
+                HANDLER_SECONDS.labels(self.config.service, "*batch*").observe(time.perf_counter() - start)
+                self.applied += len(fresh)
+                self.skipped += len(deliveries) - len(fresh)
+                fresh_ids = {d.envelope.id for d in fresh}
+                for d in deliveries:
+                    outcome = "applied" if d.envelope.id in fresh_ids else "duplicate"
+                    EVENTS_CONSUMED.labels(self.config.service, d.topic, d.envelope.type, outcome).inc()
+                return True
+            except INFRA_ERRORS as exc:
+                log.warning("database unavailable; retrying batch", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("batch handler failed; falling back to one record at a time")
+                return False
+
+    async def _apply_one(self, record: ConsumerRecord, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        handler = self.handlers.get(envelope.type)
+        if handler is None and self.batch_handler is None:
+            EVENTS_CONSUMED.labels(self.config.service, delivery.topic, envelope.type, "ignored").inc()
+            return
+        attempts = 0
+        last_error: BaseException | None = None
+        ctx_otel = extract_context(record.headers)
+        while attempts < self.config.max_attempts:
+            attempts += 1
+            start = time.perf_counter()
+            try:
+                with tracer.start_as_current_span(
+                    f"process {envelope.type}",
+                    context=ctx_otel,
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={"messaging.destination.name": delivery.topic, "vigil.event_id": envelope.id},
+                ):
+                    applied = await self._apply_in_transaction(delivery, handler)
+                HANDLER_SECONDS.labels(self.config.service, envelope.type).observe(time.perf_counter() - start)
+                outcome = "applied" if applied else "duplicate"
+                if applied:
+                    self.applied += 1
+                else:
+                    self.skipped += 1
+                EVENTS_CONSUMED.labels(self.config.service, delivery.topic, envelope.type, outcome).inc()
+                return
+            except INFRA_ERRORS as exc:
+                attempts -= 1  # not the record's fault: do not spend an attempt
+                log.warning("database unavailable; retrying", extra={"error": repr(exc), "event_id": envelope.id})
+                await asyncio.sleep(1.0)
+            except Exception as exc:
+                last_error = exc
+                log.warning(
+                    "handler failed",
+                    extra={"event_id": envelope.id, "type": envelope.type, "attempt": attempts, "error": repr(exc)},
+                )
+                if attempts < self.config.max_attempts:
+                    await asyncio.sleep(self.config.retry_backoff_ms / 1000 * 2 ** (attempts - 1))
+        await self._dead_letter(
+            record,
+            delivery.topic,
+            "handler_failed",
+            repr(last_error),
+            attempts=attempts,
+            event_id=envelope.id,
+            event_type=envelope.type,
+        )
+
+    async def _apply_in_transaction(self, delivery: Delivery, handler: Handler | None) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await _claim_inbox(conn, [delivery])
+            if not fresh:
+                return False
+            emitter = Emitter(conn, self.config.source, f"service:{self.config.service}")
+            if handler is not None:
+                await handler(HandlerContext(conn, delivery, emitter), delivery.payload)
+            else:
+                assert self.batch_handler is not None
+                await self.batch_handler(BatchContext(conn, emitter), [delivery])
+            return True
+
+    async def _dead_letter(
+        self,
+        record: ConsumerRecord,
+        topic: str,
+        reason: str,
+        error: str,
+        *,
+        attempts: int,
+        event_id: str | None,
+        event_type: str | None = None,
+    ) -> None:
+        letter = DeadLetter.from_record(
+            record,
+            topic=topic,
+            group=self.config.group_id,
+            reason=reason,
+            error=error,
+            attempts=attempts,
+            event_id=event_id,
+            event_type=event_type,
+        )
+        while True:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await record_dead_letter(conn, letter)
+                break
+            except INFRA_ERRORS as exc:
+                log.warning("database unavailable; retrying dead letter", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
+        self.dead_lettered += 1
+        DLQ_TOTAL.labels(self.config.service, topic, reason).inc()
+        EVENTS_CONSUMED.labels(self.config.service, topic, event_type or "?", "dead_lettered").inc()
+        log.error("dead-lettered record", extra={"topic": topic, "reason": reason, "error": error[:500]})
+
+
+async def _claim_inbox(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[Delivery]:
+    """Insert inbox rows; return the deliveries that were not there yet (the ones to apply)."""
+    rows = await conn.fetch(
+        'INSERT INTO inbox (event_id, event_type, topic, partition, "offset") '
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[]) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        [d.envelope.id for d in deliveries],
+        [d.envelope.type for d in deliveries],
+        [d.topic for d in deliveries],
+        [d.partition for d in deliveries],
+        [d.offset for d in deliveries],
+    )
+    fresh_ids = {r["event_id"] for r in rows}
+    seen: set[str] = set()
+    fresh: list[Delivery] = []
+    for d in deliveries:  # the same id twice in one batch: apply it once
+        if d.envelope.id in fresh_ids and d.envelope.id not in seen:
+            seen.add(d.envelope.id)
+            fresh.append(d)
+    return fresh

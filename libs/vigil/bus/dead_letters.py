@@ -1,0 +1,143 @@
+"""Dead letters: records a consumer gave up on, kept in Postgres (inspectable, replayable) and sent to vigil.dlq.
+
+A dead letter is written once per (consumer group, record identity): the event id when the record parsed, else the
+sha256 of its bytes. So a poison record redelivered after a crash is not dead-lettered twice, and the DLQ holds
+exactly the poison records. The record for ``vigil.dlq`` goes through the outbox, so it survives a broker loss too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import ConsumerRecord
+
+from vigil.bus.outbox import decode_headers, encode_headers, enqueue_raw
+from vigil.events import new_id
+from vigil.events import topics as logical_topics
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record this consumer gave up on, and why."""
+
+    dedupe_key: str
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    reason: str
+    error: str
+    attempts: int
+    event_id: str | None = None
+    event_type: str | None = None
+
+    @classmethod
+    def from_record(
+        cls,
+        record: ConsumerRecord,
+        *,
+        topic: str,
+        group: str,
+        reason: str,
+        error: str,
+        attempts: int,
+        event_id: str | None,
+        event_type: str | None,
+    ) -> DeadLetter:
+        identity = event_id or "sha256:" + hashlib.sha256(record.value or b"").hexdigest()
+        key = record.key.decode(errors="replace") if record.key is not None else None
+        return cls(
+            dedupe_key=f"{group}|{topic}|{identity}",
+            group=group,
+            topic=topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=key,
+            value=record.value,
+            headers=list(record.headers or []),
+            reason=reason,
+            error=error[:4000],
+            attempts=attempts,
+            event_id=event_id,
+            event_type=event_type,
+        )
+
+    def dlq_headers(self) -> list[tuple[str, bytes]]:
+        """Headers of the vigil.dlq record: the original ones plus the reason and provenance."""
+        extra = {
+            "dlq_reason": self.reason,
+            "dlq_error": self.error[:1000],
+            "dlq_attempts": str(self.attempts),
+            "dlq_group": self.group,
+            "dlq_topic": self.topic,
+            "dlq_partition": str(self.partition),
+            "dlq_offset": str(self.offset),
+        }
+        return [*self.headers, *((k, v.encode()) for k, v in extra.items())]
+
+
+async def record_dead_letter(conn: asyncpg.Connection, letter: DeadLetter) -> bool:
+    """Store the dead letter and enqueue it for vigil.dlq. False if it was already dead (a redelivery)."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO dead_letters (dedupe_key, event_id, event_type, topic, partition, "offset", key, value, headers,
+                                  reason, error, attempts)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12)
+        ON CONFLICT (dedupe_key) DO UPDATE
+            SET status = 'dead', reason = EXCLUDED.reason, error = EXCLUDED.error,
+                attempts = dead_letters.attempts + EXCLUDED.attempts, updated_at = now()
+            WHERE dead_letters.status = 'replayed'
+        RETURNING id
+        """,
+        letter.dedupe_key,
+        letter.event_id,
+        letter.event_type,
+        letter.topic,
+        letter.partition,
+        letter.offset,
+        letter.key,
+        letter.value,
+        encode_headers(letter.headers),
+        letter.reason,
+        letter.error,
+        letter.attempts,
+    )
+    if row is None:
+        return False
+    await enqueue_raw(conn, new_id(), logical_topics.DLQ, letter.key, letter.value or b"", letter.dlq_headers())
+    return True
+
+
+async def list_dead_letters(
+    conn: asyncpg.Connection, *, status: str | None = None, limit: int = 100, after_id: int = 0
+) -> list[dict[str, Any]]:
+    """Dead letters for inspection (newest last), keyset-paginated by id."""
+    rows = await conn.fetch(
+        'SELECT id, event_id, event_type, topic, partition, "offset", key, reason, error, attempts, status, '
+        "created_at, updated_at, octet_length(value) AS size FROM dead_letters "
+        "WHERE id > $1 AND ($2::text IS NULL OR status = $2) ORDER BY id LIMIT $3",
+        after_id,
+        status,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def replay_dead_letter(conn: asyncpg.Connection, letter_id: int) -> bool:
+    """Send a dead letter's original record back to its topic (through the outbox). False if unknown/not dead."""
+    row = await conn.fetchrow(
+        "UPDATE dead_letters SET status = 'replayed', updated_at = now() WHERE id = $1 AND status = 'dead' "
+        "RETURNING topic, key, value, headers",
+        letter_id,
+    )
+    if row is None:
+        return False
+    headers = decode_headers(row["headers"])
+    await enqueue_raw(conn, new_id(), row["topic"], row["key"], bytes(row["value"] or b""), headers)
+    return True

@@ -1,0 +1,106 @@
+"""Detects a broker that lost its log (the embedded broker keeps everything in memory).
+
+Kafka offers no cheap "this is not the log you wrote to" signal that Tansu supports (no topic ids in metadata), so
+each service writes a random sentinel record to ``vigil._epoch`` and periodically reads the record back at the
+offset the broker acknowledged. If it is missing or different, the log was lost: topics are created again and the
+outbox republishes what it retains. A broker that is merely unreachable is not a loss; we wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from vigil.bus.metrics import BROKER_LOSSES
+from vigil.bus.producer import BusProducer
+from vigil.bus.topics import EPOCH_TOPIC
+
+log = logging.getLogger(__name__)
+
+
+class BrokerEpochWatch:
+    """Calls ``on_loss`` once per detected loss of the broker's log."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        producer: BusProducer,
+        on_loss: Callable[[], Awaitable[None]],
+        *,
+        service: str,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.producer = producer
+        self.on_loss = on_loss
+        self.service = service
+        self.interval_s = interval_s
+        self._nonce = b""
+        self._offset = -1
+        self._partition = 0
+        self._task: asyncio.Task[None] | None = None
+        self.losses = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="broker-epoch-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _plant(self) -> None:
+        self._nonce = f"{self.service}:{secrets.token_hex(16)}".encode()
+        meta = await self.producer.send_and_wait(EPOCH_TOPIC, self._nonce, key=self.service)
+        self._partition, self._offset = meta.partition, meta.offset
+
+    async def _sentinel_present(self) -> bool | None:
+        """True if our sentinel is still in the log, False if not, None if the broker can't be asked."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, request_timeout_ms=5_000
+        )
+        try:
+            await consumer.start()
+            tp = TopicPartition(self.producer.namer.physical(EPOCH_TOPIC), self._partition)
+            partitions = consumer.partitions_for_topic(tp.topic)
+            if not partitions:
+                return False  # the topic itself is gone
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end <= self._offset:
+                return False
+            consumer.assign([tp])
+            consumer.seek(tp, self._offset)
+            batch = await consumer.getmany(tp, timeout_ms=2_000, max_records=1)
+            records = batch.get(tp, [])
+            if not records:
+                return None  # could not read it in time; do not guess
+            return records[0].offset == self._offset and records[0].value == self._nonce
+        except Exception as exc:
+            log.debug("epoch check failed", extra={"error": repr(exc)})
+            return None
+        finally:
+            await consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self._offset < 0:
+                    await self._plant()
+                present = await self._sentinel_present()
+                if present is False:
+                    self.losses += 1
+                    BROKER_LOSSES.labels(self.service).inc()
+                    log.warning("broker lost its log; recreating topics and republishing the outbox")
+                    await self.on_loss()
+                    await self._plant()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("epoch watch error", extra={"error": repr(exc)})
+            await asyncio.sleep(self.interval_s)

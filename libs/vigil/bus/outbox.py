@@ -1,0 +1,211 @@
+"""Transactional outbox: events are written with the state change that caused them, then relayed to Kafka.
+
+``enqueue`` runs inside the caller's transaction (so an event exists if and only if its effect does) and notifies
+the relay, which publishes rows in ``seq`` order, waits for the broker's acks and marks them published. Published
+rows are kept for ``retention`` so that :meth:`OutboxRelay.republish_recent` can replay them after a broker lost
+its log; consumers' inboxes make the replay harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+
+from vigil.bus.metrics import OUTBOX_PENDING, REPUBLISHED
+from vigil.bus.producer import BusProducer
+from vigil.bus.tracing import inject_headers
+from vigil.events import Envelope, check_outgoing, payload_class
+
+log = logging.getLogger(__name__)
+
+
+def encode_headers(headers: list[tuple[str, bytes]]) -> str:
+    """Kafka headers as JSON text for a JSONB column (values base64: bytes may hold NUL, which JSONB refuses)."""
+    return orjson.dumps([[k, base64.b64encode(v).decode()] for k, v in headers]).decode()
+
+
+def decode_headers(stored: str | bytes | list[list[str]]) -> list[tuple[str, bytes]]:
+    """Inverse of :func:`encode_headers` (accepts the JSON text or the list the pool's JSONB codec made of it)."""
+    items = orjson.loads(stored) if isinstance(stored, str | bytes) else stored
+    return [(k, base64.b64decode(v)) for k, v in items]
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel that wakes a schema's relay."""
+    return f"vigil_outbox_{schema}"
+
+
+async def enqueue(conn: asyncpg.Connection, envelope: Envelope, *, validate: bool = True) -> None:
+    """Add an event to the outbox in the caller's transaction; the topic and key come from its payload class."""
+    if validate:
+        check_outgoing(envelope)
+    cls = payload_class(envelope.type, envelope.version)
+    key = str(envelope.data.get(cls.KEY_FIELD, envelope.subject))
+    headers = inject_headers([("ce_type", envelope.type.encode()), ("ce_id", envelope.id.encode())])
+    await enqueue_raw(conn, envelope.id, cls.TOPIC, key, envelope.canonical_bytes(), headers)
+
+
+async def enqueue_raw(
+    conn: asyncpg.Connection,
+    record_id: str,
+    topic: str,
+    key: str | None,
+    value: bytes,
+    headers: list[tuple[str, bytes]],
+) -> None:
+    """Add a raw record (e.g. a dead letter) to the outbox. Idempotent per ``record_id``."""
+    await conn.execute(
+        "INSERT INTO outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5::jsonb) "
+        "ON CONFLICT (event_id) DO NOTHING",
+        record_id,
+        topic,
+        key,
+        value,
+        encode_headers(headers),
+    )
+    schema = await conn.fetchval("SELECT current_schema()")
+    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+
+
+class OutboxRelay:
+    """Publishes a schema's outbox. Several replicas may run: rows are claimed with FOR UPDATE SKIP LOCKED."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: BusProducer,
+        *,
+        schema: str,
+        service: str,
+        batch_size: int = 500,
+        poll_interval_ms: int = 200,
+        retention_s: float = 86_400.0,
+    ) -> None:
+        self.pool = pool
+        self.producer = producer
+        self.schema = schema
+        self.service = service
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval_ms / 1000
+        self.retention_s = retention_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listen_conn: asyncpg.Connection | None = None
+        self.published_total = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.schema}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._unlisten()
+
+    def wake(self) -> None:
+        """Ask the relay to look at the outbox now."""
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listen_conn is not None and not self._listen_conn.is_closed():
+            return
+        conn = await self.pool.acquire()
+        try:
+            await conn.add_listener(notify_channel(self.schema), self._on_notify)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        self._listen_conn = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(notify_channel(self.schema), self._on_notify)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = self.poll_interval
+        last_prune = 0.0
+        while True:
+            try:
+                await self._listen()
+                published = await self.publish_batch()
+                backoff = self.poll_interval
+                now = asyncio.get_running_loop().time()
+                if now - last_prune > 60:
+                    last_prune = now
+                    await self.prune()
+                if published >= self.batch_size:
+                    continue  # more waiting: go again at once
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval * 5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker or database away: keep the rows, try again with backoff
+                log.warning("outbox relay error, retrying", extra={"error": repr(exc), "schema": self.schema})
+                await self._unlisten()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def publish_batch(self) -> int:
+        """Publish up to ``batch_size`` pending rows in seq order; mark them published once acked."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT seq, topic, key, value, headers FROM outbox WHERE published_at IS NULL "
+                "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.batch_size,
+            )
+            if rows:
+                futures = []
+                for row in rows:
+                    headers = decode_headers(row["headers"])
+                    futures.append(
+                        await self.producer.send(row["topic"], bytes(row["value"]), key=row["key"], headers=headers)
+                    )
+                await asyncio.gather(*futures)
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now(), publish_count = publish_count + 1 WHERE seq = ANY($1)",
+                    [r["seq"] for r in rows],
+                )
+                self.published_total += len(rows)
+            pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            OUTBOX_PENDING.labels(self.service).set(pending)
+        return len(rows)
+
+    async def republish_recent(self) -> int:
+        """Mark every retained row unpublished again (the broker lost them); the relay republishes in order."""
+        async with self.pool.acquire() as conn:
+            result = await conn.execute(
+                "UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL "
+                "AND published_at > now() - make_interval(secs => $1)",
+                self.retention_s,
+            )
+        count = int(result.split()[-1])
+        REPUBLISHED.labels(self.service).inc(count)
+        self.wake()
+        return count
+
+    async def prune(self) -> int:
+        """Delete rows published longer ago than the retention period."""
+        async with self.pool.acquire() as conn:
+            result = await conn.execute(
+                "DELETE FROM outbox WHERE published_at IS NOT NULL "
+                "AND published_at < now() - make_interval(secs => $1)",
+                self.retention_s,
+            )
+        return int(result.split()[-1])

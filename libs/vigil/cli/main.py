@@ -1,0 +1,24 @@
+"""The ``vigil`` command: a thin registry of sub-apps, one module per area under ``vigil.cli``.
+
+Sub-apps added without a name contribute top-level commands (``vigil up``); named ones become groups
+(``vigil audit verify``). Keep command logic in the sub-modules and the library, not here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vigil.cli import stack
+
+app = typer.Typer(
+    name="vigil",
+    help="Vigil: an event-driven MLOps control plane.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.add_typer(stack.app)  # vigil up, vigil status
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,111 @@
+"""``vigil up`` and ``vigil status``: run the embedded stack in the foreground and ask how it is doing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from vigil.stack.state import StackPaths, redact_dsn
+from vigil.stack.status import stack_status
+from vigil.stack.supervisor import RunningStack, StackError, default_launches, running_stack
+
+app = typer.Typer()
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="VIGIL_HOME", help="State directory (default ./.vigil).", show_default=False),
+]
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_summary(stack: RunningStack) -> None:
+    typer.echo(f"Vigil is up (home {stack.paths.home})")
+    typer.echo(f"  {'broker':<10} {stack.bootstrap_servers}")
+    typer.echo(f"  {'postgres':<10} {redact_dsn(stack.database_url)}")
+    for svc in stack.services.values():
+        typer.echo(f"  {svc.name:<10} {svc.url}  (log {svc.log_file})")
+    typer.echo(f"  admin token in {stack.paths.admin_token}; state in {stack.paths.state_file}")
+    typer.echo("Press Ctrl-C to stop.")
+
+
+@app.command()
+def up(
+    home: HomeOpt = None,
+    broker_port: Annotated[
+        int | None,
+        typer.Option(envvar="VIGIL_BROKER_PORT", help="Broker port (default 19092 if free; 0 = any free port)."),
+    ] = None,
+    postgres_port: Annotated[
+        int | None,
+        typer.Option(envvar="VIGIL_POSTGRES_PORT", help="Embedded Postgres port (default 15432 if free; 0 = any)."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar=["VIGIL_DATABASE_URL", "DATABASE_URL"],
+            help="Use this Postgres instead of the embedded one.",
+            show_default=False,
+        ),
+    ] = None,
+    no_services: Annotated[bool, typer.Option("--no-services", help="Start the broker and Postgres only.")] = False,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Start only these services (repeatable).", show_default=False)
+    ] = None,
+    free_ports: Annotated[
+        bool, typer.Option("--free-ports", help="Put services on free ports instead of 8101–8106.")
+    ] = False,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service's /readyz.")] = 90.0,
+) -> None:
+    """Start the broker, Postgres and the six services; stop them all on Ctrl-C."""
+    # Both explicitly: a shell that starts us in the background leaves SIGINT ignored, and Python keeps it that way.
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        launches = [] if no_services else default_launches(only, free_ports=free_ports)
+        with running_stack(
+            home,
+            services=launches,
+            broker_port=broker_port,
+            postgres_port=postgres_port,
+            database_url=database_url,
+            ready_timeout=ready_timeout,
+            echo=typer.echo,
+        ) as stack:
+            _print_summary(stack)
+            stack.supervise(threading.Event())
+    except KeyboardInterrupt:
+        typer.echo("Vigil stopped.")
+    except StackError as exc:
+        typer.echo(f"vigil up failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds per probe.")] = 2.0,
+) -> None:
+    """Show each component's address and health; exit 0 only when everything is healthy."""
+    report = stack_status(StackPaths.at(home).home, timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    elif not report["running"]:
+        typer.echo(f"no stack running from {report['home']}")
+    else:
+        mark = {True: "ok  ", False: "DOWN"}
+        typer.echo(f"Vigil stack (home {report['home']}, supervisor pid {report['supervisor_pid']})")
+        typer.echo(f"  {mark[report['broker']['healthy']]} {'broker':<10} {report['broker'].get('bootstrap_servers')}")
+        typer.echo(f"  {mark[report['postgres']['healthy']]} {'postgres':<10} {report['postgres'].get('dsn')}")
+        for svc in report["services"]:
+            typer.echo(f"  {mark[svc['healthy']]} {svc['name']:<10} {svc['url']}")
+    raise typer.Exit(0 if report["healthy"] else 1)

@@ -1,0 +1,144 @@
+"""Monitoring events: window figures per deployment × version, and the decisions the monitor takes from them.
+
+Topic vigil.monitoring, key deployment. A decision (``drift.detected``, ``slo.breached``, ``rollback.requested``,
+``retrain.requested``) always carries its evidence — statistic, value, threshold, window, sample size — and the
+version of the policy that judged it, so the audit can answer "why" without re-running anything.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from vigil.events import topics
+from vigil.events.catalog.common import Digest, Evidence, Id, Key, Metrics, Name, Record, Text, Version, Window
+from vigil.events.contracts import register
+from vigil.events.payload import EventPayload
+
+Variant = Literal["stable", "candidate", "shadow"]
+FeatureName = Annotated[str, Field(min_length=1, max_length=256)]
+Stat = Annotated[float, Field(ge=0)]
+
+
+class FeatureDrift(Record):
+    """Drift statistics of one feature (or of the predictions) against the version's reference profile.
+
+    Null means "not computed" (e.g. χ² for a numeric feature). ``ks_bound`` is the error bound of the binned KS.
+    """
+
+    count: int = Field(ge=0)
+    missing: int = Field(default=0, ge=0)
+    psi: Stat | None = None
+    ks: Stat | None = None
+    ks_bound: Stat | None = None
+    js: Stat | None = None
+    w1: Stat | None = None
+    chi2: Stat | None = None
+    hellinger: Stat | None = None
+    p_value: float | None = Field(default=None, ge=0, le=1)
+
+
+class LatencyFigures(Record):
+    """Latency quantiles of a window, from the kernel library's mergeable sketch."""
+
+    count: int = Field(ge=0)
+    p50_ms: Stat
+    p90_ms: Stat
+    p99_ms: Stat
+    max_ms: Stat
+
+
+class _MonitorEvent(EventPayload):
+    TOPIC: ClassVar[str] = topics.MONITORING
+    KEY_FIELD: ClassVar[str] = "deployment"
+
+    deployment: Name
+    model: Name
+
+    def subject(self) -> str:
+        return f"deployment/{self.deployment}"
+
+
+@register
+class MonitorWindow(_MonitorEvent):
+    """The figures of one closed window for one served version: drift, quality (once labels arrived), latency,
+    errors and fairness. Late labels re-emit the window with updated quality figures (same window, higher
+    ``revision``)."""
+
+    TYPE: ClassVar[str] = "monitor.window"
+
+    version: Version
+    variant: Variant
+    window: Window
+    revision: int = Field(default=0, ge=0)
+    predictions: int = Field(ge=0)
+    labels: int = Field(ge=0)
+    features: dict[FeatureName, FeatureDrift] = Field(default_factory=dict, max_length=1024)
+    prediction_drift: FeatureDrift | None = None
+    quality: Metrics = Field(default_factory=dict)
+    latency: LatencyFigures | None = None
+    errors: int = Field(default=0, ge=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    fairness: Metrics = Field(default_factory=dict)
+    sensitive_attribute: FeatureName | None = None
+    reference_profile_digest: Digest | None = None
+
+    def subject(self) -> str:
+        return f"deployment/{self.deployment}/v{self.version}"
+
+
+class _Decision(_MonitorEvent):
+    """Fields every monitor decision carries."""
+
+    window: Window
+    evidence: list[Evidence] = Field(min_length=1, max_length=1024)
+    policy_version: int = Field(ge=1)
+    consecutive_windows: int = Field(default=1, ge=1)
+
+
+@register
+class DriftDetected(_Decision):
+    """Features of a served version drifted past the policy's thresholds (a signal; actions are separate events)."""
+
+    TYPE: ClassVar[str] = "drift.detected"
+
+    version: Version
+    variant: Variant
+    features: list[FeatureName] = Field(min_length=1, max_length=1024)
+    prediction_drift: bool = False
+
+
+@register
+class SloBreached(_Decision):
+    """A service-level objective (latency, error rate, …) was breached."""
+
+    TYPE: ClassVar[str] = "slo.breached"
+
+    version: Version | None = None
+    slo: Key
+
+
+@register
+class RollbackRequested(_Decision):
+    """The monitor asks the deployer to send all traffic back to stable; the deployer copies the evidence into
+    ``deployment.rolled_back``."""
+
+    TYPE: ClassVar[str] = "rollback.requested"
+
+    rollout_id: Id | None = None
+    stable_version: Version | None
+    candidate_version: Version
+    reason: Literal["candidate_worse", "slo_breach", "fairness_breach", "drift"]
+    detail: Text = ""
+
+
+@register
+class RetrainRequested(_Decision):
+    """Sustained drift or quality loss on the stable version: the scheduler retrains ``model`` under its policy."""
+
+    TYPE: ClassVar[str] = "retrain.requested"
+
+    version: Version
+    reason: Literal["drift", "quality"]
+    detail: Text = ""

@@ -1,0 +1,188 @@
+"""The FastAPI application every service is built from: lifespan, health, metrics, limits, errors.
+
+``create_app(definition)`` gives a service its HTTP face; the lifespan starts the runtime (pool, migrations,
+topics, relay, consumer) and stops it in reverse. Settings are built inside the lifespan (or passed in by tests),
+never at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vigil.service.auth import TokenStore
+from vigil.service.dlq_api import router as dlq_router
+from vigil.service.logging import configure_logging
+from vigil.service.runtime import ServiceDefinition, ServiceRuntime, start_runtime
+from vigil.service.settings import ServiceSettings
+from vigil.service.telemetry import configure_tracing
+
+log = logging.getLogger(__name__)
+
+HTTP_REQUESTS = Counter("vigil_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
+HTTP_SECONDS = Histogram("vigil_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413, by Content-Length and while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body exceeds {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the service's FastAPI app. Pass ``settings`` in tests; otherwise they come from the environment."""
+    settings = settings or definition.settings_cls(service_name=definition.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(definition.name, settings.log_level)
+        configure_tracing(settings)
+        app.state.token_store = TokenStore(settings.resolved_tokens_file())
+        runtime = await start_runtime(definition, settings)
+        app.state.runtime = runtime
+        log.info("service started", extra={"port": settings.http_port})
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            log.info("service stopped")
+
+    app = FastAPI(
+        title=f"Vigil {definition.name}",
+        version="0.1.0",
+        lifespan=lifespan,
+        description=(definition.__doc__ or "").strip() or f"Vigil {definition.name} API",
+    )
+    app.state.settings = settings
+    app.state.token_store = TokenStore(settings.resolved_tokens_file())
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http_max_body_bytes)
+    _add_request_metrics(app, definition.name)
+    _add_error_handler(app)
+    _add_health_routes(app)
+    for router in definition.routers:
+        app.include_router(router)
+    app.include_router(dlq_router)
+    return app
+
+
+def _add_request_metrics(app: FastAPI, service: str) -> None:
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(service, request.method, path, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(service, request.method, path).observe(time.perf_counter() - start)
+        return response
+
+
+def _add_error_handler(app: FastAPI) -> None:
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+
+def _add_health_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: Postgres and the broker answer and the consumer is running."""
+        runtime: ServiceRuntime | None = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        checks = await readiness_checks(runtime)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+        )
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def readiness_checks(runtime: ServiceRuntime) -> dict[str, str]:
+    """Each dependency → "ok" or the reason it is not."""
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2.0), runtime.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        async with asyncio.timeout(2.0):
+            ok = await runtime.producer.probe()
+        checks["broker"] = "ok" if ok else "no metadata"
+    except Exception as exc:
+        checks["broker"] = f"unreachable: {type(exc).__name__}"
+    if runtime.consumer is not None:
+        checks["consumer"] = "ok" if runtime.consumer.running else "stopped"
+    return checks
+
+
+def run(definition: ServiceDefinition) -> None:
+    """Entry point of ``python -m vigil.<service>``: settings from the environment, uvicorn on the HTTP port."""
+    import uvicorn
+
+    settings = definition.settings_cls(service_name=definition.name)
+    configure_logging(definition.name, settings.log_level)
+    uvicorn.run(
+        create_app(definition, settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

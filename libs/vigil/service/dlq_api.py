@@ -1,0 +1,59 @@
+"""Dead-letter routes every service gets: list what this consumer gave up on, replay one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel
+
+from vigil.bus.dead_letters import list_dead_letters, replay_dead_letter
+from vigil.service.auth import Admin, Viewer
+from vigil.service.pagination import Limit, Page
+
+router = APIRouter(prefix="/v1/dlq", tags=["dead letters"])
+
+
+class DeadLetterPublic(BaseModel):
+    id: int
+    event_id: str | None
+    event_type: str | None
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    error: str
+    attempts: int
+    status: str
+    size: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@router.get("", response_model=Page[DeadLetterPublic])
+async def list_letters(
+    request: Request,
+    _user: Viewer,
+    limit: Limit = 100,
+    after: Annotated[int, Query(ge=0)] = 0,
+    status: Literal["dead", "replayed"] | None = None,
+) -> Page[DeadLetterPublic]:
+    """Dead letters of this service's consumer, oldest first."""
+    async with request.app.state.runtime.pool.acquire() as conn:
+        rows = await list_dead_letters(conn, status=status, limit=limit, after_id=after)
+    items = [DeadLetterPublic(**r) for r in rows]
+    return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)
+
+
+@router.post("/{letter_id}/replay", status_code=202)
+async def replay(request: Request, letter_id: int, _user: Admin) -> dict[str, object]:
+    """Send a dead letter's original record back to its topic (after fixing what made it fail)."""
+    runtime = request.app.state.runtime
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        ok = await replay_dead_letter(conn, letter_id)
+    if not ok:
+        raise HTTPException(404, f"no dead letter {letter_id} in state 'dead'")
+    runtime.relay.wake()
+    return {"replayed": letter_id}

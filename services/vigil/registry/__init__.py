@@ -1,0 +1,1 @@
+"""Registry: the system of record for datasets and models, their versions, aliases, gates and lineage."""

@@ -1,0 +1,116 @@
+"""Registry HTTP API (``/v1``): data updates in, datasets and versions out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from pydantic import BaseModel
+
+from vigil.bus.context import Emitter
+from vigil.bus.outbox import enqueue
+from vigil.events import make_event
+from vigil.events.catalog.data import NAME_PATTERN, ColumnSpec, DataUpdated
+from vigil.registry import store
+from vigil.registry.handlers import apply_data_updated
+from vigil.service.auth import Scientist, Viewer
+from vigil.service.pagination import After, Limit, Page
+from vigil.service.runtime import ServiceRuntime
+
+router = APIRouter(prefix="/v1", tags=["datasets"])
+
+DatasetName = Annotated[str, Path(pattern=NAME_PATTERN, description="dataset name")]
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    latest_version: int
+    created_at: datetime
+
+
+class DatasetVersionPublic(BaseModel):
+    dataset: str
+    version: int
+    content_digest: str
+    uri: str
+    columns: list[ColumnSpec]
+    row_count: int
+    producer: str
+    parent_version: int | None
+    source_event_id: str
+    registered_event_id: str
+    created_by: str
+    created_at: datetime
+
+
+class DataUpdateAccepted(BaseModel):
+    event_id: str
+    dataset: str
+    version: int
+    created: bool
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def _public(v: store.DatasetVersion) -> DatasetVersionPublic:
+    return DatasetVersionPublic.model_validate(v, from_attributes=True)
+
+
+@router.post("/data-updates", status_code=status.HTTP_201_CREATED, response_model=DataUpdateAccepted)
+async def post_data_update(request: Request, update: DataUpdated, user: Scientist) -> DataUpdateAccepted:
+    """Announce new data (the `data.updated` upstream contract over HTTP); registers the dataset version."""
+    runtime = _runtime(request)
+    envelope = make_event(update, source=f"{runtime.source}/api", actor=user.actor)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        # Published like any upstream event (the auditor records it); our own consumer will skip it via the inbox.
+        await enqueue(conn, envelope)
+        await conn.execute(
+            'INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES ($1, $2, $3, -1, -1)',
+            envelope.id,
+            envelope.type,
+            "http",
+        )
+        version, created = await apply_data_updated(Emitter(conn, runtime.source, user.actor), envelope, update)
+    return DataUpdateAccepted(event_id=envelope.id, dataset=version.dataset, version=version.version, created=created)
+
+
+@router.get("/datasets", response_model=Page[DatasetPublic])
+async def list_datasets(
+    request: Request, _user: Viewer, limit: Limit = 100, after: After = None
+) -> Page[DatasetPublic]:
+    """Datasets by name."""
+    async with _runtime(request).pool.acquire() as conn:
+        rows = await store.list_datasets(conn, limit=limit, after=after)
+    items = [DatasetPublic(**r) for r in rows]
+    return Page(items=items, next=items[-1].name if len(items) == limit else None)
+
+
+@router.get("/datasets/{name}/versions", response_model=Page[DatasetVersionPublic])
+async def list_dataset_versions(
+    request: Request,
+    name: DatasetName,
+    _user: Viewer,
+    limit: Limit = 100,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> Page[DatasetVersionPublic]:
+    """Versions of one dataset, oldest first."""
+    async with _runtime(request).pool.acquire() as conn:
+        versions = await store.list_versions(conn, name, limit=limit, after=after)
+    items = [_public(v) for v in versions]
+    return Page(items=items, next=str(items[-1].version) if len(items) == limit else None)
+
+
+@router.get("/datasets/{name}/versions/{version}", response_model=DatasetVersionPublic)
+async def get_dataset_version(
+    request: Request, name: DatasetName, version: Annotated[int, Path(ge=1)], _user: Viewer
+) -> DatasetVersionPublic:
+    """One dataset version."""
+    async with _runtime(request).pool.acquire() as conn:
+        found = await store.get_version(conn, name, version)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {name!r} has no version {version}")
+    return _public(found)
