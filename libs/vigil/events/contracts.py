@@ -16,8 +16,8 @@ from typing import Any
 
 import fastjsonschema
 
-from vigil.events.codec import EncodingError, parse_json
 from vigil.events import upcast
+from vigil.events.codec import EncodingError, parse_json
 from vigil.events.envelope import Envelope, dataschema_uri, version_from_dataschema
 from vigil.events.payload import EventPayload
 

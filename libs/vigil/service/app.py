@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vigil.service.auth import TokenStore
 from vigil.service.dlq_api import router as dlq_router
+from vigil.service.info_api import router as info_router
 from vigil.service.logging import configure_logging
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime, start_runtime
 from vigil.service.settings import ServiceSettings
@@ -106,6 +107,7 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings | None =
     for router in definition.routers:
         app.include_router(router)
     app.include_router(dlq_router)
+    app.include_router(info_router)
     return app
 
 

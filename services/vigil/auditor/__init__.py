@@ -1,0 +1,1 @@
+"""Auditor: every event into an append-only, hash-chained, queryable audit log."""

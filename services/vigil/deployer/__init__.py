@@ -1,0 +1,1 @@
+"""Deployer: rollouts (canary, blue-green, shadow) and the serving gateway."""

@@ -1,0 +1,1 @@
+"""Monitor: streaming drift, quality, SLO and fairness per deployment and version."""
