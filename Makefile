@@ -1,0 +1,65 @@
+# Vigil — the two commands that matter: `make run` and `make test`. Everything works from a fresh clone with only
+# Python >= 3.11 on the machine: the venv, the packages, the broker and Postgres are all installed/started here.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Re-install when the project definition changes.
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: venv run demo test test-unit test-integration test-e2e test-fault lint format bench bench-drift clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Vigil needs Python >= 3.11"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## Start the embedded platform (broker, Postgres, six services) and drive the demo loop. Ctrl-C stops everything.
+run: venv
+	$(BIN)/vigil demo
+
+## The whole test suite against real infrastructure (embedded broker + Postgres unless Docker or DATABASE_URL).
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-unit: venv
+	$(BIN)/python -m pytest -q -m unit
+
+test-integration: venv
+	$(BIN)/python -m pytest -q -m integration
+
+test-e2e: venv
+	$(BIN)/python -m pytest -q -m e2e
+
+test-fault: venv
+	$(BIN)/python -m pytest -q -m fault
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs services
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@rm -f $(VENV)/.bench-installed-*
+	@touch $@
+
+## Benchmarks: results go to docs/benchmarks/<area>.json and .md (never part of pass/fail).
+bench: bench-drift
+
+bench-drift: $(BENCH_STAMP)
+	$(BIN)/python tests/bench/bench_drift.py
+
+clean:
+	rm -rf $(VENV) .numba_cache .mypy_cache .ruff_cache .pytest_cache

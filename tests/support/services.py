@@ -1,0 +1,114 @@
+"""Run services in-process (real lifespan: pool, migrations, topics, relay, consumer) and talk to them over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from vigil.service.runtime import ServiceDefinition, ServiceRuntime
+from vigil.service.settings import ServiceSettings
+from vigil.service.tokens import Role, TokenRecord, issue_token, save_tokens
+
+S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
+
+
+@dataclass
+class Tokens:
+    """Plaintext tokens for each role, plus one with no role at all."""
+
+    file: Path
+    by_role: dict[str, str]
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.by_role[role]}"}
+
+
+def make_tokens(directory: Path) -> Tokens:
+    """Issue one token per role (and a role-less one) into ``directory/tokens.json``."""
+    records: list[TokenRecord] = []
+    plain: dict[str, str] = {}
+    for role in Role:
+        token, record = issue_token(f"test-{role.value}", {role})
+        records.append(record)
+        plain[role.value] = token
+    token, record = issue_token("test-nobody", set())
+    records.append(record)
+    plain["nobody"] = token
+    path = directory / "tokens.json"
+    save_tokens(path, records)
+    return Tokens(path, plain)
+
+
+def settings_for(
+    cls: type[S], *, dsn: str, bootstrap: str, prefix: str, tokens: Tokens | None = None, **overrides: Any
+) -> S:
+    """Settings pointing a service at the test's database, broker and topic/group namespace."""
+    values: dict[str, Any] = {
+        "database_url": dsn,
+        "kafka_bootstrap_servers": bootstrap,
+        "kafka_topic_prefix": prefix,
+        "kafka_group_prefix": prefix,
+        "kafka_topic_partitions": 2,
+        "kafka_session_timeout_ms": 6000,
+        "consumer_retry_backoff_ms": 20,
+        "outbox_poll_interval_ms": 50,
+        "broker_epoch_check_interval_ms": 500,
+        "environment": "test",
+    }
+    if tokens is not None:
+        values["tokens_file"] = tokens.file
+    values.update(overrides)
+    return cls(**values)
+
+
+@dataclass
+class RunningService:
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> ServiceRuntime:
+        runtime: ServiceRuntime = self.app.state.runtime
+        return runtime
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[RunningService]:
+    """Start ``app``'s lifespan and yield it with an ASGI client; stop it afterwards."""
+    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield RunningService(app, client)
+
+
+@asynccontextmanager
+async def running_definition(definition: ServiceDefinition, settings: ServiceSettings) -> AsyncIterator[RunningService]:
+    """Like :func:`running` for an ad-hoc definition (tests that bring their own handlers)."""
+    from vigil.service.app import create_app
+
+    async with running(create_app(definition, settings)) as service:
+        yield service
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 45.0, interval: float = 0.2, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
