@@ -15,6 +15,7 @@ from vigil.events.catalog.data import DIGEST_PATTERN, NAME_PATTERN, ColumnSpec
 __all__ = [
     "DIGEST_PATTERN",
     "HEX64_PATTERN",
+    "KEY_PATTERN",
     "NAME_PATTERN",
     "ArtifactFormat",
     "ColumnSpec",
@@ -24,12 +25,15 @@ __all__ = [
     "Evidence",
     "Hex64",
     "Id",
+    "Key",
     "Labels",
     "Metrics",
     "Name",
+    "Opaque",
     "Params",
     "Record",
     "Text",
+    "Uri",
     "Version",
     "Window",
 ]
