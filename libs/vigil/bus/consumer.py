@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 
+from vigil.bus._aio import stop_quietly
 from vigil.bus.context import BatchContext, Delivery, Emitter, HandlerContext
 from vigil.bus.dead_letters import DeadLetter, record_dead_letter
 from vigil.bus.metrics import CONSUMER_LAG, DLQ_TOTAL, EVENTS_CONSUMED, HANDLER_SECONDS
@@ -142,8 +143,7 @@ class EventConsumer:
                 await asyncio.sleep(1.0)
             finally:
                 self._consumer = None
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+                await stop_quietly(consumer)
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         try:

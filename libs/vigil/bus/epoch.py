@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from vigil.bus._aio import stop_quietly
 from vigil.bus.metrics import BROKER_LOSSES
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import EPOCH_TOPIC
@@ -85,7 +86,7 @@ class BrokerEpochWatch:
             log.debug("epoch check failed", extra={"error": repr(exc)})
             return None
         finally:
-            await consumer.stop()
+            await stop_quietly(consumer)
 
     async def _run(self) -> None:
         while True:

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 EPOCH_TOPIC = "vigil._epoch"  # sentinel records used to detect a broker that lost its log (see epoch.py)
 TOPIC_ALREADY_EXISTS = 36
+#: Per-topic settings by logical suffix: the audit topic is the immutable record, kept forever.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {"audit": {"retention.ms": "-1", "retention.bytes": "-1"}}
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,15 @@ async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: in
         missing = [n for n in names if n not in existing]
         if not missing:
             return
-        new = [NewTopic(n, 1 if n.endswith(EPOCH_TOPIC) else partitions, replication_factor) for n in missing]
+        new = [
+            NewTopic(
+                n,
+                1 if n.endswith(EPOCH_TOPIC) else partitions,
+                replication_factor,
+                topic_configs=TOPIC_CONFIGS.get(n.rsplit("vigil.", 1)[-1], {}),
+            )
+            for n in missing
+        ]
         response = await admin.create_topics(new)
         for topic, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):

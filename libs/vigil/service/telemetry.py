@@ -23,10 +23,13 @@ def configure_tracing(settings: ServiceSettings) -> None:
         exporter = ConsoleSpanExporter()
     elif settings.otel_exporter == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore
-        except ImportError as exc:  # optional dependency
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
             raise RuntimeError("VIGIL_OTEL_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http") from exc
-        exporter = OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint)
+        endpoint = settings.otel_exporter_otlp_endpoint
+        if endpoint and not endpoint.rstrip("/").endswith("/v1/traces"):
+            endpoint = endpoint.rstrip("/") + "/v1/traces"  # the HTTP exporter wants the full signal URL
+        exporter = OTLPSpanExporter(endpoint=endpoint)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
