@@ -51,9 +51,7 @@ async def publish_upstream(bootstrap: str, prefix: str, update: DataUpdated) -> 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(
-            f"{prefix}vigil.data", envelope.canonical_bytes(), key=update.dataset.encode()
-        )
+        await producer.send_and_wait(f"{prefix}vigil.data", envelope.canonical_bytes(), key=update.dataset.encode())
     finally:
         await producer.stop()
     return envelope.id
@@ -81,9 +79,7 @@ async def test_slice_http_and_topic_to_registry_and_audit(
         assert r.json()["version"] == 1 and r.json()["created"] is False
 
         # 3. Straight on the topic: new content → version 2; identical content again → nothing new.
-        upstream_id = await publish_upstream(
-            kafka_bootstrap, topic_prefix, DataUpdated(**update_body("patients", "b"))
-        )
+        upstream_id = await publish_upstream(kafka_bootstrap, topic_prefix, DataUpdated(**update_body("patients", "b")))
         await publish_upstream(kafka_bootstrap, topic_prefix, DataUpdated(**update_body("patients", "b")))
 
         async def versions() -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 #: The narrowed fast-math flag set. Blanket ``fastmath=True`` adds ``nnan``/``ninf``, which lets LLVM delete our
 #: explicit NaN/inf checks (stumpy #708); these five only relax ordering/precision of finite arithmetic.
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}  # a set: numba rejects frozenset; never mutate it
 
 FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
 F64Array: TypeAlias = npt.NDArray[np.float64]

@@ -331,6 +331,7 @@ def running_stack(
     broker_port: int | None = None,
     postgres_port: int | None = None,
     database_url: str | None = None,
+    postgres_durable: bool | None = None,
     ready_timeout: float = 90.0,
     extra_env: Mapping[str, str] | None = None,
     echo: Echo = _quiet,
@@ -340,12 +341,15 @@ def running_stack(
     ``services``: what to run (default: all six on their default ports; ``[]`` for infrastructure only).
     ``broker_port`` / ``postgres_port``: None = the default port if free else a free one; 0 = a free one.
     ``database_url``: use this Postgres instead of starting the embedded one (default: ``VIGIL_DATABASE_URL`` or
-    ``DATABASE_URL`` from the environment). ``extra_env`` is added to each service's environment.
+    ``DATABASE_URL`` from the environment). ``postgres_durable=False`` runs the embedded Postgres without fsync
+    (default: durable unless ``VIGIL_POSTGRES_FSYNC=off``). ``extra_env`` is added to each service's environment.
     """
     paths = StackPaths.at(home)
     launches = list(default_launches() if services is None else services)
     if database_url is None:
         database_url = os.environ.get("VIGIL_DATABASE_URL") or os.environ.get("DATABASE_URL") or None
+    if postgres_durable is None:
+        postgres_durable = os.environ.get("VIGIL_POSTGRES_FSYNC", "on").lower() not in {"off", "0", "false", "no"}
 
     stack = contextlib.ExitStack()
     try:
@@ -373,6 +377,7 @@ def running_stack(
                 paths.postgres_data,
                 _pick_port(postgres_port, DEFAULT_POSTGRES_PORT, "postgres", echo),
                 log_file=paths.postgres_log,
+                durable=postgres_durable,
             )
             stack.callback(postgres.stop)
             postgres.start()
