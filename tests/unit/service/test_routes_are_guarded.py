@@ -1,0 +1,51 @@
+"""Deny by default: every route of every service demands a role, except health and metrics."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from fastapi.routing import APIRoute
+
+from vigil.service.app import OPEN_PATHS
+from vigil.service.auth import RoleRequirement
+from vigil.stack.services import SERVICES
+
+pytestmark = pytest.mark.unit
+
+
+def _role_requirements(route: APIRoute) -> list[RoleRequirement]:
+    found: list[RoleRequirement] = []
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, RoleRequirement):
+            found.append(dep.call)
+        stack.extend(dep.dependencies)
+    return found
+
+
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
+def test_every_route_requires_a_role(service: str) -> None:
+    app = importlib.import_module(f"vigil.{service}.app").make_app()
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    assert routes, "a service without routes?"
+    unguarded = [r.path for r in routes if r.path not in OPEN_PATHS and not _role_requirements(r)]
+    assert unguarded == []
+    for route in routes:
+        if route.path not in OPEN_PATHS:
+            assert route.path.startswith("/v1/"), f"{route.path} is outside /v1/"
+
+
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
+def test_openapi_documents_every_route(service: str) -> None:
+    app = importlib.import_module(f"vigil.{service}.app").make_app()
+    spec = app.openapi()
+    documented = set(spec["paths"])
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            assert route.path in documented
+            for method in route.methods:
+                assert spec["paths"][route.path][method.lower()].get("description") or spec["paths"][route.path][
+                    method.lower()
+                ].get("summary")
