@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from vigil.bus.outbox import enqueue
+from vigil.bus.tracing import current_traceparent
 from vigil.events import Envelope, EventPayload, make_event
 
 
@@ -36,6 +37,7 @@ class Emitter:
             cause=cause,
             subject=subject,
             event_id=event_id,
+            traceparent=current_traceparent(),
         )
         await enqueue(self.conn, envelope)
         self.emitted.append(envelope)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry import propagate, trace
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("vigil_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 HTTP_SECONDS = Histogram("vigil_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
+
+_tracer = trace.get_tracer("vigil.http")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
 
@@ -109,9 +112,16 @@ def _add_request_metrics(app: FastAPI, service: str) -> None:
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        parent = propagate.extract(dict(request.headers))
+        with _tracer.start_as_current_span(
+            f"{request.method} {request.url.path}", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            response = await call_next(request)
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            span.update_name(f"{request.method} {path}")
+            span.set_attribute("http.route", path)
+            span.set_attribute("http.response.status_code", response.status_code)
         HTTP_REQUESTS.labels(service, request.method, path, str(response.status_code)).inc()
         HTTP_SECONDS.labels(service, request.method, path).observe(time.perf_counter() - start)
         return response

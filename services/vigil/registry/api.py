@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from vigil.bus.context import Emitter
 from vigil.bus.outbox import enqueue
+from vigil.bus.tracing import current_traceparent
 from vigil.events import make_event
 from vigil.events.catalog.data import NAME_PATTERN, ColumnSpec, DataUpdated
 from vigil.registry import store
@@ -64,7 +65,7 @@ def _public(v: store.DatasetVersion) -> DatasetVersionPublic:
 async def post_data_update(request: Request, update: DataUpdated, user: Scientist) -> DataUpdateAccepted:
     """Announce new data (the `data.updated` upstream contract over HTTP); registers the dataset version."""
     runtime = _runtime(request)
-    envelope = make_event(update, source=f"{runtime.source}/api", actor=user.actor)
+    envelope = make_event(update, source=f"{runtime.source}/api", actor=user.actor, traceparent=current_traceparent())
     async with runtime.pool.acquire() as conn, conn.transaction():
         # Published like any upstream event (the auditor records it); our own consumer will skip it via the inbox.
         await enqueue(conn, envelope)
