@@ -1,0 +1,789 @@
+"""The container deployment files agree with the code: docker-compose.yml, Dockerfile, infra/ (Prometheus, OTel
+collector, Grafana, Kubernetes) against SERVICES, ServiceSettings and the metric names the dashboards query.
+
+No Docker engine is needed: every file is parsed, nothing is started.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import importlib
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import AliasChoices, AliasPath
+
+from vigil.service.settings import ServiceSettings
+from vigil.service.tokens import Role, load_tokens, token_digest
+from vigil.stack.services import SERVICES, ServiceSpec
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SCALE_OUT_FILE = ROOT / "infra/compose/scale-out.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PROMETHEUS_FILE = ROOT / "infra/prometheus/prometheus.yml"
+COLLECTOR_FILE = ROOT / "infra/otel/collector.yaml"
+GRAFANA_DIR = ROOT / "infra/grafana"
+K8S_DIR = ROOT / "infra/k8s"
+DEPLOY_DOC = ROOT / "docs/deploy.md"
+
+SERVICE_NAMES = tuple(s.name for s in SERVICES)
+INFRA_SERVICES = {"kafka", "postgres", "otel-collector", "prometheus", "grafana"}
+
+#: The one published, dev-only token of infra/compose/tokens.example.json (documented in docs/deploy.md).
+DEV_ONLY_ADMIN_TOKEN = "vgl_dev_only_admin_NOT_A_SECRET"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Metrics the dashboards may query. To be replaced by the metrics a running service actually exports (issue 9); until
+# then the bus-owned entries are cross-checked against vigil.bus.metrics (test_bus_metrics_match_allow_list).
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    kind: str  # counter | gauge | histogram
+    labels: frozenset[str]
+    owner: str  # bus (vigil.bus.metrics) | http (service skeleton middleware) | prometheus (synthetic)
+
+
+def _m(kind: str, labels: str, owner: str) -> MetricDef:
+    return MetricDef(kind, frozenset(labels.split()), owner)
+
+
+ALLOWED_METRICS: dict[str, MetricDef] = {
+    "vigil_events_consumed_total": _m("counter", "service topic type outcome", "bus"),
+    "vigil_events_produced_total": _m("counter", "service topic", "bus"),
+    "vigil_consumer_lag": _m("gauge", "service topic partition", "bus"),
+    "vigil_handler_seconds": _m("histogram", "service type", "bus"),
+    "vigil_dlq_total": _m("counter", "service topic reason", "bus"),
+    "vigil_outbox_pending": _m("gauge", "service", "bus"),
+    "vigil_broker_losses_total": _m("counter", "service", "bus"),
+    "vigil_outbox_republished_total": _m("counter", "service", "bus"),
+    "vigil_http_requests_total": _m("counter", "service method route status", "http"),
+    "vigil_http_request_seconds": _m("histogram", "service method route", "http"),
+    "up": _m("gauge", "", "prometheus"),
+}
+#: Labels Prometheus attaches to every scraped series.
+TARGET_LABELS = frozenset({"job", "instance"})
+
+
+def exported_series() -> dict[str, frozenset[str]]:
+    """Series names a query may use → labels they carry (histograms expand to _bucket/_sum/_count)."""
+    out: dict[str, frozenset[str]] = {}
+    for name, d in ALLOWED_METRICS.items():
+        labels = d.labels | TARGET_LABELS
+        if d.kind == "histogram":
+            out[f"{name}_bucket"] = labels | {"le"}
+            out[f"{name}_sum"] = labels
+            out[f"{name}_count"] = labels
+        else:
+            out[name] = labels
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """SafeLoader that also reads Compose's `!reset` / `!override` tags (used by override files)."""
+
+
+def _compose_tag(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    assert isinstance(node, yaml.ScalarNode)
+    return loader.construct_scalar(node)
+
+
+_ComposeLoader.add_multi_constructor("!", _compose_tag)
+
+_INTERP = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<default>[^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """Compose variable interpolation with an empty environment: `${X:-d}` → d, `${X}` → '', `$$` → '$'."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        op = m.group("op") or ""
+        return m.group("default") if op.endswith("-") else ""
+
+    return _INTERP.sub(repl, value)
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.load(path.read_text(), Loader=_ComposeLoader)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc = load_yaml(COMPOSE_FILE)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    """A compose service's environment (mapping or list form), interpolated."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    for key, value in env.items():
+        assert isinstance(value, str), f"{key}: quote environment values so Compose and YAML agree ({value!r})"
+    return {k: interpolate(v) for k, v in env.items()}
+
+
+def port_pairs(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host port spec, container port) for each `ports` entry, short or long syntax."""
+    pairs: list[tuple[str, int]] = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            pairs.append((str(entry.get("published", "")), int(entry["target"])))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            pairs.append((":".join(parts[:-1]), int(parts[-1])))
+    return pairs
+
+
+def healthcheck_text(service: dict[str, Any]) -> str:
+    test = (service.get("healthcheck") or {}).get("test")
+    return " ".join(test) if isinstance(test, list) else str(test or "")
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Host path (relative to the repo) → container path for the service's bind mounts."""
+    out: dict[str, str] = {}
+    for vol in service.get("volumes") or []:
+        if isinstance(vol, dict):
+            if vol.get("type") == "bind":
+                out[vol["source"]] = vol["target"]
+            continue
+        source, target = str(vol).split(":")[:2]
+        if source.startswith((".", "/")):
+            out[source] = target
+    return out
+
+
+def env_names(cls: type[ServiceSettings]) -> set[str]:
+    """Environment variable names a settings class reads (prefix + field name, or its validation aliases)."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for field_name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        choices: list[Any]
+        if alias is None:
+            choices = [field.alias] if field.alias else [prefix + field_name]
+        elif isinstance(alias, AliasChoices):
+            choices = list(alias.choices)
+        else:
+            choices = [alias]
+        for choice in choices:
+            if isinstance(choice, AliasPath):
+                choice = choice.path[0]
+            names.add(str(choice).upper())
+    return names
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    """The service's own settings subclass (vigil.<service>.settings) when it has one, else ServiceSettings."""
+    module_name = f"vigil.{service}.settings"
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None:
+        return ServiceSettings
+    module = importlib.import_module(module_name)
+    own = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, ServiceSettings) and obj.__module__ == module_name
+    ]
+    # The most derived one: the class no other candidate subclasses.
+    leaves = [c for c in own if not any(o is not c and issubclass(o, c) for o in own)]
+    return leaves[0] if len(leaves) == 1 else ServiceSettings
+
+
+def build_settings(monkeypatch: pytest.MonkeyPatch, cls: type[ServiceSettings], env: dict[str, str]) -> ServiceSettings:
+    """Instantiate settings from exactly ``env`` (the process's own VIGIL_* and DATABASE_URL are hidden)."""
+    import os
+
+    for key in list(os.environ):
+        if key.upper().startswith("VIGIL_") or key.upper() == "DATABASE_URL":
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return cls()
+
+
+def spec_by_name(name: str) -> ServiceSpec:
+    return next(s for s in SERVICES if s.name == name)
+
+
+def vigil_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if name in SERVICE_NAMES}
+
+
+# PromQL: enough of a lexer to list the metric and label names an expression uses.
+_PROMQL_WORDS = frozenset(
+    [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "atan2",
+        "inf",
+        "nan",
+    ]
+)
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", re.IGNORECASE)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_GRAFANA_VAR = re.compile(r"\$\{[^}]*\}|\$\w+")
+
+
+def promql_names(expr: str) -> tuple[set[str], set[str]]:
+    """(metric names, label names) used by a PromQL expression (Grafana variables removed)."""
+    s = _GRAFANA_VAR.sub("", expr)
+    s = _STRING.sub('""', s)
+    labels: set[str] = set()
+    for body in re.findall(r"\{([^}]*)\}", s):
+        labels |= set(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", body))
+    s = re.sub(r"\{[^}]*\}", " ", s)
+    for body in _GROUPING.findall(s):
+        labels |= {part.strip() for part in body.split(",") if part.strip()}
+    s = _GROUPING.sub(" ", s)
+    s = re.sub(r"\[[^\]]*\]", " ", s)
+    metrics: set[str] = set()
+    for m in re.finditer(r"(?<![\w.:])([A-Za-z_:][\w:]*)(\s*\()?", s):
+        name, is_call = m.group(1), m.group(2)
+        if is_call or name.lower() in _PROMQL_WORDS:
+            continue
+        metrics.add(name)
+    return metrics, labels
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, PromQL) for every panel target (rows included) and every query-type template variable."""
+
+    def walk(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                if target.get("expr"):
+                    yield f"panel {panel.get('title')!r} {target.get('refId')}", target["expr"]
+            yield from walk(panel.get("panels", []))
+
+    yield from walk(dashboard.get("panels", []))
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") != "query":
+            continue
+        query = var.get("query")
+        query = query.get("query", "") if isinstance(query, dict) else str(query or "")
+        m = re.fullmatch(r"\s*label_values\(\s*(.*?)\s*,\s*(\w+)\s*\)\s*", query)
+        # label_values(<series selector>, <label>): the selector is PromQL, the label must be on it.
+        yield f"variable {var.get('name')!r}", (f"sum by ({m.group(2)}) ({m.group(1)})" if m else query)
+
+
+def k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
+    docs: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(K8S_DIR.glob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                docs.append((path, doc))
+    return docs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# docker-compose.yml
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_compose_runs_every_service_from_one_image(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == set(SERVICE_NAMES) | INFRA_SERVICES
+    images = set()
+    for spec in SERVICES:
+        svc = services[spec.name]
+        assert svc["command"] == ["python", "-m", spec.module], spec.name
+        assert env_of(svc)["VIGIL_HTTP_PORT"] == str(spec.port), spec.name
+        assert env_of(svc)["VIGIL_SERVICE_NAME"] == spec.name
+        assert (str(spec.port), spec.port) in port_pairs(svc), f"{spec.name} must publish {spec.port}:{spec.port}"
+        images.add(interpolate(svc["image"]))
+        build = svc["build"]
+        assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).resolve() == DOCKERFILE
+    assert len(images) == 1, f"the six services share one image, got {images}"
+    host_ports = [host for svc in services.values() for host, _ in port_pairs(svc)]
+    assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
+
+
+def test_compose_vigil_env_keys_are_settings_fields(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        keys = {k for k in env_of(svc) if k.upper().startswith("VIGIL_")}
+        if name not in SERVICE_NAMES:
+            assert not keys, f"{name} is not a Vigil service but sets {keys}"
+            continue
+        unknown = {k for k in keys if k.upper() not in env_names(settings_class(name))}
+        assert not unknown, f"{name}: {sorted(unknown)} are not fields of {settings_class(name).__name__}"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_compose_env_builds_valid_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    services = compose["services"]
+    svc = services[name]
+    settings = build_settings(monkeypatch, settings_class(name), env_of(svc))
+    assert settings.http_port == spec_by_name(name).port
+    assert settings.http_host == "0.0.0.0"
+    assert settings.kafka_enable_idempotence is True  # Apache Kafka supports it (DESIGN §4)
+    # Bootstrap servers name the kafka service on the listener it advertises inside the network.
+    advertised = env_of(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
+    for server in settings.kafka_bootstrap_servers.split(","):
+        assert f"//{server}" in advertised
+    assert settings.kafka_replication_factor == 1  # one broker
+    # The database URL matches the postgres service's user, password and database.
+    db = urlsplit(settings.database_url)
+    pg_env = env_of(services["postgres"])
+    assert (db.hostname, db.port or 5432) == ("postgres", 5432)
+    assert db.username == pg_env["POSTGRES_USER"]
+    assert db.password == pg_env["POSTGRES_PASSWORD"]
+    assert db.path.lstrip("/") == pg_env["POSTGRES_DB"]
+    # Tokens come from the compose secret, mounted at /run/secrets/<name>.
+    assert settings.tokens_file is not None
+    assert settings.tokens_file.parent == Path("/run/secrets")
+    assert settings.tokens_file.name in (svc.get("secrets") or [])
+    assert settings.tokens_file.name in compose["secrets"]
+    # Traces go to the collector, on a port its OTLP receiver listens on.
+    assert settings.otel_exporter == "otlp"
+    assert settings.otel_exporter_otlp_endpoint is not None
+    endpoint = urlsplit(settings.otel_exporter_otlp_endpoint)
+    assert endpoint.hostname == "otel-collector"
+    assert endpoint.port in otlp_receiver_ports()
+
+
+def test_compose_depends_on_healthy_infrastructure(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, svc in vigil_services(compose).items():
+        deps = svc["depends_on"]
+        assert isinstance(deps, dict), f"{name}: use the long depends_on form with conditions"
+        for infra in ("kafka", "postgres"):
+            assert deps[infra]["condition"] == "service_healthy", f"{name} must wait for a healthy {infra}"
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            if cond.get("condition") == "service_healthy":
+                assert healthcheck_text(services[dep]), (
+                    f"{name} waits for {dep} to be healthy, which has no healthcheck"
+                )
+
+
+def test_compose_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for spec in SERVICES:
+        check = healthcheck_text(services[spec.name])
+        assert f"127.0.0.1:{spec.port}/readyz" in check, f"{spec.name}: healthcheck must hit /readyz on its port"
+    assert "kafka-broker-api-versions.sh" in healthcheck_text(services["kafka"])
+    assert "pg_isready" in healthcheck_text(services["postgres"])
+    # Every service has one, except the collector (distroless image: nothing to run a check with).
+    missing = {n for n, s in services.items() if not healthcheck_text(s)}
+    assert missing <= {"otel-collector"}, f"no healthcheck: {missing}"
+
+
+def test_kafka_is_single_node_kraft(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert not [n for n, s in services.items() if "zookeeper" in (n + str(s.get("image", ""))).lower()]
+    kafka = services["kafka"]
+    assert str(kafka["image"]).startswith("apache/kafka:")
+    env = env_of(kafka)
+    assert not any("ZOOKEEPER" in k for k in env)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    node_id = env["KAFKA_NODE_ID"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert voters == [f"{node_id}@kafka:9093"]
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+    protocol_map = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(listeners) <= set(protocol_map)
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", "services create their topics"
+    for key in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+        assert env[key] == "1", f"{key} must be 1 on a single broker"
+    cluster_id = env["CLUSTER_ID"]
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16, "CLUSTER_ID must be a base64url UUID"
+    assert any(target == env["KAFKA_LOG_DIRS"] for target in (str(v).split(":")[1] for v in kafka["volumes"]))
+
+
+def test_postgres_16_with_volume(compose: dict[str, Any]) -> None:
+    pg = compose["services"]["postgres"]
+    assert str(pg["image"]).split(":")[1].startswith("16")
+    assert any(str(v).endswith(":/var/lib/postgresql/data") for v in pg["volumes"])
+    for vol in [str(v).split(":")[0] for s in compose["services"].values() for v in s.get("volumes") or []]:
+        if not vol.startswith((".", "/")):
+            assert vol in compose["volumes"], f"named volume {vol} is not declared"
+
+
+def test_tokens_secret_is_hashed_and_documented(compose: dict[str, Any]) -> None:
+    path = ROOT / interpolate(compose["secrets"]["vigil_tokens"]["file"])
+    assert path.is_file(), path
+    raw = json.loads(path.read_text())
+    for item in raw["tokens"]:
+        assert set(item) == {"sha256", "principal", "roles"}, "only digests, principals and roles in the file"
+        assert re.fullmatch(r"[0-9a-f]{64}", item["sha256"])
+    records = load_tokens(path)
+    dev = records.get(token_digest(DEV_ONLY_ADMIN_TOKEN))
+    assert dev is not None, "the example file holds the documented dev-only admin token"
+    assert Role.ADMIN in dev.roles
+    assert DEV_ONLY_ADMIN_TOKEN in DEPLOY_DOC.read_text(), "docs/deploy.md names the dev-only plaintext"
+
+
+def test_scale_out_override_only_drops_ports() -> None:
+    override = load_yaml(SCALE_OUT_FILE)
+    assert set(override) == {"services"}
+    for name, svc in override["services"].items():
+        assert name in SERVICE_NAMES
+        assert svc == {"ports": []}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Observability: collector, Prometheus, Grafana
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def otlp_receiver_ports() -> set[int]:
+    collector = load_yaml(COLLECTOR_FILE)
+    protocols = collector["receivers"]["otlp"]["protocols"]
+    return {int(p["endpoint"].rsplit(":", 1)[1]) for p in protocols.values()}
+
+
+def test_collector_config(compose: dict[str, Any]) -> None:
+    collector = load_yaml(COLLECTOR_FILE)
+    assert otlp_receiver_ports() == {4317, 4318}
+    pipelines = collector["service"]["pipelines"]
+    assert {"traces", "metrics"} <= set(pipelines)
+    for name, pipeline in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in collector[kind], f"pipeline {name} uses undefined {kind[:-1]} {component}"
+    assert "prometheus" in pipelines["metrics"]["exporters"]
+    svc = compose["services"]["otel-collector"]
+    mounts = bind_mounts(svc)
+    config_arg = next(a for a in svc["command"] if a.startswith("--config="))
+    assert mounts["./infra/otel/collector.yaml"] == config_arg.split("=", 1)[1]
+
+
+def _prometheus_targets() -> dict[str, set[tuple[str, int]]]:
+    prom = load_yaml(PROMETHEUS_FILE)
+    jobs: dict[str, set[tuple[str, int]]] = {}
+    for job in prom["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        targets: set[tuple[str, int]] = set()
+        for sc in job.get("static_configs", []):
+            for target in sc["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.add((host, int(port)))
+        for dns in job.get("dns_sd_configs", []):
+            assert dns.get("type", "SRV") == "A", "A records with a port: every replica of a compose service"
+            targets |= {(name, int(dns["port"])) for name in dns["names"]}
+        jobs[job["job_name"]] = targets
+    return jobs
+
+
+def test_prometheus_scrapes_every_service_and_the_collector() -> None:
+    jobs = _prometheus_targets()
+    all_targets = set().union(*jobs.values())
+    for spec in SERVICES:
+        assert (spec.name, spec.port) in all_targets, f"Prometheus does not scrape {spec.name}:{spec.port}"
+        # The dashboards' `up{job=~"vigil-.*"}` relies on this naming.
+        assert jobs.get(f"vigil-{spec.name}") == {(spec.name, spec.port)}
+    collector = load_yaml(COLLECTOR_FILE)
+    exporter_port = int(collector["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1])
+    assert ("otel-collector", exporter_port) in all_targets
+
+
+def _grafana_datasources() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted((GRAFANA_DIR / "provisioning/datasources").glob("*.y*ml")):
+        out += load_yaml(path).get("datasources", [])
+    return out
+
+
+def test_grafana_provisioning(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = bind_mounts(grafana)
+    for source in mounts:
+        assert (ROOT / source).exists(), f"grafana mounts missing {source}"
+    assert mounts["./infra/grafana/provisioning"] == "/etc/grafana/provisioning"
+    dashboards_target = mounts["./infra/grafana/dashboards"]
+    providers = [
+        p
+        for path in sorted((GRAFANA_DIR / "provisioning/dashboards").glob("*.y*ml"))
+        for p in load_yaml(path)["providers"]
+    ]
+    assert providers
+    assert all(p["options"]["path"] == dashboards_target for p in providers)
+    home = env_of(grafana).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    if home:
+        assert PurePosixPath(home).parent == PurePosixPath(dashboards_target)
+        assert (GRAFANA_DIR / "dashboards" / PurePosixPath(home).name).is_file()
+    datasources = _grafana_datasources()
+    prom_ds = [d for d in datasources if d["type"] == "prometheus"]
+    assert prom_ds
+    for ds in prom_ds:
+        url = urlsplit(ds["url"])
+        assert url.hostname in compose["services"]
+        assert ("9090", url.port) in port_pairs(compose["services"][url.hostname])
+
+
+DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+
+
+def test_there_is_a_platform_overview_dashboard() -> None:
+    assert GRAFANA_DIR / "dashboards/platform-overview.json" in DASHBOARDS
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_queries_use_known_metrics_and_labels(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    assert dashboard.get("uid")
+    assert dashboard.get("title")
+    series = exported_series()
+    ds_uids = {d["uid"] for d in _grafana_datasources()}
+    queries = list(dashboard_queries(dashboard))
+    assert queries, "a dashboard without queries"
+    problems: list[str] = []
+    for where, expr in queries:
+        metrics, labels = promql_names(expr)
+        if not metrics:
+            problems.append(f"{where}: no metric found in {expr!r}")
+        unknown = metrics - set(series)
+        if unknown:
+            problems.append(f"{where}: unknown metrics {sorted(unknown)}")
+        known_labels = frozenset().union(*(series[m] for m in metrics if m in series))
+        if labels - known_labels:
+            problems.append(f"{where}: labels {sorted(labels - known_labels)} not on {sorted(metrics)}")
+    assert not problems, "\n".join(problems)
+
+    def panel_datasources(panels: list[dict[str, Any]]) -> Iterator[Any]:
+        for panel in panels:
+            yield panel.get("datasource")
+            yield from (t.get("datasource") for t in panel.get("targets", []))
+            yield from panel_datasources(panel.get("panels", []))
+
+    for ds in panel_datasources(dashboard.get("panels", [])):
+        if isinstance(ds, dict) and not str(ds.get("uid", "")).startswith("$"):
+            assert ds["uid"] in ds_uids, f"{path.name}: datasource uid {ds['uid']} is not provisioned"
+    # A custom `service` variable lists exactly the six services.
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("name") == "service" and var.get("type") == "custom":
+            assert var["query"].split(",") == list(SERVICE_NAMES)
+
+
+def test_promql_names_extraction() -> None:
+    assert promql_names(
+        'histogram_quantile(0.95, sum by (service, le) (rate(vigil_http_request_seconds_bucket{service=~"$service",'
+        ' status=~"5.."}[$__rate_interval])))'
+    ) == ({"vigil_http_request_seconds_bucket"}, {"service", "le", "status"})
+    assert promql_names("sum(rate(a_total[5m])) by (x) / ignoring(y) group_left b offset 1h > bool 1e3") == (
+        {"a_total", "b"},
+        {"x", "y"},
+    )
+    assert promql_names('up{job=~"vigil-.*"} == 1') == ({"up"}, {"job"})
+
+
+def test_bus_metrics_match_allow_list() -> None:
+    """The bus owns most dashboard metrics: name, type and labels must match what it registers."""
+    bus_metrics = pytest.importorskip("vigil.bus.metrics")
+    from prometheus_client.metrics import MetricWrapperBase
+
+    registered: dict[str, tuple[str, frozenset[str] | None]] = {}
+    for obj in vars(bus_metrics).values():
+        if isinstance(obj, MetricWrapperBase):
+            for family in obj.describe():
+                name = family.name + ("_total" if family.type == "counter" else "")
+                labels = getattr(obj, "_labelnames", None)
+                registered[name] = (family.type, frozenset(labels) if labels is not None else None)
+    for name, d in ALLOWED_METRICS.items():
+        if d.owner != "bus":
+            continue
+        assert name in registered, f"vigil.bus.metrics does not define {name} (dashboards query it)"
+        kind, labels = registered[name]
+        assert kind == d.kind, f"{name}: {kind} in the bus, {d.kind} in the allow-list"
+        if labels is not None:
+            assert labels == d.labels, f"{name}: labels {sorted(labels)} in the bus, {sorted(d.labels)} here"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dockerfile
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _dockerignored(path: str) -> bool:
+    ignored = False
+    for pattern in DOCKERIGNORE.read_text().splitlines():
+        pattern = pattern.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        parts = PurePosixPath(path).parts
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.removeprefix("**/")) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerfile() -> None:
+    instructions = _dockerfile_instructions()
+    args = {}
+    for word, rest in instructions:
+        if word == "ARG" and "=" in rest:
+            key, value = rest.split("=", 1)
+            args[key] = value
+    froms = [rest.split()[0] for word, rest in instructions if word == "FROM"]
+    bases = {re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], f) for f in froms}
+    assert bases
+    assert all(b.startswith("python:3.11-slim") for b in bases), bases
+    runs = [rest for word, rest in instructions if word == "RUN"]
+    assert any(re.search(r"pip install \.(\s|$|&)", r) for r in runs), "install the project non-editable"
+    assert not any(re.search(r"pip install (-e|--editable)\b", r) for r in runs)
+    # The numba cache is warmed into NUMBA_CACHE_DIR, as the user that runs the services.
+    env_lines = " ".join(rest for word, rest in instructions if word == "ENV")
+    assert "NUMBA_CACHE_DIR=" in env_lines
+    words = [w for w, _ in instructions]
+    warm = next(i for i, (w, r) in enumerate(instructions) if w == "RUN" and "warm_numba" in r)
+    last_user = max(i for i, w in enumerate(words) if w == "USER")
+    user = instructions[last_user][1].split(":")[0]
+    user = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], user)
+    assert user not in {"root", "0"}, "run as a non-root user"
+    assert last_user < warm < words.index("CMD")
+    # Every COPY source from the build context exists and is not excluded by .dockerignore.
+    for word, rest in instructions:
+        if word == "COPY" and "--from=" not in rest:
+            for source in rest.split()[:-1]:
+                assert (ROOT / source).exists(), f"COPY {source}: missing"
+                assert not _dockerignored(source), f"COPY {source}: excluded by .dockerignore"
+    for local_state in (".venv", ".git", ".vigil", "tests"):
+        assert _dockerignored(local_state), f".dockerignore must exclude {local_state}"
+    exposed = {int(p) for word, rest in instructions if word == "EXPOSE" for p in rest.split()}
+    assert {s.port for s in SERVICES} <= exposed
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kubernetes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_k8s_manifests_parse_and_are_all_listed() -> None:
+    docs = k8s_documents()
+    assert docs
+    for path, doc in docs:
+        assert "kind" in doc, path.name
+        assert "apiVersion" in doc, path.name
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    files = {p.name for p in K8S_DIR.glob("*.y*ml")} - {"kustomization.yaml"}
+    assert listed == files
+
+
+def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in k8s_documents() if doc["kind"] == kind}
+
+
+def _configmap_env() -> dict[str, str]:
+    maps = _by_kind("ConfigMap")
+    return {k: str(v) for k, v in maps["vigil-config"]["data"].items()}
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_k8s_deployment_and_service(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = spec_by_name(name)
+    deployment = _by_kind("Deployment")[f"vigil-{name}"]
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["python", "-m", spec.module]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": spec.port}
+
+    def probe_path(kind: str) -> str:
+        probe = container[kind]["httpGet"]
+        assert probe["port"] in ("http", spec.port)
+        return str(probe["path"])
+
+    assert probe_path("readinessProbe") == "/readyz"
+    assert probe_path("livenessProbe") == "/healthz"
+
+    # Settings: ConfigMap + per-container env; the DB URL from a Secret; every key a real field.
+    assert [ref["configMapRef"]["name"] for ref in container["envFrom"]] == ["vigil-config"]
+    env = {e["name"]: e for e in container["env"]}
+    db_ref = env["VIGIL_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert db_ref["name"]
+    assert db_ref["key"]
+    literal = {k: str(e["value"]) for k, e in env.items() if "value" in e}
+    full_env = {**_configmap_env(), **literal}
+    names = env_names(settings_class(name))
+    unknown = {k for k in set(full_env) | set(env) if k.upper() not in names}
+    assert not unknown, f"{name}: {sorted(unknown)} are not settings fields"
+    settings = build_settings(
+        monkeypatch, settings_class(name), {**full_env, "VIGIL_DATABASE_URL": "postgresql://u@db:5432/vigil"}
+    )
+    assert settings.http_port == spec.port
+    assert settings.http_host == "0.0.0.0"
+    assert settings.service_name == name
+
+    # The tokens file is a mounted Secret at VIGIL_TOKENS_FILE.
+    assert settings.tokens_file is not None
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(settings.tokens_file.parent))
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"]
+    assert settings.tokens_file.name in [item["path"] for item in secret.get("items", [])] or not secret.get("items")
+
+    service = _by_kind("Service")[f"vigil-{name}"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(spec.port, "http")]
+
+
+def test_k8s_covers_no_unknown_service() -> None:
+    assert set(_by_kind("Deployment")) == {f"vigil-{n}" for n in SERVICE_NAMES}
+    assert set(_by_kind("Service")) == {f"vigil-{n}" for n in SERVICE_NAMES}
+    for claim in [
+        v["persistentVolumeClaim"]["claimName"]
+        for d in _by_kind("Deployment").values()
+        for v in d["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]:
+        assert claim in _by_kind("PersistentVolumeClaim")
