@@ -48,6 +48,8 @@ class ServiceSettings(BaseSettings):
     http_max_body_bytes: int = 8 * 1024 * 1024
     home: Path = Path(".vigil")
     tokens_file: Path | None = None
+    artifact_root: Path | None = None  # default <home>/artifacts; shared by trainer, registry and deployer
+    artifact_encryption_key: str | None = Field(default=None, repr=False)  # 64 hex chars = AES-256 key
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     otel_exporter_otlp_endpoint: str | None = None
     log_level: str = "INFO"
@@ -58,6 +60,10 @@ class ServiceSettings(BaseSettings):
     def _asyncpg_scheme(cls, value: str) -> str:
         """Accept SQLAlchemy-style ``postgresql+asyncpg://`` URLs too."""
         return value.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    def resolved_artifact_root(self) -> Path:
+        """The artifact store directory: explicit setting, else ``<home>/artifacts``."""
+        return self.artifact_root if self.artifact_root is not None else self.home / "artifacts"
 
     def resolved_tokens_file(self) -> Path:
         """The token file: explicit setting, else ``<home>/tokens.json``."""
