@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -184,14 +184,3 @@ def wait_until(
             raise StackError(f"{what}: not ready after {timeout:.0f}s")
         time.sleep(interval)
         interval = min(interval * 1.5, 0.5)
-
-
-@contextlib.contextmanager
-def ignoring_signals(*signals: int) -> Iterator[None]:
-    """Ignore ``signals`` for the duration (used while shutting down, so a second Ctrl-C cannot leave orphans)."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

@@ -1,0 +1,86 @@
+"""Session-wide test infrastructure: one real Kafka and one real Postgres, started lazily, once per session.
+
+The logic lives in ``vigil.stack.testinfra``; this file only turns it into fixtures. Nothing starts until a test
+asks for it, so unit tests stay free of infrastructure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports numba: cache compiled kernels in the repo, not beside site-packages.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
+
+from vigil.stack import testinfra
+
+
+@pytest.fixture(scope="session")
+def _infra_workdir() -> Iterator[Path]:
+    path = testinfra.make_workdir()
+    yield path
+    testinfra.remove_workdir(path)
+
+
+@pytest.fixture(scope="session")
+def kafka(_infra_workdir: Path) -> Iterator[testinfra.KafkaUnderTest]:
+    """The session's Kafka (container if Docker answers, else the embedded broker)."""
+    handle = testinfra.start_kafka(_infra_workdir)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka: testinfra.KafkaUnderTest) -> str:
+    """``host:port`` of the session's Kafka. Stable for the whole session, across broker restarts."""
+    return kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres(_infra_workdir: Path) -> Iterator[testinfra.PostgresUnderTest]:
+    """The session's Postgres (container if Docker answers, else DATABASE_URL, else embedded)."""
+    handle = testinfra.start_postgres(_infra_workdir)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres: testinfra.PostgresUnderTest) -> str:
+    """Superuser DSN of the session's Postgres. Prefer ``fresh_db`` for anything that writes."""
+    return postgres.dsn
+
+
+@pytest.fixture
+def fresh_db(postgres: testinfra.PostgresUnderTest) -> Iterator[str]:
+    """DSN of a new, uniquely named, empty database; dropped after the test."""
+    name, dsn = postgres.create_database()
+    yield dsn
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique prefix for this test's topics and consumer groups, so tests never see each other's data."""
+    return f"test.{uuid.uuid4().hex[:12]}."
+
+
+@pytest.fixture
+def broker_control(kafka: testinfra.KafkaUnderTest) -> Iterator[testinfra.KafkaUnderTest]:
+    """``kill()`` / ``start()`` / ``restart()`` the session broker; it is running again after the test."""
+    if not kafka.restartable:
+        pytest.skip(f"the {kafka.source} Kafka cannot be killed and restarted empty (embedded broker only)")
+    yield kafka
+    kafka.ensure_running()
+
+
+@pytest.fixture
+def postgres_control(postgres: testinfra.PostgresUnderTest) -> Iterator[testinfra.PostgresUnderTest]:
+    """``restart()`` the session Postgres (embedded only); it is running again after the test."""
+    if not postgres.restartable:
+        pytest.skip(f"the {postgres.source} Postgres cannot be restarted by tests (embedded only)")
+    yield postgres
+    postgres.ensure_running()
