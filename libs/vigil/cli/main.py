@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import stack
+from vigil.cli import demo, stack
 
 app = typer.Typer(
     name="vigil",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 app.add_typer(stack.app)  # vigil up, vigil status
+app.add_typer(demo.app)  # vigil demo
 
 if __name__ == "__main__":  # pragma: no cover
     app()
