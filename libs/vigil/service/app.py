@@ -79,7 +79,11 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(definition.name, settings.log_level)
         configure_tracing(settings)
-        app.state.token_store = TokenStore(settings.resolved_tokens_file())
+        token_store = TokenStore(
+            settings.resolved_tokens_file(), refuse_dev_tokens=settings.environment == "production"
+        )
+        token_store.check()
+        app.state.token_store = token_store
         runtime = await start_runtime(definition, settings)
         app.state.runtime = runtime
         log.info("service started", extra={"port": settings.http_port})

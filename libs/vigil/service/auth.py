@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from vigil.service.tokens import Role, TokenRecord, load_tokens, token_digest
+from vigil.service.tokens import DEV_ONLY_TOKENS, Role, TokenRecord, load_tokens, token_digest
 
 _bearer = HTTPBearer(auto_error=False, description="Vigil API token (`vgl_…`)")
 
@@ -37,10 +37,12 @@ class Principal:
 
 
 class TokenStore:
-    """Token file reader with reload-on-change."""
+    """Token file reader with reload-on-change. With ``refuse_dev_tokens`` (production), a token file holding a
+    published development token is refused outright instead of silently accepting a well-known secret."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, refuse_dev_tokens: bool = False) -> None:
         self.path = path
+        self.refuse_dev_tokens = refuse_dev_tokens
         self._mtime: float | None = None
         self._records: dict[str, TokenRecord] = {}
 
@@ -59,8 +61,23 @@ class TokenStore:
             self._records, self._mtime = {}, None
             return
         if mtime != self._mtime:
-            self._records = load_tokens(self.path)
+            records = load_tokens(self.path)
+            if self.refuse_dev_tokens:
+                published = {token_digest(t) for t in DEV_ONLY_TOKENS} & set(records)
+                if published:
+                    raise DevTokenInProduction(
+                        f"{self.path} contains a published development token; issue real tokens for production"
+                    )
+            self._records = records
             self._mtime = mtime
+
+    def check(self) -> None:
+        """Load the file now (at start-up), so a bad token file stops the service before it serves."""
+        self._reload_if_changed()
+
+
+class DevTokenInProduction(RuntimeError):
+    """A well-known development token was found in a production token file."""
 
 
 class RoleRequirement:

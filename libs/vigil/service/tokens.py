@@ -38,6 +38,10 @@ class TokenRecord:
         return {"sha256": self.sha256, "principal": self.principal, "roles": sorted(r.value for r in self.roles)}
 
 
+#: Published on purpose (docs/deploy.md) so a local compose stack works at once; refused in production.
+DEV_ONLY_TOKENS = frozenset({"vgl_dev_only_admin_NOT_A_SECRET"})
+
+
 def token_digest(token: str) -> str:
     """sha256 hex of a plaintext token."""
     return hashlib.sha256(token.encode()).hexdigest()

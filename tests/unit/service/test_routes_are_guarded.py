@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
 
 from vigil.service.app import OPEN_PATHS
-from vigil.service.auth import RoleRequirement
+from vigil.service.auth import DevTokenInProduction, RoleRequirement, TokenStore
+from vigil.service.tokens import DEV_ONLY_TOKENS, Role, TokenRecord, save_tokens, token_digest
 from vigil.stack.services import SERVICES
 
 pytestmark = pytest.mark.unit
@@ -49,3 +51,12 @@ def test_openapi_documents_every_route(service: str) -> None:
                 assert spec["paths"][route.path][method.lower()].get("description") or spec["paths"][route.path][
                     method.lower()
                 ].get("summary")
+
+
+def test_production_refuses_a_published_dev_token(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    record = TokenRecord(token_digest(next(iter(DEV_ONLY_TOKENS))), "admin", frozenset({Role.ADMIN}))
+    save_tokens(path, [record])
+    assert TokenStore(path).lookup(next(iter(DEV_ONLY_TOKENS))) is not None  # development: accepted
+    with pytest.raises(DevTokenInProduction):
+        TokenStore(path, refuse_dev_tokens=True).check()
