@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import demo, stack
+from vigil.cli import demo, dlq, events, stack
 
 app = typer.Typer(
     name="vigil",
@@ -20,6 +20,8 @@ app = typer.Typer(
 
 app.add_typer(stack.app)  # vigil up, vigil status
 app.add_typer(demo.app)  # vigil demo
+app.add_typer(dlq.app, name="dlq")  # vigil dlq list|replay
+app.add_typer(events.app, name="events")  # vigil events tail
 
 if __name__ == "__main__":  # pragma: no cover
     app()
