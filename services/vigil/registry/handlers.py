@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 from vigil.bus.consumer import Handler
 from vigil.bus.context import Emitter, HandlerContext
 from vigil.events import Envelope, new_id
 from vigil.events.catalog.data import DatasetVersionRegistered, DataUpdated
+from vigil.events.catalog.deployments import (
+    DeploymentAborted,
+    DeploymentCreated,
+    DeploymentPromoted,
+    DeploymentRolledBack,
+    DeploymentRolloutStarted,
+)
+from vigil.events.catalog.training import TrainingCompleted
 from vigil.registry import store
+from vigil.registry.decisions import CHAMPION, NewVersion, decide_candidate, move_alias
 from vigil.service.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
 
 
 async def apply_data_updated(
@@ -49,6 +62,171 @@ async def on_data_updated(ctx: HandlerContext, payload: DataUpdated) -> None:
     await apply_data_updated(ctx.emitter, ctx.event, payload)
 
 
+async def on_training_completed(ctx: HandlerContext, payload: TrainingCompleted) -> None:
+    """A training run finished: evaluate the model's gates → ``model.version.registered`` or ``…rejected``.
+
+    Idempotent per (model, run id) on top of the inbox, so a duplicated event (new id, same run) creates nothing.
+    """
+    decision = await decide_candidate(
+        ctx.emitter,
+        ctx.event,
+        ctx.event.actor,
+        NewVersion(
+            model=payload.model,
+            run_id=payload.run_id,
+            source="training",
+            job_id=payload.job_id,
+            attempt=payload.attempt,
+            artifact_digest=payload.artifact_digest,
+            artifact_uri=payload.artifact_uri,
+            artifact_format=payload.artifact_format,
+            artifact_size_bytes=payload.artifact_size_bytes,
+            params=dict(payload.params),
+            metrics=dict(payload.metrics),
+            reference_profile=payload.reference_profile,
+            reference_profile_uri=payload.reference_profile_uri,
+            reference_profile_digest=payload.reference_profile_digest,
+            signature=list(payload.signature),
+            datasets=list(payload.datasets),
+            code_version=payload.code_version,
+            environment=payload.environment.model_dump(mode="json"),
+        ),
+    )
+    if not decision.created:
+        log.info("training run decided before", extra={"model": payload.model, "run_id": payload.run_id})
+
+
+async def on_deployment_created(ctx: HandlerContext, payload: DeploymentCreated) -> None:
+    """A deployment exists; remember the stable version it serves (lineage)."""
+    if payload.stable_version is not None:
+        await store.record_deployment_version(
+            ctx.conn,
+            deployment=payload.deployment,
+            model=payload.model,
+            version=payload.stable_version,
+            role="stable",
+            status="serving",
+            event_id=ctx.event.id,
+        )
+
+
+async def on_deployment_rollout_started(ctx: HandlerContext, payload: DeploymentRolloutStarted) -> None:
+    """A candidate is being rolled out next to stable (lineage)."""
+    await store.record_deployment_version(
+        ctx.conn,
+        deployment=payload.deployment,
+        model=payload.model,
+        version=payload.candidate_version,
+        role="candidate",
+        status="rolling_out",
+        event_id=ctx.event.id,
+    )
+    if payload.stable_version is not None:
+        await store.record_deployment_version(
+            ctx.conn,
+            deployment=payload.deployment,
+            model=payload.model,
+            version=payload.stable_version,
+            role="stable",
+            status="serving",
+            event_id=ctx.event.id,
+        )
+
+
+async def on_deployment_promoted(ctx: HandlerContext, payload: DeploymentPromoted) -> None:
+    """The candidate became stable: ``champion`` moves to it (cause ``promotion``)."""
+    await store.record_deployment_version(
+        ctx.conn,
+        deployment=payload.deployment,
+        model=payload.model,
+        version=payload.version,
+        role="stable",
+        status="serving",
+        event_id=ctx.event.id,
+    )
+    if payload.previous_version is not None and payload.previous_version != payload.version:
+        await store.record_deployment_version(
+            ctx.conn,
+            deployment=payload.deployment,
+            model=payload.model,
+            version=payload.previous_version,
+            role="stable",
+            status="replaced",
+            event_id=ctx.event.id,
+        )
+    approved = f", approved by {payload.approved_by}" if payload.approved_by else ""
+    await move_alias(
+        ctx.emitter,
+        model=payload.model,
+        alias=CHAMPION,
+        to_version=payload.version,
+        cause="promotion",
+        actor=ctx.event.actor,
+        cause_event=ctx.event,
+        deployment=payload.deployment,
+        reason=f"promoted on deployment {payload.deployment}{approved}",
+    )
+
+
+async def on_deployment_rolled_back(ctx: HandlerContext, payload: DeploymentRolledBack) -> None:
+    """Traffic went back to stable: ``champion`` stays, or returns to stable if it named the failed version."""
+    await store.record_deployment_version(
+        ctx.conn,
+        deployment=payload.deployment,
+        model=payload.model,
+        version=payload.failed_version,
+        role="candidate",
+        status="rolled_back",
+        event_id=ctx.event.id,
+    )
+    if payload.stable_version is not None:
+        await store.record_deployment_version(
+            ctx.conn,
+            deployment=payload.deployment,
+            model=payload.model,
+            version=payload.stable_version,
+            role="stable",
+            status="serving",
+            event_id=ctx.event.id,
+        )
+    await store.lock_model(ctx.conn, payload.model)  # read and move the alias under one lock
+    champion = await store.get_alias(ctx.conn, payload.model, CHAMPION)
+    if champion is None or champion["version"] != payload.failed_version:
+        return  # champion never moved to the failed version (or moved on since): it stays
+    await move_alias(
+        ctx.emitter,
+        model=payload.model,
+        alias=CHAMPION,
+        to_version=payload.stable_version,
+        cause="rollback",
+        actor=ctx.event.actor,
+        cause_event=ctx.event,
+        deployment=payload.deployment,
+        reason=f"rolled back on deployment {payload.deployment} ({payload.trigger}): {payload.reason}",
+    )
+
+
+async def on_deployment_aborted(ctx: HandlerContext, payload: DeploymentAborted) -> None:
+    """A rollout stopped without promotion; the candidate is marked aborted (lineage)."""
+    await store.record_deployment_version(
+        ctx.conn,
+        deployment=payload.deployment,
+        model=payload.model,
+        version=payload.candidate_version,
+        role="candidate",
+        status="aborted",
+        event_id=ctx.event.id,
+    )
+
+
 def build_handlers(_runtime: ServiceRuntime) -> dict[str, Handler]:
     """Event type → handler."""
-    return {DataUpdated.TYPE: on_data_updated}
+    return {
+        DataUpdated.TYPE: on_data_updated,
+        TrainingCompleted.TYPE: on_training_completed,
+        DeploymentCreated.TYPE: on_deployment_created,
+        DeploymentRolloutStarted.TYPE: on_deployment_rollout_started,
+        DeploymentPromoted.TYPE: on_deployment_promoted,
+        DeploymentRolledBack.TYPE: on_deployment_rolled_back,
+        DeploymentAborted.TYPE: on_deployment_aborted,
+    }

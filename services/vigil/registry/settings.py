@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from vigil.service.settings import ServiceSettings
 
 
@@ -10,3 +12,10 @@ class RegistrySettings(ServiceSettings):
 
     service_name: str = "registry"
     http_port: int = 8101
+    #: Largest artifact accepted over HTTP (also bounded by ``http_max_body_bytes``). Trainers write bigger
+    #: artifacts straight into the shared content-addressed store.
+    artifact_max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    #: Largest total uncompressed size of an uploaded .npz (zip bombs are refused before any array is read).
+    artifact_max_npz_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    #: OpenLineage namespace of the registry's datasets, jobs and models.
+    lineage_namespace: str = Field(default="vigil", min_length=1, max_length=256)
