@@ -1,4 +1,4 @@
-"""Trainer service definition (skeleton: the shared runtime, health, info and dead-letter routes)."""
+"""Trainer service definition: the skeleton plus the runs API and the worker pool that executes runs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,37 @@ from fastapi import FastAPI
 
 from vigil.events import topics
 from vigil.service.app import create_app
-from vigil.service.runtime import ServiceDefinition
+from vigil.service.runtime import ServiceDefinition, ServiceRuntime
+from vigil.trainer.api import router
+from vigil.trainer.handlers import build_handlers
 from vigil.trainer.settings import TrainerSettings
+from vigil.trainer.worker import WorkerPool
+
+
+async def start_workers(runtime: ServiceRuntime) -> None:
+    """Start the workers (and the reaper) before the consumer, so the first request can wake them."""
+    settings = runtime.settings
+    assert isinstance(settings, TrainerSettings)
+    workers = WorkerPool(runtime.pool, settings, runtime.source)
+    runtime.state["workers"] = workers
+    await workers.start()
+
+
+async def stop_workers(runtime: ServiceRuntime) -> None:
+    workers: WorkerPool | None = runtime.state.pop("workers", None)
+    if workers is not None:
+        await workers.stop()
+
 
 DEFINITION = ServiceDefinition(
     name="trainer",
     settings_cls=TrainerSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     consumed_topics=[topics.TRAINING],
+    handlers=build_handlers,
+    routers=[router],
+    on_start=start_workers,
+    on_stop=stop_workers,
 )
 
 

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from pydantic import Field
+
 from vigil.service.settings import ServiceSettings
 
 
 class TrainerSettings(ServiceSettings):
-    """Trainer knobs (env ``VIGIL_…``)."""
+    """Trainer knobs (env ``VIGIL_…``). Per-job limits (timeout, memory) come with each ``training.requested``."""
 
     service_name: str = "trainer"
     http_port: int = 8103
+    #: Runs executed at once by this process (each in its own subprocess). Scale out by adding processes too.
+    trainer_workers: int = Field(default=2, ge=1, le=256)
+    #: How often an idle worker looks for queued runs (it is also woken when a request arrives).
+    trainer_poll_interval_ms: int = Field(default=1000, ge=10)
+    #: A running run's lease; the worker renews it every third of this. Expired → another process reaps the run
+    #: (``training.failed``, reason ``worker_lost``) and the scheduler re-queues the job.
+    trainer_lease_s: float = Field(default=30.0, gt=0)
+    #: Interpreter for the runner subprocess.
+    trainer_python: str = sys.executable
+    #: Per-run scratch directories (datasets are copied here and verified); default ``<home>/trainer-work``.
+    trainer_work_dir: Path | None = None
+    #: Address-space limit (RLIMIT_AS) when a request names none. None = unlimited.
+    trainer_default_memory_limit_mb: int | None = Field(default=4096, ge=64)
+    #: BLAS/OpenMP/numba threads per run (OMP_NUM_THREADS & co.); runs share the machine's cores.
+    trainer_threads_per_run: int = Field(default=1, ge=1)
+    trainer_max_log_lines: int = Field(default=10_000, ge=1)
+    trainer_max_log_line_chars: int = Field(default=4096, ge=80)
+    trainer_max_metric_points: int = Field(default=100_000, ge=1)
+    #: Reference profiles up to this size travel inside ``training.completed``; larger ones are stored as
+    #: artifacts and referenced by URI.
+    trainer_profile_inline_max_bytes: int = Field(default=262_144, ge=1024)
+    #: If set, dataset URIs must point inside one of these directories (upstream events name the files).
+    trainer_dataset_roots: list[Path] = Field(default_factory=list)
+
+    def resolved_work_dir(self) -> Path:
+        return self.trainer_work_dir if self.trainer_work_dir is not None else self.home / "trainer-work"

@@ -1,0 +1,311 @@
+"""Scheduler HTTP API (``/v1``): retraining policies, manual triggers, jobs and their history, cancellation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from pydantic import BaseModel, Field, model_validator
+
+from vigil.bus.context import Emitter
+from vigil.events import new_id
+from vigil.events.catalog.common import NAME_PATTERN, Params
+from vigil.events.catalog.training import ENTRYPOINT_PATTERN, JobState
+from vigil.scheduler import store
+from vigil.scheduler.ticker import Ticker, next_cron_time, valid_cron
+from vigil.service.auth import Scientist, Viewer
+from vigil.service.pagination import After, Limit, Page
+from vigil.service.runtime import ServiceRuntime
+
+router = APIRouter(prefix="/v1", tags=["scheduler"])
+
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="model name")]
+DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class PolicyBase(BaseModel):
+    """How and when a model is retrained."""
+
+    datasets: list[DatasetName] = Field(min_length=1, max_length=64, description="datasets the model trains on")
+    entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN, description="training function, `package.module:function`")
+    params: Params = Field(default_factory=dict)
+    code_version: str = Field(min_length=1, max_length=128)
+    debounce_s: float = Field(default=60.0, ge=0, le=7 * 86400, description="coalescing window after a signal")
+    cron: str | None = Field(default=None, max_length=128, description="5-field cron schedule (UTC)")
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    max_concurrent: int = Field(default=1, ge=1, le=1000, description="jobs of this model scheduled or running")
+    cooldown_s: float = Field(default=0.0, ge=0, le=30 * 86400, description="pause after a job failed")
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff_base_s: float = Field(default=30.0, ge=0, le=86400)
+    backoff_max_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    timeout_s: float = Field(default=3600.0, gt=0, le=604800)
+    memory_limit_mb: int | None = Field(default=None, ge=64)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _cron_parses(self) -> PolicyBase:
+        if self.cron is not None and not valid_cron(self.cron):
+            raise ValueError(f"not a valid cron expression: {self.cron!r}")
+        return self
+
+
+class PolicyPublic(PolicyBase):
+    model: str
+    next_cron_at: datetime | None
+    cooldown_until: datetime | None
+    revision: int
+    updated_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TriggerRequest(BaseModel):
+    """A manual trigger: the policy's params overridden by ``params``; ``force`` makes a new job even for inputs
+    that were already trained (a deliberate re-run)."""
+
+    params: Params = Field(default_factory=dict)
+    force: bool = False
+
+
+class JobPublic(BaseModel):
+    id: str
+    model: str
+    idempotency_key: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    priority: int
+    trigger: str
+    trigger_event_ids: list[str]
+    datasets: list[dict[str, Any]]
+    entrypoint: str
+    params: dict[str, Any]
+    code_version: str
+    timeout_s: float
+    memory_limit_mb: int | None
+    next_attempt_at: datetime
+    state_since: datetime
+    deadline_at: datetime | None
+    run_id: str | None
+    last_reason: str
+    result: dict[str, Any] | None
+    created_by: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class TransitionPublic(BaseModel):
+    id: int
+    from_state: str | None
+    to_state: str
+    attempt: int
+    reason: str
+    event_id: str
+    actor: str
+    at: datetime
+
+
+class JobDetail(JobPublic):
+    transitions: list[TransitionPublic]
+
+
+class TriggerAccepted(BaseModel):
+    job: JobPublic
+    created: bool
+
+
+class TriggerPublic(BaseModel):
+    id: int
+    model: str
+    kind: str
+    state: str
+    opened_at: datetime
+    due_at: datetime
+    event_ids: list[str]
+    signals: int
+    job_id: str | None
+    note: str
+    closed_at: datetime | None
+
+
+class RejectionPublic(BaseModel):
+    id: int
+    job_id: str
+    current_state: str
+    requested_state: str
+    attempt: int | None
+    event_id: str | None
+    event_type: str | None
+    detail: str
+    at: datetime
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def _wake(runtime: ServiceRuntime) -> None:
+    ticker: Ticker | None = runtime.state.get("ticker")
+    if ticker is not None:
+        ticker.wake()
+
+
+def _job(job: store.Job) -> JobPublic:
+    return JobPublic.model_validate(job, from_attributes=True)
+
+
+def _policy(policy: store.Policy) -> PolicyPublic:
+    return PolicyPublic.model_validate(policy, from_attributes=True)
+
+
+@router.put("/policies/{model}", response_model=PolicyPublic)
+async def put_policy(request: Request, model: ModelName, body: PolicyBase, user: Scientist) -> PolicyPublic:
+    """Create or replace the retraining policy of a model."""
+    values = {**body.model_dump(), "model": model, "next_cron_at": next_cron_time(body.cron) if body.cron else None}
+    async with _runtime(request).pool.acquire() as conn, conn.transaction():
+        policy = await store.upsert_policy(conn, values, actor=user.actor)
+    return _policy(policy)
+
+
+@router.get("/policies", response_model=Page[PolicyPublic])
+async def list_policies(request: Request, _user: Viewer, limit: Limit = 100, after: After = None) -> Page[PolicyPublic]:
+    """Policies by model name."""
+    async with _runtime(request).pool.acquire() as conn:
+        items = [_policy(p) for p in await store.list_policies(conn, limit=limit, after=after)]
+    return Page(items=items, next=items[-1].model if len(items) == limit else None)
+
+
+@router.get("/policies/{model}", response_model=PolicyPublic)
+async def get_policy(request: Request, model: ModelName, _user: Viewer) -> PolicyPublic:
+    """One model's policy."""
+    async with _runtime(request).pool.acquire() as conn:
+        policy = await store.get_policy(conn, model)
+    if policy is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy for model {model!r}")
+    return _policy(policy)
+
+
+@router.delete("/policies/{model}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_policy(request: Request, model: ModelName, _user: Scientist) -> Response:
+    """Delete a policy (its open window is dropped; existing jobs run on)."""
+    async with _runtime(request).pool.acquire() as conn, conn.transaction():
+        deleted = await store.delete_policy(conn, model)
+    if not deleted:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy for model {model!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/policies/{model}/trigger", response_model=TriggerAccepted)
+async def trigger(
+    request: Request, response: Response, model: ModelName, body: TriggerRequest, user: Scientist
+) -> TriggerAccepted:
+    """Manual trigger: a job on the latest dataset versions (201), or the existing job with equal inputs (200)."""
+    runtime = _runtime(request)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        policy = await store.get_policy(conn, model)
+        if policy is None or not policy.enabled:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no enabled policy for model {model!r}")
+        refs, missing = await store.dataset_refs(conn, policy.datasets)
+        if missing:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"no registered version yet of: {', '.join(missing)}")
+        job, created = await store.create_job(
+            conn,
+            Emitter(conn, runtime.source, user.actor),
+            policy,
+            refs,
+            trigger="manual",
+            trigger_event_ids=[],
+            cause=None,
+            actor=user.actor,
+            params=body.params,
+            key_salt=new_id() if body.force else None,
+        )
+    _wake(runtime)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return TriggerAccepted(job=_job(job), created=created)
+
+
+@router.get("/jobs", response_model=Page[JobPublic])
+async def list_jobs(
+    request: Request,
+    _user: Viewer,
+    model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    state: Annotated[
+        Literal["pending", "scheduled", "running", "succeeded", "failed", "cancelled"] | None, Query()
+    ] = None,
+    limit: Limit = 100,
+    after: After = None,
+) -> Page[JobPublic]:
+    """Jobs, oldest first (ids are time-ordered)."""
+    async with _runtime(request).pool.acquire() as conn:
+        items = [_job(j) for j in await store.list_jobs(conn, model=model, state=state, limit=limit, after=after)]
+    return Page(items=items, next=items[-1].id if len(items) == limit else None)
+
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F-]+$")]
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail)
+async def get_job(request: Request, job_id: JobId, _user: Viewer) -> JobDetail:
+    """One job with every transition it went through."""
+    async with _runtime(request).pool.acquire() as conn:
+        job = await store.get_job(conn, job_id)
+        if job is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+        transitions = await store.transitions_of(conn, job_id)
+    return JobDetail(**_job(job).model_dump(), transitions=[TransitionPublic.model_validate(t) for t in transitions])
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+async def cancel_job(request: Request, job_id: JobId, user: Scientist) -> JobPublic:
+    """Cancel a job that has not finished (409 if it has; the refusal is recorded)."""
+    runtime = _runtime(request)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        current = await store.get_job(conn, job_id)
+        if current is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+        moved = await store.move(
+            conn,
+            Emitter(conn, runtime.source, user.actor),
+            job_id,
+            "cancelled",
+            reason=f"cancelled by {user.actor}",
+            cause=None,
+            actor=user.actor,
+        )
+    if moved is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {current.state}; it cannot be cancelled")
+    _wake(runtime)
+    return _job(moved)
+
+
+@router.get("/triggers", response_model=Page[TriggerPublic])
+async def list_triggers(
+    request: Request,
+    _user: Viewer,
+    model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    limit: Limit = 100,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> Page[TriggerPublic]:
+    """Debounce windows: open ones and what each closed one became (job, duplicate, skipped)."""
+    async with _runtime(request).pool.acquire() as conn:
+        rows = await store.list_triggers(conn, model, limit=limit, after=after)
+    items = [TriggerPublic.model_validate(r) for r in rows]
+    return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)
+
+
+@router.get("/rejected-transitions", response_model=Page[RejectionPublic])
+async def list_rejections(
+    request: Request,
+    _user: Viewer,
+    job_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> Page[RejectionPublic]:
+    """Transitions the state machine refused (out of order, stale attempt, already finished)."""
+    async with _runtime(request).pool.acquire() as conn:
+        rows = await store.rejections(conn, job_id, limit=limit, after=after)
+    items = [RejectionPublic.model_validate(r) for r in rows]
+    return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)

@@ -1,0 +1,361 @@
+"""The trainer's worker pool: claims queued runs from Postgres and executes them off the consumer's poll loop.
+
+Training is slow, and a Kafka consumer that stops polling for longer than ``max_poll_interval_ms`` is thrown out of
+its group. So the ``training.requested`` handler only records a queued run (inbox + row, one transaction); these
+asyncio workers, started in ``on_start``, claim runs with ``FOR UPDATE SKIP LOCKED`` — across every trainer process
+sharing the database, so a run executes once however many workers there are — and execute them in subprocesses.
+
+Each running run holds a lease the worker renews (a third of ``trainer_lease_s``); the renewal also carries stop
+requests (cancellation, a newer attempt). A reaper in every process marks runs with an expired lease ``lost`` and
+emits ``training.failed`` (``worker_lost``), which the scheduler turns into the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+from vigil.artifacts.store import ArtifactStore, digest_of, open_store
+from vigil.bus.context import Emitter
+from vigil.events import canonical_json
+from vigil.events.catalog.common import ColumnSpec, DatasetRef
+from vigil.events.catalog.training import Environment, TrainingCompleted, TrainingFailed, TrainingStarted
+from vigil.trainer import store
+from vigil.trainer.executor import Outcome, child_env, execute
+from vigil.trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+RUNS = Counter("vigil_trainer_runs_total", "Runs finished, by outcome", ["outcome"])
+RUNNING = Gauge("vigil_trainer_running", "Runs executing in this process")
+
+SERVICE_ACTOR = "service:trainer"
+MAX_ARTIFACT_BYTES = 1024**3
+
+
+class UnsafeArtifact(Exception):
+    """The entrypoint's artifact is not in the format it claims, or needs pickle to load."""
+
+
+def check_artifact(data: bytes, fmt: str) -> None:
+    """Refuse anything but valid JSON or an npz whose arrays load without pickle."""
+    if fmt == "json":
+        try:
+            json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UnsafeArtifact(f"artifact is not valid JSON: {exc}") from exc
+        return
+    if fmt == "npz":
+        import numpy as np
+
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                for name in archive.files:
+                    archive[name]  # loading each array is the check: object arrays need pickle and raise
+        except Exception as exc:
+            raise UnsafeArtifact(f"artifact is not a pickle-free npz: {exc}") from exc
+        return
+    raise UnsafeArtifact(f"artifact format {fmt!r} is not allowed")
+
+
+class WorkerPool:
+    """``trainer_workers`` asyncio workers plus one reaper, for one trainer process."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: TrainerSettings, source: str) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.source = source
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.artifacts: ArtifactStore = open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.executed = 0
+
+    async def start(self) -> None:
+        self.settings.resolved_work_dir().mkdir(parents=True, exist_ok=True)
+        for i in range(self.settings.trainer_workers):
+            self._tasks.append(asyncio.create_task(self._work(f"{self.identity}/{i}"), name=f"trainer-worker-{i}"))
+        self._tasks.append(asyncio.create_task(self._reap_forever(), name="trainer-reaper"))
+
+    async def stop(self) -> None:
+        """Stop the workers; their subprocesses are killed, and their runs' leases expire (then reaped)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- claiming and running -----------------------------------------------------------------------------------
+
+    async def _work(self, worker: str) -> None:
+        poll = self.settings.trainer_poll_interval_ms / 1000
+        while True:
+            try:
+                run = await self._claim(worker)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming a run failed")
+                run = None
+            if run is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), poll)
+                continue
+            try:
+                await self._run(worker, run)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("run failed in the worker itself", extra={"run_id": run.run_id})
+
+    async def _claim(self, worker: str) -> store.Run | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            run = await store.claim_next(conn, worker, self.settings.trainer_lease_s)
+            if run is None:
+                return None
+            await Emitter(conn, self.source, SERVICE_ACTOR).emit(
+                TrainingStarted(
+                    model=run.model, job_id=run.job_id, attempt=run.attempt, run_id=run.run_id, worker=worker
+                ),
+                cause=run.request_envelope(),
+            )
+        log.info("run claimed", extra={"run_id": run.run_id, "job_id": run.job_id, "attempt": run.attempt})
+        return run
+
+    async def _run(self, worker: str, run: store.Run) -> None:
+        workdir = self.settings.resolved_work_dir() / run.run_id
+        stop: dict[str, str | None] = {"why": None}
+        heartbeat = asyncio.create_task(self._heartbeat(worker, run.run_id, stop))
+        RUNNING.inc()
+        try:
+            outcome = await execute(
+                {
+                    "run_id": run.run_id,
+                    "job_id": run.job_id,
+                    "model": run.model,
+                    "entrypoint": run.entrypoint,
+                    "params": run.params,
+                    "datasets": run.datasets,
+                    "code_version": run.code_version,
+                    "workdir": str(workdir),
+                    "memory_limit_mb": run.memory_limit_mb or self.settings.trainer_default_memory_limit_mb,
+                    "dataset_roots": [str(p) for p in self.settings.trainer_dataset_roots],
+                },
+                python=self.settings.trainer_python,
+                timeout_s=run.timeout_s,
+                env=child_env(self.settings.trainer_threads_per_run),
+                on_metrics=lambda points: self._save_metrics(run.run_id, points),
+                on_logs=lambda lines: self._save_logs(run.run_id, lines),
+                should_stop=lambda: stop["why"],
+                max_line_chars=self.settings.trainer_max_log_line_chars,
+            )
+            await self._finish(worker, run, outcome, workdir)
+        finally:
+            RUNNING.dec()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        self.executed += 1
+
+    async def _heartbeat(self, worker: str, run_id: str, stop: dict[str, str | None]) -> None:
+        interval = self.settings.trainer_lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.pool.acquire() as conn:
+                    ours, requested = await store.renew_lease(conn, run_id, worker, self.settings.trainer_lease_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease renewal failed", extra={"run_id": run_id})
+                continue
+            if not ours:
+                stop["why"] = "lease lost (the run was reaped)"
+                return
+            if requested:
+                stop["why"] = requested
+                return
+
+    async def _save_metrics(self, run_id: str, points: list[dict[str, Any]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.append_metrics(conn, run_id, points, self.settings.trainer_max_metric_points)
+
+    async def _save_logs(self, run_id: str, lines: list[tuple[str, str]]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.append_logs(conn, run_id, lines, self.settings.trainer_max_log_lines)
+
+    # -- outcomes -----------------------------------------------------------------------------------------------
+
+    async def _finish(self, worker: str, run: store.Run, outcome: Outcome, workdir: Path) -> None:
+        completed: TrainingCompleted | None = None
+        values: dict[str, Any] = {"duration_s": outcome.duration_s, "exit_code": outcome.exit_code}
+        if outcome.ok and outcome.result is not None:
+            try:
+                completed, stored = await asyncio.to_thread(self._collect, run, outcome, workdir)
+                values.update(stored)
+            except Exception as exc:
+                log.exception("collecting the run's artifact failed", extra={"run_id": run.run_id})
+                outcome = Outcome(False, "error", f"{type(exc).__name__}: {exc}"[:1000], False, None, outcome.exit_code,
+                                  outcome.duration_s)  # fmt: skip
+        async with self.pool.acquire() as conn, conn.transaction():
+            emitter = Emitter(conn, self.source, SERVICE_ACTOR)
+            cause = run.request_envelope()
+            if completed is not None:
+                try:
+                    async with conn.transaction():
+                        finished = await store.finish(conn, run.run_id, worker, "succeeded", values)
+                except asyncpg.UniqueViolationError:
+                    # Another attempt of this job already succeeded: only one training.completed may take effect.
+                    await store.finish(
+                        conn, run.run_id, worker, "superseded", {**values, "error": "job already has a successful run"}
+                    )
+                    RUNS.labels("superseded").inc()
+                    return
+                if finished is None:
+                    RUNS.labels("reaped").inc()
+                    return
+                envelope = await emitter.emit(completed, cause=cause)
+                await conn.execute("UPDATE runs SET completed_event_id = $2 WHERE run_id = $1", run.run_id, envelope.id)
+                RUNS.labels("succeeded").inc()
+                return
+            state = "failed"
+            if outcome.stopped is not None:
+                state = "cancelled" if "cancel" in outcome.stopped else "superseded"
+            finished = await store.finish(
+                conn, run.run_id, worker, state,
+                {**values, "failure_reason": outcome.reason, "error": outcome.error},
+            )  # fmt: skip
+            if finished is None:
+                RUNS.labels("reaped").inc()
+                return
+            await emitter.emit(
+                TrainingFailed(
+                    model=run.model,
+                    job_id=run.job_id,
+                    attempt=run.attempt,
+                    run_id=run.run_id,
+                    reason=outcome.reason,
+                    error=outcome.error[:1024],
+                    retryable=outcome.retryable,
+                    duration_s=round(outcome.duration_s, 6),
+                ),
+                cause=cause,
+            )
+            RUNS.labels(outcome.reason).inc()
+            log.warning("run failed", extra={"run_id": run.run_id, "reason": outcome.reason, "error": outcome.error})
+
+    def _collect(self, run: store.Run, outcome: Outcome, workdir: Path) -> tuple[TrainingCompleted, dict[str, Any]]:
+        """Verify and store the artifact and the profile (in a thread: hashing and file I/O)."""
+        result = outcome.result or {}
+        artifact_path = workdir / str(result["artifact_path"])
+        if artifact_path.stat().st_size > MAX_ARTIFACT_BYTES:
+            raise UnsafeArtifact(f"artifact larger than {MAX_ARTIFACT_BYTES} bytes")
+        data = artifact_path.read_bytes()
+        fmt = str(result["artifact_format"])
+        check_artifact(data, fmt)
+        digest = self.artifacts.put(data)
+        profile: dict[str, Any] | None = None
+        profile_uri: str | None = None
+        profile_digest: str | None = None
+        profile_size: int | None = None
+        if result.get("profile_path"):
+            loaded = json.loads((workdir / str(result["profile_path"])).read_text())
+            if not isinstance(loaded, dict):
+                raise UnsafeArtifact("reference profile is not a JSON object")
+            raw = canonical_json(loaded)
+            profile_digest, profile_size = digest_of(raw), len(raw)
+            if len(raw) <= self.settings.trainer_profile_inline_max_bytes:
+                profile = loaded
+            else:
+                profile_uri = self.artifacts.uri(self.artifacts.put(raw))
+        env = result.get("environment") or {}
+        completed = TrainingCompleted(
+            model=run.model,
+            job_id=run.job_id,
+            attempt=run.attempt,
+            run_id=run.run_id,
+            params=run.params,
+            metrics=result.get("metrics") or {},
+            artifact_digest=digest,
+            artifact_uri=self.artifacts.uri(digest),
+            artifact_format=fmt,
+            artifact_size_bytes=len(data),
+            reference_profile=profile,
+            reference_profile_uri=profile_uri,
+            reference_profile_digest=profile_digest,
+            signature=[ColumnSpec.model_validate(c) for c in (result.get("signature") or [])],
+            datasets=[DatasetRef.model_validate(d) for d in run.datasets],
+            code_version=run.code_version,
+            environment=Environment.model_validate(env),
+            duration_s=round(outcome.duration_s, 6),
+        )
+        stored = {
+            "metrics": completed.metrics,
+            "artifact_digest": digest,
+            "artifact_uri": completed.artifact_uri,
+            "artifact_format": fmt,
+            "artifact_size_bytes": len(data),
+            "profile_digest": profile_digest,
+            "profile_uri": profile_uri,
+            "profile_size_bytes": profile_size,
+            "signature": [c.model_dump() for c in completed.signature],
+            "environment": env,
+            "error": f"profile not computed: {result['profile_error']}" if result.get("profile_error") else "",
+        }
+        return completed, stored
+
+    # -- reaping ------------------------------------------------------------------------------------------------
+
+    async def _reap_forever(self) -> None:
+        interval = max(0.2, self.settings.trainer_lease_s / 2)
+        while True:
+            try:
+                await self.reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reaping expired runs failed")
+            await asyncio.sleep(interval)
+
+    async def reap(self) -> int:
+        """Runs whose worker stopped renewing its lease → ``lost`` + ``training.failed`` (worker_lost)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            expired = await store.expired_runs(conn, limit=50)
+            emitter = Emitter(conn, self.source, SERVICE_ACTOR)
+            for run in expired:
+                why = f"worker {run.worker} stopped renewing its lease"
+                lost = await store.mark_lost(conn, run.run_id, why)
+                await emitter.emit(
+                    TrainingFailed(
+                        model=run.model,
+                        job_id=run.job_id,
+                        attempt=run.attempt,
+                        run_id=run.run_id,
+                        reason="worker_lost",
+                        error=why,
+                        retryable=True,
+                        duration_s=max(0.0, lost.duration_s or 0.0),
+                    ),
+                    cause=run.request_envelope(),
+                )
+                RUNS.labels("worker_lost").inc()
+                log.warning("run reaped", extra={"run_id": run.run_id, "worker": run.worker})
+        return len(expired)
