@@ -75,14 +75,15 @@ def test_logistic_artifact_round_trips_without_pickle(tmp_path: Path) -> None:
     artifact = model.to_bytes()
     assert json.loads(artifact)["feature_names"] == patient_risk.FEATURES
     p = logistic.predict(artifact, x)
-    assert np.allclose(p, model.predict_proba(x))
+    assert np.allclose(p, model.predict_score(x))
     assert logistic.roc_auc(y, p) > 0.7
     assert steps[-1][1] < steps[0][1]
-    with pytest.raises(ValueError, match="not a vigil"):
+    assert json.loads(artifact)["format"] == "vigil.linear/v1"  # the format the deployer's gateway serves
+    with pytest.raises(ValueError, match=r"not a vigil\.linear/v1"):
         logistic.load(b'{"format": "other"}')
     tampered = json.loads(artifact)
     tampered["coef"] = tampered["coef"][:-1]
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="one number per feature"):
         logistic.load(json.dumps(tampered).encode())
 
 

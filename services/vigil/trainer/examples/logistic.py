@@ -1,82 +1,34 @@
-"""Binary logistic regression in numpy, its JSON artifact, and a pickle-free loader for serving.
+"""Binary logistic regression in numpy, saved as a ``vigil.linear/v1`` artifact that loads without pickle.
 
 Why numpy and not scikit-learn's estimator: the artifact must load without pickle in the deployer's gateway, so the
-model is nothing but numbers (scaler mean/scale, coefficients, intercept, feature names) in JSON; training it with
-full-batch gradient descent also gives real per-step metrics to stream. :func:`predict` is all a server needs.
+model is nothing but numbers (scaler mean/scale, coefficients, intercept, feature names) in the shared format of
+:mod:`vigil.modelformat`; training it with full-batch gradient descent also gives real per-step metrics to stream.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vigil.modelformat import LinearModel, load_model
 from vigil.trainer.examples.tabular import read_csv
 from vigil.trainer.sdk import TrainingContext, TrainingResult
 
-FORMAT = "vigil.logistic-regression"
-FORMAT_VERSION = 1
 F64 = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True)
-class LogisticModel:
-    feature_names: list[str]
-    mean: F64
-    scale: F64
-    coef: F64
-    intercept: float
-    threshold: float = 0.5
-
-    def predict_proba(self, x: npt.ArrayLike) -> F64:
-        """Positive-class probability per row of ``x`` (rows × features, in ``feature_names`` order)."""
-        xa = np.asarray(x, dtype=np.float64)
-        if xa.ndim == 1:
-            xa = xa.reshape(1, -1)
-        if xa.shape[1] != len(self.feature_names):
-            raise ValueError(f"expected {len(self.feature_names)} features, got {xa.shape[1]}")
-        z = ((xa - self.mean) / self.scale) @ self.coef + self.intercept
-        return _sigmoid(z)
-
-    def to_bytes(self) -> bytes:
-        """Canonical JSON artifact."""
-        body = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "feature_names": self.feature_names,
-            "scaler": {"mean": self.mean.tolist(), "scale": self.scale.tolist()},
-            "coef": self.coef.tolist(),
-            "intercept": self.intercept,
-            "threshold": self.threshold,
-            "classes": [0, 1],
-        }
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def load(artifact: bytes) -> LogisticModel:
+def load(artifact: bytes) -> LinearModel:
     """Parse and validate an artifact (untrusted bytes: JSON only, shapes and finiteness checked)."""
-    body = json.loads(artifact)
-    if not isinstance(body, dict) or body.get("format") != FORMAT or body.get("version") != FORMAT_VERSION:
-        raise ValueError("not a vigil logistic-regression artifact")
-    names = body["feature_names"]
-    mean = np.asarray(body["scaler"]["mean"], dtype=np.float64)
-    scale = np.asarray(body["scaler"]["scale"], dtype=np.float64)
-    coef = np.asarray(body["coef"], dtype=np.float64)
-    n = len(names)
-    if not all(isinstance(s, str) for s in names) or not (mean.shape == scale.shape == coef.shape == (n,)):
-        raise ValueError("artifact arrays do not match its feature names")
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(coef)) and np.all(scale > 0)):
-        raise ValueError("artifact holds non-finite or non-positive scaler values")
-    return LogisticModel(list(names), mean, scale, coef, float(body["intercept"]), float(body.get("threshold", 0.5)))
+    return load_model(artifact)
 
 
 def predict(artifact: bytes, x: npt.ArrayLike) -> F64:
     """Positive-class probabilities of rows ``x`` under the model in ``artifact`` (no pickle anywhere)."""
-    return load(artifact).predict_proba(x)
+    xa = np.asarray(x, dtype=np.float64)
+    return load(artifact).predict_score(xa.reshape(1, -1) if xa.ndim == 1 else xa)
 
 
 def _sigmoid(z: F64) -> F64:
@@ -112,7 +64,7 @@ def fit(
     l2: float = 1e-3,
     on_step: Callable[[int, float], None] | None = None,
     log_every: int = 10,
-) -> LogisticModel:
+) -> LinearModel:
     """Full-batch gradient descent on standardised features with L2; ``on_step(epoch, train_log_loss)``."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -128,7 +80,15 @@ def fit(
         b -= learning_rate * float(grad.mean())
         if on_step is not None and (epoch % log_every == 0 or epoch == epochs):
             on_step(epoch, log_loss(y, p))
-    return LogisticModel(list(names), mean, scale, w, b)
+    return LinearModel(
+        task="binary_classification",
+        feature_names=tuple(names),
+        mean=mean,
+        scale=scale,
+        coef=w,
+        intercept=b,
+        metadata={"trainer": "vigil.trainer.examples.logistic", "epochs": epochs, "l2": l2},
+    )
 
 
 def split(n: int, validation_fraction: float, seed: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -154,13 +114,13 @@ def train_tabular(ctx: TrainingContext) -> TrainingResult:
         l2=float(params.get("l2", 1e-3)),
         on_step=lambda epoch, loss: ctx.log_metric("train_log_loss", loss, step=epoch),
     )
-    p_val = model.predict_proba(x[val_idx])
+    p_val = model.predict_score(x[val_idx])
     y_val = y[val_idx]
     metrics = {
         "val_auc": roc_auc(y_val, p_val),
         "val_accuracy": float(np.mean((p_val >= model.threshold) == (y_val == 1))),
         "val_log_loss": log_loss(y_val, p_val),
-        "train_log_loss": log_loss(y[train_idx], model.predict_proba(x[train_idx])),
+        "train_log_loss": log_loss(y[train_idx], model.predict_score(x[train_idx])),
         "n_train": float(len(train_idx)),
         "n_validation": float(len(val_idx)),
         "positive_rate": float(y.mean()),
