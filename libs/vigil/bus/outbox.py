@@ -12,6 +12,8 @@ import asyncio
 import base64
 import contextlib
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -68,6 +70,49 @@ async def enqueue_raw(
         key,
         value,
         encode_headers(headers),
+    )
+    schema = await conn.fetchval("SELECT current_schema()")
+    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """One row for :func:`enqueue_many`: a record ready for the broker."""
+
+    record_id: str
+    topic: str
+    key: str | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, envelope: Envelope, *, validate: bool = True) -> OutboxRecord:
+        """The outbox row of an event (topic and key from its payload class), as :func:`enqueue` would write it."""
+        if validate:
+            check_outgoing(envelope)
+        payload_cls = payload_class(envelope.type, envelope.version)
+        key = str(envelope.data.get(payload_cls.KEY_FIELD, envelope.subject))
+        headers = inject_headers([("ce_type", envelope.type.encode()), ("ce_id", envelope.id.encode())])
+        return cls(envelope.id, payload_cls.TOPIC, key, envelope.canonical_bytes(), headers)
+
+
+async def enqueue_many(conn: asyncpg.Connection, records: Sequence[OutboxRecord]) -> None:
+    """Add many records to the outbox in the caller's transaction: one multi-row insert and one notify.
+
+    Keeps :func:`enqueue_raw`'s semantics (idempotent per ``record_id``, relayed in the order given) for
+    high-volume writers such as the auditor, which emits one ``audit.entry`` per audited event.
+    """
+    if not records:
+        return
+    await conn.execute(
+        "INSERT INTO outbox (event_id, topic, key, value, headers) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]::jsonb[]) "
+        "ON CONFLICT (event_id) DO NOTHING",
+        [r.record_id for r in records],
+        [r.topic for r in records],
+        [r.key for r in records],
+        [r.value for r in records],
+        [encode_headers(r.headers) for r in records],
     )
     schema = await conn.fetchval("SELECT current_schema()")
     await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import demo, dlq, events, stack
+from vigil.cli import audit, demo, dlq, events, stack
 
 app = typer.Typer(
     name="vigil",
@@ -22,6 +22,7 @@ app.add_typer(stack.app)  # vigil up, vigil status
 app.add_typer(demo.app)  # vigil demo
 app.add_typer(dlq.app, name="dlq")  # vigil dlq list|replay
 app.add_typer(events.app, name="events")  # vigil events tail
+app.add_typer(audit.app, name="audit")  # vigil audit verify
 
 if __name__ == "__main__":  # pragma: no cover
     app()

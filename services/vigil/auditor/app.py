@@ -1,26 +1,74 @@
-"""Auditor service definition."""
+"""Auditor service definition: consumes every control-plane topic and the streams, signs checkpoints."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import cast
 
 from fastapi import FastAPI
 
 from vigil.auditor.api import router
-from vigil.auditor.handlers import build_batch_handler
+from vigil.auditor.checkpoints import Checkpointer
+from vigil.auditor.handlers import build_batch_handler, retention_policy
 from vigil.auditor.settings import AuditorSettings
+from vigil.auditor.signing import Signer, load_signer
 from vigil.events import topics
 from vigil.service.app import create_app
-from vigil.service.runtime import ServiceDefinition
+from vigil.service.runtime import ServiceDefinition, ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+def signer_for(settings: AuditorSettings) -> Signer:
+    """The configured key; in ``environment=test`` with nothing configured, an ephemeral one (nothing on disk)."""
+    ephemeral = (
+        settings.environment == "test" and not settings.audit_signing_key and settings.audit_signing_key_file is None
+    )
+    if ephemeral:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        seed = Ed25519PrivateKey.generate().private_bytes_raw().hex()
+        return load_signer(seed, settings.resolved_signing_key_file(), settings.audit_trusted_public_keys)
+    return load_signer(
+        settings.audit_signing_key, settings.resolved_signing_key_file(), settings.audit_trusted_public_keys
+    )
+
+
+async def on_start(runtime: ServiceRuntime) -> None:
+    settings = cast(AuditorSettings, runtime.settings)
+    signer = signer_for(settings)
+    checkpointer = Checkpointer(
+        runtime.pool,
+        signer,
+        chain=settings.audit_chain,
+        source=runtime.source,
+        every_entries=settings.audit_checkpoint_every_entries,
+        interval_s=settings.audit_checkpoint_interval_s,
+    )
+    runtime.state.update(
+        signer=signer, chain=settings.audit_chain, retention=retention_policy(settings), checkpointer=checkpointer
+    )
+    await checkpointer.start()
+    log.info("audit signing key loaded", extra={"key_id": signer.key_id})
+
+
+async def on_stop(runtime: ServiceRuntime) -> None:
+    checkpointer: Checkpointer | None = runtime.state.get("checkpointer")
+    if checkpointer is not None:
+        await checkpointer.stop()
+
 
 DEFINITION = ServiceDefinition(
     name="auditor",
     settings_cls=AuditorSettings,
     migrations_dir=Path(__file__).parent / "migrations",
-    # Control-plane topics are audited event by event; streams get per-window digests (see docs/audit.md).
-    consumed_topics=list(topics.CONTROL_PLANE),
+    # Control-plane topics are audited event by event; streams as per-batch digests (see docs/audit.md).
+    consumed_topics=[*topics.CONTROL_PLANE, *topics.STREAMS],
     batch_handler=build_batch_handler,
     routers=[router],
+    on_start=on_start,
+    on_stop=on_stop,
 )
 
 
