@@ -20,7 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 #: The narrowed fast-math flag set. Blanket ``fastmath=True`` adds ``nnan``/``ninf``, which lets LLVM delete our
-#: explicit NaN/inf checks (stumpy #708); these five only relax ordering/precision of finite arithmetic.
+#: explicit NaN/inf checks (stumpy #708); these five only relax ordering/precision of finite arithmetic. Even so,
+#: measured with numba 0.68: under this combined set ``np.isfinite(a - b)`` folds to True when ``b`` is NaN. So only
+#: kernels whose inputs are already finite (the drift statistics over counts) use it; every kernel that decides
+#: what is missing runs without fast-math.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}  # a set: numba rejects frozenset; never mutate it
 
 FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
@@ -122,10 +125,10 @@ def check_same_length(**arrays: np.ndarray[Any, Any]) -> int:
     return next(iter(lengths.values()))
 
 
-def feature_names(names: Sequence[str] | None, n_features: int) -> tuple[str, ...]:
-    """Validated feature names (default ``f0, f1, …``): the right count, unique, non-empty strings."""
+def feature_names(names: Sequence[str] | None, n_features: int, *, prefix: str = "f") -> tuple[str, ...]:
+    """Validated feature names (default ``f0, f1, …``; categorical ``c0, …``): right count, unique, non-empty."""
     if names is None:
-        return tuple(f"f{i}" for i in range(n_features))
+        return tuple(f"{prefix}{i}" for i in range(n_features))
     out = tuple(str(n) for n in names)
     if len(out) != n_features:
         raise ValueError(f"got {len(out)} names for {n_features} features")
