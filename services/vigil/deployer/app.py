@@ -1,4 +1,9 @@
-"""Deployer service definition (skeleton: the shared runtime, health, info and dead-letter routes)."""
+"""Deployer service definition: rollouts (canary, blue-green, shadow) and the serving gateway.
+
+Besides the skeleton's parts, the deployer runs three of its own, started in ``on_start`` and kept in
+``runtime.state``: the model cache (``models``), the prediction batcher (``batcher``) and the rollout ticker
+(``ticker``).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,63 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from vigil.artifacts import open_store
+from vigil.deployer.api import router
+from vigil.deployer.batcher import PredictionBatcher
+from vigil.deployer.control import SERVICE_ACTOR
+from vigil.deployer.gateway import ModelCache
+from vigil.deployer.handlers import build_handlers
+from vigil.deployer.predict_api import router as predict_router
 from vigil.deployer.settings import DeployerSettings
+from vigil.deployer.ticker import Ticker
 from vigil.events import topics
 from vigil.service.app import create_app
-from vigil.service.runtime import ServiceDefinition
+from vigil.service.runtime import ServiceDefinition, ServiceRuntime
+
+
+async def on_start(runtime: ServiceRuntime) -> None:
+    """Model cache → prediction batcher → rollout ticker (which resumes timers stored in Postgres)."""
+    settings = runtime.settings
+    assert isinstance(settings, DeployerSettings)
+    models = ModelCache(
+        open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key), settings.model_cache_size
+    )
+    runtime.state["models"] = models
+    batcher = PredictionBatcher(
+        runtime.producer,
+        models,
+        source=runtime.source,
+        actor=SERVICE_ACTOR,
+        max_rows=settings.gateway_log_max_rows,
+        flush_ms=settings.gateway_log_flush_ms,
+        max_queued_rows=settings.gateway_log_max_queued_rows,
+    )
+    await batcher.start()
+    runtime.state["batcher"] = batcher
+    ticker = Ticker(runtime.pool, runtime.source, models.warm, settings.rollout_tick_interval_ms)
+    await ticker.start()
+    runtime.state["ticker"] = ticker
+
+
+async def on_stop(runtime: ServiceRuntime) -> None:
+    """Ticker first (no new moves), then flush the batcher while the producer still runs."""
+    ticker = runtime.state.pop("ticker", None)
+    if ticker is not None:
+        await ticker.stop()
+    batcher = runtime.state.pop("batcher", None)
+    if batcher is not None:
+        await batcher.stop()
+
 
 DEFINITION = ServiceDefinition(
     name="deployer",
     settings_cls=DeployerSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     consumed_topics=[topics.MODELS, topics.MONITORING],
+    handlers=build_handlers,
+    routers=[router, predict_router],
+    on_start=on_start,
+    on_stop=on_stop,
 )
 
 

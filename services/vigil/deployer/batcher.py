@@ -1,0 +1,262 @@
+"""Prediction logging off the response path: a bounded queue drained by one background task.
+
+The gateway hands each answered request to :meth:`PredictionBatcher.offer`, which never waits: when the queue
+already holds ``max_queued_rows`` rows the item is dropped and counted (``vigil_gateway_log_dropped_rows_total``) —
+serving must not stall because the broker is slow. The task groups items per (deployment, version, variant) and
+sends one column-major ``prediction.logged`` per group when it reaches ``max_rows`` rows or ``flush_ms`` after its
+first row, splitting any event that would exceed the 1 MiB record limit. Mirrored (shadow) requests are computed
+here too, so a shadow model never adds latency to the client's answer.
+
+Predictions go straight to the producer, not through the outbox: they are a high-volume stream (DESIGN §3) and a
+crash loses at most the last ``flush_ms`` of them, which the monitor's windows tolerate; decisions never travel
+this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import Counter
+
+from vigil.bus.producer import BusProducer
+from vigil.deployer.gateway import ModelCache
+from vigil.events import Envelope, check_outgoing, make_event
+from vigil.events.catalog.streams import MAX_ROWS, PredictionLogged
+from vigil.events.contracts import MAX_EVENT_BYTES
+from vigil.modelformat import LinearModel
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = MAX_EVENT_BYTES  # consumers refuse anything larger (too_large)
+
+LOGGED_ROWS = Counter("vigil_gateway_logged_rows_total", "Prediction rows sent to vigil.predictions", ["variant"])
+DROPPED_ROWS = Counter("vigil_gateway_log_dropped_rows_total", "Prediction rows not logged", ["reason"])
+
+LogVariant = Literal["stable", "candidate", "shadow"]
+
+
+@dataclass
+class LogItem:
+    """One request's rows for one served (or mirrored) version. ``shadow_model`` set: outputs computed later."""
+
+    deployment: str
+    model: str
+    version: int
+    variant: LogVariant
+    feature_names: tuple[str, ...]
+    matrix: npt.NDArray[np.float64]
+    prediction_ids: list[str]
+    latency_ms: float
+    at: datetime
+    outputs: npt.NDArray[np.float64] | None = None
+    scores: npt.NDArray[np.float64] | None = None
+    shadow_digest: str | None = None  # mirrored: the candidate's artifact, run in the background
+
+    @property
+    def rows(self) -> int:
+        return len(self.prediction_ids)
+
+
+GroupKey = tuple[str, str, int, str, tuple[str, ...]]
+
+
+@dataclass
+class _Group:
+    items: list[LogItem] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0
+
+
+class PredictionBatcher:
+    """Bounded, non-blocking prediction logger (one background task per process)."""
+
+    def __init__(
+        self,
+        producer: BusProducer,
+        models: ModelCache,
+        *,
+        source: str,
+        actor: str,
+        max_rows: int = 2_000,
+        flush_ms: int = 200,
+        max_queued_rows: int = 200_000,
+    ) -> None:
+        self.producer = producer
+        self.models = models
+        self.source = source
+        self.actor = actor
+        self.max_rows = min(max_rows, MAX_ROWS)
+        self.flush_s = flush_ms / 1000
+        self.max_queued_rows = max_queued_rows
+        self._queue: asyncio.Queue[LogItem] = asyncio.Queue()
+        self._queued_rows = 0
+        self._groups: dict[GroupKey, _Group] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.sent_events = 0
+
+    # ------------------------------------------------------------------ producer side (request path)
+    def offer(self, item: LogItem) -> bool:
+        """Queue ``item`` without waiting; False (and counted) when the queue is full."""
+        if self._queued_rows + item.rows > self.max_queued_rows:
+            DROPPED_ROWS.labels("queue_full").inc(item.rows)
+            return False
+        self._queued_rows += item.rows
+        self._queue.put_nowait(item)
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="prediction-batcher")
+
+    async def stop(self) -> None:
+        """Stop the task and flush whatever is queued (best effort)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            self._add(self._queue.get_nowait())
+        for key in list(self._groups):
+            await self._flush(key)
+
+    # ------------------------------------------------------------------ consumer side (background)
+    async def _run(self) -> None:
+        while True:
+            timeout = self._next_deadline()
+            try:
+                item = await asyncio.wait_for(self._queue.get(), timeout)
+                self._add(item)
+                while not self._queue.empty():  # drain what is there without yielding per item
+                    self._add(self._queue.get_nowait())
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            for key in [k for k, g in self._groups.items() if g.rows >= self.max_rows or now - g.since >= self.flush_s]:
+                await self._flush(key)
+
+    def _next_deadline(self) -> float | None:
+        if not self._groups:
+            return None
+        oldest = min(g.since for g in self._groups.values())
+        return max(0.0, oldest + self.flush_s - time.monotonic())
+
+    def _add(self, item: LogItem) -> None:
+        self._queued_rows -= item.rows
+        key: GroupKey = (item.deployment, item.model, item.version, item.variant, item.feature_names)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(since=time.monotonic())
+        group.items.append(item)
+        group.rows += item.rows
+
+    async def _flush(self, key: GroupKey) -> None:
+        group = self._groups.pop(key, None)
+        if group is None or not group.items:
+            return
+        try:
+            items = [item for item in group.items if await self._complete(item)]
+            if items:
+                await self._send(items)
+        except Exception:
+            DROPPED_ROWS.labels("send_failed").inc(group.rows)
+            log.exception("could not log predictions", extra={"deployment": key[0], "rows": group.rows})
+
+    async def _complete(self, item: LogItem) -> bool:
+        """Run the candidate on a mirrored item; False if it cannot take stable's input (schema differs)."""
+        if item.shadow_digest is None or item.outputs is not None:
+            return True
+        model = await self.models.get(item.shadow_digest)
+        if model.feature_names != item.feature_names:
+            if set(model.feature_names) != set(item.feature_names):
+                DROPPED_ROWS.labels("shadow_schema_mismatch").inc(item.rows)
+                return False
+            order = [item.feature_names.index(n) for n in model.feature_names]
+            item.matrix, item.feature_names = item.matrix[:, order], model.feature_names
+        started = time.perf_counter()
+        _infer(item, model)
+        item.latency_ms = (time.perf_counter() - started) * 1000
+        return True
+
+    async def _send(self, items: Sequence[LogItem]) -> None:
+        for part, envelope, value in _encode(_payload(items), self.source, self.actor):
+            await self.producer.send(
+                part.TOPIC,
+                value,
+                key=part.deployment,
+                headers=[("ce_type", part.TYPE.encode()), ("ce_id", envelope.id.encode())],
+            )
+            self.sent_events += 1
+            LOGGED_ROWS.labels(part.variant).inc(part.rows)
+
+
+def _infer(item: LogItem, model: LinearModel) -> None:
+    scores = model.predict_score(item.matrix)
+    item.outputs = model.predict(item.matrix) if model.task != "regression" else scores
+    item.scores = scores if model.task != "regression" else None
+
+
+def _payload(items: Sequence[LogItem]) -> PredictionLogged:
+    first = items[0]
+    matrix = np.concatenate([i.matrix for i in items]) if len(items) > 1 else first.matrix
+    outputs = np.concatenate([i.outputs for i in items if i.outputs is not None])
+    with_scores = all(i.scores is not None for i in items)
+    scores = np.concatenate([i.scores for i in items if i.scores is not None]).tolist() if with_scores else None
+    latency: list[float] = []
+    ids: list[str] = []
+    for item in items:
+        latency.extend([item.latency_ms] * item.rows)
+        ids.extend(item.prediction_ids)
+    return PredictionLogged.model_construct(
+        deployment=first.deployment,
+        model=first.model,
+        version=first.version,
+        variant=first.variant,
+        first_at=min(i.at for i in items),
+        last_at=max(i.at for i in items),
+        prediction_ids=ids,
+        numeric={name: matrix[:, j].tolist() for j, name in enumerate(first.feature_names)},
+        categorical={},
+        outputs=outputs.tolist(),
+        scores=scores,
+        latency_ms=latency,
+    )
+
+
+def _encode(payload: PredictionLogged, source: str, actor: str) -> list[tuple[PredictionLogged, Envelope, bytes]]:
+    """Envelope, contract check (as every produced event) and bytes; a batch over the record limit is halved."""
+    envelope = make_event(payload, source=source, actor=actor)
+    value = envelope.canonical_bytes()
+    if len(value) <= MAX_RECORD_BYTES or payload.rows <= 1:
+        check_outgoing(envelope)
+        return [(payload, envelope, value)]
+    half = payload.rows // 2
+    return _encode(_rows(payload, 0, half), source, actor) + _encode(_rows(payload, half, payload.rows), source, actor)
+
+
+def _rows(payload: PredictionLogged, lo: int, hi: int) -> PredictionLogged:
+    return PredictionLogged.model_construct(
+        **{
+            **payload.__dict__,
+            "prediction_ids": payload.prediction_ids[lo:hi],
+            "numeric": {k: v[lo:hi] for k, v in payload.numeric.items()},
+            "outputs": payload.outputs[lo:hi],
+            "scores": payload.scores[lo:hi] if payload.scores is not None else None,
+            "latency_ms": payload.latency_ms[lo:hi],
+            "first_at": payload.first_at,
+            "last_at": payload.last_at,
+        }
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

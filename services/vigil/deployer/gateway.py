@@ -1,0 +1,170 @@
+"""The serving gateway's parts that are not HTTP: model cache, traffic routing and input checks.
+
+* Models are loaded by artifact digest from the content-addressed store (which verifies the bytes on read), parsed
+  by the pickle-free model format and kept in an LRU cache in memory. A load runs in a worker thread, once per
+  digest even under concurrent requests.
+* Routing is per request: with a request key, a stable hash puts the key in one of 10 000 buckets and the
+  candidate gets buckets ``[0, weight × 100)`` — so a key keeps its version while the weight only grows (10 % →
+  50 % moves new keys to the candidate, never one back). Without a key, a random bucket.
+* Inputs are rows of named numeric features. Unknown or missing features, non-numbers, nulls, NaN and ±inf are
+  refused with the row and feature named; linear models have no notion of a missing value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.artifacts import ArtifactStore
+from vigil.modelformat import LinearModel, load_model
+
+BUCKETS = 10_000
+Variant = Literal["stable", "candidate"]
+
+
+class InputError(ValueError):
+    """A request the model cannot answer (message names the row and feature; safe to return)."""
+
+
+class ModelCache:
+    """Digest → loaded model, LRU-bounded; loads are verified by the artifact store."""
+
+    def __init__(self, store: ArtifactStore, max_models: int = 32) -> None:
+        self.store = store
+        self.max_models = max_models
+        self._models: OrderedDict[str, LinearModel] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[LinearModel]] = {}
+
+    def cached(self, digest: str) -> LinearModel | None:
+        model = self._models.get(digest)
+        if model is not None:
+            self._models.move_to_end(digest)
+        return model
+
+    async def get(self, digest: str) -> LinearModel:
+        """The model with this artifact digest (loaded once; concurrent callers share the load)."""
+        model = self.cached(digest)
+        if model is not None:
+            return model
+        pending = self._loading.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[LinearModel] = asyncio.get_running_loop().create_future()
+        self._loading[digest] = future
+        try:
+            model = await asyncio.to_thread(self._load, digest)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._loading.pop(digest, None)
+        future.set_result(model)
+        self._models[digest] = model
+        while len(self._models) > self.max_models:
+            self._models.popitem(last=False)
+        return model
+
+    def _load(self, digest: str) -> LinearModel:
+        return load_model(self.store.get(digest))
+
+    async def warm(self, digest: str) -> None:
+        """Load the model and make one smoke prediction (at the training mean): the candidate can answer."""
+        model = await self.get(digest)
+        smoke = model.predict_score(model.mean.reshape(1, -1))
+        if smoke.shape != (1,) or not np.all(np.isfinite(smoke)):
+            raise ValueError("smoke prediction is not a finite number")
+
+
+def bucket_of(deployment: str, key: str) -> int:
+    """Stable bucket in ``[0, BUCKETS)`` for a request key (same on every replica and across restarts)."""
+    digest = hashlib.blake2b(f"{deployment}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def choose_variant(deployment: str, weight: int, key: str | None, rng: random.Random | None = None) -> Variant:
+    """``candidate`` for ``weight`` percent of requests (sticky by ``key``), ``stable`` for the rest."""
+    if weight <= 0:
+        return "stable"
+    if weight >= 100:
+        return "candidate"
+    bucket = bucket_of(deployment, key) if key is not None else (rng or random).randrange(BUCKETS)
+    return "candidate" if bucket < weight * (BUCKETS // 100) else "stable"
+
+
+def rows_to_matrix(
+    feature_names: Sequence[str], rows: Sequence[Mapping[str, object]], *, max_rows: int
+) -> npt.NDArray[np.float64]:
+    """Rows of ``{feature: number}`` → float64 matrix in the model's feature order; InputError on anything off."""
+    if not rows:
+        raise InputError("no rows to predict")
+    if len(rows) > max_rows:
+        raise InputError(f"batch of {len(rows)} rows exceeds the limit of {max_rows}")
+    expected = set(feature_names)
+    # Fast path: every row has exactly the model's features and every value is a plain int/float; one C-level
+    # conversion and one vectorised finiteness check. Anything else falls through to the row-by-row path below,
+    # which finds the first offending row and names it.
+    if all(row.keys() == expected for row in rows):
+        data = [[row[name] for name in feature_names] for row in rows]
+        if {type(v) for v in itertools.chain.from_iterable(data)} <= {float, int}:
+            fast = np.array(data, dtype=np.float64)
+            if np.isfinite(fast).all():
+                return fast
+    out = np.empty((len(rows), len(feature_names)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if len(row) != len(expected) or row.keys() != expected:
+            keys = set(row)
+            missing, unknown = sorted(expected - keys), sorted(keys - expected)
+            parts = []
+            if missing:
+                parts.append(f"missing features {missing[:10]}")
+            if unknown:
+                parts.append(f"unknown features {unknown[:10]}")
+            raise InputError(f"row {i}: " + "; ".join(parts))
+        for j, name in enumerate(feature_names):
+            value = row[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InputError(f"row {i}: feature {name!r} must be a number, got {type(value).__name__}")
+            if not math.isfinite(value):
+                raise InputError(f"row {i}: feature {name!r} must be finite, got {value}")
+            out[i, j] = value
+    return out
+
+
+def columns_to_matrix(
+    feature_names: Sequence[str], columns: Mapping[str, Sequence[object]], *, max_rows: int
+) -> npt.NDArray[np.float64]:
+    """Column-major input ``{feature: [values…]}`` → matrix; the same checks as :func:`rows_to_matrix`."""
+    expected = set(feature_names)
+    if columns.keys() != expected:
+        missing, unknown = sorted(expected - set(columns)), sorted(set(columns) - expected)
+        parts = [f"missing features {missing[:10]}"] if missing else []
+        parts += [f"unknown features {unknown[:10]}"] if unknown else []
+        raise InputError("; ".join(parts))
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise InputError("columns have different lengths")
+    n = lengths.pop()
+    if n == 0:
+        raise InputError("no rows to predict")
+    if n > max_rows:
+        raise InputError(f"batch of {n} rows exceeds the limit of {max_rows}")
+    out = np.empty((n, len(feature_names)), dtype=np.float64)
+    for j, name in enumerate(feature_names):
+        column = columns[name]
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in column):
+            raise InputError(f"feature {name!r}: every value must be a number (null is not allowed)")
+        out[:, j] = np.asarray(column, dtype=np.float64)
+        if not np.all(np.isfinite(out[:, j])):
+            bad = int(np.flatnonzero(~np.isfinite(out[:, j]))[0])
+            raise InputError(f"row {bad}: feature {name!r} must be finite")
+    return out

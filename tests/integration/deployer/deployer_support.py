@@ -1,0 +1,220 @@
+"""Helpers of the deployer's integration tests: a handle on a running deployer, models, and the monitor's events.
+
+Imported by the test modules (pytest puts this directory on sys.path); the fixtures live in conftest.py. The
+registry and the monitor are other services: their events are put on the test's topics directly, as they would
+be on the wire.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from support.kafka import produce_events, read_all
+from support.services import RunningService, Tokens, eventually
+from vigil.artifacts import LocalArtifactStore, digest_of
+from vigil.deployer.gateway import choose_variant
+from vigil.deployer.settings import DeployerSettings
+from vigil.events import Envelope, make_event, topics
+from vigil.events.catalog.common import Evidence, Window
+from vigil.events.catalog.deployments import AnalysisVerdict
+from vigil.events.catalog.models import GateResult, ModelVersionRegistered
+from vigil.events.catalog.monitoring import RollbackRequested
+from vigil.modelformat import LinearModel
+
+FEATURES = ("age", "bmi", "heart_rate")
+
+
+def linear(coef: float, intercept: float = 0.0) -> LinearModel:
+    """A classifier whose scores differ per ``coef`` (so answers tell versions apart)."""
+    return LinearModel(
+        task="binary_classification",
+        feature_names=FEATURES,
+        mean=np.array([50.0, 25.0, 70.0]),
+        scale=np.array([10.0, 4.0, 12.0]),
+        coef=np.array([coef, -coef / 2, coef / 3]),
+        intercept=intercept,
+    )
+
+
+def row(i: int) -> dict[str, float]:
+    return {"age": 30.0 + i % 40, "bmi": 20.0 + (i % 13) * 0.7, "heart_rate": 55.0 + i % 30}
+
+
+def window() -> Window:
+    end = datetime.now(UTC)
+    return Window(start=end - timedelta(minutes=5), end=end)
+
+
+@dataclass
+class Deployer:
+    """A running deployer plus what a test needs to talk to it and to the topics around it."""
+
+    service: RunningService
+    tokens: Tokens
+    bootstrap: str
+    prefix: str
+    artifact_root: Path
+    settings: DeployerSettings
+
+    @property
+    def client(self):  # type: ignore[no-untyped-def]
+        return self.service.client
+
+    def h(self, role: str) -> dict[str, str]:
+        return self.tokens.headers(role)
+
+    # ------------------------------------------------------------------ upstream events
+    async def register_version(self, model: str, version: int, lm: LinearModel, *, stored: bool = True) -> Envelope:
+        """What the registry announces after the gates passed: the artifact is in the shared store (unless not
+        ``stored``: a version whose artifact went missing)."""
+        data = lm.to_bytes()
+        digest = LocalArtifactStore(self.artifact_root).put(data) if stored else digest_of(data)
+        event = make_event(
+            ModelVersionRegistered(
+                model=model,
+                version=version,
+                source="training",
+                artifact_digest=digest,
+                artifact_uri=f"vigil-artifact://{digest}",
+                artifact_format="json",
+                gates=[
+                    GateResult(
+                        gate="auc_floor", kind="metric_floor", metric="auc", value=0.8, threshold=0.7, passed=True
+                    )
+                ],
+                gate_policy_version=1,
+            ),
+            source="vigil://registry",
+            actor="service:registry",
+        )
+        await produce_events(self.bootstrap, f"{self.prefix}{topics.MODELS}", [event], key=model.encode())
+        return event
+
+    async def verdict(
+        self,
+        deployment: str,
+        model: str,
+        verdict: str,
+        *,
+        rollout_id: str,
+        step_index: int,
+        candidate_version: int,
+        samples: int = 500,
+    ) -> Envelope:
+        event = make_event(
+            AnalysisVerdict(
+                deployment=deployment,
+                model=model,
+                rollout_id=rollout_id,
+                step_index=step_index,
+                stable_version=1,
+                candidate_version=candidate_version,
+                verdict=verdict,  # type: ignore[arg-type]
+                window=window(),
+                candidate_samples=samples,
+                stable_samples=samples,
+                evidence=[
+                    Evidence(
+                        statistic="auc",
+                        value=0.81,
+                        threshold=0.7,
+                        operator="lt",
+                        breached=False,
+                        baseline=0.8,
+                        sample_size=samples,
+                    )
+                ],
+                policy_version=2,
+            ),
+            source="vigil://monitor",
+            actor="service:monitor",
+        )
+        await produce_events(self.bootstrap, f"{self.prefix}{topics.MONITORING}", [event], key=deployment.encode())
+        return event
+
+    async def rollback_requested(
+        self, deployment: str, model: str, *, rollout_id: str | None, candidate_version: int, evidence: list[Evidence]
+    ) -> Envelope:
+        event = make_event(
+            RollbackRequested(
+                deployment=deployment,
+                model=model,
+                window=window(),
+                evidence=evidence,
+                policy_version=4,
+                rollout_id=rollout_id,
+                stable_version=1,
+                candidate_version=candidate_version,
+                reason="candidate_worse",
+                detail="candidate AUC below stable's",
+            ),
+            source="vigil://monitor",
+            actor="service:monitor",
+        )
+        await produce_events(self.bootstrap, f"{self.prefix}{topics.MONITORING}", [event], key=deployment.encode())
+        return event
+
+    # ------------------------------------------------------------------ API
+    async def create(self, **body: Any) -> dict[str, Any]:
+        r = await self.client.post("/v1/deployments", json=body, headers=self.h("deployer"))
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def get(self, name: str) -> dict[str, Any]:
+        r = await self.client.get(f"/v1/deployments/{name}", headers=self.h("viewer"))
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def wait_for(self, name: str, what: str, predicate: Any, timeout: float = 45.0) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            dep = await self.get(name)
+            return dep if predicate(dep) else None
+
+        result: dict[str, Any] = await eventually(probe, what=what, timeout=timeout)
+        return result
+
+    async def predict(self, name: str, body: dict[str, Any], role: str = "viewer") -> dict[str, Any]:
+        r = await self.client.post(f"/v1/deployments/{name}/predict", json=body, headers=self.h(role))
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def split(self, name: str, n: int) -> Counter[int]:
+        """Versions answering ``n`` key-less single-row requests."""
+        seen: Counter[int] = Counter()
+        for i in range(n):
+            answer = await self.predict(name, {"features": row(i)})
+            assert answer["variant"] in ("stable", "candidate")
+            seen[answer["version"]] += 1
+        return seen
+
+    async def rollout(self, name: str, rollout_id: str) -> dict[str, Any]:
+        r = await self.client.get(f"/v1/deployments/{name}/rollouts/{rollout_id}", headers=self.h("viewer"))
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # ------------------------------------------------------------------ topics
+    async def events_on(self, topic: str, *, expect: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        records = await read_all(self.bootstrap, f"{self.prefix}{topic}", expect=expect, timeout=timeout)
+        return [orjson.loads(r.value) for r in records]
+
+    async def deployment_events(self, until_type: str, *, count: int = 1) -> list[dict[str, Any]]:
+        """Events on vigil.deployments, read until ``count`` of ``until_type`` are there."""
+
+        async def probe() -> list[dict[str, Any]] | None:
+            events = await self.events_on(topics.DEPLOYMENTS, expect=10_000, timeout=1.5)
+            return events if sum(e["type"] == until_type for e in events) >= count else None
+
+        events: list[dict[str, Any]] = await eventually(probe, what=f"{count}× {until_type}")
+        return events
+
+
+def key_for(deployment: str, weight: int, variant: str) -> str:
+    """A request key the gateway routes to ``variant`` at ``weight`` percent (routing is a pure hash)."""
+    return next(k for k in (f"key-{i}" for i in range(10_000)) if choose_variant(deployment, weight, k) == variant)
