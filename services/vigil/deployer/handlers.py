@@ -98,7 +98,10 @@ async def on_analysis_verdict(ctx: HandlerContext, payload: AnalysisVerdict, war
         action=f"verdict:{payload.verdict}",
         actor=SERVICE_ACTOR,
         apply=apply,
-        cause=ctx.event,
+        # The rollout's own last event is the cause, the verdict is evidence (its id travels in the payload as
+        # verdict_event_id): "why is v7 serving?" then walks promoted ← analysis passed ← rollout started ← v7
+        # registered ← training, as DESIGN §1 tells it, instead of stopping at the monitor's verdict.
+        cause=None,
         warm=warm,
     )
 
