@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv run demo test test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway clean
+.PHONY: venv run demo test test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor clean
 
 venv: $(STAMP)
 
@@ -56,7 +56,10 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 ## Benchmarks: results go to docs/benchmarks/<area>.json and .md (never part of pass/fail).
-bench: bench-drift bench-audit bench-gateway
+bench: bench-drift bench-audit bench-gateway bench-monitor
+
+bench-monitor: $(STAMP)
+	$(BIN)/python tests/bench/bench_monitor.py
 
 bench-gateway: $(STAMP)
 	$(BIN)/python tests/bench/bench_gateway.py

@@ -1,4 +1,9 @@
-"""Monitor service definition (skeleton: the shared runtime, health, info and dead-letter routes)."""
+"""Monitor service definition: the skeleton (reference profiles via its consumer) plus the faust stream processor.
+
+The faust app starts in the service's ``on_start`` hook — inside FastAPI's lifespan, on the same event loop
+(``faust.contrib.asgi.faust_app_running``) — after the pool, migrations, topics and outbox relay exist, and stops
+before them.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,37 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from vigil.events import topics
+from vigil.monitor.api import router
+from vigil.monitor.handlers import build_handlers
 from vigil.monitor.settings import MonitorSettings
+from vigil.monitor.streams import MonitorStreams
 from vigil.service.app import create_app
-from vigil.service.runtime import ServiceDefinition
+from vigil.service.runtime import ServiceDefinition, ServiceRuntime
+
+
+async def _start_streams(runtime: ServiceRuntime) -> None:
+    settings = runtime.settings
+    assert isinstance(settings, MonitorSettings)
+    streams = MonitorStreams(runtime, settings)
+    runtime.state["streams"] = streams
+    await streams.start()
+
+
+async def _stop_streams(runtime: ServiceRuntime) -> None:
+    streams = runtime.state.pop("streams", None)
+    if streams is not None:
+        await streams.stop()
+
 
 DEFINITION = ServiceDefinition(
     name="monitor",
     settings_cls=MonitorSettings,
     migrations_dir=Path(__file__).parent / "migrations",
-    consumed_topics=[topics.PREDICTIONS, topics.LABELS, topics.METRICS, topics.MODELS],
+    consumed_topics=[topics.MODELS],
+    handlers=build_handlers,
+    routers=[router],
+    on_start=_start_streams,
+    on_stop=_stop_streams,
 )
 
 

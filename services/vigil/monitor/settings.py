@@ -1,12 +1,37 @@
-"""Monitor settings."""
+"""Monitor settings (env ``VIGIL_…``): window lengths, label horizon, the faust app's knobs."""
 
 from __future__ import annotations
+
+from pydantic import Field
 
 from vigil.service.settings import ServiceSettings
 
 
 class MonitorSettings(ServiceSettings):
-    """Monitor knobs (env ``VIGIL_…``)."""
+    """Monitor knobs. Times are seconds unless the name carries a unit (Kafka-style ``_ms``)."""
 
     service_name: str = "monitor"
     http_port: int = 8105
+    #: Tumbling window length; windows are aligned on multiples of it (event time: a batch's ``first_at``).
+    window_s: float = Field(default=60.0, gt=0)
+    #: A window closes once the wall clock passes its end plus this grace (batches in flight still count).
+    window_grace_s: float = Field(default=5.0, ge=0)
+    #: The rolling long window is the merge of this many consecutive tumbling windows (0 = off).
+    rolling_windows: int = Field(default=12, ge=0, le=1000)
+    #: How often the closer looks for windows to close or to revise (late labels).
+    tick_s: float = Field(default=1.0, gt=0)
+    #: Window state and the prediction-id join index are kept this long after a window ends, so labels
+    #: arriving later still update that window's quality figures (revision + 1). Older labels are dropped.
+    label_horizon_s: float = Field(default=6 * 3600.0, gt=0)
+    #: Score histogram resolution of the quality state (AUC granularity 1/bins; must be a multiple of 10).
+    score_bins: int = Field(default=200, ge=10)
+    #: Buckets of the prediction-drift histogram (scores in [0, 1], else outputs' categories).
+    prediction_bins: int = Field(default=10, ge=2, le=100)
+    #: Sensitive attribute for fairness gaps when the deployment's policy names none (a categorical feature).
+    fairness_attribute: str | None = None
+    #: Policies are re-read from Postgres at most this often per deployment (the API invalidates at once).
+    policy_cache_s: float = Field(default=5.0, ge=0)
+    # faust-streaming: the app id (= consumer group and changelog topic prefix) is <group prefix>vigil-monitor.
+    faust_commit_interval_s: float = Field(default=1.0, gt=0)
+    faust_broker_session_timeout_s: float = Field(default=10.0, gt=0)
+    faust_broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)

@@ -1,0 +1,197 @@
+"""Monitor HTTP API (``/v1``): health per deployment, window figures, policies, and the what-if replay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from vigil.events.catalog.common import NAME_PATTERN
+from vigil.monitor import store
+from vigil.monitor.decisions import replay as replay_policy
+from vigil.monitor.policy import Policy
+from vigil.service.auth import Principal, Viewer, require
+from vigil.service.pagination import After, Limit, Page
+from vigil.service.runtime import ServiceRuntime
+from vigil.service.tokens import Role
+
+router = APIRouter(prefix="/v1", tags=["monitor"])
+
+DeploymentName = Annotated[str, Path(pattern=NAME_PATTERN, description="deployment name")]
+PolicyEditor = Annotated[Principal, Depends(require(Role.SCIENTIST, Role.DEPLOYER))]
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+class VersionHealth(BaseModel):
+    version: int
+    variant: str
+    revision: int
+    window: dict[str, Any]
+    predictions: int
+    labels: int
+    drifted_features: list[str]
+    quality: dict[str, float]
+    latency: dict[str, Any] | None
+    error_rate: float | None
+    fairness: dict[str, float]
+
+
+class DeploymentHealth(BaseModel):
+    deployment: str
+    status: str  # ok | degraded (a decision in the latest windows) | unknown (no window yet)
+    policy_version: int
+    versions: list[VersionHealth]
+    recent_decisions: list[dict[str, Any]]
+
+
+class WindowPublic(BaseModel):
+    id: int
+    revision: int
+    event_id: str
+    closed_at: datetime
+    updated_at: datetime
+    figures: dict[str, Any]
+
+
+class PolicyPublic(BaseModel):
+    deployment: str
+    version: int
+    stored: bool
+    policy: Policy
+
+
+class ReplayRequest(BaseModel):
+    deployment: str = Field(pattern=NAME_PATTERN)
+    policy: Policy | None = None  # None: the current policy
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class ReplayResult(BaseModel):
+    deployment: str
+    windows: int
+    policy_version: int | None
+    decisions: list[dict[str, Any]]
+
+
+async def _health(runtime: ServiceRuntime, deployment: str) -> DeploymentHealth:
+    async with runtime.pool.acquire() as conn:
+        version, policy, _ = await store.current_policy(conn, deployment)
+        rows = await store.latest_windows(conn, deployment)
+        decisions = await store.recent_decisions(conn, deployment, 10)
+    from vigil.monitor.decisions import drifted_features
+
+    versions = []
+    for r in rows:
+        fig = store._json(r["figures"])
+        versions.append(
+            VersionHealth(
+                version=r["version"],
+                variant=r["variant"],
+                revision=r["revision"],
+                window={"start": fig["start"], "end": fig["end"]},
+                predictions=fig["predictions"],
+                labels=fig["labels"],
+                drifted_features=sorted(drifted_features(policy, fig)),
+                quality=fig["quality"],
+                latency=fig["latency"],
+                error_rate=fig["error_rate"],
+                fairness=fig["fairness"],
+            )
+        )
+    latest = {v.window["start"] for v in versions}
+    acting = [d for d in decisions if d["event_type"] != "analysis.verdict" or d["payload"].get("verdict") == "Failed"]
+    degraded = any(v.drifted_features for v in versions) or any(
+        d["payload"].get("window", {}).get("start") in latest for d in acting
+    )
+    status = "unknown" if not versions else ("degraded" if degraded else "ok")
+    return DeploymentHealth(
+        deployment=deployment, status=status, policy_version=version, versions=versions, recent_decisions=decisions
+    )
+
+
+@router.get("/health", response_model=list[DeploymentHealth])
+async def all_health(request: Request, _user: Viewer) -> list[DeploymentHealth]:
+    """Current health of every deployment the monitor has seen (latest closed window per version)."""
+    runtime = _runtime(request)
+    async with runtime.pool.acquire() as conn:
+        names = sorted({r["deployment"] for r in await store.latest_windows(conn, None)})
+    return [await _health(runtime, n) for n in names]
+
+
+@router.get("/deployments/{deployment}/health", response_model=DeploymentHealth)
+async def deployment_health(request: Request, deployment: DeploymentName, _user: Viewer) -> DeploymentHealth:
+    """Current health of one deployment."""
+    return await _health(_runtime(request), deployment)
+
+
+@router.get("/windows", response_model=Page[WindowPublic])
+async def list_windows(
+    request: Request,
+    _user: Viewer,
+    deployment: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    kind: Annotated[str | None, Query(pattern="^(tumbling|rolling)$")] = None,
+    limit: Limit = 100,
+    after: After = None,
+) -> Page[WindowPublic]:
+    """Closed windows with their figures, oldest first (keyset pagination)."""
+    after_id = int(after) if after and after.isdigit() else 0
+    async with _runtime(request).pool.acquire() as conn:
+        rows = await store.list_windows(
+            conn, deployment=deployment, version=version, kind=kind, after_id=after_id, limit=limit
+        )
+    items = [WindowPublic(**{**dict(r), "figures": store._json(r["figures"])}) for r in rows]
+    return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)
+
+
+@router.get("/policies/{deployment}", response_model=PolicyPublic)
+async def get_policy(request: Request, deployment: DeploymentName, _user: Viewer) -> PolicyPublic:
+    """The policy in force for a deployment (the default when none is stored)."""
+    async with _runtime(request).pool.acquire() as conn:
+        version, policy, stored = await store.current_policy(conn, deployment)
+    return PolicyPublic(deployment=deployment, version=version, stored=stored, policy=policy)
+
+
+@router.put("/policies/{deployment}", response_model=PolicyPublic)
+async def put_policy(request: Request, deployment: DeploymentName, body: Policy, user: PolicyEditor) -> PolicyPublic:
+    """Store a new version of a deployment's policy (thresholds, minimum samples, actions)."""
+    runtime = _runtime(request)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        version = await store.put_policy(conn, deployment, body, user.name)
+    streams = runtime.state.get("streams")
+    if streams is not None:
+        streams.forget_policy(deployment)
+    return PolicyPublic(deployment=deployment, version=version, stored=True, policy=body)
+
+
+@router.get("/policies/{deployment}/versions")
+async def policy_history(request: Request, deployment: DeploymentName, _user: Viewer) -> list[dict[str, Any]]:
+    """Every stored version of a deployment's policy."""
+    async with _runtime(request).pool.acquire() as conn:
+        return await store.policy_versions(conn, deployment)
+
+
+@router.post("/replay", response_model=ReplayResult)
+async def replay(request: Request, body: ReplayRequest, _user: Viewer) -> ReplayResult:
+    """What-if: re-judge stored window figures under a (changed) policy; report the decisions, emit nothing."""
+    async with _runtime(request).pool.acquire() as conn:
+        figures = await store.figures_between(conn, body.deployment, body.start, body.end)
+        if body.policy is None:
+            version, policy, _ = await store.current_policy(conn, body.deployment)
+            policy_version: int | None = version
+        else:
+            policy, policy_version = body.policy, None
+    decisions = replay_policy(policy, policy_version or 1, figures)
+    return ReplayResult(
+        deployment=body.deployment,
+        windows=len(figures),
+        policy_version=policy_version,
+        decisions=[{"type": d.payload.TYPE, "dedupe_key": d.dedupe_key, **d.payload.to_data()} for d in decisions],
+    )

@@ -1,0 +1,427 @@
+"""Judging window figures under a policy: drift and SLO signals, canary verdicts, rollback and retrain requests.
+
+Pure functions over stored figures (see figures.py), so the live closer and the what-if replay take the very same
+decisions. Rules every decision follows:
+
+- Missing data never triggers anything: a rule needs its minimum sample count, and absent figures (no labels yet,
+  no latency reported, no reference profile) are skipped, not read as zero.
+- Every decision carries its evidence (statistic, value, threshold, operator, sample size, window, version) and the
+  policy version that judged it.
+- Each decision has a dedupe key; the closer stores it in the same transaction as the event, so re-closing a
+  window (restart, redelivery, a late-label revision) never emits the same decision twice. Verdicts are keyed by
+  outcome (a window's verdict is re-emitted only when it changes), rollbacks once per candidate version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from scipy import special
+
+from vigil.events.catalog.common import Evidence
+from vigil.events.catalog.deployments import AnalysisVerdict
+from vigil.events.catalog.monitoring import DriftDetected, RetrainRequested, RollbackRequested, SloBreached
+from vigil.events.payload import EventPayload
+from vigil.monitor.figures import Figures, window_of
+from vigil.monitor.policy import Policy
+
+Operator = Literal["gt", "ge", "lt", "le"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An event the monitor would emit, and the key that makes emitting it idempotent."""
+
+    dedupe_key: str
+    payload: EventPayload
+
+
+def _ev(
+    fig: Figures,
+    statistic: str,
+    value: float,
+    threshold: float,
+    operator: Operator,
+    breached: bool,
+    sample_size: int,
+    *,
+    feature: str | None = None,
+    baseline: float | None = None,
+    p_value: float | None = None,
+) -> Evidence:
+    return Evidence(
+        statistic=statistic,
+        feature=feature,
+        value=value,
+        threshold=threshold,
+        operator=operator,
+        breached=breached,
+        baseline=baseline,
+        p_value=None if p_value is None else min(1.0, max(0.0, p_value)),
+        sample_size=max(0, int(sample_size)),
+        version=fig["version"],
+        window=window_of(fig),
+    )
+
+
+# -- drift -------------------------------------------------------------------------------------------------------
+
+
+def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
+    """Features (and ``prediction``) that drifted in this window under ``policy``, with evidence."""
+    rule = policy.drift
+    out: dict[str, Evidence] = {}
+    for name, f in fig.get("features", {}).items():
+        if rule.features is not None and name not in rule.features:
+            continue
+        count = int(f.get("count") or 0)
+        if count < rule.min_samples:
+            continue
+        numeric = f.get("kind", "numeric") == "numeric"
+        stat = rule.numeric_statistic if numeric else rule.categorical_statistic
+        threshold = rule.numeric_threshold if numeric else rule.categorical_threshold
+        value = f.get(stat)
+        if value is None or not math.isfinite(value):
+            continue
+        op: Operator = "lt" if stat == "chi2_pvalue" else "gt"
+        breached = value < threshold if op == "lt" else value > threshold
+        if breached:
+            out[name] = _ev(fig, stat, value, threshold, op, True, count, feature=name)
+    pd = fig.get("prediction_drift")
+    count = int(pd.get("count") or 0) if pd else 0
+    if pd and pd.get("psi") is not None and count >= rule.min_samples and pd["psi"] > rule.prediction_threshold:
+        out["prediction"] = _ev(
+            fig,
+            "prediction.psi",
+            pd["psi"],
+            rule.prediction_threshold,
+            "gt",
+            True,
+            pd["count"],
+            feature="prediction",
+        )
+    return out
+
+
+def _trailing(history: Sequence[Figures], fig: Figures, test: Any) -> int:
+    """How many consecutive windows, ending with ``fig``, satisfy ``test`` (history newest last, contiguous)."""
+    n = 0
+    for f in [*history, fig][::-1]:
+        if not test(f):
+            break
+        n += 1
+    return n
+
+
+# -- SLOs --------------------------------------------------------------------------------------------------------
+
+
+def slo_breaches(policy: Policy, fig: Figures) -> dict[str, Evidence]:
+    rule = policy.slo
+    out: dict[str, Evidence] = {}
+    lat = fig.get("latency")
+    if (
+        rule.latency_p99_ms is not None
+        and lat
+        and lat["count"] >= rule.min_requests
+        and lat["p99_ms"] > rule.latency_p99_ms
+    ):
+        out["latency.p99_ms"] = _ev(fig, "latency.p99_ms", lat["p99_ms"], rule.latency_p99_ms, "gt", True, lat["count"])
+    rate = fig.get("error_rate")
+    served = int(fig.get("requests") or 0)
+    if (
+        rule.error_rate_max is not None
+        and rate is not None
+        and served >= rule.min_requests
+        and rate > rule.error_rate_max
+    ):
+        out["error_rate"] = _ev(fig, "error_rate", rate, rule.error_rate_max, "gt", True, served)
+    return out
+
+
+def fairness_breaches(policy: Policy, fig: Figures) -> dict[str, Evidence]:
+    rule = policy.fairness
+    fair = fig.get("fairness") or {}
+    n = int(fair.get("count", 0))
+    out: dict[str, Evidence] = {}
+    if n < rule.min_samples:
+        return out
+    checks = (
+        ("demographic_parity_difference", rule.max_demographic_parity_difference),
+        ("equalized_odds_difference", rule.max_equalized_odds_difference),
+    )
+    for name, limit in checks:
+        value = fair.get(name)
+        if value is not None and value > limit:
+            out[name] = _ev(
+                fig, f"fairness.{name}", value, limit, "gt", True, n, feature=fig.get("sensitive_attribute")
+            )
+    return out
+
+
+# -- canary difference tests -------------------------------------------------------------------------------------
+
+
+def two_proportion_p(x1: float, n1: float, x2: float, n2: float) -> float:
+    """One-sided p-value that proportion 1 exceeds proportion 2 (pooled two-proportion z-test)."""
+    if n1 <= 0 or n2 <= 0:
+        return 1.0
+    p = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0 if x1 / n1 <= x2 / n2 else 0.0
+    z = (x1 / n1 - x2 / n2) / se
+    return float(special.ndtr(-z))
+
+
+def canary_checks(policy: Policy, cand: Figures, stable: Figures) -> tuple[list[Evidence], dict[str, bool]]:
+    """Every candidate-vs-stable check with evidence; and which families could be judged."""
+    rule = policy.canary
+    ev: list[Evidence] = []
+    judged = {"latency": False, "errors": False, "quality": False}
+    lc, ls = cand.get("latency"), stable.get("latency")
+    if lc and ls and lc["count"] >= rule.min_samples and ls["count"] >= rule.min_samples and ls["p99_ms"] > 0:
+        ratio = lc["p99_ms"] / ls["p99_ms"]
+        judged["latency"] = True
+        ev.append(
+            _ev(
+                cand,
+                "latency.p99_ratio",
+                ratio,
+                rule.max_latency_p99_ratio,
+                "gt",
+                ratio > rule.max_latency_p99_ratio,
+                lc["count"],
+                baseline=ls["p99_ms"],
+            )
+        )
+    nc, ns = int(cand.get("requests") or 0), int(stable.get("requests") or 0)
+    if nc >= rule.min_samples and ns >= rule.min_samples:
+        ec, es = float(cand["errors"]), float(stable["errors"])
+        rc, rs = ec / nc, es / ns
+        p = two_proportion_p(ec, nc, es, ns)
+        breached = p < rule.alpha and rc - rs > rule.max_error_rate_increase
+        judged["errors"] = True
+        ev.append(
+            _ev(
+                cand,
+                "error_rate.diff",
+                rc - rs,
+                rule.max_error_rate_increase,
+                "gt",
+                breached,
+                nc,
+                baseline=rs,
+                p_value=p,
+            )
+        )
+    qc, qs = cand.get("quality") or {}, stable.get("quality") or {}
+    if qc.get("count", 0) >= rule.min_labels and qs.get("count", 0) >= rule.min_labels:
+        p = two_proportion_p(qs["correct"], qs["count"], qc["correct"], qc["count"])  # stable better than candidate?
+        drop = qs["accuracy"] - qc["accuracy"]
+        breached = p < rule.alpha and drop > rule.max_accuracy_drop
+        judged["quality"] = True
+        ev.append(
+            _ev(
+                cand,
+                "accuracy.drop",
+                drop,
+                rule.max_accuracy_drop,
+                "gt",
+                breached,
+                int(qc["count"]),
+                baseline=qs["accuracy"],
+                p_value=p,
+            )
+        )
+    return ev, judged
+
+
+# -- everything for one window -----------------------------------------------------------------------------------
+
+
+def evaluate(
+    policy: Policy,
+    policy_version: int,
+    fig: Figures,
+    history: Sequence[Figures] = (),
+    peer: Figures | None = None,
+    *,
+    revision: int = 0,
+) -> list[Decision]:
+    """The decisions for window ``fig`` (``history``: earlier windows of the same version and variant, oldest
+    first; ``peer``: the stable version's window at the same time when ``fig`` is a candidate's)."""
+    dep, start, version, variant = fig["deployment"], fig["start"], fig["version"], fig["variant"]
+    common: dict[str, Any] = {
+        "deployment": dep,
+        "model": fig["model"],
+        "window": window_of(fig),
+        "policy_version": policy_version,
+    }
+    out: list[Decision] = []
+
+    drifted = drifted_features(policy, fig)
+    if drifted:
+        runs = {name: _trailing(history, fig, lambda f, n=name: n in drifted_features(policy, f)) for name in drifted}
+        signalled = sorted(n for n, r in runs.items() if r >= policy.drift.consecutive_windows)
+        if signalled:
+            out.append(
+                Decision(
+                    f"drift|{dep}|{version}|{variant}|{start}",
+                    DriftDetected(
+                        **common,
+                        version=version,
+                        variant=variant,
+                        features=signalled,
+                        prediction_drift="prediction" in signalled,
+                        evidence=[drifted[n] for n in signalled],
+                        consecutive_windows=min(runs[n] for n in signalled),
+                    ),
+                )
+            )
+        n_retrain = policy.actions.retrain_on_drift_windows
+        if variant == "stable" and n_retrain is not None:
+            sustained = sorted(n for n, r in runs.items() if r == n_retrain)
+            if sustained:
+                out.append(
+                    Decision(
+                        f"retrain|{dep}|{version}|{start}",
+                        RetrainRequested(
+                            **common,
+                            version=version,
+                            reason="drift",
+                            evidence=[drifted[n] for n in sustained],
+                            consecutive_windows=n_retrain,
+                            detail=f"drift on {', '.join(sustained)} for {n_retrain} consecutive windows",
+                        ),
+                    )
+                )
+    min_acc = policy.actions.retrain_min_accuracy
+    q = fig.get("quality") or {}
+    if (
+        variant == "stable"
+        and min_acc is not None
+        and q.get("count", 0) >= policy.canary.min_labels
+        and q["accuracy"] < min_acc
+    ):
+        out.append(
+            Decision(
+                f"retrain-quality|{dep}|{version}|{start}",
+                RetrainRequested(
+                    **common,
+                    version=version,
+                    reason="quality",
+                    detail="accuracy below the policy floor",
+                    evidence=[_ev(fig, "accuracy", q["accuracy"], min_acc, "lt", True, int(q["count"]))],
+                ),
+            )
+        )
+
+    slo = slo_breaches(policy, fig)
+    for name, ev in slo.items():
+        run = _trailing(history, fig, lambda f, n=name: n in slo_breaches(policy, f))
+        if run >= policy.slo.consecutive_windows:
+            out.append(
+                Decision(
+                    f"slo|{dep}|{version}|{variant}|{start}|{name}",
+                    SloBreached(**common, version=version, slo=name, evidence=[ev], consecutive_windows=run),
+                )
+            )
+            if variant == "candidate" and "slo_breach" in policy.actions.rollback_on:
+                out.append(_rollback(common, fig, peer, "slo_breach", [ev], f"SLO {name} breached"))
+
+    if variant == "candidate":
+        out.extend(_canary(policy, common, fig, peer, revision))
+    return out
+
+
+def _rollback(
+    common: dict[str, Any], fig: Figures, peer: Figures | None, reason: Any, evidence: list[Evidence], detail: str
+) -> Decision:
+    return Decision(
+        f"rollback|{fig['deployment']}|{fig['version']}",
+        RollbackRequested(
+            **common,
+            stable_version=peer["version"] if peer else None,
+            candidate_version=fig["version"],
+            reason=reason,
+            evidence=evidence,
+            detail=detail,
+        ),
+    )
+
+
+def _canary(
+    policy: Policy, common: dict[str, Any], cand: Figures, peer: Figures | None, revision: int
+) -> list[Decision]:
+    rule = policy.canary
+    base = {k: common[k] for k in ("deployment", "model", "window", "policy_version")}
+    samples = {"candidate_samples": int(cand["predictions"]), "stable_samples": int(peer["predictions"]) if peer else 0}
+    evidence: list[Evidence] = []
+    fair = fairness_breaches(policy, cand)
+    if peer is None:
+        verdict, reason = "Inconclusive", "no stable window to compare with"
+    elif samples["candidate_samples"] < rule.min_samples or samples["stable_samples"] < rule.min_samples:
+        verdict, reason = "Inconclusive", f"too few samples (minimum {rule.min_samples} per variant)"
+    else:
+        evidence, judged = canary_checks(policy, cand, peer)
+        failed = [e for e in evidence if e.breached]
+        if failed or fair:
+            verdict, reason = "Failed", "; ".join([e.statistic for e in failed] + [e.statistic for e in fair.values()])
+        elif not (judged["latency"] or judged["errors"] or judged["quality"]):
+            verdict, reason = "Inconclusive", "nothing to compare yet"
+        elif rule.require_quality and not judged["quality"]:
+            verdict, reason = "Inconclusive", f"fewer than {rule.min_labels} labels per variant"
+        else:
+            verdict, reason = "Successful", "candidate no worse than stable"
+    evidence = [*evidence, *fair.values()]
+    out = [
+        Decision(
+            f"verdict|{cand['deployment']}|{cand['version']}|{cand['start']}|{verdict}",
+            AnalysisVerdict(
+                **base,
+                **samples,
+                stable_version=peer["version"] if peer else None,
+                candidate_version=cand["version"],
+                verdict=verdict,
+                evidence=evidence[:256],
+                reason=reason,
+            ),
+        )
+    ]
+    if verdict == "Failed":
+        failed_ev = [e for e in evidence if e.breached]
+        if fair and "fairness_breach" in policy.actions.rollback_on:
+            out.append(_rollback(common, cand, peer, "fairness_breach", failed_ev, reason))
+        elif any(e.breached and not e.statistic.startswith("fairness.") for e in evidence) and (
+            "candidate_worse" in policy.actions.rollback_on
+        ):
+            out.append(_rollback(common, cand, peer, "candidate_worse", failed_ev, reason))
+    return out
+
+
+def replay(
+    policy: Policy, policy_version: int, windows: Sequence[Figures], *, history_depth: int = 100
+) -> list[Decision]:
+    """What-if: the decisions ``policy`` would have taken over stored ``windows`` (any order), deduplicated the way
+    the live closer deduplicates. Nothing is emitted."""
+    ordered = sorted(windows, key=lambda f: (f["start"], f["variant"] != "stable"))
+    seen: set[str] = set()
+    past: dict[tuple[Any, ...], list[Figures]] = {}
+    stable_at: dict[tuple[str, str], Figures] = {}
+    out: list[Decision] = []
+    for fig in ordered:
+        key = (fig["deployment"], fig["version"], fig["variant"], fig["kind"])
+        hist = past.setdefault(key, [])
+        if fig["variant"] == "stable":
+            stable_at[(fig["deployment"], fig["start"])] = fig
+        peer = stable_at.get((fig["deployment"], fig["start"])) if fig["variant"] == "candidate" else None
+        for d in evaluate(policy, policy_version, fig, hist[-history_depth:], peer):
+            if d.dedupe_key not in seen:
+                seen.add(d.dedupe_key)
+                out.append(d)
+        hist.append(fig)
+    return out

@@ -1,0 +1,85 @@
+"""Monitoring policies: what counts as drift, an SLO breach, a worse candidate or unfair, and what to do about it.
+
+A policy belongs to one deployment and is versioned (every change is a new row; decisions name the version that
+judged them). With no stored policy a deployment is judged by :data:`DEFAULT_POLICY` (version 1 of nothing stored
+is reported as ``policy_version = 1``). Thresholds are on the statistics the kernels compute; minimum sample counts
+guard every rule, and too few samples never trigger anything (a canary verdict is then ``Inconclusive``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RollbackReason = Literal["candidate_worse", "slo_breach", "fairness_breach"]
+_ALL_REASONS: tuple[RollbackReason, ...] = ("candidate_worse", "slo_breach", "fairness_breach")
+DriftStatistic = Literal["psi", "js", "hellinger", "ks", "w1_norm", "chi2_pvalue"]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class DriftRule(_Part):
+    """Per-feature drift: ``statistic > threshold`` (``chi2_pvalue``: ``p < threshold``) on enough rows."""
+
+    numeric_statistic: DriftStatistic = "psi"
+    numeric_threshold: float = Field(default=0.2, gt=0)
+    categorical_statistic: Literal["psi", "js", "hellinger", "chi2_pvalue"] = "psi"
+    categorical_threshold: float = Field(default=0.2, gt=0)
+    prediction_threshold: float = Field(default=0.2, gt=0)  # PSI of the prediction histogram
+    min_samples: int = Field(default=200, ge=1)
+    consecutive_windows: int = Field(default=1, ge=1, le=100)
+    features: list[str] | None = None  # None = every feature of the reference profile
+
+
+class SloRule(_Part):
+    """Service-level objectives per window; null disables one."""
+
+    latency_p99_ms: float | None = Field(default=None, gt=0)
+    error_rate_max: float | None = Field(default=None, gt=0, le=1)
+    min_requests: int = Field(default=100, ge=1)
+    consecutive_windows: int = Field(default=1, ge=1, le=100)
+
+
+class FairnessRule(_Part):
+    """Group gaps on a sensitive (categorical) attribute, over labelled rows."""
+
+    attribute: str | None = None
+    max_demographic_parity_difference: float = Field(default=0.2, gt=0, le=1)
+    max_equalized_odds_difference: float = Field(default=0.2, gt=0, le=1)
+    min_samples: int = Field(default=200, ge=1)
+
+
+class CanaryRule(_Part):
+    """Candidate vs stable in the same window: difference tests, not only absolute thresholds."""
+
+    min_samples: int = Field(default=200, ge=1)  # predictions per variant
+    min_labels: int = Field(default=100, ge=1)  # labels per variant before accuracy is judged
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)  # one-sided two-proportion z-tests
+    max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)  # and the drop must exceed this (effect size)
+    max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)
+    max_latency_p99_ratio: float = Field(default=1.5, gt=1)  # candidate p99 / stable p99
+    require_quality: bool = False  # True: no labels yet = Inconclusive instead of judging latency/errors only
+
+
+class Actions(_Part):
+    """Which decisions turn into actions."""
+
+    rollback_on: list[RollbackReason] = Field(default_factory=lambda: list(_ALL_REASONS))
+    retrain_on_drift_windows: int | None = Field(default=3, ge=1, le=1000)  # consecutive drifted stable windows
+    retrain_min_accuracy: float | None = Field(default=None, gt=0, le=1)  # stable accuracy below → retrain
+
+
+class Policy(_Part):
+    """One deployment's monitoring policy (the body stored per version)."""
+
+    drift: DriftRule = DriftRule()
+    slo: SloRule = SloRule()
+    fairness: FairnessRule = FairnessRule()
+    canary: CanaryRule = CanaryRule()
+    actions: Actions = Actions()
+
+
+DEFAULT_POLICY = Policy()

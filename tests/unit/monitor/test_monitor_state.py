@@ -1,0 +1,74 @@
+"""Window state: serialisation round trip, offset-based dedupe, merge = union; the label join index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vigil.kernels.profile import DatasetProfile
+from vigil.monitor.figures import compute_figures
+from vigil.monitor.ingest import BatchColumns, id_hashes, to_binary
+from vigil.monitor.joins import JoinIndex, decode_batch, encode_batch
+from vigil.monitor.state import WindowState
+
+pytestmark = pytest.mark.unit
+
+REF = DatasetProfile.build(
+    np.random.default_rng(0).normal(size=(5_000, 3)), [np.array(["a", "b", "c"] * 1000)], n_bins=128
+)
+
+
+def _state(seed: int, rows: int = 500) -> WindowState:
+    rng = np.random.default_rng(seed)
+    st = WindowState("d", "m", 1, "stable", 0, 60_000, "sha256:" + "0" * 64)
+    w = REF.window(np.asfortranarray(rng.normal(size=(rows, 3))), [rng.choice(["a", "b", "z"], rows)])
+    st.numeric, st.categorical = w.numeric, w.categorical
+    st.latency.update(rng.exponential(20, rows))
+    st.confusion.update(rng.integers(0, 2, rows), rng.integers(0, 2, rows))
+    st.predictions = rows
+    st.mark("p", 1, 41)
+    return st
+
+
+def test_round_trip_keeps_every_figure() -> None:
+    st = _state(1)
+    back = WindowState.from_bytes(st.to_bytes(), REF)
+    assert compute_figures(back, REF) == compute_figures(st, REF)
+    assert back.seen("p", 1, 41) and back.seen("p", 1, 40) and not back.seen("p", 1, 42) and not back.seen("p", 0, 1)
+    assert len(st.to_bytes()) < 20_000  # counts only, not the reference edges
+
+
+def test_merge_is_the_union() -> None:
+    a, b = _state(2), _state(3)
+    merged = a.merge(b)
+    assert merged.predictions == 1000
+    assert int(merged.numeric.n.sum()) == int(a.numeric.n.sum() + b.numeric.n.sum())  # type: ignore[union-attr]
+    assert merged.latency.count == 1000
+
+
+def test_to_binary() -> None:
+    assert to_binary([1, 0, True, False, "1", "no", "maybe", 2.0, 1.0]).tolist() == [1, 0, 1, 0, 1, 0, -1, -1, 1]
+
+
+def test_join_index_finds_rows_across_merged_runs() -> None:
+    idx = JoinIndex()
+    ids_by_window = {}
+    for w in range(20):  # 20 batches → several log-structured merges
+        ids = [f"w{w}-p{i}" for i in range(100)]
+        ids_by_window[f"win{w}"] = ids
+        cols = BatchColumns(
+            id_hashes(ids),
+            np.full(100, w / 20, dtype=np.float32),
+            np.full(100, w % 2, dtype=np.int8),
+            np.arange(100, dtype=np.int16),
+        )
+        idx.add(f"win{w}", cols)
+        window, back = decode_batch(encode_batch(f"win{w}", cols))
+        assert window == f"win{w}" and np.array_equal(back.hashes, cols.hashes)
+    query = ["w3-p7", "nope", "w17-p99"]
+    m = idx.lookup(id_hashes(query))
+    assert m.found.tolist() == [True, False, True]
+    assert m.windows == ["win3", "win17"] and m.groups.tolist() == [7, 99] and m.preds.tolist() == [1, 1]
+    idx.drop_windows({"win3"})
+    assert idx.lookup(id_hashes(query)).found.tolist() == [False, False, True]
+    assert idx.rows == 1900
