@@ -333,7 +333,7 @@ def evaluate(
             if variant == "candidate" and "slo_breach" in policy.actions.rollback_on:
                 out.append(_rollback(common, fig, peer, "slo_breach", [ev], f"SLO {name} breached"))
 
-    if variant == "candidate":
+    if variant in ("candidate", "shadow"):  # shadow rollouts wait for a verdict too (their answers are mirrored)
         out.extend(_canary(policy, common, fig, peer, revision))
     return out
 

@@ -41,13 +41,18 @@ async def upsert_reference(
     )
 
 
-async def get_reference(conn: asyncpg.Connection, model: str, version: int) -> tuple[dict[str, Any] | None, str | None]:
+async def get_reference(
+    conn: asyncpg.Connection, model: str, version: int
+) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """(inline profile, its digest, URI of a profile too large to travel inline)."""
     row = await conn.fetchrow(
-        "SELECT profile, profile_digest FROM reference_profiles WHERE model = $1 AND version = $2", model, version
+        "SELECT profile, profile_digest, profile_uri FROM reference_profiles WHERE model = $1 AND version = $2",
+        model,
+        version,
     )
     if row is None:
-        return None, None
-    return _json(row["profile"]), row["profile_digest"]
+        return None, None, None
+    return _json(row["profile"]), row["profile_digest"], row["profile_uri"]
 
 
 # -- policies ----------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import orjson
 from faust.contrib.asgi import faust_app_running
 from prometheus_client import Counter, Gauge
 
+from vigil.artifacts import ArtifactError, open_store
 from vigil.bus.consumer import INFRA_ERRORS
 from vigil.bus.context import Emitter
 from vigil.bus.dead_letters import DeadLetter, record_dead_letter
@@ -68,6 +69,7 @@ class MonitorStreams:
         self.runtime = runtime
         self.settings = settings
         self.pool = runtime.pool
+        self._artifacts = open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
         self.window_ms = round(settings.window_s * 1000)
         self.live: dict[str, WindowState] = {}
         self.indexes: dict[str, JoinIndex] = defaultdict(JoinIndex)
@@ -191,6 +193,19 @@ class MonitorStreams:
         log.error("dead-lettered record", extra={"topic": logical, "reason": reason, "error": error[:300]})
 
     # -- state access --------------------------------------------------------------------------------------------
+    def _profile_from_store(self, uri: str, digest: str | None) -> dict[str, Any] | None:
+        """A reference profile too large to travel inline, read from the shared artifact store (digest-verified)."""
+        named = uri.removeprefix("vigil-artifact://")
+        if digest is not None and digest != named:
+            log.error("reference profile URI and digest disagree", extra={"uri": uri, "digest": digest})
+            return None
+        try:
+            body = orjson.loads(self._artifacts.get(named))
+        except (ArtifactError, orjson.JSONDecodeError) as exc:
+            log.error("reference profile unreadable", extra={"uri": uri, "error": str(exc)})
+            return None
+        return body if isinstance(body, dict) else None
+
     async def reference(self, model: str, version: int) -> tuple[DatasetProfile | None, str | None]:
         """The version's reference profile (cached; a miss is re-checked after ``policy_cache_s``)."""
         now = time.monotonic()
@@ -198,7 +213,9 @@ class MonitorStreams:
         if hit is not None and (hit[1] is not None or now - hit[0] < max(self.settings.policy_cache_s, 0.5)):
             return hit[1], hit[2]
         async with self.pool.acquire() as conn:
-            body, digest = await store.get_reference(conn, model, version)
+            body, digest, uri = await store.get_reference(conn, model, version)
+        if body is None and uri is not None:
+            body = await asyncio.to_thread(self._profile_from_store, uri, digest)
         profile = None
         if body is not None:
             try:
@@ -420,12 +437,13 @@ class MonitorStreams:
                 _, policy = await self.policy(conn, st.deployment)
                 baseline = await store.baseline_hist(conn, st.deployment, st.version, policy.drift.min_samples)
                 attribute = policy.fairness.attribute or self.settings.fairness_attribute
+                labels_seen = st.labels  # the labels agent may fold more while we await below
                 fig = compute_figures(st, ref, baseline_hist=baseline, sensitive_attribute=attribute)
                 revision = 0 if row is None else int(row["revision"]) + 1
                 env = await emitter.emit(window_event(fig, revision))
                 await store.save_window(conn, fig, revision, env.id)
                 changed.append((fig, revision, env))
-                settled.append((st, st.labels))
+                settled.append((st, labels_seen))
                 WINDOWS_CLOSED.labels("tumbling" if revision == 0 else "revision").inc()
             await self._decide(conn, emitter, changed)
             if any(rev == 0 for _, rev, _ in changed):
@@ -451,7 +469,7 @@ class MonitorStreams:
             policy_version, policy = await self.policy(conn, deployment)
             hist = await store.history(conn, deployment, version, variant, start, 100)
             peer = None
-            if variant == "candidate":
+            if variant in ("candidate", "shadow"):  # a shadow is judged against stable like a canary
                 found = await store.window_at(conn, deployment, "stable", start)
                 peer = found[0] if found is not None else None
             for d in evaluate(policy, policy_version, fig, hist, peer, revision=revision):
