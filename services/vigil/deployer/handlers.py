@@ -67,6 +67,22 @@ async def on_analysis_verdict(ctx: HandlerContext, payload: AnalysisVerdict, war
         log.warning("verdict with no rollout in flight", extra={"deployment": payload.deployment})
         return
     row = await store.get_rollout(ctx.conn, target)
+    if row is not None and payload.step_index is None:
+        # A verdict that does not name its step (the monitor judges windows, not steps) counts only for the step
+        # that waits now, and only if its window began after that step did: a late or revised verdict about
+        # traffic at an earlier weight must never pass a later analysis step.
+        entered = await store.current_step_entered_at(ctx.conn, target)
+        if entered is not None and payload.window.start < entered:
+            await control.refuse(
+                ctx.conn,
+                row,
+                "verdict",
+                ctx.event.actor,
+                ctx.event,
+                f"verdict about a window starting {payload.window.start.isoformat()}, before step "
+                f"{row['step_index']} began at {entered.isoformat()}",
+            )
+            return
     if row is not None and row["candidate_version"] != payload.candidate_version:
         await control.refuse(
             ctx.conn,

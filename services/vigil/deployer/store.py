@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -240,6 +241,14 @@ async def save_rollout(conn: asyncpg.Connection, rollout: Rollout, *, last_event
         rollout.timer_new,
         last_event.model_dump(mode="json") if last_event is not None else None,
     )
+
+
+async def current_step_entered_at(conn: asyncpg.Connection, rollout_id: str) -> datetime | None:
+    """When the rollout's current step began: the time of its latest accepted move (database clock)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT max(at) FROM rollout_history WHERE rollout_id = $1 AND accepted", rollout_id
+    )
+    return value
 
 
 async def last_event_of(conn: asyncpg.Connection, rollout_id: str) -> Envelope | None:

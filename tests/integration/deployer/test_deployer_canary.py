@@ -3,6 +3,8 @@ monitor-requested rollback mid-canary, and an inconclusive analysis that pauses 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from deployer_support import Deployer, key_for, linear, row
 
@@ -257,3 +259,51 @@ async def test_inconclusive_analysis_pauses_and_never_promotes(deployer: Deploye
     assert r.status_code == 200
     assert r.json()["rollout"]["phase"] == "progressing" and r.json()["rollout"]["awaiting_verdict"] is True
     assert r.json()["stable_version"] == 1
+
+
+async def test_a_verdict_about_traffic_before_the_step_never_passes_it(deployer: Deployer) -> None:
+    """The monitor judges windows, not steps: a verdict without a step counts only if its window began after the
+    waiting analysis step did — an old (or late-revised) window at another weight must not pass it."""
+    from datetime import UTC, datetime, timedelta
+
+    from support.kafka import produce_events
+    from vigil.events import make_event
+    from vigil.events.catalog.common import Window
+    from vigil.events.catalog.deployments import AnalysisVerdict
+
+    await deployer.create(
+        name="triage", model="triage-model", strategy="canary", auto_deploy="auto", min_samples=50,
+        steps=[{"kind": "set_weight", "weight": 20}, {"kind": "analysis"}, {"kind": "set_weight", "weight": 100}],
+    )  # fmt: skip
+    await deployer.register_version("triage-model", 1, linear(0.4))
+    await deployer.wait_for("triage", "v1 serving", lambda d: d["stable_version"] == 1)
+    await deployer.register_version("triage-model", 2, linear(-0.4))
+    await deployer.wait_for("triage", "canary at 20%", lambda d: d["weights"]["candidate"] == 20)
+
+    def verdict(start: datetime) -> Any:
+        return make_event(
+            AnalysisVerdict(
+                deployment="triage", model="triage-model", stable_version=1, candidate_version=2,
+                verdict="Successful", window=Window(start=start, end=start + timedelta(seconds=30)),
+                candidate_samples=500, stable_samples=500, evidence=[], policy_version=1,
+            ),
+            source="vigil://monitor", actor="service:monitor",
+        )  # fmt: skip
+
+    topic = f"{deployer.prefix}{topics.MONITORING}"
+    stale = verdict(datetime.now(UTC) - timedelta(hours=1))
+    await produce_events(deployer.bootstrap, topic, [stale], key=b"triage")
+
+    async def refused() -> list[dict[str, Any]]:
+        dep = await deployer.get("triage")
+        rollout = await deployer.rollout("triage", dep["rollout"]["id"])
+        return [h for h in rollout["history"] if not h["accepted"] and h["action"] == "verdict"]
+
+    (refusal,) = await eventually(refused, what="the stale verdict refused")
+    assert "before step" in refusal["detail"]
+    dep = await deployer.get("triage")
+    assert dep["weights"]["candidate"] == 20 and dep["rollout"]["awaiting_verdict"] is True
+
+    fresh = verdict(datetime.now(UTC) + timedelta(seconds=1))
+    await produce_events(deployer.bootstrap, topic, [fresh], key=b"triage")
+    await deployer.wait_for("triage", "promoted after a fresh verdict", lambda d: d["stable_version"] == 2)
