@@ -6,6 +6,13 @@ redelivery, skipped). A handler that raises is retried ``max_attempts`` times, t
 the error and the attempt count and the partition moves on. Infrastructure errors (Postgres unreachable) are not the
 record's fault: they are retried without limit and never dead-letter a good event. Offsets are committed only after
 every record of a batch is settled, so a crash between effect and commit leads to a redelivery the inbox absorbs.
+
+Deduplication is the inbox's job by default (``ConsumerConfig.dedupe = "inbox"``). A consumer whose effects carry
+the event id under a uniqueness constraint of their own can opt out with ``dedupe = "handler"``: no inbox rows are
+written or checked, every delivery is passed to the handler (a duplicate id inside one polled batch is still passed
+once), and the handler must make a redelivered event a no-op itself — in the same transaction, under whatever lock
+makes its check-then-write atomic. The per-record fallback (poison isolation) then relies on the handler too, so a
+record applied by a batch that later committed is recognised by the handler, not by the inbox.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -64,6 +71,9 @@ class ConsumerConfig:
     max_poll_interval_ms: int = 300_000
     max_poll_records: int = 500
     metadata_max_age_ms: int = 5_000
+    #: "inbox": the consumer claims each event id in ``inbox`` before the handler runs (exactly-once effects).
+    #: "handler": no inbox; the handler is responsible for idempotency (see the module docstring).
+    dedupe: Literal["inbox", "handler"] = "inbox"
 
 
 class EventConsumer:
@@ -185,7 +195,7 @@ class EventConsumer:
             await self._apply_one(record, delivery)
 
     async def _apply_batch(self, deliveries: list[Delivery], contexts: list[Context]) -> bool:
-        """One transaction for the whole batch (inbox filters redeliveries). False if the handler raised."""
+        """One transaction for the whole batch (inbox or handler filters redeliveries). False if the handler raised."""
         assert self.batch_handler is not None
         while True:
             try:
@@ -203,7 +213,7 @@ class EventConsumer:
                     },
                 ):
                     async with self.pool.acquire() as conn, conn.transaction():
-                        fresh = await _claim_inbox(conn, deliveries)
+                        fresh = await self._claim(conn, deliveries)
                         if fresh:
                             emitter = Emitter(conn, self.config.source, f"service:{self.config.service}")
                             await self.batch_handler(BatchContext(conn, emitter), fresh)
@@ -221,6 +231,12 @@ class EventConsumer:
             except Exception:
                 log.exception("batch handler failed; falling back to one record at a time")
                 return False
+
+    async def _claim(self, conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries to apply: not yet in the inbox, or (``dedupe="handler"``) all, each id once."""
+        if self.config.dedupe == "handler":
+            return _first_of_each_id(deliveries)
+        return await claim_inbox(conn, deliveries)
 
     async def _apply_one(self, record: ConsumerRecord, delivery: Delivery) -> None:
         envelope = delivery.envelope
@@ -278,7 +294,7 @@ class EventConsumer:
 
     async def _apply_in_transaction(self, delivery: Delivery, handler: Handler | None) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await _claim_inbox(conn, [delivery])
+            fresh = await self._claim(conn, [delivery])
             if not fresh:
                 return False
             emitter = Emitter(conn, self.config.source, f"service:{self.config.service}")
@@ -324,8 +340,11 @@ class EventConsumer:
         log.error("dead-lettered record", extra={"topic": topic, "reason": reason, "error": error[:500]})
 
 
-async def _claim_inbox(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[Delivery]:
-    """Insert inbox rows; return the deliveries that were not there yet (the ones to apply)."""
+async def claim_inbox(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[Delivery]:
+    """Insert inbox rows; return the deliveries that were not there yet (the ones to apply).
+
+    Also for handlers of a ``dedupe="handler"`` consumer that keep the inbox for part of what they receive.
+    """
     rows = await conn.fetch(
         'INSERT INTO inbox (event_id, event_type, topic, partition, "offset") '
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[]) "
@@ -344,3 +363,14 @@ async def _claim_inbox(conn: asyncpg.Connection, deliveries: list[Delivery]) -> 
             seen.add(d.envelope.id)
             fresh.append(d)
     return fresh
+
+
+def _first_of_each_id(deliveries: list[Delivery]) -> list[Delivery]:
+    """The deliveries with a duplicate id inside the list removed (the first one is kept)."""
+    seen: set[str] = set()
+    out: list[Delivery] = []
+    for d in deliveries:
+        if d.envelope.id not in seen:
+            seen.add(d.envelope.id)
+            out.append(d)
+    return out

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter
@@ -21,6 +21,8 @@ from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate
 from vigil.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+STOP_PRODUCER_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -37,6 +39,11 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None
     on_stop: Callable[[ServiceRuntime], Awaitable[None]] | None = None
+    #: Called after a broker loss, once topics exist again and the outbox was marked for republishing: for what a
+    #: service publishes outside the outbox (e.g. the auditor's log-as-outbox publisher rewinds its cursor).
+    on_broker_loss: Callable[[ServiceRuntime], Awaitable[None]] | None = None
+    #: Who deduplicates redeliveries: the consumer's inbox, or the handler itself (see ``ConsumerConfig.dedupe``).
+    consumer_dedupe: Literal["inbox", "handler"] = "inbox"
 
 
 @dataclass
@@ -68,7 +75,12 @@ class ServiceRuntime:
             await self.consumer.stop()
         await self.epoch.stop()
         await self.relay.stop()
-        await self.producer.stop()
+        # A producer holding unsent records for a broker that is gone would wait out its request timeout (30 s);
+        # whatever it still holds is in the outbox anyway and will be republished, so do not wait for it.
+        try:
+            await asyncio.wait_for(self.producer.stop(), timeout=STOP_PRODUCER_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("producer did not stop in time; unsent records stay in the outbox")
         await self.pool.close()
 
 
@@ -129,6 +141,8 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
         await wait_for_topics(settings, namer)
         count = await relay.republish_recent()
         log.warning("republishing outbox after broker loss", extra={"rows": count})
+        if definition.on_broker_loss is not None:
+            await definition.on_broker_loss(runtime)
 
     epoch = BrokerEpochWatch(
         settings.kafka_bootstrap_servers,
@@ -153,6 +167,7 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
                 retry_backoff_ms=settings.consumer_retry_backoff_ms,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+                dedupe=definition.consumer_dedupe,
             ),
             namer,
             handlers=handlers,

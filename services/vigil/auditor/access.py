@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 
-from vigil.auditor import feed, store
+from vigil.auditor import store
 from vigil.bus.outbox import OutboxRecord, enqueue_many
 from vigil.events import make_event
 from vigil.events.catalog.access import AccessRecorded
@@ -49,7 +49,6 @@ async def record_access(request: Request, route: str, status_code: int) -> None:
     if principal is None:
         return
     runtime: ServiceRuntime = request.app.state.runtime
-    chain: str = runtime.state["chain"]
     resource = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     request_id = request.headers.get("x-request-id")
     payload = AccessRecorded(
@@ -65,8 +64,8 @@ async def record_access(request: Request, route: str, status_code: int) -> None:
     envelope = make_event(payload, source=runtime.source, actor=principal.actor)
     item = store.Audited.of(envelope, AccessRecorded.TOPIC)
     async with runtime.pool.acquire() as conn, conn.transaction():
-        appended = await store.append_entries(conn, [item], runtime.state["retention"])
-        await enqueue_many(conn, [OutboxRecord.of(envelope, validate=False), *feed.entry_records(appended, chain)])
+        await store.append_entries(conn, [item], runtime.state["retention"])
+        await enqueue_many(conn, [OutboxRecord.of(envelope, validate=False)])  # its audit.entry: publisher.py
 
 
 class AuditedRoute(APIRoute):

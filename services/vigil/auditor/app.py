@@ -1,4 +1,5 @@
-"""Auditor service definition: consumes every control-plane topic and the streams, signs checkpoints."""
+"""Auditor service definition: consumes every control-plane topic and the streams, signs checkpoints, and publishes
+``audit.entry`` from the log itself."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from vigil.auditor.api import router
 from vigil.auditor.checkpoints import Checkpointer
 from vigil.auditor.handlers import build_batch_handler, retention_policy
+from vigil.auditor.publisher import EntryPublisher, rewind
 from vigil.auditor.settings import AuditorSettings
 from vigil.auditor.signing import Signer, load_signer
 from vigil.events import topics
@@ -49,14 +51,28 @@ async def on_start(runtime: ServiceRuntime) -> None:
     runtime.state.update(
         signer=signer, chain=settings.audit_chain, retention=retention_policy(settings), checkpointer=checkpointer
     )
+    publisher = EntryPublisher(runtime.pool, runtime.producer, chain=settings.audit_chain, schema=runtime.schema)
+    runtime.state["publisher"] = publisher
     await checkpointer.start()
+    await publisher.start()
     log.info("audit signing key loaded", extra={"key_id": signer.key_id})
 
 
 async def on_stop(runtime: ServiceRuntime) -> None:
+    publisher: EntryPublisher | None = runtime.state.get("publisher")
+    if publisher is not None:
+        await publisher.stop()
     checkpointer: Checkpointer | None = runtime.state.get("checkpointer")
     if checkpointer is not None:
         await checkpointer.stop()
+
+
+async def on_broker_loss(runtime: ServiceRuntime) -> None:
+    """The broker lost vigil.audit: publish every entry of the retention window again (same ids)."""
+    retention_s = runtime.settings.outbox_retention_s
+    publisher: EntryPublisher | None = runtime.state.get("publisher")
+    count = await (publisher.rewind(retention_s) if publisher is not None else rewind(runtime.pool, retention_s))
+    log.warning("republishing audit.entry after broker loss", extra={"entries": count})
 
 
 DEFINITION = ServiceDefinition(
@@ -69,6 +85,9 @@ DEFINITION = ServiceDefinition(
     routers=[router],
     on_start=on_start,
     on_stop=on_stop,
+    on_broker_loss=on_broker_loss,
+    # The chain deduplicates by event id itself (see handlers.py): no inbox row per audited event.
+    consumer_dedupe="handler",
 )
 
 

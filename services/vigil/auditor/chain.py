@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
+
 from vigil.auditor.merkle import Frontier
 from vigil.events import canonical_json, parse_json
 
@@ -57,6 +59,26 @@ class EntryFields:
 def entry_hash(prev_hash: str, fields: EntryFields) -> str:
     """sha256(prev_hash || "\\n" || canonical(fields)) as hex."""
     return hashlib.sha256(prev_hash.encode() + b"\n" + fields.canonical()).hexdigest()
+
+
+def entry_hash_of(
+    prev_hash: str, seq: int, event_id: str, event_type: str, subject: str, actor: str, time: str, event_sha256: str
+) -> str:
+    """:func:`entry_hash` without building :class:`EntryFields` first (the writer's hot loop; equal by test).
+
+    The dict is written in sorted key order, so plain ``orjson.dumps`` gives the canonical bytes (every value is a
+    str or an int, which canonical JSON writes the same way).
+    """
+    fields = {
+        "actor": actor,
+        "event_id": event_id,
+        "event_sha256": event_sha256,
+        "seq": seq,
+        "subject": subject,
+        "time": time,
+        "type": event_type,
+    }
+    return hashlib.sha256(b"%s\n%s" % (prev_hash.encode(), orjson.dumps(fields))).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,13 @@
 """Auditor handlers: control-plane events become one chained entry each; stream batches become one digest entry
-per topic-partition. Every entry is republished as ``audit.entry`` (and every digest as ``audit.stream_digest``) on
-vigil.audit through the outbox — all in the batch's one transaction, with one multi-row insert per table."""
+per topic-partition — all in the batch's one transaction.
+
+The auditor's consumer runs with ``dedupe="handler"``: no inbox rows for control-plane events. ``append_entries``
+drops event ids the chain already holds (UNIQUE ``event_id``, looked up under the chain lock), which makes a
+redelivery — and the consumer's one-record-at-a-time fallback after a failed batch — a no-op. Stream records are
+not chained one by one, so their ids still go through the inbox (a redelivered record is not counted twice in a
+digest). ``audit.entry`` events are published from ``audit_log`` itself (``publisher.py``); digests, which are few,
+go through the outbox as ``audit.stream_digest``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from typing import cast
 
 from vigil.auditor import feed, store
 from vigil.auditor.settings import AuditorSettings
-from vigil.bus.consumer import BatchHandler
+from vigil.bus.consumer import BatchHandler, claim_inbox
 from vigil.bus.context import BatchContext, Delivery
 from vigil.bus.outbox import OutboxRecord, enqueue_many
 from vigil.events import topics
@@ -23,13 +30,20 @@ def retention_policy(settings: AuditorSettings) -> store.RetentionPolicy:
 
 def make_on_events(chain: str, retention: store.RetentionPolicy) -> BatchHandler:
     async def on_events(ctx: BatchContext, deliveries: list[Delivery]) -> None:
-        """Chain the batch (the inbox has removed redeliveries already) and publish what was chained."""
-        control = [store.Audited.of(d.envelope, d.topic) for d in deliveries if d.topic not in STREAM_TOPICS]
-        digests = feed.stream_digests([d for d in deliveries if d.topic in STREAM_TOPICS], chain)
-        appended = await store.append_entries(ctx.conn, control + digests, retention)
-        records: list[OutboxRecord] = [OutboxRecord.of(d.envelope, validate=False) for d in digests]
-        records.extend(feed.entry_records(appended, chain))
-        await enqueue_many(ctx.conn, records)
+        """Chain the batch's new control-plane events and one digest per stream partition; publish the digests."""
+        control: list[store.Audited] = []
+        streams: list[Delivery] = []
+        for d in deliveries:
+            if d.topic in STREAM_TOPICS:
+                streams.append(d)
+            else:
+                control.append(store.Audited.of(d.envelope, d.topic))
+        if streams:
+            streams = await claim_inbox(ctx.conn, streams)
+        digests = feed.stream_digests(streams, chain)
+        await store.append_entries(ctx.conn, control + digests, retention)
+        if digests:
+            await enqueue_many(ctx.conn, [OutboxRecord.of(d.envelope, validate=False) for d in digests])
 
     return on_events
 

@@ -1,26 +1,47 @@
 """Auditor SQL: appending chained entries in batches, queries, and reading the chain back for verification.
 
-Writers of the chain serialise on one advisory lock (per transaction) and append a whole batch with one
-``INSERT … SELECT unnest(…)``; readers never lock. Checkpoint and Merkle-block SQL lives in ``checkpoints.py``.
+Writers of the chain serialise on one advisory lock (per transaction), drop event ids the chain already holds and
+append the rest of a batch with one binary COPY; readers never lock. ``audit_log`` is also the outbox of the
+``audit.entry`` events (see ``publisher.py``). Checkpoint and Merkle-block SQL lives in ``checkpoints.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
-from vigil.auditor.chain import GENESIS_HASH, EntryFields, StoredEntry, entry_hash, normalise_time
+from vigil.auditor.chain import GENESIS_HASH, EntryFields, StoredEntry, entry_hash_of, normalise_time
 from vigil.auditor.settings import SIX_MONTHS_DAYS, SIX_YEARS_DAYS
-from vigil.events import Envelope, sha256_hex
+from vigil.events import Envelope
 
 CHAIN_LOCK = 0x5649_4749_4C41_5544  # advisory lock serialising writers of the chain ("VIGILAUD")
 
 
-@dataclass(frozen=True)
+_FAST_JSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_FAST_JSON |= orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def canonical_event_bytes(envelope: Envelope) -> bytes:
+    """``envelope.canonical_bytes()`` without pydantic's ``model_dump``: the field dict straight to orjson.
+
+    Equal by construction when every value is a JSON-native type (what a decoded event always holds): orjson then
+    writes what ``model_dump(mode="json")`` would have handed it. Anything pydantic would convert first (datetimes,
+    dataclasses, subclasses of builtins, numpy, bytes, sets, …) makes orjson raise here — no ``default`` is given —
+    and the slow, exact path is taken. A unit test keeps the two equal over every schema example.
+    """
+    try:
+        return orjson.dumps(envelope.__dict__, option=_FAST_JSON)
+    except TypeError:
+        return envelope.canonical_bytes()
+
+
+@dataclass(frozen=True, slots=True)
 class Audited:
     """One event to chain: the envelope, its canonical bytes (what is hashed and kept) and where it came from."""
 
@@ -30,17 +51,7 @@ class Audited:
 
     @classmethod
     def of(cls, envelope: Envelope, topic: str) -> Audited:
-        return cls(envelope, envelope.canonical_bytes(), topic)
-
-
-@dataclass(frozen=True)
-class Appended:
-    """An entry as written: what the ``audit.entry`` event republishes."""
-
-    item: Audited
-    fields: EntryFields
-    prev_hash: str
-    entry_hash: str
+        return cls(envelope, canonical_event_bytes(envelope), topic)
 
 
 class RetentionPolicy:
@@ -93,56 +104,81 @@ _COLUMNS = (
 )
 
 
+# The head of the chain and which of the batch's event ids it holds already, in one round trip (after the lock).
+_HEAD_AND_KNOWN = (
+    "SELECT h.seq, h.entry_hash, ARRAY(SELECT event_id FROM audit_log WHERE event_id = ANY($1::text[])) AS known "
+    "FROM (SELECT 1) AS one "
+    "LEFT JOIN LATERAL (SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS h ON true"
+)
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel that tells the ``audit.entry`` publisher entries were committed."""
+    return f"vigil_audit_{schema}"
+
+
 async def append_entries(
     conn: asyncpg.Connection, items: Sequence[Audited], retention: RetentionPolicy = DEFAULT_RETENTION
-) -> list[Appended]:
-    """Append one chained entry per item (already deduplicated by the inbox) in one statement, in order."""
+) -> int:
+    """Append one chained entry per item whose event id the chain does not hold yet; returns how many.
+
+    Deduplication is the chain's own: ``event_id`` is UNIQUE, and the ids already present are looked up under the
+    chain lock, so a redelivered event (a consumer with ``dedupe="handler"``, a poison-isolation retry, a republish
+    after a broker loss) is never chained twice; an id repeated inside ``items`` is chained once. The batch lands in
+    one binary COPY; the commit wakes the ``audit.entry`` publisher (NOTIFY is delivered at commit, never before).
+    """
     if not items:
-        return []
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
-    head = await conn.fetchrow("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    seq, prev = (head["seq"], head["entry_hash"]) if head else (0, GENESIS_HASH)
+        return 0
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1), pg_notify('vigil_audit_' || current_schema(), '')", CHAIN_LOCK
+    )
+    head = await conn.fetchrow(_HEAD_AND_KNOWN, [item.envelope.id for item in items])
+    seq, prev = (head["seq"], head["entry_hash"]) if head["seq"] is not None else (0, GENESIS_HASH)
+    seen: set[str] = set(head["known"])
     now = datetime.now(UTC)
     records: list[tuple[Any, ...]] = []
-    appended: list[Appended] = []
-    expiry_by_class: dict[str, datetime] = {}
+    class_by_type: dict[str, tuple[str, datetime]] = {}
+    sha256 = hashlib.sha256
     for item in items:
         env = item.envelope
+        event_id = env.id
+        if event_id in seen:
+            continue
+        seen.add(event_id)
         seq += 1
-        fields = EntryFields(
-            seq, env.id, env.type, env.subject, env.actor, normalise_time(env.time), sha256_hex(item.raw)
-        )
-        current = entry_hash(prev, fields)
-        retention_class = retention.class_of(env.type)
-        expires = expiry_by_class.get(retention_class)
-        if expires is None:
-            expires = expiry_by_class[retention_class] = retention.expires_at(retention_class, now)
+        event_time = normalise_time(env.time)
+        event_sha256 = sha256(item.raw).hexdigest()
+        current = entry_hash_of(prev, seq, event_id, env.type, env.subject, env.actor, event_time, event_sha256)
+        retention_class = class_by_type.get(env.type)
+        if retention_class is None:
+            cls = retention.class_of(env.type)
+            retention_class = class_by_type[env.type] = (cls, retention.expires_at(cls, now))
         records.append(
             (
                 seq,
-                env.id,
+                event_id,
                 env.type,
                 env.subject,
                 env.actor,
-                datetime.fromisoformat(fields.event_time),
+                datetime.fromisoformat(event_time),
                 env.correlationid,
                 env.causationid,
                 item.topic,
-                fields.event_sha256,
+                event_sha256,
                 prev,
                 current,
                 item.raw,
-                retention_class,
-                expires,
+                retention_class[0],
+                retention_class[1],
                 now,
             )
         )
-        appended.append(Appended(item, fields, prev, current))
         prev = current
-    # Binary COPY: the cheapest way to land a batch (no per-element array encoding, no statement per row).
-    # The append-only triggers fire for UPDATE/DELETE/TRUNCATE only, so COPY … FROM is an ordinary insert.
-    await conn.copy_records_to_table("audit_log", records=records, columns=[*_COLUMNS, "recorded_at"])
-    return appended
+    if records:
+        # Binary COPY: the cheapest way to land a batch (no per-element array encoding, no statement per row).
+        # The append-only triggers fire for UPDATE/DELETE/TRUNCATE only, so COPY … FROM is an ordinary insert.
+        await conn.copy_records_to_table("audit_log", records=records, columns=[*_COLUMNS, "recorded_at"])
+    return len(records)
 
 
 ENTRY_COLUMNS = (

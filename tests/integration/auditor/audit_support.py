@@ -77,3 +77,27 @@ async def all_entries(service: RunningService, headers: dict[str, str], **params
         if page["next"] is None:
             return out
         after = int(page["next"])
+
+
+async def publisher_caught_up(service: RunningService) -> bool:
+    """True once ``audit.entry`` was published (and acked) for every entry in the log."""
+    row = await service.runtime.pool.fetchrow(
+        "SELECT (SELECT last_seq FROM audit_publish_cursor) AS cursor, "
+        "(SELECT coalesce(max(seq), 0) FROM audit_log) AS head"
+    )
+    return bool(row["head"] > 0 and row["cursor"] >= row["head"])
+
+
+async def published_entries(bootstrap: str, prefix: str, *, timeout: float = 8.0) -> list[tuple[Any, Any, Any]]:
+    """Every ``audit.entry`` on vigil.audit as (record, envelope, payload), in (partition, offset) order."""
+    from support.kafka import read_all
+    from vigil.events import decode_event, topics
+
+    records = await read_all(bootstrap, prefix + topics.AUDIT, expect=10**9, timeout=timeout)
+    records.sort(key=lambda r: (r.partition, r.offset))
+    out = []
+    for r in records:
+        envelope, payload = decode_event(r.value)
+        if envelope.type == "audit.entry":
+            out.append((r, envelope, payload))
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_support import all_entries, auditor, event, topic_of
+from audit_support import all_entries, auditor, event, publisher_caught_up, topic_of
 
 from support.kafka import produce_events, read_all
 from support.services import Tokens, eventually, make_tokens
@@ -114,6 +114,7 @@ async def test_every_event_once_streams_digested_and_republished(
             return pending == 0
 
         await eventually(outbox_drained, what="the auditor's outbox drained")
+        await eventually(lambda: publisher_caught_up(service), what="audit.entry published up to the head")
         total = await service.runtime.pool.fetchval("SELECT count(*) FROM audit_log")
         published = await read_all(kafka_bootstrap, topic_prefix + topics.AUDIT, expect=10**9, timeout=8)
         decoded = [decode_event(r.value) for r in published]

@@ -6,7 +6,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import stat
+import uuid
+from dataclasses import astuple
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,18 +22,21 @@ from vigil.auditor.chain import (
     EntryFields,
     StoredEntry,
     entry_hash,
+    entry_hash_of,
     normalise_time,
     verify_entries,
 )
 from vigil.auditor.merkle import Frontier, root_of_leaves
 from vigil.auditor.serving import fold
 from vigil.auditor.signing import SigningKeyError, checkpoint_message, load_signer
-from vigil.auditor.store import Appended, Audited, RetentionPolicy
+from vigil.auditor.store import RetentionPolicy, canonical_event_bytes
 from vigil.bus.context import Delivery
-from vigil.events import Envelope, decode_event, make_event, sha256_hex
+from vigil.events import Envelope, decode_event, make_event, payload_class, registered, sha256_hex
 from vigil.events.catalog.audit import AuditEntry
 from vigil.events.catalog.data import DataUpdated
 from vigil.events.catalog.streams import MetricObserved
+from vigil.events.codec import parse_json
+from vigil.events.contracts import schemas_dir
 
 pytestmark = pytest.mark.unit
 
@@ -43,6 +50,19 @@ def data_updated(n: int = 0) -> Envelope:
         producer="ehr",
     )
     return make_event(payload, source="ehr://x", actor="system:ehr")
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def example(event_type: str) -> Any:
+    """The payload of the schema file's first example (a valid event of that type)."""
+    data = parse_json((schemas_dir() / "events" / event_type / "v1.json").read_bytes())["examples"][0]
+    return payload_class(event_type, 1).model_validate(data)
+
+
+def cause_payload() -> Any:
+    return example("dataset.version.registered")
 
 
 # -- signing keys --------------------------------------------------------------------------------------------------
@@ -89,21 +109,76 @@ def test_signature_checks_key_and_content(tmp_path: Path) -> None:
 # -- audit.entry fast path ------------------------------------------------------------------------------------------
 
 
+def _row(env: Envelope, seq: int, prev: str, recorded_at: datetime) -> dict[str, Any]:
+    """An ``audit_log`` row of ``env`` as the publisher reads it."""
+    raw = canonical_event_bytes(env)
+    fields = EntryFields(seq, env.id, env.type, env.subject, env.actor, normalise_time(env.time), sha256_hex(raw))
+    return {
+        "seq": seq,
+        "event_id": env.id,
+        "event_type": env.type,
+        "subject": env.subject,
+        "actor": env.actor,
+        "correlation_id": env.correlationid,
+        "causation_id": env.causationid,
+        "topic": "vigil.data",
+        "event_sha256": fields.event_sha256,
+        "prev_hash": prev,
+        "entry_hash": entry_hash(prev, fields),
+        "recorded_at": recorded_at,
+        "event": raw,
+    }
+
+
 def test_entry_record_equals_the_model_path_and_passes_the_contract() -> None:
-    env = data_updated()
-    item = Audited.of(env, "vigil.data")
-    fields = EntryFields(7, env.id, env.type, env.subject, env.actor, normalise_time(env.time), env.digest())
-    appended = Appended(item, fields, GENESIS_HASH, entry_hash(GENESIS_HASH, fields))
-    record = feed.entry_record(appended, "audit")
+    cause = data_updated(1)
+    env = make_event(cause_payload(), source="ehr://x", actor="system:ehr", cause=cause, traceparent=TRACEPARENT)
+    row = _row(env, 7, GENESIS_HASH, datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC))
+    record = feed.entry_record(row, "audit")
     decoded, payload = decode_event(record.value)  # the contract the SIEM side checks
     assert isinstance(payload, AuditEntry)
-    assert payload.seq == 7 and payload.entry_hash == appended.entry_hash and payload.event_sha256 == env.digest()
-    assert decoded.causationid == env.id and decoded.correlationid == env.correlationid
+    assert payload.seq == 7 and payload.entry_hash == row["entry_hash"] and payload.event_sha256 == env.digest()
+    assert decoded.causationid == env.id and decoded.correlationid == env.correlationid == cause.id
+    assert payload.causationid == cause.id and payload.topic == "vigil.data"
+    assert decoded.time == "2025-03-01T12:00:00.123456Z" and decoded.traceparent == TRACEPARENT
     by_model = make_event(
         AuditEntry.model_validate(decoded.data), source=feed.SOURCE, actor=feed.ACTOR, cause=env, event_id=decoded.id
     )
     assert Envelope(**{**by_model.model_dump(), "time": decoded.time}).canonical_bytes() == record.value
     assert record.topic == "vigil.audit" and record.key == "audit"
+    assert ("traceparent", TRACEPARENT.encode()) in record.headers
+    assert ("ce_id", decoded.id.encode()) in record.headers
+
+
+def test_entry_event_ids_are_derived_from_chain_and_seq() -> None:
+    env = data_updated()
+    at = datetime(2025, 3, 1, tzinfo=UTC)
+    first = feed.entry_record(_row(env, 3, GENESIS_HASH, at), "audit")
+    again = feed.entry_record(_row(env, 3, GENESIS_HASH, at), "audit")
+    assert first.value == again.value  # a republish is the same event, byte for byte
+    assert first.record_id == feed.entry_event_id("audit", 3)
+    # The documented derivation, independently of the auditor's code.
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "vigil://auditor/audit.entry")
+    assert first.record_id == str(uuid.uuid5(namespace, "audit/3"))
+    assert len({feed.entry_event_id(c, s) for c in ("audit", "other") for s in (1, 2, 3)}) == 6
+    for chain, seq in [("audit", 1), ("audit", 10**12), ("x.y-z_é", 42)]:
+        assert feed.entry_event_id(chain, seq) == str(uuid.uuid5(namespace, f"{chain}/{seq}"))
+
+
+def test_fast_canonical_bytes_equal_the_model_path() -> None:
+    envelopes = [make_event(example(t), source="vigil://test", actor="svc:test") for t, _v in registered()]
+    envelopes += [decode_event(e.canonical_bytes())[0] for e in envelopes]  # as a consumer sees them
+    assert len(envelopes) >= 40
+    for env in envelopes:
+        assert canonical_event_bytes(env) == env.canonical_bytes(), env.type
+    # Values pydantic converts before orjson sees them take the exact (slow) path.
+    odd = Envelope(**{**data_updated().model_dump(), "data": {"at": datetime(2025, 1, 1, tzinfo=UTC), "b": b"x"}})
+    assert canonical_event_bytes(odd) == odd.canonical_bytes()
+
+
+def test_writer_hash_equals_the_chain_definition() -> None:
+    fields = EntryFields(3, "id-é", "t.x", 'sub/"x', "act", "2025-01-01T00:00:00.000000+00:00", "ab" * 32)
+    assert entry_hash_of(GENESIS_HASH, *astuple(fields)) == entry_hash(GENESIS_HASH, fields)
 
 
 def test_stream_digest_root_is_over_event_digests_in_offset_order() -> None:
