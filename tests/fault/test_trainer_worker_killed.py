@@ -5,6 +5,7 @@ once more — exactly one ``training.completed``, one succeeded run."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -71,6 +72,7 @@ async def test_trainer_process_killed_mid_run_job_reaped_and_rerun_once(
         "VIGIL_TOKENS_FILE": str(tokens.file),
         "VIGIL_HOME": str(tmp_path / "doomed"),
         "VIGIL_ARTIFACT_ROOT": str(tmp_path / "doomed" / "artifacts"),
+        "VIGIL_TRAINER_DATASET_ROOTS": json.dumps([str(tmp_path / "data")]),
         "VIGIL_TRAINER_LEASE_S": "3",
         "VIGIL_TRAINER_POLL_INTERVAL_MS": "200",
         "VIGIL_HTTP_PORT": str(_free_port()),

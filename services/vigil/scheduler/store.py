@@ -298,7 +298,8 @@ async def create_job(
     params: dict[str, Any] | None = None,
     key_salt: str | None = None,
 ) -> tuple[Job, bool]:
-    """Create the job for these inputs unless one with the same idempotency key exists. Returns (job, created)."""
+    """Create the job for these inputs unless a live or succeeded job with the same idempotency key exists (a
+    failed or cancelled one does not block a new attempt). Returns (job, created)."""
     params = {**policy.params, **(params or {})}
     key = idempotency_key(policy.model, datasets, policy.code_version, params)
     if key_salt is not None:  # a forced re-run: same inputs, deliberately a new job
@@ -311,7 +312,7 @@ async def create_job(
                           backoff_max_s, cause, created_by)
         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7::text[], $8::jsonb, $9, $10::jsonb, $11, $12, $13, $14, $15,
                 $16::jsonb, $17)
-        ON CONFLICT (idempotency_key) DO NOTHING
+        ON CONFLICT (idempotency_key) WHERE state NOT IN ('failed', 'cancelled') DO NOTHING
         RETURNING *
         """,
         job_id,
@@ -333,7 +334,22 @@ async def create_job(
         actor,
     )
     if row is None:
-        existing = await conn.fetchrow("SELECT * FROM jobs WHERE idempotency_key = $1", key)
+        existing = await conn.fetchrow(
+            "SELECT * FROM jobs WHERE idempotency_key = $1 AND state NOT IN ('failed', 'cancelled')", key
+        )
+        if existing is None:  # the live one failed between our insert and this read: try again
+            return await create_job(
+                conn,
+                emitter,
+                policy,
+                datasets,
+                trigger=trigger,
+                trigger_event_ids=trigger_event_ids,
+                cause=cause,
+                actor=actor,
+                params=params,
+                key_salt=key_salt,
+            )
         return Job.from_row(existing), False
     job = Job.from_row(row)
     envelope = await emitter.emit(

@@ -69,8 +69,8 @@ def _local_path(uri: str, roots: list[str]) -> Path:
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
         raise RunFailure("invalid_input", f"unsupported dataset URI (only file:// is): {uri[:200]}")
     path = Path(urllib.parse.unquote(parsed.path)).resolve()
-    if roots and not any(path.is_relative_to(Path(r).resolve()) for r in roots):
-        raise RunFailure("invalid_input", f"dataset {path} is outside the allowed dataset roots")
+    if not roots or not any(path.is_relative_to(Path(r).resolve()) for r in roots):
+        raise RunFailure("invalid_input", f"dataset {uri[:200]} is outside the allowed dataset roots")
     if not path.is_file():
         raise RunFailure("invalid_input", f"dataset file not found: {path}")
     return path
@@ -92,7 +92,8 @@ def fetch_dataset(ref: dict[str, Any], index: int, workdir: Path, roots: list[st
         target.unlink(missing_ok=True)
         raise RunFailure(
             "invalid_input",
-            f"dataset {ref['dataset']} v{ref['version']}: content digest {actual} does not match the registered "
+            # The actual digest is not echoed: it would reveal the hash of whatever file the URI named.
+            f"dataset {ref['dataset']} v{ref['version']}: content does not match the registered digest "
             f"{ref['content_digest']}",
         )
     os.chmod(target, 0o440)

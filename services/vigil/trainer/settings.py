@@ -36,8 +36,12 @@ class TrainerSettings(ServiceSettings):
     #: Reference profiles up to this size travel inside ``training.completed``; larger ones are stored as
     #: artifacts and referenced by URI.
     trainer_profile_inline_max_bytes: int = Field(default=262_144, ge=1024)
-    #: If set, dataset URIs must point inside one of these directories (upstream events name the files).
+    #: Dataset URIs must point inside one of these directories (upstream events name the files, so without a
+    #: fence a data.updated could make the trainer read any file). Empty: the service's home directory only.
     trainer_dataset_roots: list[Path] = Field(default_factory=list)
+
+    def resolved_dataset_roots(self) -> list[Path]:
+        return list(self.trainer_dataset_roots) if self.trainer_dataset_roots else [self.home]
 
     def resolved_work_dir(self) -> Path:
         return self.trainer_work_dir if self.trainer_work_dir is not None else self.home / "trainer-work"

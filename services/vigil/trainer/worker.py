@@ -156,7 +156,7 @@ class WorkerPool:
                     "code_version": run.code_version,
                     "workdir": str(workdir),
                     "memory_limit_mb": run.memory_limit_mb or self.settings.trainer_default_memory_limit_mb,
-                    "dataset_roots": [str(p) for p in self.settings.trainer_dataset_roots],
+                    "dataset_roots": [str(p) for p in self.settings.resolved_dataset_roots()],
                 },
                 python=self.settings.trainer_python,
                 timeout_s=run.timeout_s,

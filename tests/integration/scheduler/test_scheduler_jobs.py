@@ -186,3 +186,10 @@ async def test_scheduled_job_nobody_starts_is_requeued_with_backoff_then_fails(
         assert (await job(c, tokens, r.json()["job"]["id"]))["state"] == "pending"
         p = (await c.get("/v1/policies/orphan", headers=tokens.headers("viewer"))).json()
         assert p["cooldown_until"] is not None
+
+        # The failed job does not block a new attempt on the very same inputs (no force needed): a retrain after an
+        # outage must not be swallowed as a duplicate of the job that failed.
+        again = await trigger(c, tokens, "orphan")
+        assert again.status_code == 201, again.text
+        assert again.json()["job"]["id"] != j["id"]
+        assert again.json()["job"]["idempotency_key"] == j["idempotency_key"]

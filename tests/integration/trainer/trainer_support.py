@@ -160,6 +160,8 @@ def trainer_settings(
         "artifact_root": tmp / "artifacts",
         "trainer_work_dir": tmp / "work",
         "home": tmp,
+        # Datasets live beside the trainers' homes under the test's tmp_path (tests may pass tmp_path / "a").
+        "trainer_dataset_roots": [tmp, tmp.parent],
     }
     values.update(overrides)
     return settings_for(cls, dsn=dsn, bootstrap=bootstrap, prefix=prefix, tokens=tokens, **values)

@@ -41,18 +41,22 @@ def _ref(body: dict[str, object], **overrides: object) -> dict[str, object]:
 
 def test_datasets_are_copied_and_verified_before_training(tmp_path: Path) -> None:
     body = patient_risk.write_dataset(tmp_path / "src" / "p.csv", rows=50, seed=3)
-    got = fetch_dataset(_ref(body), 0, tmp_path / "work", [])
+    roots = [str(tmp_path / "src")]
+    got = fetch_dataset(_ref(body), 0, tmp_path / "work", roots)
     assert (
         got.path.parent == tmp_path / "work" / "data"
         and got.path.read_bytes() == (tmp_path / "src" / "p.csv").read_bytes()
     )
     with pytest.raises(RunFailure, match="does not match") as bad:
-        fetch_dataset(_ref(body, content_digest="sha256:" + "0" * 64), 1, tmp_path / "work", [])
+        fetch_dataset(_ref(body, content_digest="sha256:" + "0" * 64), 1, tmp_path / "work", roots)
     assert bad.value.reason == "invalid_input"
+    assert body["content_digest"] not in str(bad.value)  # never echo the hash of the file the URI named
     with pytest.raises(RunFailure, match="outside the allowed"):
         fetch_dataset(_ref(body), 2, tmp_path / "work", [str(tmp_path / "elsewhere")])
+    with pytest.raises(RunFailure, match="outside the allowed"):  # no roots at all: nothing is readable
+        fetch_dataset(_ref(body), 2, tmp_path / "work", [])
     with pytest.raises(RunFailure, match="only file://"):
-        fetch_dataset(_ref(body, uri="https://example.com/p.csv"), 3, tmp_path / "work", [])
+        fetch_dataset(_ref(body, uri="https://example.com/p.csv"), 3, tmp_path / "work", roots)
 
 
 def test_patient_risk_is_seeded_and_drift_moves_the_population(tmp_path: Path) -> None:
