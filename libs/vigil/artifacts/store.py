@@ -90,7 +90,11 @@ class LocalArtifactStore(ArtifactStore):
         digest = digest_of(data)
         path = self._path(digest)
         if path.exists():
-            return digest
+            try:
+                self.get(digest)
+                return digest  # already stored, intact
+            except ArtifactTampered:
+                path.unlink()  # a corrupt copy: writing the same bytes again repairs it
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = self._seal(digest, data)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

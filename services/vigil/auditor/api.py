@@ -270,8 +270,8 @@ async def verify_chain(conn: asyncpg.Connection, signer: Signer) -> VerifyReport
         if expired is None:
             return VerifyReport(ok=False, entries_checked=0, first_bad_seq=1, problem="entry 1 is missing")
         anchor = await ckpt.get(conn, expired)
-        claim = next(c for c in claims if c.to_seq == expired)
-        if anchor is None or claim.signature_problem:
+        claim = next((c for c in claims if c.to_seq == expired), None)
+        if anchor is None or claim is None or claim.signature_problem:
             return VerifyReport(
                 ok=False, entries_checked=0, first_bad_seq=first, problem="expiry checkpoint does not verify"
             )

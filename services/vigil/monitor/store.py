@@ -197,15 +197,17 @@ async def list_windows(
 
 
 async def figures_between(
-    conn: asyncpg.Connection, deployment: str, start: datetime | None, end: datetime | None
+    conn: asyncpg.Connection, deployment: str, start: datetime | None, end: datetime | None, *, limit: int = 5000
 ) -> list[Figures]:
+    """Stored tumbling-window figures in time order, at most ``limit`` of them (the oldest first)."""
     rows = await conn.fetch(
         "SELECT figures FROM windows WHERE deployment = $1 AND kind = 'tumbling' "
         "AND ($2::timestamptz IS NULL OR window_start >= $2) AND ($3::timestamptz IS NULL OR window_start < $3) "
-        "ORDER BY window_start",
+        "ORDER BY window_start LIMIT $4",
         deployment,
         start,
         end,
+        limit,
     )
     return [_json(r["figures"]) for r in rows]
 

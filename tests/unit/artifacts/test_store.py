@@ -57,3 +57,13 @@ def test_encryption_at_rest(tmp_path: Path) -> None:
         LocalArtifactStore(tmp_path, encryption_key=os.urandom(32)).get(digest)
     with pytest.raises(ArtifactError, match="no key"):
         LocalArtifactStore(tmp_path).get(digest)
+
+
+def test_putting_the_same_bytes_again_repairs_a_corrupt_copy(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    digest = store.put(b"weights")
+    path = next(p for p in (tmp_path / "sha256").rglob("*") if p.is_file())
+    os.chmod(path, 0o640)
+    path.write_bytes(b"rot")
+    assert store.put(b"weights") == digest
+    assert store.get(digest) == b"weights"
