@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,6 +119,11 @@ async def enqueue_many(conn: asyncpg.Connection, records: Sequence[OutboxRecord]
     await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
 
 
+def _relay_lock_key(schema: str) -> int:
+    """A stable 64-bit advisory lock key per schema's relay."""
+    return int.from_bytes(hashlib.sha256(f"vigil-relay-{schema}".encode()).digest()[:8], "big", signed=True)
+
+
 class OutboxRelay:
     """Publishes a schema's outbox. Several replicas may run: rows are claimed with FOR UPDATE SKIP LOCKED."""
 
@@ -208,8 +214,14 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
 
     async def publish_batch(self) -> int:
-        """Publish up to ``batch_size`` pending rows in seq order; mark them published once acked."""
+        """Publish up to ``batch_size`` pending rows in seq order; mark them published once acked.
+
+        One relay per schema publishes at a time (a transaction-scoped advisory lock): with several replicas,
+        two relays taking consecutive slices at once could put one aggregate's events on Kafka out of order.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _relay_lock_key(self.schema)):
+                return 0  # another replica is publishing this outbox right now
             rows = await conn.fetch(
                 "SELECT seq, topic, key, value, headers FROM outbox WHERE published_at IS NULL "
                 "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
