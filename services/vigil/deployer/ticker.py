@@ -8,8 +8,6 @@ fire it twice.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import asyncpg
@@ -18,46 +16,20 @@ from vigil.bus.context import Emitter
 from vigil.deployer import control, store
 from vigil.deployer.control import SERVICE_ACTOR, Warmer
 from vigil.deployer.rollout import Rollout
+from vigil.service.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
 
 
-class Ticker:
+class Ticker(PeriodicTask):
     """Background task started in ``on_start``; :meth:`wake` runs a tick early."""
 
     def __init__(self, pool: asyncpg.Pool, source: str, warm: Warmer, interval_ms: int = 500) -> None:
+        super().__init__("deployer-ticker", interval_ms / 1000)
         self.pool = pool
         self.source = source
         self.warm = warm
-        self.interval_s = interval_ms / 1000
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.fired = 0
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="deployer-ticker")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("deployer tick failed; the next tick retries")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
 
     async def tick(self) -> int:
         """Fire every due timer; returns how many fired."""

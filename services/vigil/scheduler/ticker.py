@@ -8,8 +8,6 @@ dispatch holds a transaction-level advisory lock so the concurrency caps are cou
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,6 +22,7 @@ from vigil.events.catalog.training import TrainingRequested
 from vigil.scheduler import store
 from vigil.scheduler.machine import after_failure, backoff_s
 from vigil.scheduler.settings import SchedulerSettings
+from vigil.service.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +40,15 @@ def valid_cron(expression: str) -> bool:
     return bool(croniter.is_valid(expression))
 
 
-class Ticker:
+class Ticker(PeriodicTask):
     """A background task started in the service's ``on_start``; :meth:`wake` runs a tick early."""
 
     def __init__(self, pool: asyncpg.Pool, settings: SchedulerSettings, source: str) -> None:
+        super().__init__("scheduler-ticker", settings.scheduler_tick_interval_ms / 1000)
         self.pool = pool
         self.settings = settings
         self.source = source
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.ticks = 0
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="scheduler-ticker")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        interval = self.settings.scheduler_tick_interval_ms / 1000
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scheduler tick failed; next tick retries")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
 
     async def tick(self) -> None:
         """One pass: cron → due windows → timeouts → dispatch."""
