@@ -44,6 +44,11 @@ def notify_channel(schema: str) -> str:
     return f"vigil_outbox_{schema}"
 
 
+async def _notify_relay(conn: asyncpg.Connection) -> None:
+    """Wake this schema's relay when the transaction commits (one round trip; the schema is the connection's)."""
+    await conn.execute("SELECT pg_notify('vigil_outbox_' || current_schema(), '')")
+
+
 async def enqueue(conn: asyncpg.Connection, envelope: Envelope, *, validate: bool = True) -> None:
     """Add an event to the outbox in the caller's transaction; the topic and key come from its payload class."""
     if validate:
@@ -72,8 +77,7 @@ async def enqueue_raw(
         value,
         encode_headers(headers),
     )
-    schema = await conn.fetchval("SELECT current_schema()")
-    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+    await _notify_relay(conn)
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,7 @@ async def enqueue_many(conn: asyncpg.Connection, records: Sequence[OutboxRecord]
         [r.value for r in records],
         [encode_headers(r.headers) for r in records],
     )
-    schema = await conn.fetchval("SELECT current_schema()")
-    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+    await _notify_relay(conn)
 
 
 def _relay_lock_key(schema: str) -> int:
