@@ -99,10 +99,17 @@ def _segment_abs_integral(d0, d1, width):  # type: ignore[no-untyped-def]
     return 0.5 * width * (d0 * d0 + d1 * d1) / (abs(d0) + abs(d1))
 
 
+_MIN_NORMAL = 2.2250738585072014e-308  # smallest positive normal float64
+
+
 @njit(inline="always")
 def _side_cdf(x, right, a, b, mass):  # type: ignore[no-untyped-def]
-    """Mass of one side at or below ``x`` (``right``) or strictly below it, spread uniformly on [a, b]."""
-    if b > a:
+    """Mass of one side at or below ``x`` (``right``) or strictly below it, spread uniformly on [a, b].
+
+    A sub-interval narrower than the smallest normal double counts as a point: dividing by a subnormal width under
+    the kernel's fast-math flags (flush-to-zero) would give inf · 0 = NaN.
+    """
+    if b - a > _MIN_NORMAL:
         return mass * min(max((x - a) / (b - a), 0.0), 1.0)
     if right:
         return mass if x >= a else 0.0

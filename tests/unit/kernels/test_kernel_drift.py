@@ -124,3 +124,8 @@ def test_categorical_matches_references(a: list[str], b: list[str], k: int) -> N
     stat, dof, p = naive.chi2(rc, wc)
     assert d.chi2[0] == pytest.approx(stat, rel=1e-9, abs=1e-9) and d.chi2_dof[0] == dof
     assert d.chi2_pvalue[0] == pytest.approx(p, rel=1e-6, abs=1e-12)
+
+
+def test_subnormal_spread_keeps_w1_finite() -> None:
+    """Regression (found by hypothesis in CI): a reference whose values differ by a subnormal amount made W1 NaN."""
+    check_against_raw(np.array([0.0, 2.22507386e-309]), np.array([0.0]), 1, 1)
