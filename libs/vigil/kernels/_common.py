@@ -2,11 +2,12 @@
 
 Layout decision (one for the whole package): a table of numeric features is a **2-D array of shape
 ``(n_rows, n_features)`` in column-major (Fortran) order**, dtype float32 or float64. Column-major means each feature
-is one contiguous run of memory, which is what a per-feature kernel streams through (and what ``prange`` over
-features splits). For convenience a C-ordered 2-D array, a 1-D array (one feature) or a sequence of equal-length 1-D
-columns is accepted too; those are copied once into a Fortran array (that copy is the only cost, and it is avoided by
-passing ``np.asfortranarray(x)`` or ``np.empty((n, f), order="F")`` filled column by column). Other real dtypes are
-converted to float64. Integer codes (categories, labels, groups) are int64.
+is one contiguous run of memory, which is what a per-feature kernel streams through (and the whole table is one flat
+buffer that the binning threads cut into equal runs). For convenience a C-ordered 2-D array, a 1-D array (one
+feature) or a sequence of equal-length 1-D columns is accepted too; those are copied once into a Fortran array (that
+copy is the only cost, and it is avoided by passing ``np.asfortranarray(x)`` or ``np.empty((n, f), order="F")``
+filled column by column). Other real dtypes are converted to float64. Integer codes (categories, labels, groups) are
+int64.
 """
 
 from __future__ import annotations

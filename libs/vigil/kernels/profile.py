@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
+from numba import njit
 
 from vigil.kernels._common import (
     F64Array,
+    FloatArray,
     I64Array,
     Table,
     as_float_columns,
@@ -47,6 +48,8 @@ from vigil.kernels._common import (
     encode_array,
     feature_names,
 )
+from vigil.kernels._threads import executor, in_worker
+from vigil.kernels.binning import LookupGrid, bin_table, build_grid, empty_state
 
 __all__ = [
     "DEFAULT_BINS",
@@ -69,11 +72,8 @@ __all__ = [
 DEFAULT_BINS = 1024
 #: Categories kept per categorical feature; rarer ones share the "other" bucket.
 DEFAULT_MAX_CATEGORIES = 64
-#: The lookup grid spans the reference's central 98 % (1st to 99th percentile edge) so that one outlier cannot
-#: stretch it; values outside it fall back to a binary search over all edges.
-_GRID_TAIL = 100
-_GRID_CELLS_PER_BIN = 8
-_GRID_MAX_CELLS = 1 << 16
+#: Above this many values the per-feature sorts of :func:`quantile_edges` run on the worker threads.
+_PARALLEL_SORT_VALUES = 1 << 18
 
 _FORMAT = "vigil.profile"
 _VERSION = 1
@@ -86,186 +86,10 @@ _VERSION = 1
 # numba types an (n, 1) array as C-contiguous, so 2-D 'F' signatures would reject one-feature tables.
 
 
-@njit(
-    [
-        "void(float64[::1], int64, int64, float64[:,::1], int64[::1])",
-        "void(float32[::1], int64, int64, float64[:,::1], int64[::1])",
-    ],
-    parallel=True,
-    cache=True,
-)
-def _quantile_edges_kernel(x, n_rows, n_bins, out, out_n):  # type: ignore[no-untyped-def]
-    """Order statistics at ranks ``floor(k (m-1) / n_bins)``, k = 0..n_bins, de-duplicated (per feature)."""
-    n_features = out.shape[0]
-    for f in prange(n_features):
-        col = x[f * n_rows : (f + 1) * n_rows]
-        vals = np.sort(col[np.isfinite(col)])
-        m = vals.size
-        e = 0
-        if m > 0:
-            for k in range(n_bins + 1):
-                v = np.float64(vals[(k * (m - 1)) // n_bins])
-                if e == 0 or v > out[f, e - 1]:
-                    out[f, e] = v
-                    e += 1
-        out_n[f] = e
-
-
-@njit(cache=True, inline="always")
-def _cell(x, glo, scale, n_cells):  # type: ignore[no-untyped-def]
-    """Grid cell of ``x`` (``glo <= x < ghi``). One function for the LUT build and the binning, so both round alike:
-    the map is monotone in ``x``, which is all the LUT's correctness needs (no fast-math here on purpose)."""
-    c = np.int64((x - glo) * scale)
-    return min(c, n_cells - 1)
-
-
-@njit(
-    "void(float64[::1], int64[::1], float64[::1], float64[::1], float64[::1], int64[::1], int32[::1], int64[::1])",
-    cache=True,
-)
-def _fill_lut_kernel(edges, edge_off, glo, ghi, scale, n_cells, lut, lut_off):  # type: ignore[no-untyped-def]
-    """Per grid cell ``c``: ``lo`` = number of edges ``<= x`` for every ``x`` in the cell (edges below the grid plus
-    edges in earlier cells), ``hi`` = ``lo`` + edges inside the cell. Stored as ``lo`` when the cell holds at most one
-    edge (then one comparison finishes the search) and as ``-(lo + 1)`` otherwise (binary search from ``lo``)."""
-    for f in range(edge_off.size - 1):
-        g = n_cells[f]
-        if g == 0:
-            continue
-        bounds = np.zeros(g + 1, dtype=np.int64)
-        below = 0
-        for k in range(edge_off[f], edge_off[f + 1]):
-            v = edges[k]
-            if v < glo[f]:
-                below += 1
-            elif v < ghi[f]:
-                bounds[_cell(v, glo[f], scale[f], g) + 1] += 1
-        bounds[0] = below
-        for c in range(g):
-            bounds[c + 1] += bounds[c]
-        table = lut[lut_off[f] : lut_off[f + 1]]
-        for c in range(g):
-            lo = bounds[c]
-            table[c] = lo if bounds[c + 1] - lo <= 1 else -(lo + 1)
-
-
-@njit(inline="always")
-def _block_moments(col, start, stop):  # type: ignore[no-untyped-def]
-    """Count, mean, M2, min, max of the finite values of ``col[start:stop]`` — exact two-pass over a block that
-    sits in L1, branch-free. No fast-math: it decides what is missing (see ``_common.FASTMATH``)."""
-    s1 = 0.0
-    mn = np.inf
-    mx = -np.inf
-    n = 0
-    for i in range(start, stop):
-        v = np.float64(col[i])
-        ok = np.isfinite(v)
-        s1 += v if ok else 0.0
-        mn = min(mn, v) if ok else mn
-        mx = max(mx, v) if ok else mx
-        n += 1 if ok else 0
-    mean = s1 / n if n > 0 else 0.0
-    m2 = 0.0
-    for i in range(start, stop):
-        v = np.float64(col[i])
-        d = v - mean if np.isfinite(v) else 0.0
-        m2 += d * d
-    return n, mean, m2, mn, mx
-
-
-_BLOCK = 2048  # rows per block: the moments pass and the binning pass of a block share L1
-
-_BIN_SIG = (
-    "void({x}[::1], int64, float64[::1], int64[::1], float64[::1], float64[::1], float64[::1], int64[::1], int32[::1],"
-    " int64[::1], int64[::1], int64[::1], int64[:,::1], float64[:,::1])"
-)
-
-
-@njit([_BIN_SIG.format(x="float64"), _BIN_SIG.format(x="float32")], parallel=True, cache=True)
-def _bin_kernel(  # type: ignore[no-untyped-def]
-    x, n_rows, edges, edge_off, glo, ghi, scale, n_cells, lut, lut_off, counts, count_off, ints, sums
-):
-    """One read per feature (features in parallel): bin counts, missing count, mean, M2, min, max.
-
-    Accumulates into ``counts``/``ints``/``sums`` so a stream of chunks needs no per-chunk allocation.
-    ``ints[f] = (missing, n)``; ``sums[f] = (mean, M2, min, max, Σ underflow, Σ overflow)``; moments are
-    combined block by block with Chan's formula (no cancellation even when a window sits far from the reference).
-    Hot path: a value inside the lookup grid costs one cell computation, one table load and one comparison;
-    outside it (tails, outliers) a binary search; NaN/inf are counted as missing. Indices are unsigned where they
-    cannot be negative, which drops numba's wraparound checks.
-    """
-    n_features = edge_off.size - 1
-    for f in prange(n_features):
-        col = x[f * n_rows : (f + 1) * n_rows]
-        e0 = edge_off[f]
-        n_edges = edge_off[f + 1] - e0
-        fe = edges[e0 : e0 + n_edges]
-        cnt = counts[count_off[f] : count_off[f + 1]]
-        tab = lut[lut_off[f] : lut_off[f + 1]]
-        g = n_cells[f]
-        lo_g = glo[f]
-        hi_g = ghi[f]
-        sc = scale[f]
-        top = fe[n_edges - 1] if n_edges > 0 else np.inf
-        n = ints[f, 1]
-        mean = sums[f, 0]
-        m2 = sums[f, 1]
-        mn = sums[f, 2]
-        mx = sums[f, 3]
-        under = 0.0
-        over = 0.0
-        for start in range(0, n_rows, _BLOCK):
-            stop = min(start + _BLOCK, n_rows)
-            bn, bmean, bm2, bmn, bmx = _block_moments(col, start, stop)
-            if bn > 0:
-                total = n + bn
-                delta = bmean - mean
-                mean += delta * (bn / total)
-                m2 += bm2 + delta * delta * (n * (bn / total))
-                n = total
-                mn = min(mn, bmn)
-                mx = max(mx, bmx)
-            for i in range(start, stop):
-                v = np.float64(col[i])
-                if g > 0 and v >= lo_g and v < hi_g:
-                    t = tab[np.uint64(_cell(v, lo_g, sc, g))]
-                    if t >= 0:
-                        u = np.uint64(t)
-                        cnt[u + np.uint64(fe[u] <= v)] += 1
-                        continue
-                    lo = -np.int64(t) - 1
-                    hi = n_edges
-                elif not np.isfinite(v):
-                    continue
-                else:
-                    lo = np.int64(0)
-                    hi = n_edges
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if fe[mid] <= v:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                if lo == n_edges and v > top:
-                    lo = n_edges + 1
-                cnt[lo] += 1
-                if lo == 0:  # outer bins also keep the sum of their values: exact W1 for out-of-range mass
-                    under += v
-                elif lo == n_edges + 1:
-                    over += v
-        ints[f, 0] += n_rows - (n - ints[f, 1])
-        ints[f, 1] = n
-        sums[f, 0] = mean
-        sums[f, 1] = m2
-        sums[f, 2] = mn
-        sums[f, 3] = mx
-        sums[f, 4] += under
-        sums[f, 5] += over
-
-
-@njit("void(int64[::1], int64, int64[::1], int64[::1], int64[::1], int64[::1])", parallel=True, cache=True)
+@njit("void(int64[::1], int64, int64[::1], int64[::1], int64[::1], int64[::1])", cache=True, nogil=True)
 def _count_codes_kernel(codes, n_rows, n_cats, counts, count_off, missing):  # type: ignore[no-untyped-def]
     """Category counts per feature: code in [0, K) → its bucket, ≥ K → "other" (bucket K), < 0 → missing."""
-    for f in prange(n_cats.size):
+    for f in range(n_cats.size):
         k = n_cats[f]
         cnt = counts[count_off[f] : count_off[f + 1]]
         miss = 0
@@ -291,9 +115,7 @@ class BinEdges:
     names: tuple[str, ...]
     edges: F64Array
     offsets: I64Array
-    _grid: tuple[F64Array, F64Array, F64Array, I64Array, npt.NDArray[np.int32], I64Array] = field(
-        init=False, repr=False
-    )
+    _grid: LookupGrid = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         edges = np.ascontiguousarray(self.edges, dtype=np.float64)
@@ -310,7 +132,7 @@ class BinEdges:
             raise ValueError("edges must be strictly increasing within a feature")
         object.__setattr__(self, "edges", edges)
         object.__setattr__(self, "offsets", offsets)
-        object.__setattr__(self, "_grid", _build_grid(edges, offsets))
+        object.__setattr__(self, "_grid", build_grid(edges, offsets))
 
     @property
     def n_features(self) -> int:
@@ -337,34 +159,6 @@ class BinEdges:
         )
 
 
-def _build_grid(
-    edges: F64Array, offsets: I64Array
-) -> tuple[F64Array, F64Array, F64Array, I64Array, npt.NDArray[np.int32], I64Array]:
-    """Per feature a uniform grid over the central edges; vectorised over features, LUT filled by a kernel."""
-    n_edges = np.diff(offsets)
-    tail = n_edges // _GRID_TAIL
-    safe_hi = np.maximum(offsets[1:] - 1 - tail, 0)
-    safe_lo = np.minimum(offsets[:-1] + tail, np.maximum(edges.size - 1, 0))
-    if edges.size:
-        glo = edges[safe_lo].copy()
-        ghi = edges[safe_hi].copy()
-    else:
-        glo = np.zeros(n_edges.size)
-        ghi = np.zeros(n_edges.size)
-    with np.errstate(over="ignore", invalid="ignore"):
-        width = ghi - glo
-        usable = (n_edges >= 8) & np.isfinite(width) & (width > 0)
-    n_cells = np.where(usable, np.minimum(_GRID_CELLS_PER_BIN * (n_edges - 2 * tail), _GRID_MAX_CELLS), 0)
-    n_cells = n_cells.astype(np.int64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(usable, n_cells / np.where(usable, width, 1.0), 0.0)
-    lut_off = np.zeros(n_edges.size + 1, dtype=np.int64)
-    np.cumsum(n_cells, out=lut_off[1:])
-    lut = np.zeros(int(lut_off[-1]), dtype=np.int32)
-    _fill_lut_kernel(edges, offsets, glo, ghi, scale, n_cells, lut, lut_off)
-    return glo, ghi, scale, n_cells, lut, lut_off
-
-
 def quantile_edges(x: Table, *, names: Sequence[str] | None = None, n_bins: int = DEFAULT_BINS) -> BinEdges:
     """Fine quantile edges of each column of ``x`` (``n_bins`` intervals → at most ``n_bins + 1`` distinct edges).
 
@@ -376,13 +170,30 @@ def quantile_edges(x: Table, *, names: Sequence[str] | None = None, n_bins: int 
         raise ValueError("n_bins must be an integer in [1, 65536]")
     arr = as_float_columns(x)
     n_features = arr.shape[1]
-    out = np.empty((n_features, int(n_bins) + 1), dtype=np.float64)
-    out_n = np.zeros(n_features, dtype=np.int64)
-    _quantile_edges_kernel(arr.ravel(order="F"), np.int64(arr.shape[0]), np.int64(n_bins), out, out_n)
-    keep = np.arange(int(n_bins) + 1)[None, :] < out_n[:, None]
+    cols = [arr[:, f] for f in range(n_features)]
+    if n_features > 1 and arr.shape[0] * n_features >= _PARALLEL_SORT_VALUES and not in_worker():
+        per_feature = list(executor().map(lambda c: _order_statistics(c, int(n_bins)), cols))
+    else:
+        per_feature = [_order_statistics(c, int(n_bins)) for c in cols]
     offsets = np.zeros(n_features + 1, dtype=np.int64)
-    np.cumsum(out_n, out=offsets[1:])
-    return BinEdges(feature_names(names, n_features), out[keep], offsets)
+    np.cumsum([e.size for e in per_feature], out=offsets[1:])
+    edges = np.concatenate(per_feature) if per_feature else np.zeros(0)
+    return BinEdges(feature_names(names, n_features), edges, offsets)
+
+
+def _order_statistics(col: FloatArray, n_bins: int) -> F64Array:
+    """Finite values of one column at ranks ``floor(k (m-1) / n_bins)``, k = 0..n_bins, de-duplicated. numpy's sort
+    (SIMD, GIL released) in the column's own dtype; a float32 value widens to float64 exactly, so sorting before or
+    after widening gives the same edges."""
+    vals = col[np.isfinite(col)]
+    if vals.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    vals.sort()
+    picked = vals[(np.arange(n_bins + 1, dtype=np.int64) * (vals.size - 1)) // n_bins].astype(np.float64)
+    keep = np.empty(picked.size, dtype=bool)
+    keep[0] = True
+    np.greater(picked[1:], picked[:-1], out=keep[1:])
+    return picked[keep]
 
 
 @dataclass(frozen=True, eq=False)
@@ -495,13 +306,6 @@ class NumericProfile:
         return cls(edges=edges, counts=counts, missing=missing, tail_sums=tail_sums.reshape(n_f, 2), **per_feature)
 
 
-def _empty_sums(n_features: int) -> tuple[I64Array, F64Array]:
-    sums = np.zeros((n_features, 6), dtype=np.float64)
-    sums[:, 2] = np.inf
-    sums[:, 3] = -np.inf
-    return np.zeros((n_features, 2), dtype=np.int64), sums
-
-
 class NumericAccumulator:
     """Bins a stream of row chunks on fixed edges into one profile, in bounded memory (no per-chunk profiles).
 
@@ -511,7 +315,7 @@ class NumericAccumulator:
     def __init__(self, edges: BinEdges) -> None:
         self.edges = edges
         self._counts = np.zeros(int(edges.count_offsets[-1]), dtype=np.int64)
-        self._ints, self._sums = _empty_sums(edges.n_features)
+        self._ints, self._sums = empty_state(edges.n_features)
         self._count_off = edges.count_offsets
 
     def update(self, x: Table) -> NumericAccumulator:
@@ -519,11 +323,7 @@ class NumericAccumulator:
         arr = as_float_columns(x)
         if arr.shape[1] != self.edges.n_features:
             raise ValueError(f"expected {self.edges.n_features} features, got {arr.shape[1]}")
-        glo, ghi, scale, n_cells, lut, lut_off = self.edges._grid
-        _bin_kernel(
-            arr.ravel(order="F"), np.int64(arr.shape[0]), self.edges.edges, self.edges.offsets,
-            glo, ghi, scale, n_cells, lut, lut_off, self._counts, self._count_off, self._ints, self._sums,
-        )  # fmt: skip
+        bin_table(arr, self.edges.offsets, self._count_off, self.edges._grid, (self._counts, self._ints, self._sums))
         return self
 
     def profile(self) -> NumericProfile:

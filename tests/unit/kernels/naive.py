@@ -96,7 +96,11 @@ def chi2(p_counts: np.ndarray, q_counts: np.ndarray) -> tuple[float, int, float]
 
 
 def ks_exact(a: np.ndarray, b: np.ndarray) -> float:
-    return float(stats.ks_2samp(a[np.isfinite(a)], b[np.isfinite(b)]).statistic)
+    """The exact two-sample statistic. Only its p-value depends on the method: when scipy's exact p-value fails
+    (heavy ties) it warns and switches to the asymptotic one, which leaves the statistic untouched."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful", category=RuntimeWarning)
+        return float(stats.ks_2samp(a[np.isfinite(a)], b[np.isfinite(b)]).statistic)
 
 
 def ks_pvalue_asymptotic(ks: float, n: int, m: int) -> float:
