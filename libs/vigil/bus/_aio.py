@@ -1,4 +1,4 @@
-"""Small asyncio helpers for aiokafka clients."""
+"""Small asyncio helpers: stopping aiokafka clients, waiting on an event without losing a cancellation."""
 
 from __future__ import annotations
 
@@ -25,3 +25,34 @@ async def stop_quietly(client: Any) -> None:
         log.debug("aiokafka stop() raised CancelledError from its own tasks; ignored")
     except Exception as exc:
         log.debug("aiokafka stop() failed", extra={"error": repr(exc)})
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until ``event`` is set or ``timeout_s`` passed; True if it was set.
+
+    Not ``asyncio.wait_for(event.wait(), timeout_s)``: on Python 3.11, a cancellation that arrives just as the event
+    is set is swallowed by ``wait_for`` (it returns the result instead), so a worker loop built on it survives its
+    own ``stop()`` and the stop hangs forever — seen as a scheduler ticker, woken by the last API request before
+    shutdown, holding the service's shutdown for good. ``asyncio.timeout`` keeps the cancellation.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a child ``task`` and wait until it has finished, without swallowing a cancellation of the caller.
+
+    ``task.cancel(); with suppress(CancelledError): await task`` inside a worker loop also swallows the *worker's*
+    own cancellation if it arrives during that await — the loop then outlives its ``stop()`` (seen: a trainer worker
+    finishing a run as the service stopped). ``asyncio.wait`` never raises the child's outcome, only our own.
+    """
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.warning(
+            "child task failed while being cancelled", extra={"task": task.get_name(), "error": repr(task.exception())}
+        )

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -212,18 +213,26 @@ class EventConsumer:
                         "messaging.consumer.group.name": self.config.group_id,
                     },
                 ):
+                    emitter: Emitter | None = None
                     async with self.pool.acquire() as conn, conn.transaction():
                         fresh = await self._claim(conn, deliveries)
                         if fresh:
                             emitter = Emitter(conn, self.config.source, f"service:{self.config.service}")
                             await self.batch_handler(BatchContext(conn, emitter), fresh)
+                    if emitter is not None:
+                        emitter.committed()
                 HANDLER_SECONDS.labels(self.config.service, "*batch*").observe(time.perf_counter() - start)
                 self.applied += len(fresh)
                 self.skipped += len(deliveries) - len(fresh)
                 fresh_ids = {d.envelope.id for d in fresh}
-                for d in deliveries:
-                    outcome = "applied" if d.envelope.id in fresh_ids else "duplicate"
-                    EVENTS_CONSUMED.labels(self.config.service, d.topic, d.envelope.type, outcome).inc()
+                # One ``labels().inc(n)`` per (topic, type, outcome) of the batch, not one per event: the label
+                # lookup (a lock and a dict) cost more than the rest of the bookkeeping at 500 events a batch.
+                outcomes = Counter(
+                    (d.topic, d.envelope.type, "applied" if d.envelope.id in fresh_ids else "duplicate")
+                    for d in deliveries
+                )
+                for (topic, event_type, outcome), count in outcomes.items():
+                    EVENTS_CONSUMED.labels(self.config.service, topic, event_type, outcome).inc(count)
                 return True
             except INFRA_ERRORS as exc:
                 log.warning("database unavailable; retrying batch", extra={"error": repr(exc)})
@@ -303,7 +312,8 @@ class EventConsumer:
             else:
                 assert self.batch_handler is not None
                 await self.batch_handler(BatchContext(conn, emitter), [delivery])
-            return True
+        emitter.committed()
+        return True
 
     async def _dead_letter(
         self,

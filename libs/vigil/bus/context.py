@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -9,6 +11,8 @@ import asyncpg
 from vigil.bus.outbox import enqueue
 from vigil.bus.tracing import current_traceparent
 from vigil.events import Envelope, EventPayload, make_event
+
+log = logging.getLogger("vigil.bus")
 
 
 @dataclass
@@ -19,6 +23,21 @@ class Emitter:
     source: str
     default_actor: str
     emitted: list[Envelope] = field(default_factory=list)
+    _after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the transaction has committed (never on rollback) — e.g. wake a worker that will
+        read what this transaction wrote: woken earlier, it would find nothing and sleep a whole poll interval."""
+        self._after_commit.append(callback)
+
+    def committed(self) -> None:
+        """Called by the consumer after the commit; a failing callback is logged, the event stays applied."""
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed")
 
     async def emit(
         self,
@@ -70,6 +89,10 @@ class HandlerContext:
     async def emit(self, payload: EventPayload, *, actor: str | None = None, subject: str | None = None) -> Envelope:
         """Emit an event caused by the one being handled."""
         return await self.emitter.emit(payload, cause=self.delivery.envelope, actor=actor, subject=subject)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """See :meth:`Emitter.after_commit`."""
+        self.emitter.after_commit(callback)
 
 
 @dataclass

@@ -103,5 +103,5 @@ class BrokerEpochWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("epoch watch error", extra={"error": repr(exc)})
+                log.warning("epoch watch error: %r", exc, exc_info=True)
             await asyncio.sleep(self.interval_s)

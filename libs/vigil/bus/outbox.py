@@ -1,21 +1,20 @@
 """Transactional outbox: events are written with the state change that caused them, then relayed to Kafka.
 
 ``enqueue`` runs inside the caller's transaction (so an event exists if and only if its effect does) and notifies
-the relay, which publishes rows in ``seq`` order, waits for the broker's acks and marks them published. Published
-rows are kept for ``retention`` so that :meth:`OutboxRelay.republish_recent` can replay them after a broker lost
-its log; consumers' inboxes make the replay harmless.
+the relay (LISTEN/NOTIFY through :class:`vigil.bus.wakeup.NotifyWakeup`, polling as a fallback), which publishes
+rows in ``seq`` order, waits for the broker's acks and marks them published. Published rows are kept for
+``retention`` so that :meth:`OutboxRelay.republish_recent` can replay them after a broker lost its log; consumers'
+inboxes make the replay harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import orjson
@@ -23,7 +22,9 @@ import orjson
 from vigil.bus.metrics import OUTBOX_PENDING, REPUBLISHED
 from vigil.bus.producer import BusProducer
 from vigil.bus.tracing import inject_headers
-from vigil.events import Envelope, check_outgoing, payload_class
+from vigil.bus.wakeup import NotifyWakeup
+from vigil.events import Envelope, payload_class
+from vigil.events.contracts import encode_outgoing
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,8 @@ async def _notify_relay(conn: asyncpg.Connection) -> None:
 
 async def enqueue(conn: asyncpg.Connection, envelope: Envelope, *, validate: bool = True) -> None:
     """Add an event to the outbox in the caller's transaction; the topic and key come from its payload class."""
-    if validate:
-        check_outgoing(envelope)
-    cls = payload_class(envelope.type, envelope.version)
-    key = str(envelope.data.get(cls.KEY_FIELD, envelope.subject))
-    headers = inject_headers([("ce_type", envelope.type.encode()), ("ce_id", envelope.id.encode())])
-    await enqueue_raw(conn, envelope.id, cls.TOPIC, key, envelope.canonical_bytes(), headers)
+    record = OutboxRecord.of(envelope, validate=validate)
+    await enqueue_raw(conn, record.record_id, record.topic, record.key, record.value, record.headers)
 
 
 async def enqueue_raw(
@@ -92,13 +89,16 @@ class OutboxRecord:
 
     @classmethod
     def of(cls, envelope: Envelope, *, validate: bool = True) -> OutboxRecord:
-        """The outbox row of an event (topic and key from its payload class), as :func:`enqueue` would write it."""
-        if validate:
-            check_outgoing(envelope)
+        """The outbox row of an event (topic and key from its payload class), as :func:`enqueue` would write it.
+
+        With ``validate`` the contract check and the encoding share one dump of the envelope
+        (:func:`vigil.events.contracts.encode_outgoing`): the bytes written are the bytes checked.
+        """
+        value = encode_outgoing(envelope) if validate else envelope.canonical_bytes()
         payload_cls = payload_class(envelope.type, envelope.version)
         key = str(envelope.data.get(payload_cls.KEY_FIELD, envelope.subject))
         headers = inject_headers([("ce_type", envelope.type.encode()), ("ce_id", envelope.id.encode())])
-        return cls(envelope.id, payload_cls.TOPIC, key, envelope.canonical_bytes(), headers)
+        return cls(envelope.id, payload_cls.TOPIC, key, value, headers)
 
 
 async def enqueue_many(conn: asyncpg.Connection, records: Sequence[OutboxRecord]) -> None:
@@ -148,73 +148,39 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval_ms / 1000
         self.retention_s = retention_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listen_conn: asyncpg.Connection | None = None
+        self._last_prune = 0.0
+        # The wait without a NOTIFY is 5 poll intervals: the NOTIFY is the fast path, the poll only a safety net.
+        self._wakeup = NotifyWakeup(
+            pool,
+            notify_channel(schema),
+            self._round,
+            name=f"outbox-relay-{schema}",
+            poll_s=self.poll_interval * 5,
+            backoff_s=self.poll_interval,
+            logger=log,
+            error_message="outbox relay error, retrying",
+            log_extra={"schema": schema},
+        )
         self.published_total = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.schema}")
+        await self._wakeup.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._unlisten()
+        await self._wakeup.stop()
 
     def wake(self) -> None:
         """Ask the relay to look at the outbox now."""
-        self._wake.set()
+        self._wakeup.wake()
 
-    async def _listen(self) -> None:
-        if self._listen_conn is not None and not self._listen_conn.is_closed():
-            return
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(notify_channel(self.schema), self._on_notify)
-        except BaseException:
-            await self.pool.release(conn)
-            raise
-        self._listen_conn = conn
-
-    async def _unlisten(self) -> None:
-        conn, self._listen_conn = self._listen_conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(notify_channel(self.schema), self._on_notify)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
-
-    def _on_notify(self, *_: Any) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        backoff = self.poll_interval
-        last_prune = 0.0
-        while True:
-            try:
-                await self._listen()
-                published = await self.publish_batch()
-                backoff = self.poll_interval
-                now = asyncio.get_running_loop().time()
-                if now - last_prune > 60:
-                    last_prune = now
-                    await self.prune()
-                if published >= self.batch_size:
-                    continue  # more waiting: go again at once
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval * 5)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker or database away: keep the rows, try again with backoff
-                log.warning("outbox relay error, retrying", extra={"error": repr(exc), "schema": self.schema})
-                await self._unlisten()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+    async def _round(self) -> bool:
+        """Publish one batch (and prune once a minute); True when a full batch suggests more is waiting."""
+        published = await self.publish_batch()
+        now = asyncio.get_running_loop().time()
+        if now - self._last_prune > 60:
+            self._last_prune = now
+            await self.prune()
+        return published >= self.batch_size
 
     async def publish_batch(self) -> int:
         """Publish up to ``batch_size`` pending rows in seq order; mark them published once acked.

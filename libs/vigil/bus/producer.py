@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
@@ -41,6 +42,8 @@ class BusProducer:
             client_id=f"vigil-{service}",
         )
         self._started = False
+        # The counter child per topic, looked up once: ``labels()`` takes a lock and builds a key on every call.
+        self._produced: dict[str, Any] = {}
 
     async def start(self) -> None:
         await self._producer.start()
@@ -59,7 +62,10 @@ class BusProducer:
         future: asyncio.Future[RecordMetadata] = await self._producer.send(
             physical, value, key=key.encode() if key is not None else None, headers=list(headers)
         )
-        EVENTS_PRODUCED.labels(self.service, topic).inc()
+        counter = self._produced.get(topic)
+        if counter is None:
+            counter = self._produced[topic] = EVENTS_PRODUCED.labels(self.service, topic)
+        counter.inc()
         return future
 
     async def send_and_wait(

@@ -17,7 +17,7 @@ from typing import Any
 import fastjsonschema
 
 from vigil.events import upcast
-from vigil.events.codec import EncodingError, parse_json
+from vigil.events.codec import EncodingError, canonical_json, parse_json
 from vigil.events.envelope import Envelope, dataschema_uri, version_from_dataschema
 from vigil.events.payload import EventPayload
 
@@ -56,9 +56,41 @@ def _load_schema(relative: str) -> dict[str, Any]:
     return loaded
 
 
+def inline_local_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``schema`` with every non-recursive ``#/$defs/<name>`` reference replaced by its definition.
+
+    Why: fastjsonschema compiles a ``$ref`` into a call of a separate function and, for array items, formats the
+    item's path (``str.format(**locals())``) before every call, on the happy path. Inlined, the item is checked
+    in the loop itself and the path is only formatted when raising: ~3x faster for payloads with lists of
+    objects (columns, windows, evidence). The result accepts and refuses exactly what the original does:
+    fastjsonschema lets a ``$ref`` override its sibling keywords, and so does the replacement; a reference that
+    would recurse (a cycle through ``$defs``) is left as it is. ``tests/unit/events`` checks the equivalence.
+    """
+    defs = schema.get("$defs", {})
+    # fastjsonschema rewrites the refs of a schema it compiled into absolute ones (``<$id>#/$defs/…``): take both.
+    prefixes = ("#/$defs/", f"{schema.get('$id', '')}#/$defs/")
+
+    def walk(node: Any, resolving: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, resolving) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        prefix = next((p for p in prefixes if isinstance(ref, str) and ref.startswith(p)), None)
+        if isinstance(ref, str) and prefix is not None:
+            name = ref[len(prefix) :]
+            if "/" not in name and "~" not in name and name in defs and name not in resolving:
+                return walk(defs[name], (*resolving, name))
+        return {key: walk(value, resolving) for key, value in node.items()}
+
+    inlined: dict[str, Any] = walk(schema, ())
+    return inlined
+
+
 @cache
 def _validator(relative: str) -> Callable[[Any], Any]:
-    validator: Callable[[Any], Any] = fastjsonschema.compile(_load_schema(relative))
+    """The compiled validator of one schema file (compiled once per process; refs inlined, see above)."""
+    validator: Callable[[Any], Any] = fastjsonschema.compile(inline_local_refs(_load_schema(relative)))
     return validator
 
 
@@ -164,6 +196,20 @@ def decode_event(raw: bytes | None) -> tuple[Envelope, EventPayload]:
     return validate_envelope_dict(parsed)
 
 
+def encode_outgoing(envelope: Envelope) -> bytes:
+    """Validate an event we are about to write and return its canonical bytes (what goes on the wire).
+
+    One ``model_dump`` serves both: the dict that is checked (envelope schema, dataschema, payload schema, payload
+    model — the same checks as on consume, so nothing that breaks its schema leaves a service) is the dict that
+    is encoded, so the bytes are exactly :meth:`Envelope.canonical_bytes`. The payload model is built again on
+    purpose: payloads made with ``model_construct`` (the deployer's batcher) skip pydantic's checks, and this is
+    where their cross-field rules are enforced.
+    """
+    dumped = envelope.model_dump(mode="json")
+    validate_envelope_dict(dumped)
+    return canonical_json(dumped)
+
+
 def check_outgoing(envelope: Envelope) -> None:
     """Validate an event we are about to write (produce-side check)."""
-    validate_envelope_dict(envelope.model_dump(mode="json"))
+    encode_outgoing(envelope)

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from opentelemetry import propagate, trace
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vigil.service.auth import TokenStore
 from vigil.service.dlq_api import router as dlq_router
+from vigil.service.http_middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from vigil.service.info_api import router as info_router
 from vigil.service.logging import configure_logging
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime, start_runtime
@@ -29,46 +27,7 @@ from vigil.service.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
 
-HTTP_REQUESTS = Counter("vigil_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
-HTTP_SECONDS = Histogram("vigil_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
-
-_tracer = trace.get_tracer("vigil.http")
-
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
-
-
-class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413, by Content-Length and while streaming."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    # Raised inside the route's body read; FastAPI lets HTTPException through as the response.
-                    raise HTTPException(413, f"request body exceeds {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body exceeds {self.max_bytes} bytes"}, status_code=413)
-        await response(scope, receive, send)
 
 
 def create_app(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> FastAPI:
@@ -101,8 +60,10 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings | None =
     )
     app.state.settings = settings
     app.state.token_store = TokenStore(settings.resolved_tokens_file())
+    # Pure ASGI (see vigil.service.http_middleware); the last added is outermost: metrics and the SERVER span
+    # wrap the body limit, so refused bodies are counted and traced too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http_max_body_bytes)
-    _add_request_metrics(app, definition.name)
+    app.add_middleware(RequestMetricsMiddleware, service=definition.name)
     _add_error_handler(app)
     _add_health_routes(app)
     for router in definition.routers:
@@ -110,25 +71,6 @@ def create_app(definition: ServiceDefinition, settings: ServiceSettings | None =
     app.include_router(dlq_router)
     app.include_router(info_router)
     return app
-
-
-def _add_request_metrics(app: FastAPI, service: str) -> None:
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        parent = propagate.extract(dict(request.headers))
-        with _tracer.start_as_current_span(
-            f"{request.method} {request.url.path}", context=parent, kind=trace.SpanKind.SERVER
-        ) as span:
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            span.update_name(f"{request.method} {path}")
-            span.set_attribute("http.route", path)
-            span.set_attribute("http.response.status_code", response.status_code)
-        HTTP_REQUESTS.labels(service, request.method, path, str(response.status_code)).inc()
-        HTTP_SECONDS.labels(service, request.method, path).observe(time.perf_counter() - start)
-        return response
 
 
 def _add_error_handler(app: FastAPI) -> None:

@@ -9,6 +9,8 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
+from vigil.bus._aio import wait_event
+
 log = logging.getLogger(__name__)
 
 
@@ -47,5 +49,4 @@ class PeriodicTask(ABC):
             except Exception:
                 log.exception("%s tick failed; the next tick retries", self.name)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            await wait_event(self._wake, self.interval_s)

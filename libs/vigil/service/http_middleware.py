@@ -1,0 +1,143 @@
+"""Pure-ASGI HTTP middleware every service runs: request metrics + SERVER spans, and the request body limit.
+
+Why not Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``): it runs the rest of the app in a task
+group behind memory streams, re-wraps ``receive`` and the response body, and so costs a large share of a cheap
+request (``GET /healthz``) besides its known pitfalls with streaming responses and context variables. These
+classes only wrap ``send`` / ``receive`` of the one ASGI call: the endpoint runs in the caller's task and context.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import HTTPException
+from opentelemetry import propagate, trace
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter("vigil_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
+HTTP_SECONDS = Histogram("vigil_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
+
+#: The ``route`` label of requests no route matched (404s, bodies refused by Content-Length before routing): the
+#: raw path would give the metric one series per scanned URL.
+UNMATCHED = "unmatched"
+
+_tracer = trace.get_tracer("vigil.http")
+
+
+def _carrier(scope: Scope) -> dict[str, str]:
+    """Request headers as the propagator reads them (lower-case names; the first of repeated headers wins)."""
+    carrier: dict[str, str] = {}
+    for name, value in scope.get("headers") or ():
+        carrier.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return carrier
+
+
+class RequestMetricsMiddleware:
+    """One SERVER span per request (child of the caller's W3C trace context) plus the HTTP Prometheus metrics.
+
+    The span starts as ``"<METHOD> <path>"`` and is renamed ``"<METHOD> <route template>"`` once routing chose a
+    route; metrics are labelled with the template (``/v1/datasets/{name}``), never the raw path. A request whose
+    handler raised is counted with status 500 — what the outer error handler answers — and the span records the
+    exception.
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        method: str = scope["method"]
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        parent = propagate.extract(_carrier(scope))
+        with _tracer.start_as_current_span(
+            f"{method} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                # The router stores the matched route in this same scope dict; absent → nothing matched.
+                path = getattr(scope.get("route"), "path", UNMATCHED)
+                span.update_name(f"{method} {path}")
+                span.set_attribute("http.route", path)
+                span.set_attribute("http.response.status_code", status)
+                HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
+                HTTP_SECONDS.labels(self.service, method, path).observe(time.perf_counter() - start)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit; FastAPI lets HTTPException through body
+    parsing (any other exception there becomes a 400), and its exception middleware turns it into the 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, body_too_large_detail(max_bytes))
+
+
+def body_too_large_detail(max_bytes: int) -> str:
+    return f"request body exceeds {max_bytes} bytes"
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413, by Content-Length and while streaming (chunked)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    await self._reject(send)
+                    return
+                break
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def watch_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watch_send)
+        except BodyTooLarge:
+            # Reached us only if nothing below turned it into a response (a body read outside FastAPI's handling).
+            if started:
+                raise
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = b'{"detail":"' + body_too_large_detail(self.max_bytes).encode() + b'"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
