@@ -34,6 +34,13 @@ async def _stop_streams(runtime: ServiceRuntime) -> None:
         await streams.stop()
 
 
+async def _restart_streams(runtime: ServiceRuntime) -> None:
+    """After a broker loss (the runtime's hook): the faust app starts over on the new log, state carried over."""
+    streams = runtime.state.get("streams")
+    if isinstance(streams, MonitorStreams):
+        await streams.restart_after_broker_loss()
+
+
 DEFINITION = ServiceDefinition(
     name="monitor",
     settings_cls=MonitorSettings,
@@ -43,6 +50,7 @@ DEFINITION = ServiceDefinition(
     routers=[router],
     on_start=_start_streams,
     on_stop=_stop_streams,
+    on_broker_loss=_restart_streams,
 )
 
 

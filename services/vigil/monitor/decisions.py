@@ -9,7 +9,8 @@ decisions. Rules every decision follows:
   policy version that judged it.
 - Each decision has a dedupe key; the closer stores it in the same transaction as the event, so re-closing a
   window (restart, redelivery, a late-label revision) never emits the same decision twice. Verdicts are keyed by
-  outcome (a window's verdict is re-emitted only when it changes), rollbacks once per candidate version.
+  outcome (a window's verdict is re-emitted only when it changes), rollbacks once per candidate version *and
+  rollout episode* (see :func:`episode_start`): a later rollout of the same version can be rolled back again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from scipy import special
@@ -106,6 +108,21 @@ def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
     return out
 
 
+def episode_start(history: Sequence[Figures], fig: Figures) -> str:
+    """Start of the run of windows with this version × variant's traffic that ends with ``fig``.
+
+    The monitor does not see rollouts, only traffic; a rollout of a candidate is the run of consecutive windows in
+    which it served. A whole window without any of its traffic (a rollback, an abort, a promotion before a new
+    rollout of the same version) ends an episode. ``history`` is older windows of the same version and variant,
+    oldest first, as the closer and the replay pass it."""
+    start = datetime.fromisoformat(fig["start"])
+    for f in reversed(history):
+        if datetime.fromisoformat(f["end"]) < start:
+            break
+        start = datetime.fromisoformat(f["start"])
+    return start.isoformat()
+
+
 def _trailing(history: Sequence[Figures], fig: Figures, test: Any) -> int:
     """How many consecutive windows, ending with ``fig``, satisfy ``test`` (history newest last, contiguous)."""
     n = 0
@@ -185,6 +202,7 @@ def canary_checks(policy: Policy, cand: Figures, stable: Figures) -> tuple[list[
     lc, ls = cand.get("latency"), stable.get("latency")
     if lc and ls and lc["count"] >= rule.min_samples and ls["count"] >= rule.min_samples and ls["p99_ms"] > 0:
         ratio = lc["p99_ms"] / ls["p99_ms"]
+        increase_ms = lc["p99_ms"] - ls["p99_ms"]
         judged["latency"] = True
         ev.append(
             _ev(
@@ -193,7 +211,7 @@ def canary_checks(policy: Policy, cand: Figures, stable: Figures) -> tuple[list[
                 ratio,
                 rule.max_latency_p99_ratio,
                 "gt",
-                ratio > rule.max_latency_p99_ratio,
+                ratio > rule.max_latency_p99_ratio and increase_ms > rule.min_latency_increase_ms,
                 lc["count"],
                 baseline=ls["p99_ms"],
             )
@@ -331,18 +349,28 @@ def evaluate(
                 )
             )
             if variant == "candidate" and "slo_breach" in policy.actions.rollback_on:
-                out.append(_rollback(common, fig, peer, "slo_breach", [ev], f"SLO {name} breached"))
+                out.append(
+                    _rollback(
+                        common, fig, peer, "slo_breach", [ev], f"SLO {name} breached", episode_start(history, fig)
+                    )
+                )
 
     if variant in ("candidate", "shadow"):  # shadow rollouts wait for a verdict too (their answers are mirrored)
-        out.extend(_canary(policy, common, fig, peer, revision))
+        out.extend(_canary(policy, common, fig, peer, revision, episode_start(history, fig)))
     return out
 
 
 def _rollback(
-    common: dict[str, Any], fig: Figures, peer: Figures | None, reason: Any, evidence: list[Evidence], detail: str
+    common: dict[str, Any],
+    fig: Figures,
+    peer: Figures | None,
+    reason: Any,
+    evidence: list[Evidence],
+    detail: str,
+    episode: str,
 ) -> Decision:
     return Decision(
-        f"rollback|{fig['deployment']}|{fig['version']}",
+        f"rollback|{fig['deployment']}|{fig['version']}|{episode}",
         RollbackRequested(
             **common,
             stable_version=peer["version"] if peer else None,
@@ -355,7 +383,7 @@ def _rollback(
 
 
 def _canary(
-    policy: Policy, common: dict[str, Any], cand: Figures, peer: Figures | None, revision: int
+    policy: Policy, common: dict[str, Any], cand: Figures, peer: Figures | None, revision: int, episode: str
 ) -> list[Decision]:
     rule = policy.canary
     base = {k: common[k] for k in ("deployment", "model", "window", "policy_version")}
@@ -395,11 +423,11 @@ def _canary(
     if verdict == "Failed":
         failed_ev = [e for e in evidence if e.breached]
         if fair and "fairness_breach" in policy.actions.rollback_on:
-            out.append(_rollback(common, cand, peer, "fairness_breach", failed_ev, reason))
+            out.append(_rollback(common, cand, peer, "fairness_breach", failed_ev, reason, episode))
         elif any(e.breached and not e.statistic.startswith("fairness.") for e in evidence) and (
             "candidate_worse" in policy.actions.rollback_on
         ):
-            out.append(_rollback(common, cand, peer, "candidate_worse", failed_ev, reason))
+            out.append(_rollback(common, cand, peer, "candidate_worse", failed_ev, reason, episode))
     return out
 
 

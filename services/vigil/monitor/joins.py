@@ -49,10 +49,13 @@ def _concat(a: _Run, b: _Run) -> _Run:
 
 @dataclass
 class Matches:
-    """Rows found for a list of label hashes (``found`` aligned with the query; the rest only for found rows)."""
+    """Every indexed row a list of label hashes matched. ``found`` is aligned with the query; the other fields have
+    one entry per match, and ``rows`` names the query position of each. A prediction id can match more than once:
+    a mirrored (shadow) request logs the same ids as the primary answer, and both answers are judged."""
 
     found: npt.NDArray[np.bool_]
-    windows: list[str]  # window key per found row
+    rows: npt.NDArray[np.intp]  # query position per match
+    windows: list[str]  # window key per match
     scores: npt.NDArray[np.float32]
     preds: npt.NDArray[np.int8]
     groups: npt.NDArray[np.int16]
@@ -88,21 +91,38 @@ class JoinIndex:
             self._runs.append(_concat(a, b))
 
     def lookup(self, hashes: npt.NDArray[np.uint64]) -> Matches:
-        found = np.zeros(hashes.size, dtype=bool)
-        wid = np.full(hashes.size, -1, dtype=np.int32)
-        scores = np.full(hashes.size, np.nan, dtype=np.float32)
-        preds = np.full(hashes.size, -1, dtype=np.int8)
-        groups = np.full(hashes.size, -1, dtype=np.int16)
-        for run in reversed(self._runs):  # newest first; a loop over runs (O(log n)), not rows
+        """All rows whose hash is in ``hashes`` — in every window (a shadow's copy as well as the primary's), but
+        each (label, window) pair once (a batch logged twice under two event ids is not credited twice)."""
+        q_parts: list[npt.NDArray[np.intp]] = []
+        pos_parts: list[tuple[_Run, npt.NDArray[np.intp]]] = []
+        for run in self._runs:  # a loop over runs (O(log n)), not rows
             if not run.size:
                 continue
-            pos = np.minimum(np.searchsorted(run.hashes, hashes), run.size - 1)
-            hit = (run.hashes[pos] == hashes) & ~found
-            p = pos[hit]
-            wid[hit], scores[hit], preds[hit], groups[hit] = run.window[p], run.scores[p], run.preds[p], run.groups[p]
-            found |= hit
-        keys = [self._window_keys[i] for i in wid[found].tolist()]
-        return Matches(found, keys, scores[found], preds[found], groups[found])
+            lo = np.searchsorted(run.hashes, hashes, "left")
+            n = np.searchsorted(run.hashes, hashes, "right") - lo
+            total = int(n.sum())
+            if not total:
+                continue
+            q = np.repeat(np.arange(hashes.size), n)
+            pos = np.repeat(lo, n) + (np.arange(total) - np.repeat(np.cumsum(n) - n, n))
+            q_parts.append(q)
+            pos_parts.append((run, pos))
+        if not q_parts:
+            empty = np.zeros(0, dtype=np.intp)
+            return Matches(np.zeros(hashes.size, dtype=bool), empty, [], np.zeros(0, np.float32),
+                           np.zeros(0, np.int8), np.zeros(0, np.int16))  # fmt: skip
+        rows = np.concatenate(q_parts)
+        wid = np.concatenate([r.window[p] for r, p in pos_parts]).astype(np.int64)
+        scores = np.concatenate([r.scores[p] for r, p in pos_parts])
+        preds = np.concatenate([r.preds[p] for r, p in pos_parts])
+        groups = np.concatenate([r.groups[p] for r, p in pos_parts])
+        _, first = np.unique(rows.astype(np.int64) * (len(self._window_keys) + 1) + wid, return_index=True)
+        first.sort()
+        rows, wid, scores, preds, groups = rows[first], wid[first], scores[first], preds[first], groups[first]
+        found = np.zeros(hashes.size, dtype=bool)
+        found[rows] = True
+        keys = [self._window_keys[i] for i in wid.tolist()]
+        return Matches(found, rows, keys, scores, preds, groups)
 
     def drop_windows(self, keys: set[str]) -> None:
         """Forget the rows of expired windows."""
@@ -135,3 +155,55 @@ def decode_batch(data: bytes) -> tuple[str, BatchColumns]:
         decode_array(d["groups"], dtype=np.int16, name="groups"),
     )
     return str(d["window"]), cols
+
+
+class LabelledSet:
+    """The prediction ids (64-bit hashes) of one window that already took a label: a prediction has at most one
+    ground truth, so a second label for it — the same event redelivered or re-sent under its own id, or a different
+    label event naming the same prediction — must not count again. The *first* label wins; later ones are ignored
+    (and counted): the window states are merge-only sketches (histograms, DDSketch, group rates) and folding a
+    correction in would need a retraction path for every kernel.
+
+    Bounded like the join index: at most one hash per labelled prediction of the window, dropped with the window
+    at the label horizon. Sorted runs merged log-structured style, as in :class:`JoinIndex`."""
+
+    def __init__(self) -> None:
+        self._runs: list[npt.NDArray[np.uint64]] = []
+
+    @property
+    def size(self) -> int:
+        return sum(int(r.size) for r in self._runs)
+
+    def contains(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        out = np.zeros(hashes.size, dtype=bool)
+        for run in self._runs:
+            if run.size:
+                pos = np.minimum(np.searchsorted(run, hashes), run.size - 1)
+                out |= run[pos] == hashes
+        return out
+
+    def fresh(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """Which of ``hashes`` may take a label now: not labelled yet, and the first occurrence in ``hashes`` (one
+        record naming the same prediction twice counts it once)."""
+        first = np.zeros(hashes.size, dtype=bool)
+        first[np.unique(hashes, return_index=True)[1]] = True
+        return first & ~self.contains(hashes)
+
+    def add(self, hashes: npt.NDArray[np.uint64]) -> None:
+        if not hashes.size:
+            return
+        self._runs.append(np.unique(hashes))
+        while len(self._runs) > 1 and self._runs[-1].size * 2 >= self._runs[-2].size:
+            b, a = self._runs.pop(), self._runs.pop()
+            self._runs.append(np.union1d(a, b))
+
+
+def encode_labelled(window: str, hashes: npt.NDArray[np.uint64]) -> bytes:
+    """The ``labelled`` table value: the prediction hashes one label record (or one batch's held labels) credited
+    to ``window``."""
+    return orjson.dumps({"window": window, "hashes": encode_array(np.unique(hashes).view(np.int64))})
+
+
+def decode_labelled(data: bytes) -> tuple[str, npt.NDArray[np.uint64]]:
+    d = orjson.loads(data)
+    return str(d["window"]), decode_array(d["hashes"], dtype=np.int64, name="hashes").view(np.uint64)

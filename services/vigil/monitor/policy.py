@@ -61,6 +61,9 @@ class CanaryRule(_Part):
     max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)  # and the drop must exceed this (effect size)
     max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)
     max_latency_p99_ratio: float = Field(default=1.5, gt=1)  # candidate p99 / stable p99
+    #: …and the p99 must also grow by more than this (effect size): a p99 over a few hundred rows is the max of a
+    #: few requests' latencies, so a 2× ratio between 3 ms and 6 ms is noise, not a regression.
+    min_latency_increase_ms: float = Field(default=20.0, ge=0)
     require_quality: bool = False  # True: no labels yet = Inconclusive instead of judging latency/errors only
 
 

@@ -23,6 +23,10 @@ class MonitorSettings(ServiceSettings):
     #: Window state and the prediction-id join index are kept this long after a window ends, so labels
     #: arriving later still update that window's quality figures (revision + 1). Older labels are dropped.
     label_horizon_s: float = Field(default=6 * 3600.0, gt=0)
+    #: A label whose prediction has not arrived yet is held this long (and joined when the prediction comes).
+    label_hold_s: float = Field(default=900.0, gt=0)
+    #: At most this many labels are held per deployment; beyond it the oldest held labels are dropped (counted).
+    label_hold_max_rows: int = Field(default=100_000, ge=1_000)
     #: Score histogram resolution of the quality state (AUC granularity 1/bins; must be a multiple of 10).
     score_bins: int = Field(default=200, ge=10)
     #: Buckets of the prediction-drift histogram (scores in [0, 1], else outputs' categories).

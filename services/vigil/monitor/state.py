@@ -82,7 +82,10 @@ class WindowState:
         return last is not None and offset <= last
 
     def mark(self, stream: str, partition: int, offset: int) -> None:
-        self.offsets[f"{stream}:{partition}"] = offset
+        """Record ``offset`` as applied. Never moves back: a held label (held.py) joined later names an offset
+        older than labels already applied directly, and every record up to the mark has been processed."""
+        k = f"{stream}:{partition}"
+        self.offsets[k] = max(offset, self.offsets.get(k, -1))
 
     def merge(self, other: WindowState) -> WindowState:
         """The state of both windows together (the rolling long window); offsets are not carried."""

@@ -26,11 +26,13 @@ import math
 import time
 from collections import defaultdict
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
 import faust
 import numpy as np
+import numpy.typing as npt
 import orjson
 from faust.contrib.asgi import faust_app_running
 from prometheus_client import Counter, Gauge
@@ -44,11 +46,13 @@ from vigil.events.catalog.streams import LabelObserved, MetricObserved, Predicti
 from vigil.kernels.fairness import GroupRates
 from vigil.kernels.profile import DatasetProfile
 from vigil.kernels.quality import BinaryClassificationState
-from vigil.monitor import store
+from vigil.monitor import faust_fixes, store
+from vigil.monitor.broker_loss import changelog_records, default_partition, reseed_changelogs
 from vigil.monitor.decisions import evaluate
 from vigil.monitor.figures import Figures, compute_figures, window_event
-from vigil.monitor.ingest import decode_stream_event, fold_predictions, id_hashes, to_binary
-from vigil.monitor.joins import JoinIndex, decode_batch, encode_batch
+from vigil.monitor.held import HeldIndex, HeldLabels
+from vigil.monitor.ingest import BatchColumns, decode_stream_event, fold_predictions, id_hashes, to_binary
+from vigil.monitor.joins import JoinIndex, LabelledSet, decode_batch, decode_labelled, encode_batch, encode_labelled
 from vigil.monitor.policy import Policy
 from vigil.monitor.settings import MonitorSettings
 from vigil.monitor.state import WindowState, window_key
@@ -60,6 +64,21 @@ ROWS = Counter("vigil_monitor_rows_total", "Stream rows processed by the monitor
 WINDOWS_CLOSED = Counter("vigil_monitor_windows_closed_total", "Windows closed or revised", ["kind"])
 DECISIONS = Counter("vigil_monitor_decisions_total", "Decision events emitted", ["type"])
 LIVE_WINDOWS = Gauge("vigil_monitor_live_windows", "Window states held in the windows table")
+HELD_DROPPED = Counter(
+    "vigil_monitor_held_labels_dropped_total",
+    "Labels held for a prediction that never arrived: dropped when too old or evicted by the per-deployment cap",
+    ["reason"],
+)
+HELD_ROWS = Gauge("vigil_monitor_held_labels", "Labels held while waiting for their predictions")
+CHANGELOG_RETRIES = Counter(
+    "vigil_monitor_changelog_retries_total", "Table changelog writes that failed and were sent again", ["table"]
+)
+
+# The changelog writes of the record being handled, per agent task (each agent runs in its own task, so a
+# ContextVar keeps the three agents' writes apart): (table, key, partition, future).
+_UNSETTLED: ContextVar[list[tuple[Any, str, int, asyncio.Future[Any]]] | None] = ContextVar(
+    "vigil_monitor_unsettled_changelog", default=None
+)
 
 
 class MonitorStreams:
@@ -74,12 +93,17 @@ class MonitorStreams:
         self.live: dict[str, WindowState] = {}
         self.indexes: dict[str, JoinIndex] = defaultdict(JoinIndex)
         self.batch_keys: dict[str, set[str]] = defaultdict(set)  # window key → joins table keys
+        self.held_labels: dict[str, HeldIndex] = defaultdict(HeldIndex)  # deployment → labels waiting (held.py)
+        self.labelled: dict[str, LabelledSet] = defaultdict(LabelledSet)  # window key → predictions with a label
+        self.labelled_keys: dict[str, set[str]] = defaultdict(set)  # window key → labelled table keys
         self._index_built = False
         self._references: dict[tuple[str, int], tuple[float, DatasetProfile | None, str | None]] = {}
         self._policies: dict[str, tuple[float, int, Policy]] = {}
         self._close_lock = asyncio.Lock()
         self._stack = AsyncExitStack()
         self.dead_lettered = 0
+        self.restarts = 0  # faust apps replaced after a broker loss
+        faust_fixes.apply()
         self.app = self._build_app()
 
     # -- faust app -----------------------------------------------------------------------------------------------
@@ -106,6 +130,8 @@ class MonitorStreams:
         schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw")
         self.windows = app.Table("windows", default=None, schema=schema, partitions=s.kafka_topic_partitions)
         self.joins = app.Table("joins", default=None, schema=schema, partitions=s.kafka_topic_partitions)
+        self.held = app.Table("held", default=None, schema=schema, partitions=s.kafka_topic_partitions)
+        self.labelled_table = app.Table("labelled", default=None, schema=schema, partitions=s.kafka_topic_partitions)
         for logical, handler in (
             (topics.PREDICTIONS, self.on_prediction),
             (topics.LABELS, self.on_label),
@@ -132,8 +158,74 @@ class MonitorStreams:
     async def stop(self) -> None:
         await self._stack.aclose()
 
+    async def restart_after_broker_loss(self) -> None:
+        """The broker came back without its log: keep the table state, forget the old log, run a new faust app
+        with the same id (why and how: broker_loss.py)."""
+        async with self._close_lock:
+            old = self.app
+            consumer: Any = old.consumer  # faust keeps its ack bookkeeping on the concrete consumer
+            for pending in (consumer._acked, consumer._acked_index, consumer._gap):
+                pending.clear()  # stopping commits what was acked: offsets of the old log, wrong on the new one
+            consumer._n_acked = 0
+            try:
+                await self._stack.aclose()
+            except Exception:  # an app that crashed on the lost log may fail to stop cleanly; its state is ours
+                log.exception("stopping the faust app after the broker loss failed")
+            self._stack = AsyncExitStack()
+            self._ensure_index()
+            for key in list(self.windows.keys()):
+                await self._load(key)
+            for st in self.live.values():
+                st.offsets.clear()
+            for held in self.held_labels.values():
+                for entry in held.entries.values():
+                    entry.offset = -1  # joined later, it marks the window with an old-log offset otherwise
+            s = self.settings
+            app_id = old.conf.id
+            rows = {
+                "windows": {k: st.to_bytes() for k, st in self.live.items()},
+                "held": {k: e.to_bytes() for h in self.held_labels.values() for k, e in h.entries.items()},
+                "joins": _table_bytes(self.joins),
+                "labelled": _table_bytes(self.labelled_table),
+            }
+            known = {st.deployment: st.partition for st in self.live.values() if st.partition is not None}
+            known.update({e.deployment: e.partition for h in self.held_labels.values() for e in h.entries.values()})
+
+            def partition_of(key: str) -> int:
+                deployment = key.split("|", 1)[0]
+                found = known.get(deployment)
+                return found if found is not None else default_partition(deployment, s.kafka_topic_partitions)
+
+            changelogs = {name: f"{app_id}-{name}-changelog" for name in rows}
+            records = changelog_records(((changelogs[n], r) for n, r in rows.items()), partition_of)
+            written = await reseed_changelogs(
+                s.kafka_bootstrap_servers,
+                records,
+                list(changelogs.values()),
+                s.kafka_topic_partitions,
+                s.kafka_replication_factor,
+            )
+            self.app = self._build_app()
+            await self.start()
+            self.restarts += 1
+            log.warning(
+                "faust app restarted after a broker loss",
+                extra={"windows": len(rows["windows"]), "changelog_records": written},
+            )
+
     # -- per message ---------------------------------------------------------------------------------------------
     async def _safely(self, logical: str, event: Any, handler: Any) -> None:
+        """Handle one record, then wait until the broker has every changelog write it made (see :meth:`_put`)
+        before returning — faust acks the record (making its offset committable) only once this returns."""
+        unsettled: list[tuple[Any, str, int, asyncio.Future[Any]]] = []
+        token = _UNSETTLED.set(unsettled)
+        try:
+            await self._handle(logical, event, handler)
+        finally:
+            _UNSETTLED.reset(token)
+        await self._settle(unsettled)
+
+    async def _handle(self, logical: str, event: Any, handler: Any) -> None:
         """Decode and handle one record; never let an exception reach faust. Infrastructure errors are retried
         (the record is not at fault); anything else dead-letters the record with its reason."""
         msg = event.message
@@ -255,7 +347,46 @@ class MonitorStreams:
 
     def _save(self, st: WindowState, partition: int) -> None:
         st.partition = partition
-        self.windows[st.key] = st.to_bytes()
+        self._put(self.windows, st.key, st.to_bytes())
+
+    def _put(self, table: Any, key: str, value: bytes) -> None:
+        """``table[key] = value``, keeping the changelog write's future so the record is not acked before it lands.
+
+        Why: faust commits a source offset once the record is acked, after ``producer.flush()`` — but the
+        producer buffer's flush gives up after 0.1 s without a message handed on (``ProducerBuffer.flush_atmost``)
+        and commits anyway. With ~40 kB window values, 2 busy cores and the agents running on during the commit,
+        changelog writes were still in faust's buffer when the offsets of the records that made them were
+        committed: a kill -9 then lost applied records for good (docs/faults.md). Waiting for the writes in the
+        agent (:meth:`_settle`) makes "changelog before offset" hold whatever faust's flush does."""
+        partition = table.partition_for_key(key)  # the current record's partition (co-partitioned topics)
+        fut = table.send_changelog(partition, key, value)
+        table.data[key] = value
+        unsettled = _UNSETTLED.get()
+        if unsettled is not None:
+            unsettled.append((table, key, fut.message.partition, fut))
+
+    async def _settle(self, unsettled: list[tuple[Any, str, int, asyncio.Future[Any]]]) -> None:
+        """Wait until the broker acknowledged every changelog write in ``unsettled``; a failed write is sent again
+        with the key's *current* value (later writes of the same key supersede it, and a tombstone stays one), so
+        memory and changelog agree before the record is acked. Blocks the agent while the broker is away — the
+        record must not be acked meanwhile."""
+        while unsettled:
+            await asyncio.wait([fut for *_, fut in unsettled])
+            failed = [(t, k, p) for t, k, p, fut in unsettled if fut.cancelled() or fut.exception() is not None]
+            unsettled.clear()
+            if not failed:
+                return
+            log.warning("changelog write failed; sending it again", extra={"writes": len(failed)})
+            await asyncio.sleep(0.5)
+            for table, key, partition in failed:
+                CHANGELOG_RETRIES.labels(table.name).inc()
+                unsettled.append((table, key, partition, table.send_changelog(partition, key, table.data.get(key))))
+
+    async def _settle_now(self) -> None:
+        """Wait for the current record's changelog writes so far (an ordering point, see _record_labelled)."""
+        unsettled = _UNSETTLED.get()
+        if unsettled:
+            await self._settle(unsettled)
 
     def _ensure_index(self) -> None:
         """After a restart, rebuild the label join index from the recovered ``joins`` table (once)."""
@@ -270,6 +401,17 @@ class MonitorStreams:
             deployment = window.split("|", 1)[0]
             self.indexes[deployment].add(window, cols)
             self.batch_keys[window].add(key)
+        for key, value in list(self.held.items()):
+            raw = _as_bytes(value)
+            if raw is not None:
+                entry = HeldLabels.from_bytes(raw)
+                self.held_labels[entry.deployment].entries[key] = entry
+        for key, value in list(self.labelled_table.items()):
+            raw = _as_bytes(value)
+            if raw is not None:
+                window, hashes = decode_labelled(raw)
+                self.labelled[window].add(hashes)
+                self.labelled_keys[window].add(key)
 
     def _start_of(self, ts: float) -> int:
         return int(math.floor(ts * 1000 / self.window_ms) * self.window_ms)
@@ -287,10 +429,20 @@ class MonitorStreams:
         if st is None:
             st = WindowState(p.deployment, p.model, p.version, p.variant, start, start + self.window_ms, digest)
             self.live[key] = st
-        if st.seen("p", partition, offset):
+        batch_key = f"{key}|{env.id}"
+        attribute = await self._fairness_attribute(p.deployment)
+        if st.seen("p", partition, offset) or batch_key in self.batch_keys[key]:
+            # a redelivery (offset already applied) or a re-sent copy of a batch this window holds (same event id:
+            # its join rows are written only once the window state that counts it is on the broker, below)
+            if batch_key not in self.batch_keys[key]:  # a crash came between the two writes: restore the join rows
+                scratch = WindowState(p.deployment, p.model, p.version, p.variant, start, st.end)
+                cols = fold_predictions(scratch, p, ref, prediction_bins=self.settings.prediction_bins,
+                                        fairness_attribute=attribute)  # fmt: skip
+                self.indexes[p.deployment].add(key, cols)
+                self.batch_keys[key].add(batch_key)
+                self._put(self.joins, batch_key, encode_batch(key, cols))
             ROWS.labels("predictions", "duplicate").inc(p.rows)
             return
-        attribute = await self._fairness_attribute(p.deployment)
         if st.closing or st.db_labels is not None:  # the window is closed: keep the rows joinable, not counted
             scratch = WindowState(p.deployment, p.model, p.version, p.variant, start, st.end)
             cols = fold_predictions(scratch, p, ref, prediction_bins=self.settings.prediction_bins,
@@ -303,12 +455,55 @@ class MonitorStreams:
             cols = fold_predictions(st, p, ref, prediction_bins=self.settings.prediction_bins,
                                     fairness_attribute=attribute)  # fmt: skip
             ROWS.labels("predictions", "applied").inc(p.rows)
-        batch_key = f"{key}|{env.id}"
-        self.indexes[p.deployment].add(key, cols)
+        self.indexes[p.deployment].add(key, cols)  # in memory at once: the labels agent may look it up next
         self.batch_keys[key].add(batch_key)
-        self.joins[batch_key] = encode_batch(key, cols)
+        credited = await self._join_held(st, cols)
         st.mark("p", partition, offset)
         self._save(st, partition)
+        # The window state first, then the join rows and labelled marks: those say "this batch / label is in the
+        # window" to a later re-send, so they must never reach the broker without the state they describe.
+        await self._settle_now()
+        self._put(self.joins, batch_key, encode_batch(key, cols))
+        for table_key, hashes in credited:
+            self._record_labelled(key, table_key, hashes)
+
+    async def _join_held(self, st: WindowState, cols: BatchColumns) -> list[tuple[str, npt.NDArray[np.uint64]]]:
+        """Credit labels that arrived before this batch (held.py) to the batch's window.
+
+        The window records each joined label record's offset, so a redelivery of that label record is recognised
+        as applied. The held entry is kept (marked matched) until its age runs out: a mirrored copy of the same
+        request may still come. Returns the ``labelled`` table writes to make once the window state is saved."""
+        credited: list[tuple[str, npt.NDArray[np.uint64]]] = []
+        for hit in self.held_labels[st.deployment].match(cols.hashes):
+            entry = hit.entry
+            entry.matched[hit.label_rows] = True
+            self._put(self.held, hit.key, entry.to_bytes())
+            fresh = self.labelled[st.key].fresh(cols.hashes[hit.batch_rows])
+            if not fresh.all():  # two held records (two event ids) labelling the same prediction: the first wins
+                ROWS.labels("labels", "duplicate").inc(int((~fresh).sum()))
+            rows, label_rows = hit.batch_rows[fresh], hit.label_rows[fresh]
+            if not rows.size:
+                continue
+            y, pred = entry.labels[label_rows], cols.preds[rows].astype(np.int64)
+            await self._apply_labels(st, y, pred, cols.scores[rows], cols.groups[rows])
+            st.mark("l", entry.partition, entry.offset)
+            self.labelled[st.key].add(cols.hashes[rows])
+            credited.append((f"{st.key}|h|{hit.key}", cols.hashes[rows]))
+            ROWS.labels("labels", "joined_held").inc(int(rows.size))
+        return credited
+
+    def _record_labelled(self, window: str, table_key: str, hashes: npt.NDArray[np.uint64]) -> None:
+        """Persist that ``hashes`` took their label in ``window`` (the ``labelled`` table, so a restart still
+        knows; the caller has added them to ``self.labelled`` already). One table value per (window, label record);
+        a second write under the same key extends it. Written *after* the window state: if a crash loses this write
+        but not the window's, the redelivered record is caught by the window's offset mark; the other way round the
+        label would be skipped as a duplicate and lost."""
+        self.labelled[window].add(hashes)
+        self.labelled_keys[window].add(table_key)
+        old = _as_bytes(self.labelled_table.get(table_key))
+        if old is not None:
+            hashes = np.union1d(decode_labelled(old)[1], hashes)
+        self._put(self.labelled_table, table_key, encode_labelled(window, hashes))
 
     async def _fairness_attribute(self, deployment: str) -> str | None:
         async with self.pool.acquire() as conn:
@@ -322,55 +517,94 @@ class MonitorStreams:
         hashes = id_hashes([lab.prediction_id for lab in p.labels])
         y_all = to_binary([lab.label for lab in p.labels])
         m = self.indexes[p.deployment].lookup(hashes)
-        ROWS.labels("labels", "unmatched").inc(int((~m.found).sum()))
-        y = y_all[m.found]
+        if not m.found.all():  # the prediction may not be here yet: hold the label (held.py)
+            self._hold(p.deployment, f"{p.deployment}|{env.id}", hashes[~m.found], y_all[~m.found], partition, offset)
+        y = y_all[m.rows]
         keys = np.array(m.windows, dtype=object)
-        attribute = await self._fairness_attribute(p.deployment)
         for key in sorted(set(m.windows)):  # a loop over windows, not rows
             st = await self._load(key)
             if st is None:
                 ROWS.labels("labels", "expired").inc(int((keys == key).sum()))
                 continue
-            if st.seen("l", partition, offset):
+            if st.seen("l", partition, offset):  # a redelivery of a record this window has applied
+                ROWS.labels("labels", "redelivered").inc(int((keys == key).sum()))
                 continue
-            rows = keys == key
-            yt, pred = y[rows], m.preds[rows].astype(np.int64)
-            scores = np.where(np.isnan(m.scores[rows]), pred, m.scores[rows]).astype(np.float64)
-            if st.quality is None:
-                st.quality = BinaryClassificationState(self.settings.score_bins)
-            st.quality.update(yt, np.where(yt >= 0, scores, np.nan))
-            st.confusion.update(yt, pred)
-            groups = m.groups[rows].astype(np.int64)
-            ref, _ = await self.reference(st.model, st.version)
-            if attribute and ref is not None and ref.categorical is not None and attribute in ref.categorical.names:
-                n_groups = ref.categorical.categories[ref.categorical.names.index(attribute)].size + 1
-                if st.fairness is None or st.fairness.n_groups != n_groups:
-                    st.fairness = GroupRates(n_groups)
-                st.fairness.update(groups, yt, pred)
-            st.labels += int((yt >= 0).sum())
+            rows = np.flatnonzero(keys == key)
+            h = hashes[m.rows[rows]]
+            fresh = self.labelled[key].fresh(h)
+            if not fresh.all():  # the prediction has its label already (a re-sent event, or a second opinion)
+                ROWS.labels("labels", "duplicate").inc(int((~fresh).sum()))
+            rows = rows[fresh]
+            if rows.size:
+                await self._apply_labels(st, y[rows], m.preds[rows].astype(np.int64), m.scores[rows], m.groups[rows])
             st.mark("l", partition, offset)
             self._save(st, partition)
-            ROWS.labels("labels", "applied").inc(int(rows.sum()))
+            if rows.size:
+                await self._settle_now()  # the window state first (see _record_labelled)
+                self._record_labelled(key, f"{key}|l|{env.id}", h[fresh])
+            ROWS.labels("labels", "applied").inc(int(rows.size))
+
+    def _hold(
+        self,
+        deployment: str,
+        key: str,
+        hashes: npt.NDArray[np.uint64],
+        y: npt.NDArray[np.int64],
+        partition: int,
+        offset: int,
+    ) -> None:
+        entry = HeldLabels(deployment, hashes, y, np.zeros(hashes.size, dtype=bool), int(time.time() * 1000),
+                           partition, offset)  # fmt: skip
+        ROWS.labels("labels", "held").inc(entry.rows)
+        self._put(self.held, key, entry.to_bytes())
+        for old_key, old in self.held_labels[deployment].hold(key, entry, self.settings.label_hold_max_rows):
+            HELD_DROPPED.labels("cap").inc(old.unmatched)
+            self._tombstone(self.held, old_key, old.partition)
+        HELD_ROWS.set(sum(h.rows for h in self.held_labels.values()))
+
+    async def _apply_labels(
+        self,
+        st: WindowState,
+        yt: npt.NDArray[np.int64],
+        pred: npt.NDArray[np.int64],
+        raw_scores: npt.NDArray[np.float32],
+        groups_raw: npt.NDArray[np.int16],
+    ) -> None:
+        """Fold labelled rows (label, predicted class, score, group) into a window's quality and fairness state."""
+        scores = np.where(np.isnan(raw_scores), pred, raw_scores).astype(np.float64)
+        if st.quality is None:
+            st.quality = BinaryClassificationState(self.settings.score_bins)
+        st.quality.update(yt, np.where(yt >= 0, scores, np.nan))
+        st.confusion.update(yt, pred)
+        attribute = await self._fairness_attribute(st.deployment)
+        ref, _ = await self.reference(st.model, st.version)
+        if attribute and ref is not None and ref.categorical is not None and attribute in ref.categorical.names:
+            n_groups = ref.categorical.categories[ref.categorical.names.index(attribute)].size + 1
+            if st.fairness is None or st.fairness.n_groups != n_groups:
+                st.fairness = GroupRates(n_groups)
+            st.fairness.update(groups_raw.astype(np.int64), yt, pred)
+        st.labels += int((yt >= 0).sum())
 
     async def on_metric(self, env: Envelope, p: Any, partition: int, offset: int) -> None:
         if not isinstance(p, MetricObserved):
             return
-        if p.version is None:
-            ROWS.labels("metrics", "no_version").inc()
-            return
         start = self._start_of(p.time.timestamp())
         variant = p.labels.get("variant", "stable")
-        key = window_key(p.deployment, p.version, variant, start)
+        version = p.version if p.version is not None else self._version_at(p.deployment, variant, start)
+        if version is None:
+            ROWS.labels("metrics", "no_version").inc()
+            return
+        key = window_key(p.deployment, version, variant, start)
         st = await self._load(key)
         if st is None:
             model = p.labels.get("model") or next(
-                (w.model for w in self.live.values() if w.deployment == p.deployment and w.version == p.version), None
+                (w.model for w in self.live.values() if w.deployment == p.deployment and w.version == version), None
             )
             if model is None:
                 ROWS.labels("metrics", "unknown_model").inc()
                 return
-            _, digest = await self.reference(model, p.version)
-            st = WindowState(p.deployment, model, p.version, variant, start, start + self.window_ms, digest)
+            _, digest = await self.reference(model, version)
+            st = WindowState(p.deployment, model, version, variant, start, start + self.window_ms, digest)
             self.live[key] = st
         if st.seen("m", partition, offset) or st.closing or st.db_labels is not None:
             ROWS.labels("metrics", "duplicate_or_late").inc()
@@ -386,6 +620,19 @@ class MonitorStreams:
             ROWS.labels("metrics", "ignored").inc()
         st.mark("m", partition, offset)
         self._save(st, partition)
+
+    def _version_at(self, deployment: str, variant: str, start: int) -> int | None:
+        """The version that served ``variant`` (stable unless the metric says otherwise) of ``deployment`` in the
+        window starting at ``start``, for a metric that names no version: the version of that window's prediction
+        state, else the version of the latest earlier window of that variant still in memory. None when the
+        monitor has seen no traffic of it (the metric is then dropped and counted)."""
+        best: tuple[int, int] | None = None  # (window start, version)
+        for w in self.live.values():
+            if w.deployment != deployment or w.variant != variant or w.start > start:
+                continue
+            if best is None or (w.start, w.version) > best:
+                best = (w.start, w.version)
+        return best[1] if best is not None else None
 
     # -- closing windows -----------------------------------------------------------------------------------------
     async def _tick(self) -> None:
@@ -415,6 +662,7 @@ class MonitorStreams:
             for (_, _), states in sorted(groups.items(), key=lambda kv: kv[0][1]):
                 closed += await self._close_group(states)
             self._prune(now_ms)
+            self._expire_held(now_ms)
             return closed
 
     async def _close_group(self, states: list[WindowState]) -> int:
@@ -528,18 +776,44 @@ class MonitorStreams:
             tables: tuple[tuple[Any, list[str]], ...] = (
                 (self.windows, [st.key]),
                 (self.joins, sorted(self.batch_keys.pop(st.key, set()))),
+                (self.labelled_table, sorted(self.labelled_keys.pop(st.key, set()))),
             )
+            self.labelled.pop(st.key, None)
             for table, table_keys in tables:
                 for k in table_keys:
-                    table.data.pop(k, None)
-                    if st.partition is not None:
-                        table.send_changelog(st.partition, k, None)
+                    self._tombstone(table, k, st.partition)
         for dep, dropped in by_dep.items():
             self.indexes[dep].drop_windows(dropped)
+
+    def _tombstone(self, table: Any, key: str, partition: int | None) -> None:
+        """Delete a table row from outside an event (the timer): memory, then a tombstone to its changelog."""
+        table.data.pop(key, None)
+        if partition is not None:
+            table.send_changelog(partition, key, None)
+
+    def _expire_held(self, now_ms: float) -> None:
+        """Drop held labels past ``label_hold_s``; those that never matched a prediction are counted."""
+        max_age = self.settings.label_hold_s * 1000
+        for held in self.held_labels.values():
+            for key, entry in held.expire(now_ms, max_age):
+                HELD_DROPPED.labels("expired").inc(entry.unmatched)
+                ROWS.labels("labels", "unmatched").inc(entry.unmatched)
+                self._tombstone(self.held, key, entry.partition)
+        HELD_ROWS.set(sum(h.rows for h in self.held_labels.values()))
 
     @staticmethod
     def _busy(st: WindowState) -> bool:
         return st.db_labels is None or st.labels != st.db_labels
+
+
+def _table_bytes(table: Any) -> dict[str, bytes]:
+    """A table's live rows as ``{key: bytes}`` (tombstoned rows are gone from ``data`` already)."""
+    out: dict[str, bytes] = {}
+    for key, value in list(table.data.items()):
+        raw = _as_bytes(value)
+        if raw is not None:
+            out[key] = raw
+    return out
 
 
 def _as_bytes(value: Any) -> bytes | None:

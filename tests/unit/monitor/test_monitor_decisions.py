@@ -111,6 +111,15 @@ def test_equal_candidate_succeeds_and_small_noise_does_not_fail() -> None:
     assert decisions[0].payload.verdict == "Successful"
 
 
+def test_a_latency_ratio_without_a_real_increase_is_noise_not_a_failure() -> None:
+    cand, stable = _canary_pair(0.9, 0.9, p99_c=35.0)  # 1.75× the stable p99 of 20 ms, but only +15 ms
+    decisions = evaluate(DEFAULT_POLICY, 1, cand, [], stable)
+    assert _types(decisions) == ["analysis.verdict"]
+    assert decisions[0].payload.verdict == "Successful"
+    ev = next(e for e in decisions[0].payload.evidence if e.statistic == "latency.p99_ratio")
+    assert ev.value == pytest.approx(1.75) and ev.breached is False
+
+
 def test_slow_candidate_fails_on_latency_ratio() -> None:
     cand, stable = _canary_pair(0.9, 0.9, p99_c=45.0)
     decisions = evaluate(DEFAULT_POLICY, 1, cand, [], stable)

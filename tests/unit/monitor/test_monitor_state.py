@@ -7,6 +7,7 @@ import pytest
 
 from vigil.kernels.profile import DatasetProfile
 from vigil.monitor.figures import compute_figures
+from vigil.monitor.held import HeldIndex, HeldLabels
 from vigil.monitor.ingest import BatchColumns, id_hashes, to_binary
 from vigil.monitor.joins import JoinIndex, decode_batch, encode_batch
 from vigil.monitor.state import WindowState
@@ -72,3 +73,44 @@ def test_join_index_finds_rows_across_merged_runs() -> None:
     idx.drop_windows({"win3"})
     assert idx.lookup(id_hashes(query)).found.tolist() == [False, False, True]
     assert idx.rows == 1900
+
+
+def test_a_mirrored_prediction_id_matches_every_window_once() -> None:
+    """Shadow rows carry the primary's prediction ids: a label must reach both windows, each once — also when the
+    two copies sit in one merged run, and when a batch was indexed twice."""
+    idx = JoinIndex()
+    ids = [f"r-{i}" for i in range(50)]
+
+    def cols(score: float) -> BatchColumns:
+        return BatchColumns(id_hashes(ids), np.full(50, score, dtype=np.float32), np.ones(50, dtype=np.int8),
+                            np.zeros(50, dtype=np.int16))  # fmt: skip
+
+    idx.add("stable", cols(0.9))
+    idx.add("shadow", cols(0.2))  # same size: merged with the stable run into one sorted run
+    idx.add("shadow", cols(0.2))  # the same batch indexed again must not be credited twice
+    m = idx.lookup(id_hashes(["r-3", "none", "r-40"]))
+    assert m.found.tolist() == [True, False, True]
+    pairs = sorted(zip(m.rows.tolist(), m.windows, np.round(m.scores.astype(np.float64), 1).tolist(), strict=True))
+    assert pairs == [(0, "shadow", 0.2), (0, "stable", 0.9), (2, "shadow", 0.2), (2, "stable", 0.9)]
+
+
+def test_held_labels_match_bound_and_expire() -> None:
+    """Held labels (labels before predictions): matched against a batch's ids, the oldest evicted past the cap,
+    dropped after their age; the table value round-trips."""
+    held = HeldIndex()
+
+    def entry(prefix: str, n: int, at_ms: int) -> HeldLabels:
+        ids = [f"{prefix}-{i}" for i in range(n)]
+        return HeldLabels("d", id_hashes(ids), np.ones(n, dtype=np.int64), np.zeros(n, dtype=bool), at_ms, 0, at_ms)
+
+    assert held.hold("a", entry("a", 600, 1), max_rows=1_000) == []
+    evicted = held.hold("b", entry("b", 600, 2), max_rows=1_000)
+    assert [k for k, _ in evicted] == ["a"] and list(held.entries) == ["b"]
+    assert held.hold("b", entry("b", 600, 3), max_rows=1_000) == [] and held.rows == 600  # redelivery replaces
+    batch = id_hashes(["x", "b-5", "b-599", "a-1"])
+    (hit,) = held.match(batch)
+    assert hit.key == "b" and hit.label_rows.tolist() == [5, 599] and hit.batch_rows.tolist() == [1, 2]
+    back = HeldLabels.from_bytes(held.entries["b"].to_bytes())
+    assert np.array_equal(back.hashes, held.entries["b"].hashes) and back.at_ms == 3 and back.unmatched == 600
+    assert held.expire(now_ms=1_000, max_age_ms=10_000) == []
+    assert [k for k, _ in held.expire(now_ms=20_000, max_age_ms=10_000)] == ["b"] and held.rows == 0

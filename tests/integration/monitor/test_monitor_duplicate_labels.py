@@ -1,0 +1,85 @@
+"""A prediction takes at most one ground-truth label: a label.observed delivered again (an upstream retry: the same
+event id and bytes at a new offset), or a different label event naming predictions that have their label already,
+adds nothing — also after a restart, when the faust state comes back from its changelogs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from monitor_support import batch, labels, monitor_settings, reference, registered, run_monitor, tokens_in, window_start
+from prometheus_client import REGISTRY
+
+from support.services import eventually
+from vigil.events import topics
+from vigil.monitor.state import window_key
+
+pytestmark = pytest.mark.integration
+
+
+def _labels_at_least(streams: Any, key: str, n: int) -> Any:
+    async def probe() -> bool:
+        st = streams.live.get(key)
+        return st is not None and st.labels >= n
+
+    return probe
+
+
+def _duplicates() -> float:
+    return REGISTRY.get_sample_value("vigil_monitor_rows_total", {"stream": "labels", "outcome": "duplicate"}) or 0.0
+
+
+async def test_a_label_event_delivered_twice_counts_once(
+    fresh_db: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    tokens = tokens_in(tmp_path)
+    settings = monitor_settings(fresh_db, kafka_bootstrap, topic_prefix, tokens, window_s=30.0)
+    at = window_start(time.time(), settings.window_s, ahead=1)
+    pred, ids, (truth, _) = batch("dup", "m", 1, "stable", at, 100, seed=21)
+    key = window_key("dup", 1, "stable", int(at.timestamp() * 1000))
+    (first,) = labels("dup", ids[:90], truth[:90])
+    (second_opinion,) = labels("dup", ids[:90], 1 - truth[:90])  # another event id, the same predictions
+    (rest,) = labels("dup", ids[90:], truth[90:])
+    dup_before = _duplicates()
+
+    async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
+        streams = mon.service.runtime.state["streams"]
+        await mon.publish(topics.MODELS, registered("m", 1, reference()), key="m")
+        await eventually(lambda: mon.fetch("SELECT 1 FROM reference_profiles"), what="reference stored")
+        await mon.publish(topics.PREDICTIONS, pred, key="dup")
+        await eventually(lambda: _live_predictions(streams, key, 100), timeout=60, what="predictions applied")
+        await mon.publish(topics.LABELS, first, key="dup")
+        await eventually(_labels_at_least(streams, key, 90), timeout=60, what="first labels applied")
+        # the same envelope again, then a second opinion, then the last ten labels behind them on the partition:
+        # once those are in, the two before them were handled
+        await mon.publish(topics.LABELS, first, second_opinion, rest, key="dup")
+        await eventually(_labels_at_least(streams, key, 100), timeout=60, what="the last labels applied")
+        st = streams.live[key]
+        assert st.labels == 100  # not 100 + 90 + 90
+        assert int(st.confusion.counts.sum()) == 100  # the quality state took each prediction's label once
+        assert _duplicates() - dup_before == 180
+
+    # a new process: the labelled predictions come back with the tables, so a re-send still adds nothing
+    async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
+        streams = mon.service.runtime.state["streams"]
+        await mon.publish(topics.LABELS, first, key="dup")
+        await eventually(lambda: _dup_count(dup_before + 270), timeout=90, what="the re-send seen as a duplicate")
+        st = await streams._load(key)
+        assert st is not None and st.labels == 100
+        rows = await eventually(
+            lambda: mon.fetch("SELECT predictions, labels FROM windows WHERE kind = 'tumbling'"),
+            timeout=90,
+            what="window closed",
+        )
+        assert [(r["predictions"], r["labels"]) for r in rows] == [(100, 100)]
+
+
+async def _live_predictions(streams: Any, key: str, n: int) -> bool:
+    st = streams.live.get(key)
+    return st is not None and st.predictions == n
+
+
+async def _dup_count(n: float) -> bool:
+    return _duplicates() >= n
