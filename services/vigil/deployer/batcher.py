@@ -7,9 +7,14 @@ sends one column-major ``prediction.logged`` per group when it reaches ``max_row
 first row, splitting any event that would exceed the 1 MiB record limit. Mirrored (shadow) requests are computed
 here too, so a shadow model never adds latency to the client's answer.
 
-Predictions go straight to the producer, not through the outbox: they are a high-volume stream (DESIGN §3) and a
-crash loses at most the last ``flush_ms`` of them, which the monitor's windows tolerate; decisions never travel
-this way.
+The gateway's own errors after routing (the model failed or answered NaN, its artifact is unreadable, the input
+does not fit the routed version) are counted here as well, per deployment × version × variant × reason, and sent
+as ``metric.observed`` (``name: errors``, value = rows of the failed requests, labels ``variant``, ``model``,
+``reason``) on the same schedule, so the monitor's canary error-rate test sees a candidate that fails.
+
+Predictions and error counts go straight to the producer, not through the outbox: they are a high-volume stream
+(DESIGN §3) and a crash loses at most the last ``flush_ms`` of them, which the monitor's windows tolerate;
+decisions never travel this way.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from prometheus_client import Counter
 from vigil.bus.producer import BusProducer
 from vigil.deployer.gateway import ModelCache
 from vigil.events import Envelope, check_outgoing, make_event
-from vigil.events.catalog.streams import MAX_ROWS, PredictionLogged
+from vigil.events.catalog.streams import MAX_ROWS, MetricObserved, PredictionLogged
 from vigil.events.contracts import MAX_EVENT_BYTES
 from vigil.modelformat import LinearModel
 
@@ -41,7 +46,23 @@ MAX_RECORD_BYTES = MAX_EVENT_BYTES  # consumers refuse anything larger (too_larg
 LOGGED_ROWS = Counter("vigil_gateway_logged_rows_total", "Prediction rows sent to vigil.predictions", ["variant"])
 DROPPED_ROWS = Counter("vigil_gateway_log_dropped_rows_total", "Prediction rows not logged", ["reason"])
 
+ERRORS = Counter("vigil_gateway_errors_total", "Predict requests that failed after routing", ["variant", "reason"])
+
 LogVariant = Literal["stable", "candidate", "shadow"]
+ErrorReason = Literal["model_error", "model_unavailable", "bad_input"]
+
+
+@dataclass
+class ErrorItem:
+    """A failed request after routing: which version and variant it was routed to, why, and how many rows."""
+
+    deployment: str
+    model: str
+    version: int
+    variant: LogVariant
+    reason: ErrorReason
+    rows: int
+    at: datetime
 
 
 @dataclass
@@ -67,6 +88,14 @@ class LogItem:
 
 
 GroupKey = tuple[str, str, int, str, tuple[str, ...]]
+ErrorKey = tuple[str, str, int, str, str]
+
+
+@dataclass
+class _Errors:
+    rows: int = 0
+    since: float = 0.0
+    first_at: datetime | None = None
 
 
 @dataclass
@@ -97,7 +126,8 @@ class PredictionBatcher:
         self.max_rows = min(max_rows, MAX_ROWS)
         self.flush_s = flush_ms / 1000
         self.max_queued_rows = max_queued_rows
-        self._queue: asyncio.Queue[LogItem] = asyncio.Queue()
+        self._queue: asyncio.Queue[LogItem | ErrorItem] = asyncio.Queue()
+        self._errors: dict[ErrorKey, _Errors] = {}
         self._queued_rows = 0
         self._groups: dict[GroupKey, _Group] = {}
         self._task: asyncio.Task[None] | None = None
@@ -112,6 +142,11 @@ class PredictionBatcher:
         self._queued_rows += item.rows
         self._queue.put_nowait(item)
         return True
+
+    def offer_error(self, item: ErrorItem) -> None:
+        """Count a failed request (never waits; error counts are tiny, so they are never dropped)."""
+        ERRORS.labels(item.variant, item.reason).inc()
+        self._queue.put_nowait(item)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -128,6 +163,8 @@ class PredictionBatcher:
             self._add(self._queue.get_nowait())
         for key in list(self._groups):
             await self._flush(key)
+        for ekey in list(self._errors):
+            await self._flush_errors(ekey)
 
     # ------------------------------------------------------------------ consumer side (background)
     async def _run(self) -> None:
@@ -143,14 +180,23 @@ class PredictionBatcher:
             now = time.monotonic()
             for key in [k for k, g in self._groups.items() if g.rows >= self.max_rows or now - g.since >= self.flush_s]:
                 await self._flush(key)
+            for ekey in [k for k, e in self._errors.items() if now - e.since >= self.flush_s]:
+                await self._flush_errors(ekey)
 
     def _next_deadline(self) -> float | None:
-        if not self._groups:
+        if not self._groups and not self._errors:
             return None
-        oldest = min(g.since for g in self._groups.values())
+        oldest = min([g.since for g in self._groups.values()] + [e.since for e in self._errors.values()])
         return max(0.0, oldest + self.flush_s - time.monotonic())
 
-    def _add(self, item: LogItem) -> None:
+    def _add(self, item: LogItem | ErrorItem) -> None:
+        if isinstance(item, ErrorItem):
+            ekey: ErrorKey = (item.deployment, item.model, item.version, item.variant, item.reason)
+            errors = self._errors.get(ekey)
+            if errors is None:
+                errors = self._errors[ekey] = _Errors(since=time.monotonic(), first_at=item.at)
+            errors.rows += item.rows
+            return
         self._queued_rows -= item.rows
         key: GroupKey = (item.deployment, item.model, item.version, item.variant, item.feature_names)
         group = self._groups.get(key)
@@ -170,6 +216,34 @@ class PredictionBatcher:
         except Exception:
             DROPPED_ROWS.labels("send_failed").inc(group.rows)
             log.exception("could not log predictions", extra={"deployment": key[0], "rows": group.rows})
+
+    async def _flush_errors(self, key: ErrorKey) -> None:
+        """One ``metric.observed`` per deployment × version × variant × reason and flush interval."""
+        errors = self._errors.pop(key, None)
+        if errors is None or not errors.rows:
+            return
+        deployment, model, version, variant, reason = key
+        payload = MetricObserved(
+            deployment=deployment,
+            version=version,
+            name="errors",
+            value=float(errors.rows),
+            time=errors.first_at or utc_now(),
+            unit="rows",
+            labels={"variant": variant, "model": model, "reason": reason},
+        )
+        envelope = make_event(payload, source=self.source, actor=self.actor)
+        try:
+            check_outgoing(envelope)
+            await self.producer.send(
+                payload.TOPIC,
+                envelope.canonical_bytes(),
+                key=deployment,
+                headers=[("ce_type", payload.TYPE.encode()), ("ce_id", envelope.id.encode())],
+            )
+            self.sent_events += 1
+        except Exception:
+            log.exception("could not report gateway errors", extra={"deployment": deployment, "rows": errors.rows})
 
     async def _complete(self, item: LogItem) -> bool:
         """Run the candidate on a mirrored item; False if it cannot take stable's input (schema differs)."""

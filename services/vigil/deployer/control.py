@@ -180,12 +180,25 @@ async def start_rollout(
     Automatic starts queue behind a rollout in flight (``pending_version``) and skip failed or older versions; API
     starts are refused in those cases with the reason.
     """
+    # Warm first, without the row lock: loading an artifact can take seconds, and the lock serialises every move on
+    # the deployment (verdicts, ticks, API calls). The deployment's model never changes, so the version read here
+    # is the one checked under the lock below; a cache hit makes the warm-up cheap if it is needed again.
+    peek = await store.get_deployment(conn, deployment)
+    if peek is None:
+        return _rejected(f"no deployment {deployment}", "not_found")
+    mv = await store.get_model_version(conn, peek["model"], version)
+    if mv is None:
+        return _rejected(f"model {peek['model']} has no registered version {version}", "not_found")
+    try:
+        await warm(mv["artifact_digest"])
+        warm_error = ""
+    except Exception as exc:  # any failure to load or predict disqualifies the candidate
+        warm_error = f"candidate v{version} failed to warm: {exc}"[:1000]
+        log.warning("candidate failed to warm", extra={"deployment": deployment, "version": version})
+
     dep = await store.get_deployment(conn, deployment, lock=True)
     if dep is None:
         return _rejected(f"no deployment {deployment}", "not_found")
-    mv = await store.get_model_version(conn, dep["model"], version)
-    if mv is None:
-        return _rejected(f"model {dep['model']} has no registered version {version}", "not_found")
     registered = Envelope.model_validate(mv["registered_event"])
     if dep["rollout_id"] is not None:
         if trigger == "auto":
@@ -200,13 +213,6 @@ async def start_rollout(
         return _rejected(f"version {version} is failed or older than stable {stable}; not rolled out automatically")
     if dep["pending_version"] is not None and dep["pending_version"] <= version:
         await store.set_pending(conn, deployment, None)
-
-    try:
-        await warm(mv["artifact_digest"])
-        warm_error = ""
-    except Exception as exc:  # any failure to load or predict disqualifies the candidate
-        warm_error = f"candidate v{version} failed to warm: {exc}"[:1000]
-        log.warning("candidate failed to warm", extra={"deployment": deployment, "version": version})
 
     if stable is None:
         if warm_error:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vigil.artifacts import ArtifactError
 from vigil.deployer import store
 from vigil.deployer.api import DeploymentName, runtime_of
-from vigil.deployer.batcher import LogItem, PredictionBatcher, utc_now
+from vigil.deployer.batcher import ErrorItem, ErrorReason, LogItem, PredictionBatcher, utc_now
 from vigil.deployer.gateway import InputError, ModelCache, choose_variant, columns_to_matrix, rows_to_matrix
 from vigil.deployer.settings import DeployerSettings
 from vigil.events import new_id
@@ -70,7 +70,7 @@ class PredictResponse(BaseModel):
 @router.post(
     "/{name}/predict",
     response_model=None,
-    responses={200: {"model": PredictResponse}, 404: {}, 409: {}, 413: {}, 422: {}, 503: {}},
+    responses={200: {"model": PredictResponse}, 404: {}, 409: {}, 413: {}, 422: {}, 500: {}, 503: {}},
 )
 async def predict(name: DeploymentName, body: PredictRequest, request: Request, _user: Predictor) -> Response:
     """Predict with the version the deployment's traffic split picks; returns outputs, version and prediction ids."""
@@ -101,10 +101,22 @@ async def predict(name: DeploymentName, body: PredictRequest, request: Request, 
     )
     assert version is not None
     assert digest is not None
+
+    def failed(reason: ErrorReason, rows: int) -> None:
+        """Count the failure for the routed version and variant: the monitor's canary error-rate test reads it."""
+        batcher.offer_error(
+            ErrorItem(name, route.model, version, "candidate" if variant == "candidate" else "stable", reason,
+                      max(1, rows), utc_now())
+        )  # fmt: skip
+
+    requested_rows = len(body.instances) if body.instances is not None else 1
+    if body.columns is not None:
+        requested_rows = max((len(v) for v in body.columns.values()), default=1)
     try:
         model = await models.get(digest)
     except (ArtifactError, ModelFormatError) as exc:
         log.error("model unavailable", extra={"deployment": name, "version": version, "error": str(exc)})
+        failed("model_unavailable", requested_rows)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"model v{version} is unavailable: {exc}") from exc
 
     try:
@@ -115,9 +127,21 @@ async def predict(name: DeploymentName, body: PredictRequest, request: Request, 
             matrix = rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows)
     except InputError as exc:
         code = 413 if "exceeds the limit" in str(exc) else 422
+        failed("bad_input", requested_rows)
         raise HTTPException(code, str(exc)) from exc
 
-    scores = model.predict_score(matrix)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite score, checked below
+            scores = model.predict_score(matrix)
+        if not np.all(np.isfinite(scores)):
+            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+            raise ModelFormatError(f"row {bad}: the model's score is not a finite number")
+    except Exception as exc:  # the model, not the client, failed: a 500 counted against the routed version
+        log.error("model failed", extra={"deployment": name, "version": version, "error": str(exc)})
+        failed("model_error", len(matrix))
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR, f"model v{version} failed on this input: {exc}"
+        ) from exc
     classifier = model.task != "regression"
     outputs = (scores >= model.threshold).astype(np.float64) if classifier else scores
     # One UUIDv7 per request; row i is ``<request id>-<i>`` (unique, time-ordered, and it names its request).
