@@ -85,7 +85,7 @@ def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
             },
         )
         if moved is not None:
-            wake()
+            ctx.after_commit(wake)
 
     async def on_training_failed(ctx: HandlerContext, payload: TrainingFailed) -> None:
         """A failed attempt: retry with exponential backoff while attempts remain and the failure is retryable."""
@@ -118,7 +118,7 @@ def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
                 event_attempt=payload.attempt,
             )
         if moved is not None:
-            wake()
+            ctx.after_commit(wake)
 
     return {
         DatasetVersionRegistered.TYPE: on_dataset_version_registered,

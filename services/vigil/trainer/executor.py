@@ -165,8 +165,10 @@ async def execute(
             stopped = should_stop()
             if stopped:
                 break
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation arriving as the process exits.
             try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), min(remaining, flush_interval_s))
+                async with asyncio.timeout(min(remaining, flush_interval_s)):
+                    await asyncio.shield(proc.wait())
                 break
             except TimeoutError:
                 await flush()
@@ -174,7 +176,8 @@ async def execute(
             _kill_group(proc)
         await proc.wait()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 10)
+            async with asyncio.timeout(10):
+                await asyncio.gather(*readers, return_exceptions=True)
         await flush()
     except BaseException:
         _kill_group(proc)

@@ -27,7 +27,7 @@ def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
     async def on_training_requested(ctx: HandlerContext, payload: TrainingRequested) -> None:
         """Queue the attempt as a run (idempotent per job × attempt); older attempts of the job are superseded."""
         if await store.enqueue_run(ctx.conn, new_id(), ctx.event, payload):
-            wake()
+            ctx.after_commit(wake)
 
     async def on_job_state_changed(ctx: HandlerContext, payload: JobStateChanged) -> None:
         """Stop runs of a job the scheduler cancelled or re-queued (a newer attempt will come, or none)."""

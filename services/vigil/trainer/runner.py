@@ -17,6 +17,7 @@ corrupting the protocol.
 from __future__ import annotations
 
 import ctypes
+import fnmatch
 import hashlib
 import importlib
 import importlib.metadata
@@ -30,6 +31,7 @@ import signal
 import sys
 import traceback
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -100,7 +102,27 @@ def fetch_dataset(ref: dict[str, Any], index: int, workdir: Path, roots: list[st
     return DatasetInput(ref["dataset"], int(ref["version"]), ref["content_digest"], ref["uri"], target)
 
 
-def load_entrypoint(entrypoint: str) -> Any:
+#: The prefix of the ``error`` of a run refused by the allow-list (its ``reason`` is ``invalid_input``).
+NOT_ALLOWED = "entrypoint_not_allowed"
+
+
+def entrypoint_refusal(entrypoint: str, allow: Sequence[str]) -> str | None:
+    """Why ``entrypoint`` may not run under the ``allow`` patterns, or None when one of them matches.
+
+    A pattern without a colon is matched (``fnmatch``, case-sensitive) against the module, one with a colon
+    against the whole ``module:function``. Nothing is imported to decide: importing is already running code.
+    """
+    module_name, _, _func = entrypoint.partition(":")
+    for pattern in allow:
+        if fnmatch.fnmatchcase(entrypoint if ":" in pattern else module_name, pattern):
+            return None
+    return f"{NOT_ALLOWED}: {entrypoint[:300]} matches none of trainer_entrypoint_allow {list(allow)}"[:1000]
+
+
+def load_entrypoint(entrypoint: str, allow: Sequence[str] | None = None) -> Any:
+    """Import and return the entrypoint; with ``allow``, refuse (before importing) one outside the patterns."""
+    if allow is not None and (refusal := entrypoint_refusal(entrypoint, allow)) is not None:
+        raise RunFailure("invalid_input", refusal)
     module_name, _, func_name = entrypoint.partition(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
@@ -144,7 +166,9 @@ def run(spec: dict[str, Any], proto: TextIO) -> dict[str, Any]:
     datasets = [
         fetch_dataset(ref, i, workdir, spec.get("dataset_roots") or []) for i, ref in enumerate(spec["datasets"])
     ]
-    func = load_entrypoint(spec["entrypoint"])
+    # The worker checked already; checked again here so a runner started by hand is fenced too.
+    allow = spec.get("entrypoint_allow")
+    func = load_entrypoint(spec["entrypoint"], None if allow is None else list(allow))
     ctx = TrainingContext(
         run_id=spec["run_id"],
         job_id=spec["job_id"],

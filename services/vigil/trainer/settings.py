@@ -9,6 +9,9 @@ from pydantic import Field
 
 from vigil.service.settings import ServiceSettings
 
+#: The built-in examples and the probe (``vigil.trainer.examples``): what the demo, the docs and the tests name.
+DEFAULT_ENTRYPOINT_ALLOW = ("vigil.trainer.examples.*",)
+
 
 class TrainerSettings(ServiceSettings):
     """Trainer knobs (env ``VIGIL_…``). Per-job limits (timeout, memory) come with each ``training.requested``."""
@@ -39,6 +42,12 @@ class TrainerSettings(ServiceSettings):
     #: Dataset URIs must point inside one of these directories (upstream events name the files, so without a
     #: fence a data.updated could make the trainer read any file). Empty: the service's home directory only.
     trainer_dataset_roots: list[Path] = Field(default_factory=list)
+    #: Entrypoints this trainer will import and run, as ``fnmatch`` patterns on the module (``acme.training.*``,
+    #: ``acme.train``) or, with a colon, on the whole ``module:function``. A policy is written by anyone with the
+    #: scientist role, so without a fence ``os:system`` would be accepted; anything else fails the run
+    #: (``invalid_input``, error ``entrypoint_not_allowed: …``) before a runner starts or imports it. Env
+    #: ``VIGIL_TRAINER_ENTRYPOINT_ALLOW`` as a JSON list.
+    trainer_entrypoint_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTRYPOINT_ALLOW))
 
     def resolved_dataset_roots(self) -> list[Path]:
         return list(self.trainer_dataset_roots) if self.trainer_dataset_roots else [self.home]

@@ -28,12 +28,14 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from vigil.artifacts.store import ArtifactStore, digest_of, open_store
+from vigil.bus._aio import cancel_and_wait, wait_event
 from vigil.bus.context import Emitter
 from vigil.events import canonical_json
 from vigil.events.catalog.common import ColumnSpec, DatasetRef
 from vigil.events.catalog.training import Environment, TrainingCompleted, TrainingFailed, TrainingStarted
 from vigil.trainer import store
 from vigil.trainer.executor import Outcome, child_env, execute
+from vigil.trainer.runner import entrypoint_refusal
 from vigil.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,7 @@ class WorkerPool:
                 run = None
             if run is None:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), poll)
+                await wait_event(self._wake, poll)
                 continue
             try:
                 await self._run(worker, run)
@@ -141,6 +142,12 @@ class WorkerPool:
 
     async def _run(self, worker: str, run: store.Run) -> None:
         workdir = self.settings.resolved_work_dir() / run.run_id
+        refusal = entrypoint_refusal(run.entrypoint, self.settings.trainer_entrypoint_allow)
+        if refusal is not None:
+            # Whatever the scheduler sent: an entrypoint outside the allow-list is never imported, not even by a
+            # runner subprocess; the run fails at once and for good (retrying cannot make it allowed).
+            await self._finish(worker, run, Outcome(False, "invalid_input", refusal, retryable=False), workdir)
+            return
         stop: dict[str, str | None] = {"why": None}
         heartbeat = asyncio.create_task(self._heartbeat(worker, run.run_id, stop))
         RUNNING.inc()
@@ -157,6 +164,7 @@ class WorkerPool:
                     "workdir": str(workdir),
                     "memory_limit_mb": run.memory_limit_mb or self.settings.trainer_default_memory_limit_mb,
                     "dataset_roots": [str(p) for p in self.settings.resolved_dataset_roots()],
+                    "entrypoint_allow": list(self.settings.trainer_entrypoint_allow),
                 },
                 python=self.settings.trainer_python,
                 timeout_s=run.timeout_s,
@@ -169,9 +177,7 @@ class WorkerPool:
             await self._finish(worker, run, outcome, workdir)
         finally:
             RUNNING.dec()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await cancel_and_wait(heartbeat)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
         self.executed += 1
 
