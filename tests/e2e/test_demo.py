@@ -1,4 +1,5 @@
-"""``vigil demo --fast`` end to end, as a user runs it: real processes, embedded broker and Postgres."""
+"""``vigil demo --fast`` end to end, as a user runs it: real processes, embedded broker and Postgres, the whole story
+(train → serve → a worse canary rolled back → drift → retrain requested → v3 promoted) and the timelines printed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(600)
 def test_demo_fast_reaches_the_end_of_the_story(tmp_path: Path) -> None:
     env = {**os.environ, "VIGIL_HOME": str(tmp_path / "home"), "VIGIL_POSTGRES_FSYNC": "off", "COLUMNS": "160"}
     env.pop("DATABASE_URL", None)  # the demo must stand on the embedded stack alone
@@ -22,14 +24,25 @@ def test_demo_fast_reaches_the_end_of_the_story(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=540,
         check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "demo complete" in output
     assert "verified ✓" in output
-    assert "chain complete back to the upstream event: True" in output
+    # Every chapter ended, in order, with what the platform did by itself.
+    assert "v2 rolled back by the" in output
+    assert "retrain.requested (drift)" in output
+    assert "v3 promoted after a Successful canary; registry champion = v3" in output
+    # Both timelines walk back to an upstream event: the rollback to v2's data, the promotion through the monitor's
+    # retrain request (the fresh extract names it as its cause).
+    assert "Why was v2 rolled back?" in output
+    assert "Why is v3 serving?" in output
+    assert output.count("chain complete back to the upstream event: True") == 2
+    promotion_timeline = output[output.index("Why is v3 serving?") :]
+    for step in ("deployment.promoted", "model.version.registered", "data.updated", "retrain.requested"):
+        assert step in promotion_timeline, step
     # The stack is gone afterwards: nothing left listening under this home.
     status = subprocess.run(
         [str(vigil), "status", "--json"], env=env, capture_output=True, text=True, timeout=60, check=False

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from vigil.cli.client import HomeOpt, Platform, TokenOpt
+from vigil.cli import output
+from vigil.cli.client import HomeOpt, JsonOpt, Platform, TokenOpt, UrlOpt
 from vigil.stack.services import SERVICES
 
 app = typer.Typer(help="Dead letters: list and replay.", no_args_is_help=True)
@@ -25,32 +24,39 @@ def list_letters(
     service: ServiceArg,
     home: HomeOpt = None,
     token: TokenOpt = None,
+    url: UrlOpt = None,
     status: Annotated[str | None, typer.Option(help="dead or replayed")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    as_json: JsonOpt = False,
 ) -> None:
     """Dead letters of one service, oldest first."""
     _check(service)
-    page = Platform(home, token).get(service, "/v1/dlq", status=status, limit=limit)
-    table = Table(title=f"{service}: dead letters")
-    for column in ("id", "status", "reason", "topic", "offset", "event", "attempts", "error"):
-        table.add_column(column)
-    for item in page["items"]:
-        table.add_row(
-            str(item["id"]),
-            item["status"],
-            item["reason"],
-            item["topic"],
-            str(item["offset"]),
-            item["event_type"] or "?",
-            str(item["attempts"]),
-            item["error"][:60],
-        )
-    Console().print(table)
+    page = Platform(home, token, urls={service: url}).get(service, "/v1/dlq", status=status, limit=limit)
+    if as_json:
+        output.emit_json(page["items"])
+        return
+    rows = [
+        (item["id"], item["status"], item["reason"], item["topic"], item["offset"], item["event_type"] or "?",
+         item["attempts"], item["error"][:60])
+        for item in page["items"]
+    ]  # fmt: skip
+    columns = ("id", "status", "reason", "topic", "offset", "event", "attempts", "error")
+    output.console().print(output.table(f"{service}: dead letters", columns, rows))
 
 
 @app.command()
-def replay(service: ServiceArg, letter_id: int, home: HomeOpt = None, token: TokenOpt = None) -> None:
+def replay(
+    service: ServiceArg,
+    letter_id: int,
+    home: HomeOpt = None,
+    token: TokenOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Send one dead letter's original record back to its topic."""
     _check(service)
-    Platform(home, token).post(service, f"/v1/dlq/{letter_id}/replay")
-    typer.echo(f"replayed dead letter {letter_id} of {service}")
+    answer = Platform(home, token, urls={service: url}).post(service, f"/v1/dlq/{letter_id}/replay")
+    if as_json:
+        output.emit_json(answer)
+    else:
+        typer.echo(f"replayed dead letter {letter_id} of {service}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import audit, demo, dlq, events, stack
+from vigil.cli import alias, audit, data, demo, deploy, dlq, events, jobs, models, stack, why
 
 app = typer.Typer(
     name="vigil",
@@ -23,6 +23,12 @@ app.add_typer(demo.app)  # vigil demo
 app.add_typer(dlq.app, name="dlq")  # vigil dlq list|replay
 app.add_typer(events.app, name="events")  # vigil events tail
 app.add_typer(audit.app, name="audit")  # vigil audit verify
+app.add_typer(data.app, name="data")  # vigil data publish
+app.add_typer(models.app, name="models")  # vigil models list|show
+app.add_typer(alias.app, name="alias")  # vigil alias set|history
+app.add_typer(deploy.app)  # vigil deploy, vigil promote, vigil rollback
+app.add_typer(jobs.app, name="jobs")  # vigil jobs [show ID]
+app.add_typer(why.app)  # vigil why <event-id | entity>
 
 if __name__ == "__main__":  # pragma: no cover
     app()

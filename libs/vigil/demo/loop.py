@@ -115,6 +115,38 @@ async def send_traffic(
     return served
 
 
+class LabelPublisher:
+    """Ground truth for served predictions as ``label.observed`` on vigil.labels, keyed by deployment (as the
+    contract requires) — one producer kept open for a stream of outcomes."""
+
+    def __init__(self, bootstrap: str, *, topic_prefix: str = "", actor: str = "system:demo-outcomes") -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        self._topic = f"{topic_prefix}{topics.LABELS}"
+        self._actor = actor
+
+    async def __aenter__(self) -> LabelPublisher:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+
+    async def publish(self, deployment: str, prediction_ids: Sequence[str], truth: Sequence[Any]) -> list[str]:
+        """Publish the outcomes in events of at most :data:`LABELS_PER_EVENT`; returns the event ids."""
+        ids = []
+        for i in range(0, len(prediction_ids), LABELS_PER_EVENT):
+            chunk = [
+                ObservedLabel(prediction_id=p, label=float(t))
+                for p, t in zip(prediction_ids[i : i + LABELS_PER_EVENT], truth[i : i + LABELS_PER_EVENT], strict=True)
+            ]
+            envelope = make_event(
+                LabelObserved(deployment=deployment, labels=chunk), source="demo://outcomes", actor=self._actor
+            )
+            await self._producer.send_and_wait(self._topic, envelope.canonical_bytes(), key=deployment.encode())
+            ids.append(envelope.id)
+        return ids
+
+
 async def publish_labels(
     bootstrap: str,
     deployment: str,
@@ -124,27 +156,9 @@ async def publish_labels(
     topic_prefix: str = "",
     actor: str = "system:demo-outcomes",
 ) -> list[str]:
-    """Ground truth for served predictions as ``label.observed`` on vigil.labels (keyed by deployment, as the
-    contract requires); returns the event ids."""
-    events = []
-    for i in range(0, len(prediction_ids), LABELS_PER_EVENT):
-        chunk = [
-            ObservedLabel(prediction_id=p, label=float(t))
-            for p, t in zip(prediction_ids[i : i + LABELS_PER_EVENT], truth[i : i + LABELS_PER_EVENT], strict=True)
-        ]
-        events.append(
-            make_event(LabelObserved(deployment=deployment, labels=chunk), source="demo://outcomes", actor=actor)
-        )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for envelope in events:
-            await producer.send_and_wait(
-                f"{topic_prefix}{topics.LABELS}", envelope.canonical_bytes(), key=deployment.encode()
-            )
-    finally:
-        await producer.stop()
-    return [e.id for e in events]
+    """One batch of ground truth through a short-lived :class:`LabelPublisher`; returns the event ids."""
+    async with LabelPublisher(bootstrap, topic_prefix=topic_prefix, actor=actor) as labels:
+        return await labels.publish(deployment, prediction_ids, truth)
 
 
 # ------------------------------------------------------------------------------------------------ observe

@@ -117,6 +117,16 @@ class ServiceProcess:
         """The exit code if the process has ended, else None."""
         return None if self.proc is None else self.proc.poll()
 
+    def kill(self, timeout: float = 10.0) -> int | None:
+        """SIGKILL the process, as a crash would: no lifespan shutdown, no flush, no commit. Returns the exit code.
+
+        Fault tests use it to rehearse a service dying mid-batch; its training subprocesses die with it (they hold
+        a parent-death signal).
+        """
+        if self.proc is None:
+            return None
+        return stop_process(self.proc, sig=signal.SIGKILL, timeout=timeout)
+
 
 @dataclass
 class RunningStack:
@@ -198,6 +208,34 @@ class RunningStack:
                 svc.start()
                 changed = True
         return changed
+
+    def kill_service(self, name: str) -> int | None:
+        """SIGKILL one service process and wait until it is gone; returns its exit code.
+
+        For fault tests: the caller decides when it comes back, with :meth:`start_service`. Not meant for a stack
+        under :meth:`supervise`, whose restart loop would bring the service back by itself.
+        """
+        return self._service(name).kill()
+
+    def start_service(self, name: str, *, ready_timeout: float = 90.0) -> None:
+        """Start one service process again (after :meth:`kill_service`, or a crash) and wait until it is ready."""
+        svc = self._service(name)
+        if svc.exited() is None and svc.proc is not None:
+            raise StackError(f"service {name} is still running (pid {svc.proc.pid})")
+        svc.start()
+        self.wait_ready([name], timeout=ready_timeout)
+        self.publish()
+
+    def wait_ready(self, names: Sequence[str] | None = None, *, timeout: float = 90.0) -> None:
+        """Block until the named services (default: all) answer ``GET /readyz`` with 200."""
+        chosen = [self._service(n) for n in names] if names is not None else list(self.services.values())
+        _wait_ready(chosen, timeout, self.echo)
+
+    def _service(self, name: str) -> ServiceProcess:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise StackError(f"service {name!r} is not part of this stack") from None
 
     def supervise(self, stop: threading.Event, interval: float = 0.5) -> None:
         """Keep the stack alive until ``stop`` is set, republishing ``stack.json`` when pids change."""

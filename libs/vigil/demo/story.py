@@ -1,0 +1,525 @@
+"""The whole closed loop as one story, driven over the services' HTTP APIs with no manual step.
+
+1. *A first model*: dataset v1 arrives → job → training → gates → v1 registered → deployed, serving at once.
+2. *Live traffic*: a clinic's requests flow through the gateway; their outcomes follow a little later; the monitor
+   closes windows with quality figures.
+3. *A worse candidate*: dataset v2 arrives (its outcomes follow glucose far more strongly than the clinic's do) →
+   v2 trained → canary → on live labels the monitor finds v2 worse → automatic rollback, with evidence.
+4. *The world moves*: the population served drifts (older, heavier, higher glucose) → the monitor sees drift on the
+   stable version in consecutive windows → ``retrain.requested`` → the upstream extracts fresh data in answer (its
+   ``data.updated`` names the request as its cause) → v3 trained → canary passes on live labels → promoted.
+5. *Why*: the causal timelines of the rollback and of the promotion, read back from the audit log, and the audit
+   chain verified.
+
+The same code runs ``vigil demo`` (against a stack of real processes) and its e2e test (``--fast``); it only talks
+to the platform the way a user and the upstream systems would: HTTP APIs, ``vigil.data`` and ``vigil.labels``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from vigil.demo import loop
+from vigil.demo.traffic import Population, TrafficSimulator
+from vigil.events import Envelope, make_event, topics
+from vigil.events.catalog.data import DataUpdated
+from vigil.trainer.examples import patient_risk
+
+ChapterState = Literal["pending", "running", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class StoryConfig:
+    """Pace of the story. The monitor's window length must match the services' (see :meth:`service_env`)."""
+
+    window_s: float = 12.0
+    window_grace_s: float = 3.0
+    dataset_rows: int = 4000
+    epochs: int = 300
+    requests_per_s: float = 3.0
+    rows_per_request: int = 20
+    label_delay_s: float = 2.0
+    canary_weight: int = 50
+    #: Consecutive drifted windows on the stable version before the monitor asks for a retrain.
+    retrain_drift_windows: int = 2
+    #: Upper bound for any one step (training included) before the story gives up and says where it stopped.
+    step_timeout_s: float = 240.0
+
+    @classmethod
+    def fast(cls) -> StoryConfig:
+        """The short story of the e2e test: smaller data, fewer epochs, 8 s windows."""
+        return cls(window_s=8.0, dataset_rows=2000, epochs=150, step_timeout_s=180.0)
+
+    def service_env(self) -> dict[str, str]:
+        """Settings that make the services move at the story's pace (windows, ticks, flush intervals)."""
+        return {
+            "VIGIL_WINDOW_S": str(self.window_s),
+            "VIGIL_WINDOW_GRACE_S": str(self.window_grace_s),
+            "VIGIL_TICK_S": "0.25",
+            "VIGIL_ROLLING_WINDOWS": "3",
+            "VIGIL_POLICY_CACHE_S": "0",
+            "VIGIL_FAUST_COMMIT_INTERVAL_S": "0.5",
+            "VIGIL_FAUST_BROKER_SESSION_TIMEOUT_S": "6",
+            "VIGIL_ROLLOUT_TICK_INTERVAL_MS": "200",
+            "VIGIL_GATEWAY_LOG_FLUSH_MS": "200",
+            "VIGIL_SCHEDULER_TICK_INTERVAL_MS": "200",
+            "VIGIL_TRAINER_POLL_INTERVAL_MS": "200",
+        }
+
+
+@dataclass
+class Chapter:
+    """One step of the story as the terminal shows it."""
+
+    title: str
+    state: ChapterState = "pending"
+    started: float | None = None
+    finished: float | None = None
+    summary: str = ""
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.finished or time.monotonic()) - self.started
+
+
+@dataclass(frozen=True)
+class Names:
+    """What the story creates; suffixed when a previous run on the same stack already used the plain names."""
+
+    dataset: str
+    model: str
+    deployment: str
+
+    @classmethod
+    def numbered(cls, n: int) -> Names:
+        suffix = "" if n == 1 else f"-{n}"
+        return cls(f"{patient_risk.DATASET}{suffix}", f"patient-risk-clf{suffix}", f"patient-risk{suffix}")
+
+
+@dataclass
+class StoryOutcome:
+    """What the story saw the platform do, read back from its APIs."""
+
+    first_version: int | None = None
+    rejected_candidate: int | None = None
+    promoted_candidate: int | None = None
+    rollback_event: dict[str, Any] | None = None
+    retrain_event: dict[str, Any] | None = None
+    promotion_event: dict[str, Any] | None = None
+    why_rollback: dict[str, Any] | None = None
+    why_promotion: dict[str, Any] | None = None
+    verify: dict[str, Any] | None = None
+    champion: int | None = None
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.failure is None
+            and self.rollback_event is not None
+            and self.promotion_event is not None
+            and self.champion == self.promoted_candidate
+            and bool(self.verify and self.verify.get("ok"))
+        )
+
+
+@dataclass
+class Clients:
+    """One HTTP client per service (real URLs or in-process ASGI transports)."""
+
+    registry: httpx.AsyncClient
+    scheduler: httpx.AsyncClient
+    trainer: httpx.AsyncClient
+    deployer: httpx.AsyncClient
+    monitor: httpx.AsyncClient
+    auditor: httpx.AsyncClient
+
+    @classmethod
+    def for_urls(cls, urls: dict[str, str], timeout_s: float = 30.0) -> Clients:
+        def client(name: str) -> httpx.AsyncClient:
+            return httpx.AsyncClient(base_url=urls[name], timeout=timeout_s, trust_env=False)
+
+        return cls(*(client(n) for n in ("registry", "scheduler", "trainer", "deployer", "monitor", "auditor")))
+
+    async def aclose(self) -> None:
+        for c in (self.registry, self.scheduler, self.trainer, self.deployer, self.monitor, self.auditor):
+            await c.aclose()
+
+
+def _population(drift: float, concept_drift: float = 0.0) -> Population:
+    return functools.partial(_draw, drift=drift, concept_drift=concept_drift)
+
+
+def _draw(rows: int, seed: int, *, drift: float, concept_drift: float) -> Any:
+    return patient_risk.generate(rows, seed=seed, drift=drift, concept_drift=concept_drift)
+
+
+class Story:
+    """Drives the chapters in order; :attr:`chapters`, :attr:`traffic` and :attr:`names` are read by the live view."""
+
+    def __init__(
+        self,
+        clients: Clients,
+        token: str,
+        bootstrap: str,
+        data_dir: Path,
+        config: StoryConfig,
+        *,
+        topic_prefix: str = "",
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.clients = clients
+        self.token = token
+        self.bootstrap = bootstrap
+        self.data_dir = data_dir
+        self.config = config
+        self.topic_prefix = topic_prefix
+        self.say = say
+        self.names = Names.numbered(1)
+        self.outcome = StoryOutcome()
+        self.traffic: TrafficSimulator | None = None
+        self.chapters = [
+            Chapter("configure the loop"),
+            Chapter("dataset v1 → training → gates → serving"),
+            Chapter("live traffic and outcomes → monitor windows"),
+            Chapter("dataset v2 → canary → worse on live labels → rollback"),
+            Chapter("population drifts → retrain requested → v3 → canary → promoted"),
+            Chapter("why? — the audit log"),
+        ]
+
+    # ------------------------------------------------------------------------------------------------ driver
+    async def run(self) -> StoryOutcome:
+        """Play every chapter; on failure the outcome names the chapter and the reason (nothing is raised)."""
+        steps: list[Callable[[], Awaitable[str]]] = [
+            self._configure,
+            self._first_model,
+            self._live_traffic,
+            self._worse_candidate,
+            self._world_moves,
+            self._explain,
+        ]
+        async with loop.LabelPublisher(self.bootstrap, topic_prefix=self.topic_prefix) as labels:
+            self._labels = labels
+            try:
+                for chapter, step in zip(self.chapters, steps, strict=True):
+                    async with self._chapter(chapter):
+                        chapter.summary = await step()
+            except Exception as exc:  # the story reports where it stopped instead of a traceback
+                self.outcome.failure = f"{type(exc).__name__}: {exc}"
+            finally:
+                await self._stop_traffic()
+        return self.outcome
+
+    @contextlib.asynccontextmanager
+    async def _chapter(self, chapter: Chapter) -> AsyncIterator[None]:
+        chapter.state, chapter.started = "running", time.monotonic()
+        try:
+            yield
+        except BaseException:
+            chapter.state, chapter.finished = "failed", time.monotonic()
+            self.say(f"[red]✗ {chapter.title}[/red] (after {chapter.elapsed_s:.1f} s)")
+            raise
+        chapter.state, chapter.finished = "done", time.monotonic()
+        self.say(f"[green]✓[/green] {chapter.title} [dim]({chapter.elapsed_s:.1f} s)[/dim] — {chapter.summary}")
+
+    # ------------------------------------------------------------------------------------------------ chapters
+    async def _configure(self) -> str:
+        c, token, names = self.clients, self.token, await self._free_names()
+        self.names = names
+        await loop.put_schedule_policy(
+            c.scheduler,
+            token,
+            names.model,
+            {
+                "datasets": [names.dataset],
+                "entrypoint": "vigil.trainer.examples.patient_risk:train",
+                "params": {"epochs": self.config.epochs, "seed": 3},
+                "code_version": "git:demo",
+                "debounce_s": 0.5,
+                "max_attempts": 2,
+                "backoff_base_s": 0.5,
+                "timeout_s": 300,
+                "memory_limit_mb": 2048,
+            },
+        )
+        await loop.create_deployment(
+            c.deployer,
+            token,
+            {
+                "name": names.deployment,
+                "model": names.model,
+                "strategy": "canary",
+                "auto_deploy": "auto",
+                "min_samples": 50,
+                "steps": [
+                    {"kind": "set_weight", "weight": self.config.canary_weight},
+                    {"kind": "analysis"},
+                    {"kind": "set_weight", "weight": 100},
+                ],
+            },
+        )
+        await loop.put_monitor_policy(
+            c.monitor,
+            token,
+            names.deployment,
+            {
+                # Quality decides a canary: without labels a window is Inconclusive, never a pass on latency alone.
+                # Both variants answer from one gateway process on the demo's (often busy) machine, so their
+                # latency differences are the machine's noise: judge latency only on a gross regression.
+                "canary": {
+                    "min_samples": 100,
+                    "min_labels": 50,
+                    "require_quality": True,
+                    "max_latency_p99_ratio": 3.0,
+                    "min_latency_increase_ms": 250.0,
+                },
+                "drift": {"min_samples": 100},
+                "actions": {"retrain_on_drift_windows": self.config.retrain_drift_windows},
+            },
+        )
+        return (
+            f"model {names.model}: retrain on new {names.dataset} data; deployment {names.deployment}: canary "
+            f"{self.config.canary_weight} % → analysis → 100 %; monitor: {self.config.window_s:g} s windows, "
+            f"retrain after {self.config.retrain_drift_windows} drifted windows"
+        )
+
+    async def _first_model(self) -> str:
+        update = self._write_dataset(1, seed=7)
+        await loop.announce(self.clients.registry, self.token, update)
+        dep = await self._wait_deployment(lambda d: d["stable_version"] is not None, "the first version serving")
+        self.outcome.first_version = int(dep["stable_version"])
+        run = await self._newest_run()
+        accuracy = run.get("metrics", {}).get("val_accuracy") or run.get("metrics", {}).get("accuracy")
+        trained = f"trained in {run['duration_s']:.1f} s" if run.get("duration_s") else "trained"
+        quality = f", holdout accuracy {accuracy:.3f}" if isinstance(accuracy, float) else ""
+        return f"v{dep['stable_version']} {trained}{quality}, gates passed, serving 100 %"
+
+    async def _live_traffic(self) -> str:
+        self.traffic = TrafficSimulator(
+            self.clients.deployer,
+            self.token,
+            self.names.deployment,
+            patient_risk.FEATURES,
+            self._labels,
+            rows_per_request=self.config.rows_per_request,
+            requests_per_s=self.config.requests_per_s,
+            label_delay_s=self.config.label_delay_s,
+        )
+        self.traffic.switch("the clinic's patients (as trained)", _population(drift=0.0))
+        self._traffic_task = asyncio.create_task(self.traffic.run(), name="demo-traffic")
+        version = self.outcome.first_version
+
+        async def labelled_window() -> dict[str, Any] | None:
+            r = await self.clients.monitor.get(
+                "/v1/windows",
+                params={"deployment": self.names.deployment, "version": version, "kind": "tumbling"},
+                headers=self._h(),
+            )
+            items = [w for w in r.json().get("items", []) if w["figures"].get("quality")]
+            return items[0] if items else None
+
+        window = await loop.poll(labelled_window, timeout_s=self._window_wait(3), what="a closed window with labels")
+        figures = window["figures"]
+        accuracy = figures["quality"].get("accuracy")
+        n = figures.get("predictions") or figures.get("count") or "?"
+        shown = f"accuracy {accuracy:.3f}" if isinstance(accuracy, float) else "quality figures"
+        return f"window closed: {n} predictions, {shown} on live labels"
+
+    async def _worse_candidate(self) -> str:
+        stable = self.outcome.first_version
+        update = self._write_dataset(2, seed=8, concept_drift=1.0)
+        await self._publish_data_update(update, cause=None)
+        canary = await self._wait_deployment(
+            lambda d: d["candidate_version"] is not None and d["weights"]["candidate"] == self.config.canary_weight,
+            "the v2 canary",
+        )
+        candidate = int(canary["candidate_version"])
+        self.say(
+            f"  v{candidate} trained, gates passed, canary at {self.config.canary_weight} % — waiting for live labels"
+        )
+        await self._wait_deployment(
+            lambda d: d["rollout"] is None and d["candidate_version"] is None and d["stable_version"] == stable,
+            f"v{candidate} rolled back",
+            timeout_s=self._window_wait(6),
+        )
+        self.outcome.rejected_candidate = candidate
+        event = await self._audited_after("deployment.rolled_back", lambda e: e["data"]["failed_version"] == candidate)
+        self.outcome.rollback_event = event
+        by = event["data"]["trigger"]
+        return f"v{candidate} rolled back by the {by} ({_evidence(event)}); v{stable} serves 100 %"
+
+    async def _world_moves(self) -> str:
+        assert self.traffic is not None
+        stable = self.outcome.first_version
+        self.traffic.switch("a shifted population (older, heavier, higher glucose)", _population(drift=1.0))
+        request = await self._audited_after(
+            "retrain.requested",
+            lambda e: e["data"].get("model") == self.names.model,
+            timeout_s=self._window_wait(3 + 2 * self.config.retrain_drift_windows),
+        )
+        self.outcome.retrain_event = request
+        self.say(
+            f"  monitor: drift on v{stable} in {self.config.retrain_drift_windows} consecutive windows → "
+            f"retrain.requested ({request['data'].get('reason', '')}); the upstream extracts fresh data in answer"
+        )
+        update = self._write_dataset(3, seed=9, drift=1.0)
+        await self._publish_data_update(update, cause=Envelope.model_validate(request))
+        rejected = self.outcome.rejected_candidate or 0
+        canary = await self._wait_deployment(
+            lambda d: (
+                (d["candidate_version"] or 0) > rejected and d["weights"]["candidate"] == self.config.canary_weight
+            ),
+            "the v3 canary",
+        )
+        candidate = int(canary["candidate_version"])
+        self.say(f"  v{candidate} trained on the fresh extract, canary at {self.config.canary_weight} %")
+        settled = await self._wait_deployment(
+            lambda d: d["rollout"] is None,
+            f"v{candidate}'s canary to finish",
+            timeout_s=self._window_wait(6),
+        )
+        if settled["stable_version"] != candidate:
+            rollback = await self._audited_after(
+                "deployment.rolled_back", lambda e: e["data"]["failed_version"] == candidate
+            )
+            raise RuntimeError(f"v{candidate} was rolled back, not promoted: {_evidence(rollback)}")
+        self.outcome.promoted_candidate = candidate
+        self.outcome.promotion_event = await self._audited_after(
+            "deployment.promoted", lambda e: e["data"].get("version") == candidate
+        )
+        self.outcome.champion = await self._champion()
+        return f"v{candidate} promoted after a Successful canary; registry champion = v{self.outcome.champion}"
+
+    async def _explain(self) -> str:
+        await self._stop_traffic()
+        aud = self.clients.auditor
+        assert self.outcome.rollback_event is not None
+        assert self.outcome.promotion_event is not None
+        self.outcome.why_rollback = await loop.why(aud, self.token, self.outcome.rollback_event["id"])
+        self.outcome.why_promotion = await loop.why(aud, self.token, self.outcome.promotion_event["id"])
+        self.outcome.verify = await loop.verify(aud, self.token)
+        ok = "verified" if self.outcome.verify.get("ok") else "BROKEN"
+        return f"audit chain {ok} ({self.outcome.verify.get('entries_checked')} entries)"
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _h(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def _window_wait(self, windows: int) -> float:
+        return max(self.config.step_timeout_s, windows * self.config.window_s + 30.0)
+
+    async def _free_names(self) -> Names:
+        """The plain names on a fresh stack; ``-2``, ``-3`` … when an earlier demo run already used them."""
+        for n in range(1, 1000):
+            names = Names.numbered(n)
+            r = await self.clients.deployer.get(f"/v1/deployments/{names.deployment}", headers=self._h())
+            if r.status_code == 404:
+                return names
+            r.raise_for_status()
+        raise RuntimeError("no free demo deployment name")
+
+    def _write_dataset(self, n: int, *, seed: int, drift: float = 0.0, concept_drift: float = 0.0) -> dict[str, Any]:
+        path = self.data_dir / f"{self.names.dataset}-v{n}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = patient_risk.write_dataset(
+            path, rows=self.config.dataset_rows, seed=seed, drift=drift, concept_drift=concept_drift
+        )
+        return {**body, "dataset": self.names.dataset, "producer": "demo-ehr-export"}
+
+    async def _publish_data_update(self, update: dict[str, Any], *, cause: Envelope | None) -> str:
+        """Publish on vigil.data as an upstream with Kafka access would; with ``cause``, the extract names what it
+        answers (so the audit log can walk from a promotion back to the monitor's request)."""
+        envelope = make_event(
+            DataUpdated.model_validate(update), source="demo://ehr-export", actor="system:demo-ehr-export", cause=cause
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                f"{self.topic_prefix}{topics.DATA}", envelope.canonical_bytes(), key=update["dataset"].encode()
+            )
+        finally:
+            await producer.stop()
+        return envelope.id
+
+    async def _wait_deployment(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str, *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        return await loop.wait_deployment(
+            self.clients.deployer,
+            self.token,
+            self.names.deployment,
+            predicate,
+            what=what,
+            timeout_s=timeout_s or self.config.step_timeout_s,
+        )
+
+    async def _audited_after(
+        self, event_type: str, match: Callable[[dict[str, Any]], bool], *, timeout_s: float = 60.0
+    ) -> dict[str, Any]:
+        """The newest audited event of ``event_type`` for which ``match`` holds (full envelope)."""
+
+        async def probe() -> dict[str, Any] | None:
+            r = await self.clients.auditor.get(
+                "/v1/entries", params={"type": event_type, "limit": 20}, headers=self._h()
+            )
+            r.raise_for_status()
+            for entry in r.json()["items"]:
+                full = await self.clients.auditor.get(f"/v1/events/{entry['event_id']}", headers=self._h())
+                full.raise_for_status()
+                event: dict[str, Any] = full.json()["event"]
+                if _subject_is(event, self.names) and match(event):
+                    return event
+            return None
+
+        return await loop.poll(probe, timeout_s=timeout_s, what=f"{event_type} in the audit log", interval=0.5)
+
+    async def _newest_run(self) -> dict[str, Any]:
+        r = await self.clients.trainer.get(
+            "/v1/runs", params={"model": self.names.model, "limit": 1}, headers=self._h()
+        )
+        items = r.json().get("items", []) if r.status_code == 200 else []
+        return items[0] if items else {}
+
+    async def _champion(self) -> int | None:
+        r = await self.clients.registry.get(f"/v1/models/{self.names.model}/aliases/champion", headers=self._h())
+        return int(r.json()["version"]) if r.status_code == 200 else None
+
+    async def _stop_traffic(self) -> None:
+        task = getattr(self, "_traffic_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _subject_is(event: dict[str, Any], names: Names) -> bool:
+    """Does this event concern this run's model or deployment (an earlier demo run may share the stack)?"""
+    data = event.get("data", {})
+    return data.get("deployment") == names.deployment or data.get("model") == names.model
+
+
+def _evidence(event: dict[str, Any]) -> str:
+    """The breached rules of a decision, e.g. ``accuracy.drop 0.253 > 0.020``."""
+    parts = []
+    for e in event["data"].get("evidence", []):
+        if not e.get("breached"):
+            continue
+        value, threshold = e.get("value"), e.get("threshold")
+        if isinstance(value, int | float) and isinstance(threshold, int | float):
+            parts.append(f"{e['statistic']} {value:.3f} > {threshold:.3f}")
+        else:
+            parts.append(str(e.get("statistic")))
+    return "; ".join(parts) or event["data"].get("reason", "no breached rule recorded")
