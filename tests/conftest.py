@@ -6,9 +6,11 @@ asks for it, so unit tests stay free of infrastructure.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,25 @@ def postgres_control(postgres: testinfra.PostgresUnderTest) -> Iterator[testinfr
         pytest.skip(f"the {postgres.source} Postgres cannot be restarted by tests (embedded only)")
     yield postgres
     postgres.ensure_running()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _no_task_outlives_the_session() -> AsyncIterator[None]:
+    """At the end of the session, every task a test left on the shared loop must end when cancelled: one that does
+    not (a loop that swallows its cancellation) would hang the loop's teardown, and so CI, forever. Survivors are
+    named with their stacks and fail the session instead."""
+    yield
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for task in left:
+        task.cancel()
+    if not left:
+        return
+    _, pending = await asyncio.wait(left, timeout=15)
+    if pending:
+        described = []
+        for task in pending:
+            frames = "".join(traceback.format_stack(task.get_stack()[-1])) if task.get_stack() else "(no stack)"
+            described.append(f"{task.get_name()} {task.get_coro()!r}\n{frames}")
+        report = "\n".join(described)
+        pytest.fail(f"{len(pending)} task(s) survived cancellation at the end of the session:\n{report}", pytrace=False)

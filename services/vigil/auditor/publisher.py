@@ -8,7 +8,8 @@ what the outbox relay guarantees for the other events. Writers commit in seq ord
 lock), so the entries after the cursor are never overtaken by a later commit.
 
 - **Wake-up.** ``append_entries`` sends ``NOTIFY vigil_audit_<schema>`` in the appending transaction (delivered at
-  commit); the publisher LISTENs on it and also polls every ``poll_s`` (≤ 200 ms) in case a notification is lost.
+  commit); the publisher LISTENs on it and also polls every ``poll_s`` (≤ 200 ms) in case a notification is lost —
+  the loop the outbox relay uses too (:class:`vigil.bus.wakeup.NotifyWakeup`: reconnects, no lost wake-ups).
 - **Replicas.** The cursor row is locked ``FOR UPDATE SKIP LOCKED`` while a batch is in flight: one publisher
   publishes at a time, the others skip.
 - **Ids.** An entry's event id is derived from (chain, seq) (:func:`vigil.auditor.feed.entry_event_id`) and its
@@ -20,9 +21,7 @@ lock), so the entries after the cursor are never overtaken by a later commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
 
 import asyncpg
 
@@ -30,6 +29,7 @@ from vigil.auditor.feed import ENTRY_EVENT_COLUMNS, entry_record
 from vigil.auditor.store import notify_channel
 from vigil.bus.metrics import REPUBLISHED
 from vigil.bus.producer import BusProducer
+from vigil.bus.wakeup import NotifyWakeup
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +72,26 @@ class EntryPublisher:
         self.service = service
         self.batch_size = batch_size
         self.poll_s = poll_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listen_conn: asyncpg.Connection | None = None
+        self._wakeup = NotifyWakeup(
+            pool,
+            notify_channel(schema),
+            self._round,
+            name=f"audit-entry-publisher-{chain}",
+            poll_s=poll_s,
+            logger=log,
+            error_message="audit.entry publisher error, retrying",
+        )
         self.published_total = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"audit-entry-publisher-{self.chain}")
+        await self._wakeup.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._unlisten()
+        await self._wakeup.stop()
 
     def wake(self) -> None:
         """Look at the log now (after a rewind, or when a caller knows entries were committed)."""
-        self._wake.set()
+        self._wakeup.wake()
 
     async def rewind(self, retention_s: float) -> int:
         """:func:`rewind`, then wake up; counts the entries in :data:`REPUBLISHED`."""
@@ -99,48 +100,9 @@ class EntryPublisher:
         self.wake()
         return count
 
-    def _on_notify(self, *_: Any) -> None:
-        self._wake.set()
-
-    async def _listen(self) -> None:
-        if self._listen_conn is not None and not self._listen_conn.is_closed():
-            return
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(notify_channel(self.schema), self._on_notify)
-        except BaseException:
-            await self.pool.release(conn)
-            raise
-        self._listen_conn = conn
-
-    async def _unlisten(self) -> None:
-        conn, self._listen_conn = self._listen_conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(notify_channel(self.schema), self._on_notify)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
-
-    async def _run(self) -> None:
-        backoff = self.poll_s
-        while True:
-            try:
-                await self._listen()
-                self._wake.clear()  # before reading: a commit from now on wakes the next round
-                published = await self.publish_batch()
-                backoff = self.poll_s
-                if published >= self.batch_size:
-                    continue  # more waiting: go again at once
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker or database away: the cursor has not moved; try again with backoff
-                log.warning("audit.entry publisher error, retrying", extra={"error": repr(exc)})
-                await self._unlisten()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+    async def _round(self) -> bool:
+        """One batch; True when it was full (more entries are waiting)."""
+        return await self.publish_batch() >= self.batch_size
 
     async def publish_batch(self) -> int:
         """Publish up to ``batch_size`` entries after the cursor, in seq order; advance the cursor once acked."""
