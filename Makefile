@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv run demo test test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor clean
+.PHONY: venv run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-loop bench-report clean
 
 venv: $(STAMP)
 
@@ -25,9 +25,13 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/vigil demo
 
-## The whole test suite against real infrastructure (embedded broker + Postgres unless Docker or DATABASE_URL).
+## The whole test suite against real infrastructure (embedded broker + Postgres unless Docker or DATABASE_URL),
+## except the cases marked slow (the fault suite's broker loss and Postgres restart under the loop): `make test-slow`.
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m unit
@@ -55,8 +59,16 @@ $(BENCH_STAMP): $(STAMP)
 	@rm -f $(VENV)/.bench-installed-*
 	@touch $@
 
-## Benchmarks: results go to docs/benchmarks/<area>.json and .md (never part of pass/fail).
-bench: bench-drift bench-audit bench-gateway bench-monitor
+## Benchmarks: results go to docs/benchmarks/<area>.json and .md (never part of pass/fail); the report gathers them
+## into docs/benchmarks/README.md once every benchmark has run.
+bench: bench-drift bench-audit bench-gateway bench-monitor bench-loop
+	$(MAKE) bench-report
+
+bench-report: $(STAMP)
+	$(BIN)/python tests/bench/bench_report.py
+
+bench-loop: $(STAMP)
+	$(BIN)/python tests/bench/bench_loop.py
 
 bench-monitor: $(STAMP)
 	$(BIN)/python tests/bench/bench_monitor.py

@@ -14,10 +14,17 @@ Run: ``.venv/bin/python tests/bench/bench_monitor.py`` (not collected by pytest)
   figures of a stable and a candidate window (20 features each, drift report, quality, latency) and the policy
   evaluation. The Postgres transaction and the relay's publish come on top (a few ms on the embedded stack).
 - ``false_positive_rate_clean_windows``: windows of 1 000 clean rows judged under the default policy.
+- ``predictions_per_s_end_to_end``: the running monitor service (in-process, on the embedded broker and Postgres
+  that ``vigil.stack.testinfra`` starts, as the tests do) consuming prediction batches already on
+  ``vigil.predictions``: faust fetch, decode, fold, join, the table writes and the wait for their changelog acks
+  (``MonitorStreams._settle``), offset commits — from the first row applied to the last (the consumer-group join
+  and table recovery before it are not the monitor's steady state). Four deployments, so the four partitions are
+  all busy; the broker, Postgres and the monitor share the same 2 cores.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -32,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+sys.path.insert(0, str(ROOT / "tests"))  # the in-process service harness (tests/support)
 
 from vigil.events import decode_event, make_event  # noqa: E402
 from vigil.events.catalog.streams import PredictionLogged  # noqa: E402
@@ -42,17 +50,25 @@ from vigil.monitor.ingest import decode_stream_event, fold_predictions  # noqa: 
 from vigil.monitor.joins import JoinIndex, encode_batch  # noqa: E402
 from vigil.monitor.policy import DEFAULT_POLICY  # noqa: E402
 from vigil.monitor.state import WindowState  # noqa: E402
+from vigil.stack import testinfra  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
 ROWS = 2_200  # with 32-char ids and full-precision floats this is what fits in 1 MiB
 
 
-def _batch(rng: np.random.Generator, variant: str = "stable", version: int = 1, latency: float = 20.0) -> bytes:
+def _batch(
+    rng: np.random.Generator,
+    variant: str = "stable",
+    version: int = 1,
+    latency: float = 20.0,
+    deployment: str = "bench",
+    model: str = "m",
+) -> bytes:
     x = rng.normal(size=(ROWS, len(FEATURES)))
     score = 1 / (1 + np.exp(-x[:, 0]))
     now = datetime.now(UTC)
     payload = PredictionLogged(
-        deployment="bench", model="m", version=version, variant=variant, first_at=now, last_at=now,
+        deployment=deployment, model=model, version=version, variant=variant, first_at=now, last_at=now,
         prediction_ids=[uuid.uuid4().hex for _ in range(ROWS)],
         numeric={n: x[:, j].tolist() for j, n in enumerate(FEATURES)},
         outputs=(score >= 0.5).astype(float).tolist(), scores=score.tolist(),
@@ -132,6 +148,85 @@ def bench_false_positives(ref: DatasetProfile, rng: np.random.Generator, windows
     return {"false_positive_rate_clean_windows": flagged / windows, "clean_windows": float(windows)}
 
 
+async def _stream_end_to_end(
+    ref: DatasetProfile, rng: np.random.Generator, bootstrap: str, dsn: str, tmp: Path, records_n: int
+) -> dict[str, float]:
+    """See ``predictions_per_s_end_to_end`` in the module docstring."""
+    from aiokafka import AIOKafkaProducer
+
+    from support.kafka import produce_raw
+    from support.services import make_tokens, running, settings_for
+    from vigil.events.catalog.models import ModelVersionRegistered
+    from vigil.monitor.app import make_app
+    from vigil.monitor.settings import MonitorSettings
+
+    prefix = testinfra.unique_name("bench.") + "."
+    deployments = [f"bench-{i}" for i in range(4)]
+    body = ref.to_dict()
+    registered = make_event(
+        ModelVersionRegistered(
+            model="m", version=1, source="manual", artifact_digest="sha256:" + "0" * 64,
+            artifact_uri="file:///bench/m/1", artifact_format="json", reference_profile=body,
+            reference_profile_digest="sha256:" + "1" * 64,
+        ),
+        source="vigil://bench", actor="svc:bench",
+    )  # fmt: skip
+    records = [_batch(rng, deployment=deployments[i % 4]) for i in range(records_n)]
+    settings = settings_for(
+        MonitorSettings, dsn=dsn, bootstrap=bootstrap, prefix=prefix, tokens=make_tokens(tmp),
+        kafka_topic_partitions=4, window_s=3600.0, tick_s=1.0, policy_cache_s=60.0,
+    )  # fmt: skip
+    async with running(make_app(settings)) as mon:  # a first run only stores the reference profile
+        await produce_raw(bootstrap, f"{prefix}vigil.models", [registered.canonical_bytes()], key=b"m")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if await mon.runtime.pool.fetchval("SELECT count(*) FROM reference_profiles"):
+                break
+            await asyncio.sleep(0.1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024, linger_ms=5)
+    await producer.start()
+    try:  # all batches on the topic before the measured run starts
+        sent = [
+            await producer.send(f"{prefix}vigil.predictions", r, key=deployments[i % 4].encode())
+            for i, r in enumerate(records)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    async with running(make_app(settings)) as mon:
+        streams = mon.runtime.state["streams"]
+        total = records_n * ROWS
+        first: float | None = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            applied = sum(st.predictions for st in streams.live.values())
+            if applied and first is None:
+                first, first_rows = time.perf_counter(), applied
+            if applied >= total:
+                break
+            await asyncio.sleep(0.005)
+        last = time.perf_counter()
+    assert first is not None and applied >= total, f"only {applied} of {total} rows applied"
+    return {
+        "predictions_per_s_end_to_end": (total - first_rows) / (last - first),
+        "end_to_end_records": float(records_n),
+        "end_to_end_seconds": last - first,
+    }
+
+
+def bench_stream_end_to_end(ref: DatasetProfile, rng: np.random.Generator, records_n: int = 120) -> dict[str, float]:
+    workdir = testinfra.make_workdir()
+    kafka = testinfra.start_kafka(workdir)
+    postgres = testinfra.start_postgres(workdir)
+    try:
+        _name, dsn = postgres.create_database()
+        return asyncio.run(_stream_end_to_end(ref, rng, kafka.bootstrap_servers, dsn, workdir, records_n))
+    finally:
+        postgres.close()
+        kafka.close()
+        testinfra.remove_workdir(workdir)
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     ref = DatasetProfile.build(np.asfortranarray(rng.normal(size=(100_000, len(FEATURES)))), numeric_names=FEATURES)
@@ -141,6 +236,7 @@ def main() -> None:
         **bench_ingest(ref, records),
         **bench_decision(ref, rng),
         **bench_false_positives(ref, rng),
+        **bench_stream_end_to_end(ref, rng),
         "features": float(len(FEATURES)),
         "rows_per_record": float(ROWS),
     }
@@ -151,6 +247,8 @@ def main() -> None:
     r = results
     rows = [
         ("predictions/s (window update path, 20 features, one process)", f"{r['predictions_per_s']:,.0f}", "≥ 100 000"),
+        (f"predictions/s end to end (running monitor on the embedded broker, {int(r['end_to_end_records'])} records)",
+         f"{r['predictions_per_s_end_to_end']:,.0f}", "≥ 100 000"),
         ("decode per record (envelope schema + payload model)", f"{r['decode_ms_per_record']:.1f} ms", ""),
         ("decode per record, full fastjsonschema path", f"{r['full_schema_decode_ms_per_record']:.1f} ms", ""),
         ("fold + join + serialise per record", f"{r['fold_ms_per_record']:.1f} ms", ""),
