@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from vigil.bus._aio import wait_event
+from vigil.bus._aio import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,7 @@ class NotifyWakeup:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self._unlisten()
 

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from vigil.bus._aio import cancel_and_wait
 from vigil.demo import loop
 from vigil.demo.traffic import Population, TrafficSimulator
 from vigil.events import Envelope, make_event, topics
@@ -500,9 +501,7 @@ class Story:
     async def _stop_traffic(self) -> None:
         task = getattr(self, "_traffic_task", None)
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 def _subject_is(event: dict[str, Any], names: Names) -> bool:

@@ -16,6 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from vigil.bus._aio import cancel_and_wait
 from vigil.demo.story import Story, StoryOutcome
 
 _ICONS = {
@@ -154,9 +155,7 @@ async def play_live(story: Story, console: Console, refresh_s: float = 1.0) -> S
         try:
             outcome = await story.run()
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            await cancel_and_wait(refresher)
         live.update(render(story, snap))
     return outcome
 

@@ -5,11 +5,10 @@ looks at it. A failing tick is logged and retried at the next one; the task neve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from abc import ABC, abstractmethod
 
-from vigil.bus._aio import wait_event
+from vigil.bus._aio import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,7 @@ class PeriodicTask(ABC):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def wake(self) -> None:

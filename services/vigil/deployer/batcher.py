@@ -20,7 +20,6 @@ decisions never travel this way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter
 
+from vigil.bus._aio import cancel_and_wait
 from vigil.bus.producer import BusProducer
 from vigil.deployer.gateway import ModelCache
 from vigil.events import Envelope, check_outgoing, make_event
@@ -155,9 +155,7 @@ class PredictionBatcher:
     async def stop(self) -> None:
         """Stop the task and flush whatever is queued (best effort)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         while not self._queue.empty():
             self._add(self._queue.get_nowait())
@@ -170,8 +168,9 @@ class PredictionBatcher:
     async def _run(self) -> None:
         while True:
             timeout = self._next_deadline()
-            try:
-                item = await asyncio.wait_for(self._queue.get(), timeout)
+            try:  # not wait_for: on 3.11 it can swallow a cancellation that lands as an item arrives (_aio.py)
+                async with asyncio.timeout(timeout):
+                    item = await self._queue.get()
                 self._add(item)
                 while not self._queue.empty():  # drain what is there without yielding per item
                     self._add(self._queue.get_nowait())

@@ -199,6 +199,9 @@ async def start_rollout(
     dep = await store.get_deployment(conn, deployment, lock=True)
     if dep is None:
         return _rejected(f"no deployment {deployment}", "not_found")
+    # Versions are immutable but their status is not: a rollback (under this lock) may have marked this one failed
+    # since it was read above, so read it again now that nothing else can.
+    mv = await store.get_model_version(conn, dep["model"], version) or mv
     registered = Envelope.model_validate(mv["registered_event"])
     if dep["rollout_id"] is not None:
         if trigger == "auto":

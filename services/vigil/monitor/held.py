@@ -13,9 +13,9 @@ background batcher, is credited too. Labels that never matched anything are coun
 evicted (``vigil_monitor_held_labels_dropped_total{reason}``).
 
 Durability: each entry is a value in the faust ``held`` table (changelog-backed, like ``joins``), so a restart
-recovers it. Exactly-once counting rests on the window's per-partition offsets: a window that takes a held label
-records the label record's offset (``"l:<partition>"``), so a redelivery of that label record finds its rows
-already applied.
+recovers it. Exactly-once counting rests on the window's event ids: a window that takes a held label records the
+label record's event id (the held entry's key is ``deployment|event id``), so a redelivery of that label record
+finds its rows already applied.
 """
 
 from __future__ import annotations

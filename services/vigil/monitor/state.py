@@ -5,10 +5,14 @@ features frequency tables on the reference vocabulary, predictions a small histo
 score histograms and a confusion matrix, fairness per-group counters. Each folds a batch in one pass and merges
 exactly, so the rolling long window is the merge of its tumbling windows.
 
-The state also records, per source partition, the offset of the last record applied to it. faust gives
-at-least-once delivery (Tansu cannot do Kafka transactions, so no exactly-once processing guarantee); the state is
-written to its changelog before the source offset is committed, so a redelivered record finds its offset already
-in the state and is skipped — window counts never double after a crash or restart.
+The state also records the ids of the prediction batches and label records applied to it (``events``), and, for
+metrics, per source partition the offset of the last record applied. faust gives at-least-once delivery (Tansu
+cannot do Kafka transactions, so no exactly-once processing guarantee); the state is written to its changelog
+before the source offset is committed, so a redelivered record finds itself already in the state and is skipped —
+window counts never double after a crash or restart. Event ids rather than offsets for predictions and labels:
+after a rebalance faust can hand over a later record before an earlier one (it abandons a record while its flow is
+suspended and fetches it again afterwards, see faust_fixes.py), and an offset mark — "everything up to here is
+applied" — would then skip the earlier record for good.
 
 Serialised form (the faust table value): canonical-ish JSON bytes with arrays as base64 of zlib (the kernels'
 encoding). Reference edges are *not* stored (they are the reference profile's, 20 × 1024 floats): the state is
@@ -66,7 +70,8 @@ class WindowState:
     errors: int = 0
     requests: int = 0  # from metric.observed (requests served), when upstream reports them
     late_rows: int = 0  # prediction rows that arrived after this window closed (not in the figures)
-    offsets: dict[str, int] = field(default_factory=dict)  # "<stream>:<partition>" → last applied offset
+    offsets: dict[str, int] = field(default_factory=dict)  # metrics: "m:<partition>" → last applied offset
+    events: set[str] = field(default_factory=set)  # ids of the prediction batches and label records applied
     # in memory only (never serialised)
     closing: bool = False
     db_labels: int | None = None  # labels count of the stored figures; None until the closer checked Postgres
@@ -88,7 +93,7 @@ class WindowState:
         self.offsets[k] = max(offset, self.offsets.get(k, -1))
 
     def merge(self, other: WindowState) -> WindowState:
-        """The state of both windows together (the rolling long window); offsets are not carried."""
+        """The state of both windows together (the rolling long window); offsets and event ids are not carried."""
         out = WindowState(
             self.deployment, self.model, self.version, self.variant, min(self.start, other.start),
             max(self.end, other.end), self.reference_digest,
@@ -134,6 +139,7 @@ class WindowState:
             "requests": self.requests,
             "late_rows": self.late_rows,
             "offsets": self.offsets,
+            "events": sorted(self.events),
             "latency": self.latency.to_dict(),
             "confusion": self.confusion.to_dict(),
             "quality": self.quality.to_dict() if self.quality is not None else None,
@@ -162,6 +168,7 @@ class WindowState:
         for name in ("predictions", "labels", "errors", "requests", "late_rows"):
             setattr(st, name, int(d[name]))
         st.offsets = {str(k): int(v) for k, v in d["offsets"].items()}
+        st.events = {str(e) for e in d.get("events", ())}
         st.latency = LatencySketch.from_dict(d["latency"])
         st.confusion = ConfusionMatrix.from_dict(d["confusion"])
         st.quality = BinaryClassificationState.from_dict(d["quality"]) if d.get("quality") else None

@@ -103,6 +103,7 @@ class MonitorStreams:
         self._stack = AsyncExitStack()
         self.dead_lettered = 0
         self.restarts = 0  # faust apps replaced after a broker loss
+        self._stopping = False
         faust_fixes.apply()
         self.app = self._build_app()
 
@@ -156,12 +157,16 @@ class MonitorStreams:
         await self._stack.enter_async_context(faust_app_running(self.app, stop_timeout=30.0))
 
     async def stop(self) -> None:
-        await self._stack.aclose()
+        self._stopping = True
+        async with self._close_lock:  # a broker-loss restart in flight finishes first, and starts nothing after this
+            await self._stack.aclose()
 
     async def restart_after_broker_loss(self) -> None:
         """The broker came back without its log: keep the table state, forget the old log, run a new faust app
         with the same id (why and how: broker_loss.py)."""
         async with self._close_lock:
+            if self._stopping:
+                return
             old = self.app
             consumer: Any = old.consumer  # faust keeps its ack bookkeeping on the concrete consumer
             for pending in (consumer._acked, consumer._acked_index, consumer._gap):
@@ -179,7 +184,7 @@ class MonitorStreams:
                 st.offsets.clear()
             for held in self.held_labels.values():
                 for entry in held.entries.values():
-                    entry.offset = -1  # joined later, it marks the window with an old-log offset otherwise
+                    entry.offset = -1  # provenance in the old log: meaningless on the new one
             s = self.settings
             app_id = old.conf.id
             rows = {
@@ -431,8 +436,8 @@ class MonitorStreams:
             self.live[key] = st
         batch_key = f"{key}|{env.id}"
         attribute = await self._fairness_attribute(p.deployment)
-        if st.seen("p", partition, offset) or batch_key in self.batch_keys[key]:
-            # a redelivery (offset already applied) or a re-sent copy of a batch this window holds (same event id:
+        if env.id in st.events or batch_key in self.batch_keys[key]:
+            # a redelivery (the window holds this event) or a re-sent copy of a batch the join holds (same event id:
             # its join rows are written only once the window state that counts it is on the broker, below)
             if batch_key not in self.batch_keys[key]:  # a crash came between the two writes: restore the join rows
                 scratch = WindowState(p.deployment, p.model, p.version, p.variant, start, st.end)
@@ -458,7 +463,7 @@ class MonitorStreams:
         self.indexes[p.deployment].add(key, cols)  # in memory at once: the labels agent may look it up next
         self.batch_keys[key].add(batch_key)
         credited = await self._join_held(st, cols)
-        st.mark("p", partition, offset)
+        st.events.add(env.id)
         self._save(st, partition)
         # The window state first, then the join rows and labelled marks: those say "this batch / label is in the
         # window" to a later re-send, so they must never reach the broker without the state they describe.
@@ -470,7 +475,7 @@ class MonitorStreams:
     async def _join_held(self, st: WindowState, cols: BatchColumns) -> list[tuple[str, npt.NDArray[np.uint64]]]:
         """Credit labels that arrived before this batch (held.py) to the batch's window.
 
-        The window records each joined label record's offset, so a redelivery of that label record is recognised
+        The window records each joined label record's event id, so a redelivery of that label record is recognised
         as applied. The held entry is kept (marked matched) until its age runs out: a mirrored copy of the same
         request may still come. Returns the ``labelled`` table writes to make once the window state is saved."""
         credited: list[tuple[str, npt.NDArray[np.uint64]]] = []
@@ -486,7 +491,7 @@ class MonitorStreams:
                 continue
             y, pred = entry.labels[label_rows], cols.preds[rows].astype(np.int64)
             await self._apply_labels(st, y, pred, cols.scores[rows], cols.groups[rows])
-            st.mark("l", entry.partition, entry.offset)
+            st.events.add(hit.key.rsplit("|", 1)[-1])  # the held label record's event id (key: deployment|id)
             self.labelled[st.key].add(cols.hashes[rows])
             credited.append((f"{st.key}|h|{hit.key}", cols.hashes[rows]))
             ROWS.labels("labels", "joined_held").inc(int(rows.size))
@@ -496,7 +501,7 @@ class MonitorStreams:
         """Persist that ``hashes`` took their label in ``window`` (the ``labelled`` table, so a restart still
         knows; the caller has added them to ``self.labelled`` already). One table value per (window, label record);
         a second write under the same key extends it. Written *after* the window state: if a crash loses this write
-        but not the window's, the redelivered record is caught by the window's offset mark; the other way round the
+        but not the window's, the redelivered record is caught by the window's event ids; the other way round the
         label would be skipped as a duplicate and lost."""
         self.labelled[window].add(hashes)
         self.labelled_keys[window].add(table_key)
@@ -526,8 +531,8 @@ class MonitorStreams:
             if st is None:
                 ROWS.labels("labels", "expired").inc(int((keys == key).sum()))
                 continue
-            if st.seen("l", partition, offset):  # a redelivery of a record this window has applied
-                ROWS.labels("labels", "redelivered").inc(int((keys == key).sum()))
+            if env.id in st.events:  # a redelivery (or an upstream re-send) of a record this window has applied
+                ROWS.labels("labels", "duplicate").inc(int((keys == key).sum()))
                 continue
             rows = np.flatnonzero(keys == key)
             h = hashes[m.rows[rows]]
@@ -537,7 +542,7 @@ class MonitorStreams:
             rows = rows[fresh]
             if rows.size:
                 await self._apply_labels(st, y[rows], m.preds[rows].astype(np.int64), m.scores[rows], m.groups[rows])
-            st.mark("l", partition, offset)
+            st.events.add(env.id)
             self._save(st, partition)
             if rows.size:
                 await self._settle_now()  # the window state first (see _record_labelled)

@@ -13,7 +13,6 @@ emits ``training.failed`` (``worker_lost``), which the scheduler turns into the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -96,8 +95,7 @@ class WorkerPool:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()
 
     def wake(self) -> None:

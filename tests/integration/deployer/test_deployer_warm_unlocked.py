@@ -4,6 +4,7 @@ must not block every other move on the deployment (verdicts, the rollout ticker,
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -30,6 +31,7 @@ async def test_the_deployment_row_is_not_locked_while_the_candidate_warms(deploy
         await real_warm(digest)
 
     models.warm = slow_warm  # type: ignore[method-assign]
+    start: asyncio.Task[Any] | None = None
     try:
         start = asyncio.create_task(
             deployer.client.post("/v1/deployments/warm/rollouts", json={"version": 2}, headers=deployer.h("deployer"))
@@ -47,5 +49,9 @@ async def test_the_deployment_row_is_not_locked_while_the_candidate_warms(deploy
         answer = await asyncio.wait_for(start, 30)
     finally:
         models.warm = real_warm  # type: ignore[method-assign]
+        release.set()  # never leave the request (and its pooled connection) waiting, whatever failed above
+        if start is not None and not start.done():
+            start.cancel()
+            await asyncio.wait({start})
     assert answer.status_code == 201, answer.text
     assert answer.json()["candidate_version"] == 2

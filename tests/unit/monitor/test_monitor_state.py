@@ -27,7 +27,8 @@ def _state(seed: int, rows: int = 500) -> WindowState:
     st.latency.update(rng.exponential(20, rows))
     st.confusion.update(rng.integers(0, 2, rows), rng.integers(0, 2, rows))
     st.predictions = rows
-    st.mark("p", 1, 41)
+    st.mark("m", 1, 41)
+    st.events.update({"01a2-batch", "01a3-labels"})
     return st
 
 
@@ -35,7 +36,8 @@ def test_round_trip_keeps_every_figure() -> None:
     st = _state(1)
     back = WindowState.from_bytes(st.to_bytes(), REF)
     assert compute_figures(back, REF) == compute_figures(st, REF)
-    assert back.seen("p", 1, 41) and back.seen("p", 1, 40) and not back.seen("p", 1, 42) and not back.seen("p", 0, 1)
+    assert back.seen("m", 1, 41) and back.seen("m", 1, 40) and not back.seen("m", 1, 42) and not back.seen("m", 0, 1)
+    assert back.events == {"01a2-batch", "01a3-labels"}
     assert len(st.to_bytes()) < 20_000  # counts only, not the reference edges
 
 
