@@ -37,8 +37,16 @@ class TopicNamer:
         return [self.physical(t) for t in (*logical.ALL, EPOCH_TOPIC)]
 
 
-async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: int, replication_factor: int) -> None:
-    """Create topics that do not exist yet; 'already exists' is success. Safe to call at every start."""
+async def ensure_topics(
+    bootstrap_servers: str,
+    names: list[str],
+    partitions: int,
+    replication_factor: int,
+    topic_configs: dict[str, str] | None = None,
+) -> None:
+    """Create topics that do not exist yet; 'already exists' is success. Safe to call at every start.
+
+    ``topic_configs`` applies to every topic created; without it each gets :data:`TOPIC_CONFIGS` by its suffix."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
     try:
         await admin.start()
@@ -51,7 +59,9 @@ async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: in
                 n,
                 1 if n.endswith(EPOCH_TOPIC) else partitions,
                 replication_factor,
-                topic_configs=TOPIC_CONFIGS.get(n.rsplit("vigil.", 1)[-1], {}),
+                topic_configs=topic_configs
+                if topic_configs is not None
+                else TOPIC_CONFIGS.get(n.rsplit("vigil.", 1)[-1], {}),
             )
             for n in missing
         ]

@@ -239,7 +239,7 @@ async def why_subject(
 async def served_at(request: Request, name: DeploymentName, at: datetime, _user: Auditor) -> ServedAt:
     """What the deployment served at time ``at`` (stable/candidate versions and split), from its audited events."""
     if at.tzinfo is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "at must carry a time zone")
+        raise HTTPException(422, "at must carry a time zone")
     async with _runtime(request).pool.acquire() as conn:
         rows = await store.deployment_history_at(conn, f"deployment/{name}", at)
     if not rows:
@@ -388,7 +388,7 @@ async def consistency_proof(
 ) -> ConsistencyProof:
     """RFC 6962 proof that the tree of one checkpoint is a prefix of a later checkpoint's tree."""
     if from_size > to_size:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "from must not exceed to")
+        raise HTTPException(422, "from must not exceed to")
     async with _runtime(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         old = await _checkpoint_or_404(conn, from_size)
         new = await _checkpoint_or_404(conn, to_size)

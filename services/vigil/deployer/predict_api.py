@@ -127,9 +127,9 @@ async def predict(name: DeploymentName, body: PredictRequest, request: Request, 
             matrix = rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows)
     except InputError as exc:
         if "exceeds the limit" in str(exc):  # the request's size, not the routed version's doing: not its error
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc)) from exc
+            raise HTTPException(413, str(exc)) from exc
         failed("bad_input", requested_rows)  # rows that do not fit this version's features (they may fit another)
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(422, str(exc)) from exc
 
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite score, checked below

@@ -31,12 +31,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
+
+from vigil.bus.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
-TOPIC_ALREADY_EXISTS = 36
 #: ``topic → [(partition, key bytes, value bytes)]``: what the changelog topics must hold again.
 ChangelogRecords = dict[str, list[tuple[int, bytes, bytes]]]
 
@@ -63,24 +63,12 @@ async def reseed_changelogs(
     bootstrap_servers: str, records: ChangelogRecords, topics: list[str], partitions: int, replication_factor: int
 ) -> int:
     """Create the (compacted) changelog topics again and write ``records`` into them; returns the records written."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
-    try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            compacted = {"cleanup.policy": "compact"}
-            response = await admin.create_topics(
-                [NewTopic(t, partitions, replication_factor, topic_configs=compacted) for t in missing]
-            )
-            for topic, code, message in response.topic_errors:
-                if code not in (0, TOPIC_ALREADY_EXISTS):
-                    raise RuntimeError(f"cannot create changelog topic {topic}: error {code} {message}")
-    finally:
-        await admin.close()
+    await ensure_topics(
+        bootstrap_servers, topics, partitions, replication_factor, topic_configs={"cleanup.policy": "compact"}
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", max_request_size=4 * 1024 * 1024)
-    await producer.start()
     try:
+        await producer.start()
         futures: list[Any] = []
         for topic, rows in records.items():
             for partition, key, value in rows:

@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from typing import Any
@@ -177,30 +178,9 @@ class MonitorStreams:
             except Exception:  # an app that crashed on the lost log may fail to stop cleanly; its state is ours
                 log.exception("stopping the faust app after the broker loss failed")
             self._stack = AsyncExitStack()
-            self._ensure_index()
-            for key in list(self.windows.keys()):
-                await self._load(key)
-            for st in self.live.values():
-                st.offsets.clear()
-            for held in self.held_labels.values():
-                for entry in held.entries.values():
-                    entry.offset = -1  # provenance in the old log: meaningless on the new one
+            rows, partition_of = await self._state_for_a_new_log()
             s = self.settings
             app_id = old.conf.id
-            rows = {
-                "windows": {k: st.to_bytes() for k, st in self.live.items()},
-                "held": {k: e.to_bytes() for h in self.held_labels.values() for k, e in h.entries.items()},
-                "joins": _table_bytes(self.joins),
-                "labelled": _table_bytes(self.labelled_table),
-            }
-            known = {st.deployment: st.partition for st in self.live.values() if st.partition is not None}
-            known.update({e.deployment: e.partition for h in self.held_labels.values() for e in h.entries.values()})
-
-            def partition_of(key: str) -> int:
-                deployment = key.split("|", 1)[0]
-                found = known.get(deployment)
-                return found if found is not None else default_partition(deployment, s.kafka_topic_partitions)
-
             changelogs = {name: f"{app_id}-{name}-changelog" for name in rows}
             records = changelog_records(((changelogs[n], r) for n, r in rows.items()), partition_of)
             written = await reseed_changelogs(
@@ -217,6 +197,34 @@ class MonitorStreams:
                 "faust app restarted after a broker loss",
                 extra={"windows": len(rows["windows"]), "changelog_records": written},
             )
+
+    async def _state_for_a_new_log(self) -> tuple[dict[str, dict[str, bytes]], Callable[[str], int]]:
+        """Every live row of the four tables with the old log's offsets forgotten (window metric marks, the held
+        labels' provenance), and the partition each key's rows go to (the one its deployment's records came from)."""
+        self._ensure_index()
+        for key in list(self.windows.keys()):
+            await self._load(key)
+        for st in self.live.values():
+            st.offsets.clear()
+        for held in self.held_labels.values():
+            for entry in held.entries.values():
+                entry.offset = -1
+        rows = {
+            "windows": {k: st.to_bytes() for k, st in self.live.items()},
+            "held": {k: e.to_bytes() for h in self.held_labels.values() for k, e in h.entries.items()},
+            "joins": _table_bytes(self.joins),
+            "labelled": _table_bytes(self.labelled_table),
+        }
+        known = {st.deployment: st.partition for st in self.live.values() if st.partition is not None}
+        known.update({e.deployment: e.partition for h in self.held_labels.values() for e in h.entries.values()})
+        partitions = self.settings.kafka_topic_partitions
+
+        def partition_of(key: str) -> int:
+            deployment = key.split("|", 1)[0]
+            found = known.get(deployment)
+            return found if found is not None else default_partition(deployment, partitions)
+
+        return rows, partition_of
 
     # -- per message ---------------------------------------------------------------------------------------------
     async def _safely(self, logical: str, event: Any, handler: Any) -> None:
