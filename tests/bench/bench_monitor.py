@@ -214,7 +214,7 @@ async def _stream_end_to_end(
     }
 
 
-def bench_stream_end_to_end(ref: DatasetProfile, rng: np.random.Generator, records_n: int = 120) -> dict[str, float]:
+def bench_stream_end_to_end(ref: DatasetProfile, rng: np.random.Generator, records_n: int = 360) -> dict[str, float]:
     workdir = testinfra.make_workdir()
     kafka = testinfra.start_kafka(workdir)
     postgres = testinfra.start_postgres(workdir)
@@ -228,6 +228,7 @@ def bench_stream_end_to_end(ref: DatasetProfile, rng: np.random.Generator, recor
 
 
 def main() -> None:
+    load_at_start = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     ref = DatasetProfile.build(np.asfortranarray(rng.normal(size=(100_000, len(FEATURES)))), numeric_names=FEATURES)
     records = [_batch(rng) for _ in range(16)]
@@ -239,10 +240,14 @@ def main() -> None:
         **bench_stream_end_to_end(ref, rng),
         "features": float(len(FEATURES)),
         "rows_per_record": float(ROWS),
+        "load_avg_1m_at_start": load_at_start,
     }
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     out = ROOT / "docs" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "monitor.json").write_text(json.dumps({k: round(v, 4) for k, v in results.items()}, indent=2) + "\n")
+    body: dict[str, object] = {k: round(v, 4) for k, v in results.items()}
+    body["measured_at"] = measured_at
+    (out / "monitor.json").write_text(json.dumps(body, indent=2) + "\n")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     r = results
     rows = [
@@ -261,7 +266,7 @@ def main() -> None:
     lines = [
         "# Monitor benchmark",
         "",
-        f"Machine: {machine}, {platform.system()} {platform.release()}. CPU shared with other work while measured.",
+        f"Machine: {machine}, {platform.system()} {platform.release()}; load average {load_at_start:.2f} at start.",
         "Produced by `.venv/bin/python tests/bench/bench_monitor.py`; see its docstring for what each figure covers.",
         "",
         "| metric | value | target |",
