@@ -30,8 +30,9 @@ run: venv
 test: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 
+## The slow cases need the rounds before them (they continue the same loop), so this runs their whole module.
 test-slow: venv
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q tests/fault/test_loop_faults.py
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m unit

@@ -10,9 +10,8 @@ metrics, per source partition the offset of the last record applied. faust gives
 cannot do Kafka transactions, so no exactly-once processing guarantee); the state is written to its changelog
 before the source offset is committed, so a redelivered record finds itself already in the state and is skipped —
 window counts never double after a crash or restart. Event ids rather than offsets for predictions and labels:
-after a rebalance faust can hand over a later record before an earlier one (it abandons a record while its flow is
-suspended and fetches it again afterwards, see faust_fixes.py), and an offset mark — "everything up to here is
-applied" — would then skip the earlier record for good.
+after a rebalance faust can hand a record over twice or a later one before an earlier one (see faust_fixes.py), and
+an offset mark — "everything up to here is applied" — would then skip the earlier record for good.
 
 Serialised form (the faust table value): canonical-ish JSON bytes with arrays as base64 of zlib (the kernels'
 encoding). Reference edges are *not* stored (they are the reference profile's, 20 × 1024 floats): the state is
