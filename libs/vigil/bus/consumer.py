@@ -18,7 +18,6 @@ record applied by a batch that later committed is recognised by the handler, not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from vigil.bus._aio import stop_quietly
+from vigil.bus._aio import cancel_and_wait, stop_quietly
 from vigil.bus.context import BatchContext, Delivery, Emitter, HandlerContext
 from vigil.bus.dead_letters import DeadLetter, record_dead_letter
 from vigil.bus.metrics import CONSUMER_LAG, DLQ_TOTAL, EVENTS_CONSUMED, HANDLER_SECONDS
@@ -109,9 +108,7 @@ class EventConsumer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     @property

@@ -9,14 +9,13 @@ outbox republishes what it retains. A broker that is merely unreachable is not a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from vigil.bus._aio import stop_quietly
+from vigil.bus._aio import cancel_and_wait, stop_quietly
 from vigil.bus.metrics import BROKER_LOSSES
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import EPOCH_TOPIC
@@ -52,9 +51,7 @@ class BrokerEpochWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _plant(self) -> None:
         self._nonce = f"{self.service}:{secrets.token_hex(16)}".encode()

@@ -10,7 +10,6 @@ a chain it can see is broken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import asyncpg
 from vigil.auditor.chain import GENESIS_HASH, CheckpointClaim
 from vigil.auditor.merkle import BLOCK_SIZE, Frontier, TreeView, leaf_hash
 from vigil.auditor.signing import Signer, checkpoint_message
+from vigil.bus._aio import cancel_and_wait
 from vigil.bus.outbox import enqueue
 from vigil.events import make_event
 from vigil.events.catalog.audit import AuditCheckpoint
@@ -215,9 +215,7 @@ class Checkpointer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:
