@@ -39,3 +39,6 @@ class MonitorSettings(ServiceSettings):
     faust_commit_interval_s: float = Field(default=1.0, gt=0)
     faust_broker_session_timeout_s: float = Field(default=10.0, gt=0)
     faust_broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    #: A stream partition whose log holds records the agent has not been handed for this long is sought back to
+    #: the next offset the agent expects (records read but never delivered, offset_watch.py).
+    offset_stall_s: float = Field(default=5.0, gt=0)

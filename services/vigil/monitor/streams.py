@@ -54,6 +54,7 @@ from vigil.monitor.figures import Figures, compute_figures, window_event
 from vigil.monitor.held import HeldIndex, HeldLabels
 from vigil.monitor.ingest import BatchColumns, decode_stream_event, fold_predictions, id_hashes, to_binary
 from vigil.monitor.joins import JoinIndex, LabelledSet, decode_batch, decode_labelled, encode_batch, encode_labelled
+from vigil.monitor.offset_watch import OffsetWatch, Verdict
 from vigil.monitor.policy import Policy
 from vigil.monitor.settings import MonitorSettings
 from vigil.monitor.state import WindowState, window_key
@@ -71,6 +72,11 @@ HELD_DROPPED = Counter(
     ["reason"],
 )
 HELD_ROWS = Gauge("vigil_monitor_held_labels", "Labels held while waiting for their predictions")
+OFFSET_SEEKS = Counter(
+    "vigil_monitor_offset_seeks_total",
+    "Stream partitions sought back because records were read but never delivered (offset_watch.py)",
+    ["reason"],
+)
 CHANGELOG_RETRIES = Counter(
     "vigil_monitor_changelog_retries_total", "Table changelog writes that failed and were sent again", ["table"]
 )
@@ -105,6 +111,7 @@ class MonitorStreams:
         self.dead_lettered = 0
         self.restarts = 0  # faust apps replaced after a broker loss
         self._stopping = False
+        self.watch = OffsetWatch(stall_s=settings.offset_stall_s)
         faust_fixes.apply()
         self.app = self._build_app()
 
@@ -144,12 +151,19 @@ class MonitorStreams:
             )
             app.agent(topic, name=f"vigil-monitor-{logical}")(self._agent(logical, handler))
         app.timer(interval=s.tick_s, name="vigil-monitor-closer")(self._tick)
+        app.timer(interval=1.0, name="vigil-monitor-offset-watch")(self._watch_offsets)
+        app.on_partitions_assigned.connect(self._on_assigned)
+        self.watch.reset()
         return app
 
     def _agent(self, logical: str, handler: Any) -> Any:
         async def agent(stream: Any) -> None:
-            async for event in stream.events():
-                await self._safely(logical, event, handler)
+            # Manual acks: a record the offset watch skips (records before it never arrived) must stay unacked,
+            # or the commit would pass it before its copy, fetched again after the seek, is handled.
+            async for event in stream.noack().events():
+                if await self._admitted(logical, event):
+                    await self._safely(logical, event, handler)
+                    event.ack()
 
         agent.__name__ = agent.__qualname__ = f"monitor_{logical.replace('.', '_')}"
         return agent
@@ -227,6 +241,57 @@ class MonitorStreams:
         return rows, partition_of
 
     # -- per message ---------------------------------------------------------------------------------------------
+    async def _admitted(self, logical: str, event: Any) -> bool:
+        """Ask the offset watch whether to handle this record (offset_watch.py); seek back when records before it
+        were never delivered. False = skip it unacked: it comes again after the seek."""
+        msg = event.message
+        consumer: Any = self.app.consumer
+        tp = msg.tp
+        verdict = self.watch.admit(tp, msg.offset, consumer._committed_offset[tp], time.monotonic())
+        if verdict.verdict is Verdict.SKIP:
+            ROWS.labels(logical, "out_of_order").inc()
+            if verdict.seek_to is not None:
+                await self._seek_back(tp, verdict.seek_to, "gap", got=msg.offset)
+            return False
+        if verdict.verdict is Verdict.GAP_ACCEPTED and verdict.gap is not None:
+            faust_fixes.accept_gap(consumer, tp, *verdict.gap)
+            OFFSET_SEEKS.labels("gap_accepted").inc()
+            log.error(
+                "offsets missing from the log after repeated seeks; moving past them",
+                extra={"topic": tp.topic, "partition": tp.partition, "from": verdict.gap[0], "to": verdict.gap[1]},
+            )
+        return True
+
+    async def _seek_back(self, tp: Any, offset: int, why: str, **extra: Any) -> None:
+        OFFSET_SEEKS.labels(why).inc()
+        log.warning(
+            "records were read but not delivered; seeking back",
+            extra={"topic": tp.topic, "partition": tp.partition, "offset": offset, "reason": why, **extra},
+        )
+        try:  # seek_wait: in the consumer's own thread (Consumer.seek calls aiokafka from this one, and loses races)
+            await self.app.consumer.seek_wait({tp: offset})
+        except Exception:  # a partition revoked meanwhile: the rebalance resets the watch and seeks anyway
+            log.exception("seek back failed", extra={"topic": tp.topic, "partition": tp.partition})
+
+    async def _watch_offsets(self) -> None:
+        """Timer: seek back partitions whose last records were read but never delivered (offset_watch.stalled)."""
+        try:
+            consumer: Any = self.app.consumer
+            streams = {self.runtime.namer.physical(t) for t in (topics.PREDICTIONS, topics.LABELS, topics.METRICS)}
+            now = time.monotonic()
+            highwaters = {}
+            for tp in consumer.assignment():
+                if tp.topic in streams:
+                    self.watch.track(tp, consumer._committed_offset[tp], now)
+                    highwaters[tp] = consumer.highwater(tp)
+            for tp, offset in self.watch.stalled(highwaters, now):
+                await self._seek_back(tp, offset, "stalled")
+        except Exception:
+            log.exception("offset watch failed; will retry at the next tick")
+
+    async def _on_assigned(self, *_: Any, **__: Any) -> None:
+        self.watch.reset()  # positions start over from the committed offsets
+
     async def _safely(self, logical: str, event: Any, handler: Any) -> None:
         """Handle one record, then wait until the broker has every changelog write it made (see :meth:`_put`)
         before returning — faust acks the record (making its offset committable) only once this returns."""
