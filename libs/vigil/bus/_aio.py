@@ -9,15 +9,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-async def stop_quietly(client: Any) -> None:
+async def stop_quietly(client: Any, timeout_s: float = 10.0) -> None:
     """Stop an aiokafka client whose broker may be gone, without letting its internals kill the caller.
 
     aiokafka's ``stop()`` awaits internal tasks that may have been cancelled when the connection broke; that
     surfaces as a CancelledError in *our* task. It is swallowed unless our own task is really being cancelled —
-    otherwise a supervising loop (consumer, epoch watch) would die silently.
+    otherwise a supervising loop (consumer, epoch watch) would die silently. Bounded by ``timeout_s``: leaving the
+    group and the last commit are requests that can wait out the 30 s request timeout on a slow or lost broker,
+    which held a whole service's shutdown past its budget (seen twice in the test suite under load).
     """
     try:
-        await client.stop()
+        async with asyncio.timeout(timeout_s):
+            await client.stop()
+    except TimeoutError:
+        log.warning("aiokafka stop() did not finish in time; moving on", extra={"timeout_s": timeout_s})
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
