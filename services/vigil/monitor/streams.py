@@ -112,6 +112,7 @@ class MonitorStreams:
         self.restarts = 0  # faust apps replaced after a broker loss
         self._stopping = False
         self.watch = OffsetWatch(stall_s=settings.offset_stall_s)
+        self._stream_topics = {runtime.namer.physical(t) for t in (topics.PREDICTIONS, topics.LABELS, topics.METRICS)}
         faust_fixes.apply()
         self.app = self._build_app()
 
@@ -277,11 +278,10 @@ class MonitorStreams:
         """Timer: seek back partitions whose last records were read but never delivered (offset_watch.stalled)."""
         try:
             consumer: Any = self.app.consumer
-            streams = {self.runtime.namer.physical(t) for t in (topics.PREDICTIONS, topics.LABELS, topics.METRICS)}
             now = time.monotonic()
             highwaters = {}
             for tp in consumer.assignment():
-                if tp.topic in streams:
+                if tp.topic in self._stream_topics:
                     self.watch.track(tp, consumer._committed_offset[tp], now)
                     highwaters[tp] = consumer.highwater(tp)
             for tp, offset in self.watch.stalled(highwaters, now):
