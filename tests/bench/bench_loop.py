@@ -489,7 +489,6 @@ AREAS = (
     ("aiokafka", "aiokafka (client, record batches, crc)"),
     ("asyncpg", "asyncpg (Postgres protocol)"),
     ("vigil/events", "vigil.events (envelope, contract check, ids, canonical JSON)"),
-    ("fastjsonschema", "JSON Schema validation (fastjsonschema)"),
     ("pydantic", "pydantic (payload and envelope models)"),
     ("opentelemetry", "OpenTelemetry (spans, propagation)"),
     ("prometheus_client", "Prometheus metrics"),
@@ -503,8 +502,8 @@ def _area(filename: str, name: str) -> str:
     """Which part of the stack a profiled function belongs to (C functions are recognised by their name)."""
     if "epoll" in name or "select.select" in name:
         return "idle: waiting in epoll for the broker / Postgres"
-    if filename == "<string>":
-        return "JSON Schema validation (fastjsonschema generated validators)"
+    if "jsonschema_rs" in name or "Validator" in name:
+        return "JSON Schema validation (jsonschema-rs)"
     if "pydantic_core" in name:
         return "pydantic (payload and envelope models)"
     if "orjson" in name:

@@ -9,18 +9,18 @@ dead-letter record or a 4xx body.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 
 from vigil.events import upcast
 from vigil.events.codec import EncodingError, canonical_json, parse_json
 from vigil.events.envelope import Envelope, dataschema_uri, version_from_dataschema
 from vigil.events.payload import EventPayload
 
+MAX_DETAIL_CHARS = 300  # of a schema error's message: what a dead letter or a 4xx body quotes
 MAX_EVENT_BYTES = 1_048_576  # 1 MiB: larger records are refused (Kafka's default message.max.bytes is ~1 MiB too)
 
 
@@ -56,42 +56,16 @@ def _load_schema(relative: str) -> dict[str, Any]:
     return loaded
 
 
-def inline_local_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``schema`` with every non-recursive ``#/$defs/<name>`` reference replaced by its definition.
-
-    Why: fastjsonschema compiles a ``$ref`` into a call of a separate function and, for array items, formats the
-    item's path (``str.format(**locals())``) before every call, on the happy path. Inlined, the item is checked
-    in the loop itself and the path is only formatted when raising: ~3x faster for payloads with lists of
-    objects (columns, windows, evidence). The result accepts and refuses exactly what the original does:
-    fastjsonschema lets a ``$ref`` override its sibling keywords, and so does the replacement; a reference that
-    would recurse (a cycle through ``$defs``) is left as it is. ``tests/unit/events`` checks the equivalence.
-    """
-    defs = schema.get("$defs", {})
-    # fastjsonschema rewrites the refs of a schema it compiled into absolute ones (``<$id>#/$defs/…``): take both.
-    prefixes = ("#/$defs/", f"{schema.get('$id', '')}#/$defs/")
-
-    def walk(node: Any, resolving: tuple[str, ...]) -> Any:
-        if isinstance(node, list):
-            return [walk(item, resolving) for item in node]
-        if not isinstance(node, dict):
-            return node
-        ref = node.get("$ref")
-        prefix = next((p for p in prefixes if isinstance(ref, str) and ref.startswith(p)), None)
-        if isinstance(ref, str) and prefix is not None:
-            name = ref[len(prefix) :]
-            if "/" not in name and "~" not in name and name in defs and name not in resolving:
-                return walk(defs[name], (*resolving, name))
-        return {key: walk(value, resolving) for key, value in node.items()}
-
-    inlined: dict[str, Any] = walk(schema, ())
-    return inlined
-
-
 @cache
-def _validator(relative: str) -> Callable[[Any], Any]:
-    """The compiled validator of one schema file (compiled once per process; refs inlined, see above)."""
-    validator: Callable[[Any], Any] = fastjsonschema.compile(inline_local_refs(_load_schema(relative)))
-    return validator
+def _validator(relative: str) -> jsonschema_rs.Validator:
+    """The compiled validator of one schema file, built once per process.
+
+    jsonschema-rs (Rust) rather than a Python validator: the contract check runs for every event at both ends
+    and was the largest CPU cost of the bus (issue #9, docs/benchmarks/loop.md). ``validate_formats`` makes
+    ``date-time`` and the other formats assertions, as the spec's format-assertion vocabulary and the
+    reference validator in ``tests/unit/events`` (jsonschema with its format checker) treat them.
+    """
+    return jsonschema_rs.validator_for(_load_schema(relative), validate_formats=True)
 
 
 def payload_schema_path(event_type: str, version: int) -> str:
@@ -114,8 +88,15 @@ def registered() -> dict[tuple[str, int], type[EventPayload]]:
     return dict(_REGISTRY)
 
 
+_catalog_loaded = False
+
+
 def _ensure_catalog_loaded() -> None:
-    import vigil.events.catalog  # noqa: F401  (import registers every payload class)
+    global _catalog_loaded
+    if not _catalog_loaded:  # the flag: an import statement per call showed in the bus profile
+        import vigil.events.catalog  # noqa: F401  (import registers every payload class)
+
+        _catalog_loaded = True
 
 
 def payload_class(event_type: str, version: int) -> type[EventPayload]:
@@ -131,10 +112,25 @@ def payload_class(event_type: str, version: int) -> type[EventPayload]:
 
 
 def _check(relative: str, value: Any, what: str) -> None:
+    validator = _validator(relative)
     try:
-        _validator(relative)(value)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise ContractError("schema_violation", f"{what}: {exc.message}") from exc
+        if validator.is_valid(value):  # the happy path: one call, no error objects built
+            return
+        validator.validate(value)
+    except jsonschema_rs.ValidationError as exc:
+        raise ContractError("schema_violation", f"{what}: {_describe(exc)}") from exc
+    except (ValueError, TypeError) as exc:  # a value that is not JSON at all (a set, a datetime, a huge int)
+        raise ContractError("schema_violation", f"{what}: not a JSON value: {exc}"[:MAX_DETAIL_CHARS]) from exc
+    raise AssertionError("is_valid and validate disagree")  # pragma: no cover
+
+
+def _describe(exc: jsonschema_rs.ValidationError) -> str:
+    """Where and why, bounded: the validator quotes the offending value, which may be megabytes (or patient data)."""
+    where = "/".join(str(part) for part in exc.instance_path) or "(root)"
+    message = exc.message
+    if len(message) > MAX_DETAIL_CHARS:
+        message = message[: MAX_DETAIL_CHARS - 1] + "…"
+    return f"at {where}: {message}"
 
 
 def _resolve_payload(event_type: str, version: int, data: Any) -> tuple[type[EventPayload], Any]:
@@ -159,11 +155,10 @@ def _resolve_payload(event_type: str, version: int, data: Any) -> tuple[type[Eve
     return _REGISTRY[(event_type, target)], data
 
 
-def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
-    """Check a parsed event against envelope + payload schemas and return the envelope and typed payload.
+def _checked_contract(raw: Any) -> tuple[type[EventPayload], Any]:
+    """The schema half of the check: envelope schema, dataschema, payload schema (after any upcast).
 
-    The payload is of the newest registered version: an older event is upcast (see :mod:`vigil.events.upcast`);
-    the envelope keeps the data exactly as written.
+    Returns the payload class and the payload data to build it from.
     """
     if not isinstance(raw, dict):
         raise ContractError("schema_violation", "event must be a JSON object")
@@ -174,12 +169,25 @@ def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
         raise ContractError(
             "dataschema_mismatch", f"dataschema {raw['dataschema']!r} is not the schema of {event_type}"
         )
-    cls, data = _resolve_payload(event_type, version, raw["data"])
+    return _resolve_payload(event_type, version, raw["data"])
+
+
+def _model_error(exc: ValueError) -> ContractError:
+    return ContractError("model_violation", str(exc).splitlines()[0] + ": " + str(exc)[:500])
+
+
+def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
+    """Check a parsed event against envelope + payload schemas and return the envelope and typed payload.
+
+    The payload is of the newest registered version: an older event is upcast (see :mod:`vigil.events.upcast`);
+    the envelope keeps the data exactly as written.
+    """
+    cls, data = _checked_contract(raw)
     try:
         payload = cls.model_validate(data)
         envelope = Envelope.model_validate(raw)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise ContractError("model_violation", str(exc).splitlines()[0] + ": " + str(exc)[:500]) from exc
+        raise _model_error(exc) from exc
     return envelope, payload
 
 
@@ -200,13 +208,18 @@ def encode_outgoing(envelope: Envelope) -> bytes:
     """Validate an event we are about to write and return its canonical bytes (what goes on the wire).
 
     One ``model_dump`` serves both: the dict that is checked (envelope schema, dataschema, payload schema, payload
-    model — the same checks as on consume, so nothing that breaks its schema leaves a service) is the dict that
-    is encoded, so the bytes are exactly :meth:`Envelope.canonical_bytes`. The payload model is built again on
-    purpose: payloads made with ``model_construct`` (the deployer's batcher) skip pydantic's checks, and this is
-    where their cross-field rules are enforced.
+    model — so nothing that breaks its contract leaves a service) is the dict that is encoded, so the bytes are
+    exactly :meth:`Envelope.canonical_bytes`. The payload model is built again on purpose: payloads made with
+    ``model_construct`` (the deployer's batcher) skip pydantic's checks, and this is where their cross-field rules
+    are enforced. The envelope model is not: ``envelope`` is one already, and the envelope model adds nothing to
+    its schema (plain strings, two constants, no extra keys — the schema says all of that and is checked here).
     """
-    dumped = envelope.model_dump(mode="json")
-    validate_envelope_dict(dumped)
+    dumped = envelope.wire_dict()
+    cls, data = _checked_contract(dumped)
+    try:
+        cls.model_validate(data)
+    except ValueError as exc:
+        raise _model_error(exc) from exc
     return canonical_json(dumped)
 
 

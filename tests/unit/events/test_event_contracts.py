@@ -160,12 +160,14 @@ def test_nan_and_infinity_on_the_wire_are_malformed_json(token: bytes) -> None:
     assert _reason(raw) == "malformed_json"
 
 
-def test_nan_in_a_parsed_event_is_refused_by_the_model() -> None:
+def test_nan_in_a_parsed_event_is_refused_by_the_schema() -> None:
+    """NaN is not a JSON number: the schema check refuses it before the model (which refuses it too) is built."""
     event = _example_event("metric.observed")
     event["data"]["value"] = float("nan")
     with pytest.raises(ContractError) as info:
         validate_envelope_dict(event)
-    assert info.value.reason == "model_violation"
+    assert info.value.reason == "schema_violation"
+    assert "value" in info.value.detail
 
 
 def test_nan_cannot_be_constructed() -> None:

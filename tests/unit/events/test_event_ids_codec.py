@@ -32,6 +32,17 @@ def test_uuid7_is_strictly_increasing_and_unique_in_a_tight_loop() -> None:
     assert strings == sorted(strings), "the string form must sort like the value (lexicographic = time order)"
 
 
+def test_new_id_is_the_canonical_string_of_a_uuid7() -> None:
+    ids = [new_id() for _ in range(10_000)]  # several blocks of the random pool
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+    assert ids == sorted(ids)
+    assert len({i[-12:] for i in ids}) == len(ids), "the random tail must not repeat"
+
+
 def test_uuid7_unique_across_threads() -> None:
     out: list[list[str]] = [[] for _ in range(4)]
 
