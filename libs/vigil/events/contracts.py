@@ -207,22 +207,24 @@ def decode_event(raw: bytes | None) -> tuple[Envelope, EventPayload]:
 def encode_outgoing(envelope: Envelope) -> bytes:
     """Validate an event we are about to write and return its canonical bytes (what goes on the wire).
 
-    One ``model_dump`` serves both: the dict that is checked (envelope schema, dataschema, payload schema, payload
-    model — so nothing that breaks its contract leaves a service) is the dict that is encoded, so the bytes are
-    exactly :meth:`Envelope.canonical_bytes`. The payload model is built again on purpose: payloads made with
-    ``model_construct`` (the deployer's batcher) skip pydantic's checks, and this is where their cross-field rules
-    are enforced. The envelope model is not: ``envelope`` is one already, and the envelope model adds nothing to
-    its schema (plain strings, two constants, no extra keys — the schema says all of that and is checked here).
+    One dict serves both: the envelope's JSON object (:meth:`Envelope.wire_dict`) is checked (envelope schema,
+    dataschema, payload schema — so nothing that breaks its contract leaves a service) and encoded, so the bytes
+    are exactly :meth:`Envelope.canonical_bytes`. The payload model is built again when the envelope did not come
+    from :func:`make_event` with a validated payload: payloads made with ``model_construct`` (the deployer's
+    batcher) skip pydantic's checks, and this is where their cross-field rules are enforced. The envelope model is
+    not: ``envelope`` is one already, and its model adds nothing to its schema (plain strings, two constants, no
+    extra keys — all said by the schema, which is checked here).
     """
     dumped = envelope.wire_dict()
     cls, data = _checked_contract(dumped)
-    try:
-        cls.model_validate(data)
-    except ValueError as exc:
-        raise _model_error(exc) from exc
+    if not envelope.made_from_validated_payload():
+        try:
+            cls.model_validate(data)
+        except ValueError as exc:
+            raise _model_error(exc) from exc
     return canonical_json(dumped)
 
 
 def check_outgoing(envelope: Envelope) -> None:
-    """Validate an event we are about to write (produce-side check)."""
+    """Validate an event we are about to write (produce-side check, as :func:`encode_outgoing`)."""
     encode_outgoing(envelope)

@@ -7,6 +7,7 @@ event too (it is also sent as a Kafka header), so a trace survives a trip throug
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
@@ -18,6 +19,10 @@ from vigil.events.ids import new_id
 from vigil.events.payload import EventPayload
 
 SCHEMA_BASE_URI = "https://vigil.dev/schemas/events"
+
+#: Envelopes :func:`make_event` wrapped around a validated payload model, by identity (weak, as in
+#: :mod:`vigil.events.payload`). For those the produce-side check need not build the payload model again.
+_FROM_VALIDATED_PAYLOAD: weakref.WeakValueDictionary[int, Envelope] = weakref.WeakValueDictionary()
 
 
 def dataschema_uri(event_type: str, version: int) -> str:
@@ -48,6 +53,10 @@ class Envelope(BaseModel):
     def version(self) -> int:
         """Major version of the payload contract, read from ``dataschema`` (``…/v<N>.json``)."""
         return version_from_dataschema(self.dataschema)
+
+    def made_from_validated_payload(self) -> bool:
+        """True if :func:`make_event` built this envelope from a payload model that went through validation."""
+        return _FROM_VALIDATED_PAYLOAD.get(id(self)) is self
 
     def wire_dict(self) -> dict[str, Any]:
         """The envelope as the JSON object it travels as, without a pydantic dump (the produce side's hot path).
@@ -93,7 +102,7 @@ def make_event(
 ) -> Envelope:
     """Wrap a payload in an envelope. With ``cause``, inherit its correlation id and point causation at it."""
     eid = event_id or new_id()
-    return Envelope(
+    envelope = Envelope(
         id=eid,
         source=source,
         type=payload.TYPE,
@@ -106,3 +115,6 @@ def make_event(
         traceparent=traceparent if traceparent is not None else (cause.traceparent if cause is not None else None),
         data=payload.to_data(),
     )
+    if payload.is_validated():
+        _FROM_VALIDATED_PAYLOAD[id(envelope)] = envelope
+    return envelope

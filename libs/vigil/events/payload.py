@@ -7,9 +7,16 @@ source of truth; ``tests/unit/events`` keeps these classes equal to it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import weakref
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict
+
+#: Payload instances that skipped pydantic's validation (``model_construct``, ``model_copy(update=…)``), by
+#: identity. Weak: an entry goes when its instance does, so an ``id`` is never mistaken for a later object's.
+#: Not a private attribute: pydantic compares those in ``==``, and a payload is equal to its checked twin.
+_UNVALIDATED: weakref.WeakValueDictionary[int, EventPayload] = weakref.WeakValueDictionary()
 
 
 class EventPayload(BaseModel):
@@ -21,6 +28,25 @@ class EventPayload(BaseModel):
     VERSION: ClassVar[int] = 1
     TOPIC: ClassVar[str]
     KEY_FIELD: ClassVar[str]
+
+    # The pydantic mypy plugin synthesises a typed model_construct per model; this one wraps pydantic's own.
+    @classmethod  # type: ignore[no-redef]
+    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any) -> Self:  # type: ignore[override]
+        """pydantic's unchecked constructor, remembered as such (see :meth:`is_validated`)."""
+        instance = super().model_construct(_fields_set, **values)
+        _UNVALIDATED[id(instance)] = instance
+        return instance
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy; with ``update`` (which pydantic does not validate) the copy counts as unvalidated."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update or not self.is_validated():
+            _UNVALIDATED[id(copied)] = copied
+        return copied
+
+    def is_validated(self) -> bool:
+        """True unless this instance skipped validation: the produce-side check then re-runs the model on it."""
+        return _UNVALIDATED.get(id(self)) is not self
 
     def key(self) -> str:
         """The partition key: the aggregate this event belongs to."""

@@ -148,6 +148,29 @@ def test_encode_outgoing_still_enforces_the_model_on_unvalidated_payloads() -> N
     assert info.value.reason == "model_violation"
 
 
+def test_only_envelopes_of_validated_payloads_skip_the_model() -> None:
+    """The produce check skips the payload model only for what :func:`make_event` wrapped around a checked model."""
+    cls = payload_class("prediction.logged", 1)
+    example = load(next(p for t, _v, p in schema_files() if t == "prediction.logged"))["examples"][0]
+    checked = cls.model_validate(example)
+    assert checked.is_validated()
+    assert make_event(checked, source="vigil://test", actor="svc:test").made_from_validated_payload()
+    constructed = cls.model_construct(**checked.__dict__)
+    assert not constructed.is_validated()
+    assert constructed == checked, "the mark must not change equality"
+    updated = checked.model_copy(update={"latency_ms": [1.0] * 9})  # pydantic does not validate an update
+    assert not updated.is_validated()
+    assert not updated.model_copy().is_validated(), "a copy of an unvalidated payload is unvalidated"
+    assert checked.model_copy().is_validated()
+    with pytest.raises(ContractError) as info:
+        encode_outgoing(make_event(updated, source="vigil://test", actor="svc:test"))
+    assert info.value.reason == "model_violation"
+    envelope = make_event(checked, source="vigil://test", actor="svc:test")
+    assert not envelope.model_copy(update={"time": envelope.time}).made_from_validated_payload()
+    decoded, _ = validate_envelope_dict(envelope.wire_dict())
+    assert not decoded.made_from_validated_payload()
+
+
 def test_encode_outgoing_refuses_what_breaks_the_envelope_schema() -> None:
     event = make_event(
         payload_class("data.updated", 1).model_validate(_example_event()["data"]),
