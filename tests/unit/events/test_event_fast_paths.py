@@ -17,7 +17,7 @@ import pytest
 from event_schema_shape import load, schema_files
 from test_event_contracts import EXAMPLE_IDS, EXAMPLES, _example_event
 
-from vigil.events import ContractError, make_event, payload_class
+from vigil.events import ContractError, Envelope, make_event, payload_class
 from vigil.events.contracts import (
     _check,
     _load_schema,
@@ -98,6 +98,29 @@ def test_the_production_validator_agrees_with_the_reference(relative: str) -> No
         assert _production_ok(relative, variant) == expected, variant
         refused += not expected
     assert refused > 0, "the variants must include refused values, or the comparison proves nothing"
+
+
+def test_an_envelope_from_a_checked_dict_is_the_validated_envelope() -> None:
+    """``Envelope.from_checked`` (consume side) builds what ``model_validate`` builds, for all the schema accepts."""
+    envelopes = [_example_event(t) for t in ("data.updated", "metric.observed", "prediction.logged")]
+    optional_missing = copy.deepcopy(envelopes[0])
+    for key in ("causationid", "traceparent"):
+        optional_missing.pop(key, None)
+    compared = 0
+    for variant in [optional_missing] + [v for e in envelopes for v in _variants(e)]:
+        if not _production_ok("envelope/v1.json", variant):
+            continue
+        try:
+            expected = Envelope.model_validate(copy.deepcopy(variant))
+        except ValueError:
+            pytest.fail(f"the envelope schema accepted what the envelope model refuses: {variant}")
+        built = Envelope.from_checked(copy.deepcopy(variant))
+        assert built == expected
+        assert built.model_dump(mode="json") == expected.model_dump(mode="json")
+        assert built.wire_dict() == expected.wire_dict()
+        assert built.model_fields_set == expected.model_fields_set
+        compared += 1
+    assert compared > 50
 
 
 def test_schema_errors_say_where_and_stay_short() -> None:
