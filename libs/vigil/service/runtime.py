@@ -23,6 +23,8 @@ from vigil.service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 STOP_PRODUCER_TIMEOUT_S = 5.0
+STOP_POOL_TIMEOUT_S = 5.0
+SLOW_STOP_STEP_S = 2.0
 
 
 @dataclass
@@ -69,19 +71,40 @@ class ServiceRuntime:
         return f"vigil://{self.definition.name}"
 
     async def stop(self) -> None:
+        """Stop in reverse start order, each step timed: the whole stop must fit the ASGI lifespan's shutdown
+        budget (30 s in the tests), so the steps that can wait on a slow broker or a held connection are bounded,
+        and a slow step is named in the log (a deployer stop once took 30 s under load, cause not seen)."""
         if self.definition.on_stop is not None:
-            await self.definition.on_stop(self)
+            # Not bounded here: a hook may have to wait for its own workers (faust, a training subprocess); the hooks
+            # bound what may hang (the deployer's prediction-log flush).
+            await _timed_step(f"{self.definition.name} on_stop", self.definition.on_stop(self))
         if self.consumer is not None:
-            await self.consumer.stop()
-        await self.epoch.stop()
-        await self.relay.stop()
+            await _timed_step("consumer", self.consumer.stop())
+        await _timed_step("broker epoch watch", self.epoch.stop())
+        await _timed_step("outbox relay", self.relay.stop())
         # A producer holding unsent records for a broker that is gone would wait out its request timeout (30 s);
         # whatever it still holds is in the outbox anyway and will be republished, so do not wait for it.
-        try:
-            await asyncio.wait_for(self.producer.stop(), timeout=STOP_PRODUCER_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("producer did not stop in time; unsent records stay in the outbox")
-        await self.pool.close()
+        await _timed_step("producer", self.producer.stop(), STOP_PRODUCER_TIMEOUT_S)
+        # Pool.close waits for every connection to be released; one held by a request still running would hold
+        # the stop with it. Past the bound the connections are closed without waiting.
+        if not await _timed_step("database pool", self.pool.close(), STOP_POOL_TIMEOUT_S):
+            self.pool.terminate()
+
+
+async def _timed_step(what: str, step: Awaitable[None], timeout_s: float | None = None) -> bool:
+    """Await one stop step, bounded by ``timeout_s``; log it when slow or cut short. False if it was cut short."""
+    started = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+    except TimeoutError:
+        log.warning("stop step did not finish in time; moving on", extra={"step": what, "timeout_s": timeout_s})
+        return False
+    finally:
+        took = asyncio.get_running_loop().time() - started
+        if took > SLOW_STOP_STEP_S:
+            log.warning("slow stop step", extra={"step": what, "seconds": round(took, 1)})
+    return True
 
 
 async def wait_for_topics(settings: ServiceSettings, namer: TopicNamer, wait_s: float = 60.0) -> None:

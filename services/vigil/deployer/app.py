@@ -7,6 +7,8 @@ Besides the skeleton's parts, the deployer runs three of its own, started in ``o
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -23,6 +25,10 @@ from vigil.deployer.ticker import Ticker
 from vigil.events import topics
 from vigil.service.app import create_app
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+FLUSH_ON_STOP_S = 10.0
 
 
 async def on_start(runtime: ServiceRuntime) -> None:
@@ -56,7 +62,13 @@ async def on_stop(runtime: ServiceRuntime) -> None:
         await ticker.stop()
     batcher = runtime.state.pop("batcher", None)
     if batcher is not None:
-        await batcher.stop()
+        # Best effort, bounded: prediction logs are telemetry (rows that cannot be sent are counted as dropped),
+        # and a flush waiting on a slow broker must not hold the whole shutdown past its budget.
+        try:
+            async with asyncio.timeout(FLUSH_ON_STOP_S):
+                await batcher.stop()
+        except TimeoutError:
+            log.warning("prediction log flush did not finish in time at shutdown", extra={"timeout_s": FLUSH_ON_STOP_S})
 
 
 DEFINITION = ServiceDefinition(
