@@ -172,8 +172,12 @@ def _checked_contract(raw: Any) -> tuple[type[EventPayload], Any]:
     return _resolve_payload(event_type, version, raw["data"])
 
 
-def _model_error(exc: ValueError) -> ContractError:
-    return ContractError("model_violation", str(exc).splitlines()[0] + ": " + str(exc)[:500])
+def _payload_model(cls: type[EventPayload], data: Any) -> EventPayload:
+    """The typed payload (its model's cross-field rules), or ContractError(model_violation)."""
+    try:
+        return cls.model_validate(data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ContractError("model_violation", str(exc).splitlines()[0] + ": " + str(exc)[:500]) from exc
 
 
 def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
@@ -183,10 +187,7 @@ def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
     the envelope keeps the data exactly as written.
     """
     cls, data = _checked_contract(raw)
-    try:
-        payload = cls.model_validate(data)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise _model_error(exc) from exc
+    payload = _payload_model(cls, data)
     return Envelope.from_checked(raw), payload  # the envelope schema said all its model would (from_checked)
 
 
@@ -217,10 +218,7 @@ def encode_outgoing(envelope: Envelope) -> bytes:
     dumped = envelope.wire_dict()
     cls, data = _checked_contract(dumped)
     if not envelope.made_from_validated_payload():
-        try:
-            cls.model_validate(data)
-        except ValueError as exc:
-            raise _model_error(exc) from exc
+        _payload_model(cls, data)
     return canonical_json(dumped)
 
 

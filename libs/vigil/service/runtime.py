@@ -77,22 +77,25 @@ class ServiceRuntime:
         if self.definition.on_stop is not None:
             # Not bounded here: a hook may have to wait for its own workers (faust, a training subprocess); the hooks
             # bound what may hang (the deployer's prediction-log flush).
-            await _timed_step(f"{self.definition.name} on_stop", self.definition.on_stop(self))
+            await timed_stop_step(f"{self.definition.name} on_stop", self.definition.on_stop(self))
         if self.consumer is not None:
-            await _timed_step("consumer", self.consumer.stop())
-        await _timed_step("broker epoch watch", self.epoch.stop())
-        await _timed_step("outbox relay", self.relay.stop())
+            await timed_stop_step("consumer", self.consumer.stop())
+        await timed_stop_step("broker epoch watch", self.epoch.stop())
+        await timed_stop_step("outbox relay", self.relay.stop())
         # A producer holding unsent records for a broker that is gone would wait out its request timeout (30 s);
         # whatever it still holds is in the outbox anyway and will be republished, so do not wait for it.
-        await _timed_step("producer", self.producer.stop(), STOP_PRODUCER_TIMEOUT_S)
+        await timed_stop_step("producer", self.producer.stop(), STOP_PRODUCER_TIMEOUT_S)
         # Pool.close waits for every connection to be released; one held by a request still running would hold
         # the stop with it. Past the bound the connections are closed without waiting.
-        if not await _timed_step("database pool", self.pool.close(), STOP_POOL_TIMEOUT_S):
+        if not await timed_stop_step("database pool", self.pool.close(), STOP_POOL_TIMEOUT_S):
             self.pool.terminate()
 
 
-async def _timed_step(what: str, step: Awaitable[None], timeout_s: float | None = None) -> bool:
-    """Await one stop step, bounded by ``timeout_s``; log it when slow or cut short. False if it was cut short."""
+async def timed_stop_step(what: str, step: Awaitable[None], timeout_s: float | None = None) -> bool:
+    """Await one stop step, bounded by ``timeout_s``; log it when slow or cut short. False if it was cut short.
+
+    Also for a service's ``on_stop`` hook to bound the parts of it that may hang (the deployer's log flush).
+    """
     started = asyncio.get_running_loop().time()
     try:
         async with asyncio.timeout(timeout_s):

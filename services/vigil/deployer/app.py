@@ -7,8 +7,6 @@ Besides the skeleton's parts, the deployer runs three of its own, started in ``o
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -24,9 +22,7 @@ from vigil.deployer.settings import DeployerSettings
 from vigil.deployer.ticker import Ticker
 from vigil.events import topics
 from vigil.service.app import create_app
-from vigil.service.runtime import ServiceDefinition, ServiceRuntime
-
-log = logging.getLogger(__name__)
+from vigil.service.runtime import ServiceDefinition, ServiceRuntime, timed_stop_step
 
 FLUSH_ON_STOP_S = 10.0
 
@@ -64,11 +60,7 @@ async def on_stop(runtime: ServiceRuntime) -> None:
     if batcher is not None:
         # Best effort, bounded: prediction logs are telemetry (rows that cannot be sent are counted as dropped),
         # and a flush waiting on a slow broker must not hold the whole shutdown past its budget.
-        try:
-            async with asyncio.timeout(FLUSH_ON_STOP_S):
-                await batcher.stop()
-        except TimeoutError:
-            log.warning("prediction log flush did not finish in time at shutdown", extra={"timeout_s": FLUSH_ON_STOP_S})
+        await timed_stop_step("prediction log flush", batcher.stop(), FLUSH_ON_STOP_S)
 
 
 DEFINITION = ServiceDefinition(
