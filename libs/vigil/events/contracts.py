@@ -162,6 +162,14 @@ def _checked_contract(raw: Any) -> tuple[type[EventPayload], Any]:
     """
     if not isinstance(raw, dict):
         raise ContractError("schema_violation", "event must be a JSON object")
+    whole = _whole_event_validator(raw.get("type"), raw.get("dataschema"))
+    if whole is not None:
+        cls, validator = whole
+        try:
+            if validator.is_valid(raw):
+                return cls, raw["data"]
+        except (ValueError, TypeError):
+            pass  # not JSON at all: the checks below say where
     _check("envelope/v1.json", raw, "envelope")
     event_type = raw["type"]
     version = version_from_dataschema(raw["dataschema"])
@@ -170,6 +178,39 @@ def _checked_contract(raw: Any) -> tuple[type[EventPayload], Any]:
             "dataschema_mismatch", f"dataschema {raw['dataschema']!r} is not the schema of {event_type}"
         )
     return _resolve_payload(event_type, version, raw["data"])
+
+
+def _whole_event_validator(
+    event_type: Any, dataschema: Any
+) -> tuple[type[EventPayload], jsonschema_rs.Validator] | None:
+    """One validator for the envelope and its payload together, for an event of a current version; else None.
+
+    Why: the envelope schema and the payload schema were two calls into the validator per event, each converting
+    the whole event (data included) into the validator's values first — at both ends of the bus (issue #9). The
+    combined schema is the envelope schema with ``data`` held to the payload schema as well, so it accepts exactly
+    what the two checks accept together (``tests/unit/events`` compares them). It only says yes or no: an event it
+    refuses goes through the two checks, which name the reason and the place. Events of older versions (upcast)
+    and unknown types always take that path.
+    """
+    if not (isinstance(event_type, str) and isinstance(dataschema, str)):
+        return None
+    _ensure_catalog_loaded()
+    version = version_from_dataschema(dataschema)
+    cls = _REGISTRY.get((event_type, version))
+    if cls is None or dataschema != dataschema_uri(event_type, version):
+        return None
+    return cls, _combined_validator(event_type, version)
+
+
+@cache  # one per registered (type, version): the wire's strings never reach this key
+def _combined_validator(event_type: str, version: int) -> jsonschema_rs.Validator:
+    envelope = _load_schema("envelope/v1.json")
+    payload = _load_schema(payload_schema_path(event_type, version))
+    payload.pop("examples", None)
+    data = {"allOf": [envelope["properties"]["data"], payload]}
+    combined = {**envelope, "properties": {**envelope["properties"], "data": data}}
+    combined.pop("$id", None)  # not the envelope's resource: the payload keeps its own $id for its $refs
+    return jsonschema_rs.validator_for(combined, validate_formats=True)
 
 
 def _payload_model(cls: type[EventPayload], data: Any) -> EventPayload:

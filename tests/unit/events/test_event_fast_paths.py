@@ -10,6 +10,7 @@ each, get the same verdict from the production validator and from the reference 
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -21,13 +22,18 @@ from vigil.events import ContractError, Envelope, make_event, payload_class
 from vigil.events.contracts import (
     _check,
     _load_schema,
+    _whole_event_validator,
     check_outgoing,
     encode_outgoing,
+    payload_schema_path,
     schemas_dir,
     validate_envelope_dict,
 )
+from vigil.events.envelope import utc_now_iso
 
 pytestmark = pytest.mark.unit
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 SCHEMA_FILES = ["envelope/v1.json"] + [str(p.relative_to(schemas_dir())) for _t, _v, p in schema_files()]
 
@@ -100,6 +106,35 @@ def test_the_production_validator_agrees_with_the_reference(relative: str) -> No
     assert refused > 0, "the variants must include refused values, or the comparison proves nothing"
 
 
+@pytest.mark.parametrize(("event_type", "version", "index", "example"), EXAMPLES, ids=EXAMPLE_IDS)
+def test_the_whole_event_validator_accepts_what_both_checks_accept(
+    event_type: str, version: int, index: int, example: dict[str, Any]
+) -> None:
+    """The fast path (one validator for envelope + payload) agrees with the envelope check and the payload check
+    run one after the other, on every broken variant of a whole event, envelope fields and payload fields alike."""
+    event = make_event(payload_class(event_type, version).model_validate(example), source="vigil://t", actor="t")
+    whole = _whole_event_validator(event.type, event.dataschema)
+    assert whole is not None and whole[0] is payload_class(event_type, version)
+    refused = 0
+    for variant in _variants(event.model_dump(mode="json")):
+        both = _production_ok("envelope/v1.json", variant) and _production_ok(
+            payload_schema_path(event_type, version), variant["data"]
+        )
+        assert whole[1].is_valid(variant) == both, variant
+        refused += not both
+    assert refused > 10
+
+
+def test_the_whole_event_validator_is_only_for_current_registered_versions() -> None:
+    uri = "https://vigil.dev/schemas/events/data.updated/v1.json"
+    assert _whole_event_validator("data.updated", uri) is not None
+    assert _whole_event_validator("data.updated", uri.replace("v1", "v9")) is None  # unknown version
+    assert _whole_event_validator("data.updatedx", uri) is None  # dataschema of another type
+    assert _whole_event_validator("no.such", "https://vigil.dev/schemas/events/no.such/v1.json") is None
+    assert _whole_event_validator(None, uri) is None
+    assert _whole_event_validator("data.updated", 1) is None
+
+
 def test_an_envelope_from_a_checked_dict_is_the_validated_envelope() -> None:
     """``Envelope.from_checked`` (consume side) builds what ``model_validate`` builds, for all the schema accepts."""
     envelopes = [_example_event(t) for t in ("data.updated", "metric.observed", "prediction.logged")]
@@ -121,6 +156,49 @@ def test_an_envelope_from_a_checked_dict_is_the_validated_envelope() -> None:
         assert built.model_fields_set == expected.model_fields_set
         compared += 1
     assert compared > 50
+
+
+@pytest.mark.parametrize(("event_type", "version", "index", "example"), EXAMPLES, ids=EXAMPLE_IDS)
+def test_make_event_builds_the_validated_envelope(
+    event_type: str, version: int, index: int, example: dict[str, Any]
+) -> None:
+    """``make_event`` skips pydantic's pass (issue #9): what it builds is what validating its fields builds."""
+    payload = payload_class(event_type, version).model_validate(example)
+    root = make_event(payload, source="vigil://test", actor="svc:test", traceparent=TRACEPARENT)
+    for event in (root, make_event(payload, source="vigil://t2", actor="svc:t2", cause=root, subject="s")):
+        # what make_event used to pass to the validating constructor: every field but the two constants
+        given = {k: v for k, v in event.__dict__.items() if k not in ("specversion", "datacontenttype")}
+        expected = Envelope(**copy.deepcopy(given))
+        assert event == expected
+        assert event.model_dump(mode="json") == expected.model_dump(mode="json")
+        assert event.model_fields_set == expected.model_fields_set
+        assert list(event.__dict__) == list(expected.__dict__), "field order is the model's"
+        check_outgoing(event)
+    child = make_event(payload, source="vigil://t2", actor="svc:t2", cause=root)
+    assert (child.correlationid, child.causationid, child.traceparent) == (root.id, root.id, TRACEPARENT)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"source": 7}, {"actor": None}, {"subject": 3}, {"traceparent": b"00-x"}, {"event_id": 12}],
+    ids=lambda b: next(iter(b)),
+)
+def test_make_event_refuses_arguments_that_are_not_strings(bad: dict[str, Any]) -> None:
+    payload = payload_class("data.updated", 1).model_validate(_example_event()["data"])
+    with pytest.raises(TypeError, match=next(iter(bad))):
+        make_event(payload, **{"source": "vigil://test", "actor": "svc:test", **bad})
+
+
+def test_event_times_are_rfc3339_utc_with_microseconds() -> None:
+    """The cached-prefix clock gives what ``datetime.now(UTC)`` gives, always with six fractional digits."""
+    before = datetime.now(UTC)
+    stamps = [utc_now_iso() for _ in range(2000)]
+    after = datetime.now(UTC)
+    for stamp in stamps:
+        assert len(stamp) == len("2026-12-02T05:03:11.123456Z") and stamp.endswith("Z")
+        parsed = datetime.fromisoformat(stamp)
+        assert before - timedelta(milliseconds=1) <= parsed <= after + timedelta(milliseconds=1)
+    assert stamps == sorted(stamps), "fixed width: event times sort as strings"
 
 
 def test_schema_errors_say_where_and_stay_short() -> None:

@@ -1,4 +1,5 @@
-"""A service process freezes its start-up heap: the collector's full passes stop walking the imports' objects."""
+"""A service process freezes its start-up heap (full passes stop walking the imports' objects) and collects its
+young generation less often (a polled batch is not scanned a dozen times before it dies)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ CHILD = """
 import gc
 import vigil.service.app as app
 before = len(gc.get_objects())
+assert gc.get_threshold() == (700, 10, 10)
 frozen = app.freeze_startup_heap()
 assert gc.get_freeze_count() == frozen, (gc.get_freeze_count(), frozen)
 assert frozen >= before * 0.9, (frozen, before)
 assert len(gc.get_objects()) < before * 0.1, "frozen objects must leave the collected generations"
+assert gc.get_threshold()[0] == app.YOUNG_GENERATION_THRESHOLD, gc.get_threshold()
+assert gc.get_threshold()[1:] == (10, 10), "the older generations keep CPython's defaults"
 print(frozen)
 """
 
