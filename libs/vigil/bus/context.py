@@ -63,9 +63,9 @@ class Emitter:
         return envelope
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
-    """One consumed, contract-checked event and where it came from."""
+    """One consumed, contract-checked event and where it came from (slots: one is built per consumed event)."""
 
     envelope: Envelope
     payload: EventPayload

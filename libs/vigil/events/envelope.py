@@ -58,10 +58,14 @@ class Envelope(BaseModel):
         Why: on consume the schema has just checked everything this model would (strings, the two constants, no
         extra keys; ``tests/unit/events`` compares the result with ``model_validate`` on every example and broken
         variant the schema lets through), and building the model again was a tenth of the bus consumer's CPU
-        (issue #9). What ``model_construct`` does, without its per-field alias search. Takes ownership of ``raw``'s
-        ``data`` (not copied). Only for dicts the envelope schema accepted.
+        (issue #9). What ``model_construct`` does, without its per-field alias search. Takes ownership of ``raw``
+        (kept as the envelope's fields when it has them all; do not mutate it afterwards). Only for dicts the
+        envelope schema accepted.
         """
-        return _assemble(cls, {**_FIELD_DEFAULTS, **raw}, set(raw))
+        # Every field present (what Vigil writes): ``raw`` itself, in wire order — field order matters to nothing
+        # but ``repr`` (dumps follow the model's order, ``==`` compares dicts). Else defaults for the missing ones.
+        fields = raw if len(raw) == len(_FIELD_DEFAULTS) else {**_FIELD_DEFAULTS, **raw}
+        return _assemble(cls, fields, set(raw))
 
     @property
     def version(self) -> int:
