@@ -37,7 +37,8 @@ from vigil.bus.dead_letters import DeadLetter, record_dead_letter
 from vigil.bus.metrics import CONSUMER_LAG, DLQ_TOTAL, EVENTS_CONSUMED, HANDLER_SECONDS
 from vigil.bus.topics import TopicNamer
 from vigil.bus.tracing import extract_context, tracer
-from vigil.events import ContractError, decode_event
+from vigil.events import ContractError
+from vigil.events.contracts import decode_event_deferred
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +177,16 @@ class EventConsumer:
         deliveries: list[tuple[ConsumerRecord, Delivery]] = []
         for record in records:
             try:
-                envelope, payload = decode_event(record.value)
+                envelope, payload_cls, payload = decode_event_deferred(record.value)
             except ContractError as exc:
                 await self._dead_letter(record, topic, exc.reason, exc.detail, attempts=1, event_id=None)
                 continue
-            deliveries.append((record, Delivery(envelope, payload, topic, record.partition, record.offset)))
+            delivery = (
+                Delivery(envelope, payload, topic, record.partition, record.offset)
+                if payload is not None
+                else Delivery.deferred(envelope, payload_cls, topic, record.partition, record.offset)
+            )
+            deliveries.append((record, delivery))
         if not deliveries:
             return
         # A batch handler gets the batch in one transaction; if that fails as a whole, isolate the poison by

@@ -63,15 +63,47 @@ class Emitter:
         return envelope
 
 
-@dataclass(slots=True)
 class Delivery:
-    """One consumed, contract-checked event and where it came from (slots: one is built per consumed event)."""
+    """One consumed, contract-checked event and where it came from.
 
-    envelope: Envelope
-    payload: EventPayload
-    topic: str
-    partition: int
-    offset: int
+    ``payload`` is the typed payload. The consumer may leave it unbuilt until a handler first reads it — only for
+    payload classes whose model checks nothing beyond the JSON Schema the event already passed
+    (:func:`vigil.events.contracts.model_adds_nothing`), so reading it later cannot fail for the event's content.
+    Batch handlers that work from ``envelope.data`` (the auditor) then never pay for the model (issue #9).
+    """
+
+    __slots__ = ("_payload", "_payload_cls", "envelope", "offset", "partition", "topic")
+
+    def __init__(self, envelope: Envelope, payload: EventPayload, topic: str, partition: int, offset: int) -> None:
+        self.envelope = envelope
+        self._payload: EventPayload | None = payload
+        self._payload_cls: type[EventPayload] | None = None
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+    @classmethod
+    def deferred(
+        cls, envelope: Envelope, payload_cls: type[EventPayload], topic: str, partition: int, offset: int
+    ) -> Delivery:
+        """A delivery whose payload is built from ``envelope.data`` (already checked) when first read."""
+        delivery = cls.__new__(cls)
+        delivery.envelope = envelope
+        delivery._payload = None
+        delivery._payload_cls = payload_cls
+        delivery.topic = topic
+        delivery.partition = partition
+        delivery.offset = offset
+        return delivery
+
+    @property
+    def payload(self) -> EventPayload:
+        if self._payload is None and self._payload_cls is not None:
+            self._payload = self._payload_cls.model_validate(self.envelope.data)
+        return self._payload  # type: ignore[return-value]  # None only where a test built one without a payload
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.envelope.type} {self.envelope.id} @ {self.topic}[{self.partition}]:{self.offset})"
 
 
 @dataclass

@@ -13,12 +13,33 @@ Headers = list[tuple[str, bytes]]
 tracer = trace.get_tracer("vigil.bus")
 
 
+def _current_carrier() -> tuple[tuple[str, str], ...]:
+    """The propagation fields of the current context, injected once per context object.
+
+    Contexts are immutable (every change makes a new one), so the fields depend only on the context object and the
+    propagator: a producer that sends many events from one span injects once, not per event (issue #9). One entry,
+    replaced whenever either changes; held strongly, so an identity match is never a recycled id.
+    """
+    global _last_injected
+    propagator = propagate.get_global_textmap()
+    ctx = otel_context.get_current()
+    last_propagator, last_ctx, items = _last_injected
+    if propagator is last_propagator and ctx is last_ctx:
+        return items
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier, context=ctx)
+    items = tuple(carrier.items())
+    _last_injected = (propagator, ctx, items)
+    return items
+
+
+_last_injected: tuple[object, object, tuple[tuple[str, str], ...]] = (None, None, ())
+
+
 def inject_headers(headers: Headers | None = None) -> Headers:
     """Current trace context as Kafka headers (adds ``traceparent`` and friends)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
     out = list(headers or [])
-    out.extend((k, v.encode()) for k, v in carrier.items())
+    out.extend((k, v.encode()) for k, v in _current_carrier())
     return out
 
 
@@ -49,6 +70,4 @@ _EXTRACTED_MAX = 4096
 
 def current_traceparent() -> str | None:
     """The current span as a W3C traceparent string, for the envelope's ``traceparent``."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=otel_context.get_current())
-    return carrier.get("traceparent")
+    return next((v for k, v in _current_carrier() if k == "traceparent"), None)

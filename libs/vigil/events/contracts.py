@@ -9,11 +9,14 @@ dead-letter record or a 4xx body.
 from __future__ import annotations
 
 import os
+import types
+import typing
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
+from pydantic import BaseModel
 
 from vigil.events import upcast
 from vigil.events.codec import EncodingError, canonical_json, parse_json
@@ -232,17 +235,74 @@ def validate_envelope_dict(raw: Any) -> tuple[Envelope, EventPayload]:
     return Envelope.from_checked(raw), payload  # the envelope schema said all its model would (from_checked)
 
 
-def decode_event(raw: bytes | None) -> tuple[Envelope, EventPayload]:
-    """Bytes from the wire → (envelope, payload), or ContractError with the reason."""
+def _parse_wire(raw: bytes | None) -> Any:
+    """Bytes from the wire → parsed JSON, or ContractError (empty, too large, malformed)."""
     if raw is None:
         raise ContractError("empty", "record has no value")
     if len(raw) > MAX_EVENT_BYTES:
         raise ContractError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
     try:
-        parsed = parse_json(raw)
+        return parse_json(raw)
     except EncodingError as exc:
         raise ContractError("malformed_json", str(exc)) from exc
-    return validate_envelope_dict(parsed)
+
+
+def decode_event(raw: bytes | None) -> tuple[Envelope, EventPayload]:
+    """Bytes from the wire → (envelope, payload), or ContractError with the reason."""
+    return validate_envelope_dict(_parse_wire(raw))
+
+
+def decode_event_deferred(raw: bytes | None) -> tuple[Envelope, type[EventPayload], EventPayload | None]:
+    """Like :func:`decode_event`, but the payload model is left unbuilt (``None``) when its schema says all it would.
+
+    Why: building the typed payload was the largest cost left in the bus consumer (issue #9), and batch handlers
+    often never look at it (the auditor stores envelopes). The verdict does not change: for a class of
+    :func:`model_adds_nothing` the schema check that just passed is the model's check too (``tests/unit/events``
+    feeds every schema-accepted variant to the model), so building it later cannot fail for the event's content.
+    Events that were upcast, or whose class has validators or non-JSON field types, get their model here.
+    """
+    parsed = _parse_wire(raw)
+    cls, data = _checked_contract(parsed)
+    deferred = data is parsed["data"] and model_adds_nothing(cls)
+    payload = None if deferred else _payload_model(cls, data)
+    return Envelope.from_checked(parsed), cls, payload
+
+
+#: Field types whose pydantic check is the JSON Schema's: JSON's own types (constraints such as ``ge`` or
+#: ``pattern`` have schema twins, compared by ``tests/unit/events``). Not datetimes: the schema's ``date-time``
+#: allows a leap second that Python refuses.
+_JSON_NATIVE = (str, int, float, bool, type(None))
+
+
+@cache
+def model_adds_nothing(cls: type[BaseModel]) -> bool:
+    """True if ``cls`` refuses nothing its JSON Schema accepts: no validators of its own, every field of a JSON
+    type (``str``, ``int``, ``float``, ``bool``, ``None``, ``Literal`` of those, lists and string-keyed dicts of
+    them, unions of them) or a model of the same kind."""
+    decorators = cls.__pydantic_decorators__
+    if decorators.validators or decorators.field_validators or decorators.root_validators:
+        return False
+    if decorators.model_validators:
+        return False
+    return all(_json_native(field.annotation) for field in cls.model_fields.values())
+
+
+def _json_native(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return model_adds_nothing(annotation)
+        return annotation in _JSON_NATIVE
+    if origin is typing.Literal:
+        return all(isinstance(a, _JSON_NATIVE) for a in args)
+    if origin is typing.Annotated:
+        return _json_native(args[0])
+    if origin in (list, typing.Union, types.UnionType):
+        return all(_json_native(a) for a in args)
+    if origin is dict:
+        return len(args) == 2 and args[0] is str and _json_native(args[1])
+    return False
 
 
 def encode_outgoing(envelope: Envelope) -> bytes:

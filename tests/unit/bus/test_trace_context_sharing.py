@@ -55,3 +55,29 @@ def test_batch_links_one_per_upstream_span_in_order_and_capped() -> None:
     capped = batch_links(many)
     assert len(capped) == MAX_BATCH_LINKS
     assert [link.context.span_id for link in capped] == list(range(1, MAX_BATCH_LINKS + 1))
+
+
+def test_injected_headers_follow_the_current_context() -> None:
+    """Injection is cached per context object: each span, and each baggage change, still gets its own headers."""
+    from opentelemetry import baggage
+
+    from vigil.bus.tracing import current_traceparent, inject_headers
+
+    tracer = TracerProvider().get_tracer("test")
+    assert current_traceparent() is None and inject_headers([("ce_id", b"1")]) == [("ce_id", b"1")]
+    seen = set()
+    for _ in range(3):
+        with tracer.start_as_current_span("producer") as span:
+            ids = span.get_span_context()
+            expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+            assert current_traceparent() == expected
+            assert dict(inject_headers())["traceparent"] == expected.encode()
+            token = otel_context.attach(baggage.set_baggage("tenant", "clinic-7"))
+            try:
+                assert dict(inject_headers())["baggage"] == b"tenant=clinic-7"
+            finally:
+                otel_context.detach(token)
+            assert "baggage" not in dict(inject_headers())
+            seen.add(expected)
+    assert len(seen) == 3
+    assert current_traceparent() is None

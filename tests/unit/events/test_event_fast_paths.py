@@ -14,17 +14,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 from event_schema_shape import load, schema_files
 from test_event_contracts import EXAMPLE_IDS, EXAMPLES, _example_event
 
-from vigil.events import ContractError, Envelope, make_event, payload_class
+from vigil.bus.context import Delivery
+from vigil.events import ContractError, Envelope, decode_event, make_event, payload_class, registered
 from vigil.events.contracts import (
     _check,
     _load_schema,
     _whole_event_validator,
     check_outgoing,
+    decode_event_deferred,
     encode_outgoing,
+    model_adds_nothing,
     payload_schema_path,
     schemas_dir,
     validate_envelope_dict,
@@ -199,6 +203,72 @@ def test_event_times_are_rfc3339_utc_with_microseconds() -> None:
         parsed = datetime.fromisoformat(stamp)
         assert before - timedelta(milliseconds=1) <= parsed <= after + timedelta(milliseconds=1)
     assert stamps == sorted(stamps), "fixed width: event times sort as strings"
+
+
+DEFERRABLE = sorted(f"{t} v{v}" for (t, v), cls in registered().items() if model_adds_nothing(cls))
+_DEFERRED = [i for i, (t, v, _i, _e) in enumerate(EXAMPLES) if model_adds_nothing(payload_class(t, v))]
+DEFERRED_EXAMPLES = [EXAMPLES[i] for i in _DEFERRED]
+DEFERRED_IDS = [EXAMPLE_IDS[i] for i in _DEFERRED]
+
+
+def _data_updated_event() -> Envelope:
+    payload = payload_class("data.updated", 1).model_validate(_example_event()["data"])
+    return make_event(payload, source="vigil://test", actor="test")
+
+
+def test_deferred_models_are_the_plain_json_ones() -> None:
+    """The consumer defers the model only where it checks nothing beyond the schema; validators, datetimes and
+    other non-JSON field types keep it eager (a sample of each, so a wrong rule shows)."""
+    assert "data.updated v1" in DEFERRABLE and "deployment.promoted v1" in DEFERRABLE
+    for eager in ("metric.observed v1", "prediction.logged v1", "audit.entry v1", "training.completed v1"):
+        assert eager not in DEFERRABLE, eager
+
+
+@pytest.mark.parametrize(("event_type", "version", "index", "example"), DEFERRED_EXAMPLES, ids=DEFERRED_IDS)
+def test_a_deferred_model_accepts_everything_its_schema_accepts(
+    event_type: str, version: int, index: int, example: dict[str, Any]
+) -> None:
+    """What makes deferring safe: for a class the consumer defers, no variant the schema lets through is refused
+    by the model when a handler finally builds it."""
+    cls = payload_class(event_type, version)
+    accepted = 0
+    for variant in _variants(example):
+        if _production_ok(payload_schema_path(event_type, version), variant):
+            try:
+                cls.model_validate(copy.deepcopy(variant))
+            except ValueError as exc:
+                pytest.fail(f"the schema accepts what the deferred model refuses: {variant}: {exc}")
+            accepted += 1
+    assert accepted >= 1
+
+
+def test_decode_event_deferred_leaves_only_deferrable_models_unbuilt() -> None:
+    plain = make_event(
+        payload_class("data.updated", 1).model_validate(_example_event()["data"]), source="s://t", actor="t"
+    )
+    envelope, cls, payload = decode_event_deferred(plain.canonical_bytes())
+    assert payload is None and cls is payload_class("data.updated", 1)
+    assert envelope == plain
+    metric = _example_event("metric.observed")
+    envelope, cls, payload = decode_event_deferred(orjson.dumps(metric))
+    assert payload is not None and payload == decode_event(orjson.dumps(metric))[1]
+    with pytest.raises(ContractError) as info:
+        decode_event_deferred(orjson.dumps({**metric, "data": {**metric["data"], "value": "x"}}))
+    assert info.value.reason == "schema_violation"
+
+
+def test_a_deferred_delivery_builds_its_payload_once_on_first_read() -> None:
+    event = make_event(
+        payload_class("data.updated", 1).model_validate(_example_event()["data"]), source="s://t", actor="t"
+    )
+    envelope, cls, _ = decode_event_deferred(event.canonical_bytes())
+    delivery = Delivery.deferred(envelope, cls, "vigil.data", 0, 7)
+    assert delivery._payload is None
+    first = delivery.payload
+    assert first == cls.model_validate(event.data) and first.is_validated()
+    assert delivery.payload is first
+    eager = Delivery(envelope, first, "vigil.data", 0, 7)
+    assert eager.payload is first and "data.updated" in repr(eager)
 
 
 def test_schema_errors_say_where_and_stay_short() -> None:
