@@ -53,19 +53,20 @@ def extract_context(headers: Sequence[tuple[str, bytes]] | None) -> Context:
     """
     propagator = propagate.get_global_textmap()
     fields = propagator.fields
-    key = (id(propagator), tuple((k, v) for k, v in headers or () if k in fields))
+    key = (propagator, tuple((k, v) for k, v in headers or () if k in fields))
     cached = _extracted.get(key)
     if cached is None:
         if len(_extracted) >= _EXTRACTED_MAX:
             _extracted.clear()
         carrier = {k: v.decode(errors="replace") for k, v in key[1]}
-        cached = _extracted[key] = propagate.extract(carrier, context=Context())
+        cached = _extracted[key] = propagator.extract(carrier, context=Context())
     return cached
 
 
-#: Extracted contexts by (propagator, its headers); cleared when full (a batch rarely spans more than a few traces).
-_extracted: dict[tuple[int, tuple[tuple[str, bytes], ...]], Context] = {}
-_EXTRACTED_MAX = 4096
+#: Extracted contexts by (propagator, its headers from the record); cleared when full. A batch rarely spans more
+#: than a few traces; the bound keeps hostile headers (baggage may be 8 KiB) to a few MiB.
+_extracted: dict[tuple[object, tuple[tuple[str, bytes], ...]], Context] = {}
+_EXTRACTED_MAX = 512
 
 
 def current_traceparent() -> str | None:

@@ -1,9 +1,11 @@
 """Event contracts: the JSON Schemas under ``schemas/`` checked on produce and on consume.
 
-The schemas are the source of truth that upstream systems code against. Every event is checked twice: the envelope
-against ``schemas/envelope/v1.json`` and the payload against ``schemas/events/<type>/v<N>.json``; then the typed
-payload model is built. Anything that fails raises :class:`ContractError` with a reason that is fit to put in a
-dead-letter record or a 4xx body.
+The schemas are the source of truth that upstream systems code against. Every event is checked against both: the
+envelope against ``schemas/envelope/v1.json`` and the payload against ``schemas/events/<type>/v<N>.json`` (for a
+current version by one combined validator, see :func:`_whole_event_validator`); then the typed payload model is
+built (by the bus consumer on first read where the model checks nothing more, see :func:`decode_event_deferred`).
+Anything that fails raises :class:`ContractError` with a reason that is fit to put in a dead-letter record or a 4xx
+body.
 """
 
 from __future__ import annotations

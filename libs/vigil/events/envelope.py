@@ -105,7 +105,7 @@ _MADE_FIELDS_SET = frozenset(_FIELD_DEFAULTS) - {"specversion", "datacontenttype
 
 
 def _assemble(cls: type[Envelope], fields: dict[str, Any], fields_set: set[str] | frozenset[str]) -> Envelope:
-    """An envelope holding ``fields`` (every field, in declaration order) with no validation pass."""
+    """An envelope holding ``fields`` (every field, any order) as its ``__dict__``, with no validation pass."""
     envelope = cls.__new__(cls)
     object.__setattr__(envelope, "__dict__", fields)
     object.__setattr__(envelope, "__pydantic_fields_set__", set(fields_set))
@@ -124,7 +124,7 @@ def version_from_dataschema(uri: str) -> int:
 
 
 def utc_now_iso() -> str:
-    """RFC 3339 UTC timestamp with microseconds (``2026-12-02T05:03:11.123456Z``), as ``datetime.isoformat`` gives.
+    """RFC 3339 UTC timestamp, always with six fractional digits (``2026-12-02T05:03:11.123456Z``).
 
     The date-and-seconds prefix is formatted once per second and reused: ``datetime.now().isoformat()`` per event
     was a few percent of the bus producer's CPU (issue #9).
