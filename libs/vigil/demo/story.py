@@ -400,7 +400,7 @@ class Story:
         self.outcome.promotion_event = await self._audited_after(
             "deployment.promoted", lambda e: e["data"].get("version") == candidate
         )
-        self.outcome.champion = await self._champion()
+        self.outcome.champion = await self._champion_moved_to(candidate)
         return f"v{candidate} promoted after a Successful canary; registry champion = v{self.outcome.champion}"
 
     async def _explain(self) -> str:
@@ -493,6 +493,25 @@ class Story:
         )
         items = r.json().get("items", []) if r.status_code == 200 else []
         return items[0] if items else {}
+
+    async def _champion_moved_to(self, version: int) -> int | None:
+        """The registry's champion once it names ``version`` (else whatever it names at the deadline).
+
+        The registry moves ``champion`` when it consumes ``deployment.promoted``: a moment after the promotion is
+        visible on the deployer and in the audit log, not at the same instant. Reading it once raced that
+        handler (a ``make test`` run saw the story end before the registry had moved it).
+        """
+
+        async def probe() -> int | None:
+            champion = await self._champion()
+            return champion if champion == version else None
+
+        try:
+            return await loop.poll(
+                probe, timeout_s=self.config.step_timeout_s, what=f"the registry's champion to name v{version}"
+            )
+        except TimeoutError:
+            return await self._champion()
 
     async def _champion(self) -> int | None:
         r = await self.clients.registry.get(f"/v1/models/{self.names.model}/aliases/champion", headers=self._h())
