@@ -85,7 +85,9 @@ class RunningService:
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[RunningService]:
     """Start ``app``'s lifespan and yield it with an ASGI client; stop it afterwards."""
-    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=30) as manager:
+    # Shutdown: the services bound their stop steps to fit 30 s (runtime.py); twice that here, so a slow but bounded
+    # stop on a loaded machine does not fail the test that ran before it, and a hang still does.
+    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield RunningService(app, client)

@@ -71,9 +71,11 @@ class ServiceRuntime:
         return f"vigil://{self.definition.name}"
 
     async def stop(self) -> None:
-        """Stop in reverse start order, each step timed: the whole stop must fit the ASGI lifespan's shutdown
-        budget (30 s in the tests), so the steps that can wait on a slow broker or a held connection are bounded,
-        and a slow step is named in the log (a deployer stop once took 30 s under load, cause not seen)."""
+        """Stop in reverse start order, each step timed: the whole stop must fit a 30 s budget (Kubernetes' default
+        grace period before SIGKILL), so the steps that can wait on a slow broker or a held connection are bounded
+        — the hooks bound their own (the monitor's faust app: 10 s), the consumer 10 s, producer and pool 5 s each —
+        and a slow step is named in the log (a deployer stop once took 30 s under load, cause not seen; a monitor
+        stop overran the tests' 30 s lifespan budget when its faust app alone could take 30 s)."""
         if self.definition.on_stop is not None:
             # Not bounded here: a hook may have to wait for its own workers (faust, a training subprocess); the hooks
             # bound what may hang (the deployer's prediction-log flush).
@@ -101,12 +103,18 @@ async def timed_stop_step(what: str, step: Awaitable[None], timeout_s: float | N
         async with asyncio.timeout(timeout_s):
             await step
     except TimeoutError:
-        log.warning("stop step did not finish in time; moving on", extra={"step": what, "timeout_s": timeout_s})
+        log.warning(
+            "stop step did not finish in %s s; moving on: %s",
+            timeout_s,
+            what,
+            extra={"step": what, "timeout_s": timeout_s},
+        )
         return False
     finally:
         took = asyncio.get_running_loop().time() - started
         if took > SLOW_STOP_STEP_S:
-            log.warning("slow stop step", extra={"step": what, "seconds": round(took, 1)})
+            # the step in the message too: CI shows pytest's log lines, which drop the extras
+            log.warning("slow stop step: %s took %.1f s", what, took, extra={"step": what, "seconds": round(took, 1)})
     return True
 
 

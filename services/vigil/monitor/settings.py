@@ -39,6 +39,10 @@ class MonitorSettings(ServiceSettings):
     faust_commit_interval_s: float = Field(default=1.0, gt=0)
     faust_broker_session_timeout_s: float = Field(default=10.0, gt=0)
     faust_broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    #: How long the faust app may take to stop (flush, commit, leave the group) before the service moves on. Its
+    #: broker requests may each wait out faust's 90 s request timeout on a slow broker; what a cut-short stop did
+    #: not commit is redelivered and absorbed by event ids. Part of the service's 30 s stop budget (runtime.py).
+    faust_stop_timeout_s: float = Field(default=10.0, gt=0)
     #: A stream partition whose log holds records the agent has not been handed for this long is sought back to
     #: the next offset the agent expects (records read but never delivered, offset_watch.py).
     offset_stall_s: float = Field(default=5.0, gt=0)

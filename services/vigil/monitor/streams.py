@@ -170,7 +170,9 @@ class MonitorStreams:
         return agent
 
     async def start(self) -> None:
-        await self._stack.enter_async_context(faust_app_running(self.app, stop_timeout=30.0))
+        await self._stack.enter_async_context(
+            faust_app_running(self.app, stop_timeout=self.settings.faust_stop_timeout_s)
+        )
 
     async def stop(self) -> None:
         self._stopping = True

@@ -93,5 +93,11 @@ async def test_a_candidate_that_errors_is_rolled_back_on_error_rate(
         # deployer acts on whichever it reads first — both carry the window's evidence.
         assert rolled["trigger"] in ("monitor", "analysis") and rolled["failed_version"] == 2
         ev = {e["statistic"]: e for e in rolled["evidence"]}
-        assert ev["error_rate.diff"]["breached"] and ev["error_rate.diff"]["value"] > 0.1
+        # The evidence is the window as the monitor knew it when it decided: the gateway's error counts (vigil.metrics)
+        # and its prediction rows (vigil.predictions) arrive on two topics, so the rate it judged may lag the final
+        # one (a CI run decided at 0.073 of the true ~0.25). What holds is the decision's own test: the increase is
+        # past the rule's effect size and significant at its alpha.
+        diff = ev["error_rate.diff"]
+        assert diff["breached"] and diff["value"] > diff["threshold"] == 0.01
+        assert diff["value"] <= 1.0 and diff["baseline"] == 0.0  # stable never failed
         assert ev["error_rate.diff"]["p_value"] < 0.01
