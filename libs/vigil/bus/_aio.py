@@ -48,15 +48,31 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     return True
 
 
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+#: How long to wait for a cancelled task before cancelling it again.
+RECANCEL_AFTER_S = 3.0
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], *, recancel_after_s: float = RECANCEL_AFTER_S) -> None:
     """Cancel a child ``task`` and wait until it has finished, without swallowing a cancellation of the caller.
 
     ``task.cancel(); with suppress(CancelledError): await task`` inside a worker loop also swallows the *worker's*
     own cancellation if it arrives during that await — the loop then outlives its ``stop()`` (seen: a trainer worker
     finishing a run as the service stopped). ``asyncio.wait`` never raises the child's outcome, only our own.
+
+    The child may lose a cancellation too: aiokafka awaits some of its own child tasks under
+    ``suppress(CancelledError)`` (``AIOKafkaClient.close()`` awaits its metadata task so; see also
+    aio-libs/aiokafka#983), so a cancel that arrives while a loop is closing a client is swallowed and the loop runs
+    on — a broker epoch watch (a client opened and closed every second) held a monitor's stop for 57 s. So a child
+    still running ``recancel_after_s`` after a cancel is cancelled again (long enough for a cleanup in its
+    ``finally`` to finish first), until it is done; the loops also check a stop flag.
     """
-    task.cancel()
-    await asyncio.wait({task})
+    cancels = 0
+    while not task.done():
+        task.cancel()
+        cancels += 1
+        await asyncio.wait({task}, timeout=recancel_after_s)
+    if cancels > 1:
+        log.warning("child task ignored a cancellation; cancelled %d times", cancels, extra={"task": task.get_name()})
     if not task.cancelled() and task.exception() is not None:
         log.warning(
             "child task failed while being cancelled", extra={"task": task.get_name(), "error": repr(task.exception())}

@@ -97,6 +97,7 @@ class EventConsumer:
         self.batch_handler = batch_handler
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.last_poll_monotonic = 0.0
         self.applied = 0
         self.skipped = 0
@@ -105,9 +106,11 @@ class EventConsumer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.config.group_id}")
 
     async def stop(self) -> None:
+        self._stopping = True  # the loop ends at its next turn even if a library swallows the cancel (_aio.py)
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
@@ -132,7 +135,7 @@ class EventConsumer:
 
     async def _run(self) -> None:
         """Poll forever. Any unexpected error restarts the Kafka consumer after a pause — it never dies silently."""
-        while True:
+        while not self._stopping:
             consumer = self._new_consumer()
             self._consumer = consumer
             try:

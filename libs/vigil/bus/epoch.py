@@ -44,12 +44,15 @@ class BrokerEpochWatch:
         self._offset = -1
         self._partition = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.losses = 0
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="broker-epoch-watch")
 
     async def stop(self) -> None:
+        self._stopping = True  # the loop ends at its next turn even if a library swallows the cancel (_aio.py)
         if self._task is not None:
             await cancel_and_wait(self._task)
 
@@ -86,7 +89,7 @@ class BrokerEpochWatch:
             await stop_quietly(consumer)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 if self._offset < 0:
                     await self._plant()

@@ -109,3 +109,42 @@ async def test_cancel_and_wait_keeps_the_callers_cancellation(use_helper: bool) 
     assert task.done(), "the worker loop did not end once told to"
     # The helper ends the worker; the suppress idiom (what the trainer did) swallows the worker's own cancellation.
     assert survived is (not use_helper)
+
+
+@pytest.mark.parametrize("recancel", [True, False])
+async def test_cancel_and_wait_cancels_again_a_child_that_swallowed_the_first(recancel: bool) -> None:
+    """The child loop closes a client the way aiokafka's ``AIOKafkaClient.close()`` does (awaiting its own task under
+    ``suppress(CancelledError)``), so a cancel that lands there is lost and the loop runs on; the helper cancels it
+    again after ``recancel_after_s``. With an interval longer than the test waits, the child is still running."""
+    from vigil.bus._aio import cancel_and_wait
+
+    closing = asyncio.Event()
+    turns = 0
+    finished = False  # ends the loop that swallowed its cancellation (else it outlives the test)
+
+    async def close_client() -> None:
+        inner = asyncio.create_task(_slow_to_cancel())  # its cleanup takes a moment: the cancel lands meanwhile
+        await asyncio.sleep(0)
+        inner.cancel()
+        closing.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await inner  # a cancel of the caller arriving here is swallowed with the inner task's
+
+    async def epoch_like_loop() -> None:
+        nonlocal turns
+        while not finished:
+            turns += 1
+            await close_client()
+            await asyncio.sleep(0.05)  # the rest of a turn (the epoch watch: a read, then a 1 s pause)
+
+    child = asyncio.create_task(epoch_like_loop())
+    await closing.wait()  # the child is inside close_client, at the swallowing await
+    stopper = asyncio.create_task(cancel_and_wait(child, recancel_after_s=0.02 if recancel else 30.0))
+    await asyncio.wait({stopper}, timeout=1.0)
+    still_running, turns_after_cancel = not child.done(), turns
+    finished = True
+    await asyncio.wait({child, stopper}, timeout=2.0)
+    assert child.done() and stopper.done()
+    assert still_running is (not recancel)
+    if not recancel:
+        assert turns_after_cancel > 1, "the loop ran on after the swallowed cancel"
