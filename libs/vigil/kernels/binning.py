@@ -233,10 +233,11 @@ def _bin_feature(col, pe, n_edges, glo, scale, g, lut, cnt, ints, sums):  # type
         while i < stop:
             end = stop
             if i + 4 <= stop:  # four values at once: independent work for the out-of-order core (~12 % faster)
-                v0 = np.float64(col[i])
-                v1 = np.float64(col[i + 1])
-                v2 = np.float64(col[i + 2])
-                v3 = np.float64(col[i + 3])
+                ui = np.uint64(i)  # unsigned indices: numba emits no negative-index wraparound code for them
+                v0 = np.float64(col[ui])
+                v1 = np.float64(col[ui + one])
+                v2 = np.float64(col[ui + np.uint64(2)])
+                v3 = np.float64(col[ui + np.uint64(3)])
                 t0 = lut[np.uint64(_cell_index(v0, glo, scale, gf))]
                 t1 = lut[np.uint64(_cell_index(v1, glo, scale, gf))]
                 t2 = lut[np.uint64(_cell_index(v2, glo, scale, gf))]
@@ -262,7 +263,7 @@ def _bin_feature(col, pe, n_edges, glo, scale, g, lut, cnt, ints, sums):  # type
                     continue
                 end = i + 4
             for j in range(i, end):  # one value at a time: any cell, missing values, the block's last few rows
-                v = np.float64(col[j])
+                v = np.float64(col[np.uint64(j)])
                 t = lut[np.uint64(_cell_index(v, glo, scale, gf))]
                 if t >= 0:
                     u = np.uint64(t)
