@@ -107,12 +107,29 @@ def coarse_boundaries(counts: np.ndarray, edges: np.ndarray, n_coarse: int) -> n
     return starts[first]
 
 
-def numpy_psi(a: np.ndarray, b: np.ndarray, bounds: np.ndarray, eps: float = 1e-4) -> float:
-    p = np.bincount(np.searchsorted(bounds, a, side="right"), minlength=bounds.size + 1) / a.size
-    q = np.bincount(np.searchsorted(bounds, b, side="right"), minlength=bounds.size + 1) / b.size
+def bucket_counts(a: np.ndarray, b: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of the raw reference and window values in the buckets starting at ``bounds`` (numpy, no kernel)."""
+    p = np.bincount(np.searchsorted(bounds, a, side="right"), minlength=bounds.size + 1)
+    q = np.bincount(np.searchsorted(bounds, b, side="right"), minlength=bounds.size + 1)
+    return p, q
+
+
+def numpy_psi(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = 1e-4) -> float:
+    p, q = p_counts / p_counts.sum(), q_counts / q_counts.sum()
     keep = (p + q) > 0
     p, q = np.maximum(p[keep], eps), np.maximum(q[keep], eps)
     return float(np.sum((q - p) * np.log(q / p)))
+
+
+def scipy_js_chi2(p_counts: np.ndarray, q_counts: np.ndarray) -> tuple[float, float]:
+    """Jensen–Shannon distance (base 2) and the χ² homogeneity statistic of the same buckets, by scipy."""
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import chi2_contingency
+
+    keep = (p_counts + q_counts) > 0
+    js = float(jensenshannon(p_counts / p_counts.sum(), q_counts / q_counts.sum(), base=2))
+    chi2 = float(chi2_contingency(np.vstack([p_counts[keep], q_counts[keep]]), correction=False).statistic)
+    return js, chi2
 
 
 def case_20(rows: int, repeats: int, with_evidently: bool) -> dict[str, Any]:
@@ -172,14 +189,18 @@ def case_20(rows: int, repeats: int, with_evidently: bool) -> dict[str, Any]:
     out["max_w1_error_per_sigma"] = float(np.max(np.abs(d.w1 - w1_exact) / stored.numeric.std))
     out["max_w1_rel_error_drifted"] = float(np.max(np.abs(d.w1 - w1_exact)[:N_DRIFTED_20] / w1_exact[:N_DRIFTED_20]))
     out["w1_within_bound"] = int(bool(np.all(np.abs(d.w1 - w1_exact) <= d.w1_bound + 1e-12)))
-    psi_np = [
-        numpy_psi(
+    buckets = [
+        bucket_counts(
             ref_x[:, f],
             win_x[:, f],
             coarse_boundaries(stored.numeric.feature_counts(f), stored.numeric.edges.feature(f), 10),
         )
         for f in range(20)
     ]
+    psi_np = [numpy_psi(p, q) for p, q in buckets]
+    js_chi2 = np.array([scipy_js_chi2(p, q) for p, q in buckets])
+    out["max_js_abs_error"] = float(np.max(np.abs(js_chi2[:, 0] - d.js)))
+    out["max_chi2_rel_error"] = float(np.max(np.abs(js_chi2[:, 1] - d.chi2) / np.maximum(js_chi2[:, 1], 1e-300)))
     out["max_psi_abs_error"] = float(np.max(np.abs(np.array(psi_np) - d.psi)))
 
     out["vigil_drifted_w1_norm_rule_20"] = drift_report(
@@ -378,6 +399,8 @@ def write_markdown(path: Path, r: dict[str, Any], machine: dict[str, Any]) -> No
         f"| max relative W1 error on the drifted features | {r['max_w1_rel_error_drifted']:.2e} |",
         f"| every W1 within its bound | {bool(r['w1_within_bound'])} |",
         f"| max \\|PSI − numpy PSI on the same buckets\\| | {r['max_psi_abs_error']:.2e} |",
+        f"| max \\|JS − scipy jensenshannon on the same buckets\\| | {r['max_js_abs_error']:.2e} |",
+        f"| max relative χ² error vs scipy chi2_contingency on the same buckets | {r['max_chi2_rel_error']:.2e} |",
         "",
         f"## {r['features_1k']:,} features × {r['rows_1k']:,} rows, chunked ({r['chunk_rows_1k']:,} rows per chunk)",
         "",

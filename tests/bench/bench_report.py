@@ -95,6 +95,8 @@ AREAS: tuple[Area, ...] = (
             Figure("max KS error vs `ks_2samp` (within the stated bound)", "max_ks_error", "",
                    Target("<=", "max_ks_bound")),
             Figure("max PSI error vs numpy on the same bins", "max_psi_abs_error", "", Target("<=", 1e-9)),
+            Figure("max JS error vs scipy on the same bins", "max_js_abs_error", "", Target("<=", 1e-9)),
+            Figure("max relative χ² error vs scipy on the same bins", "max_chi2_rel_error", "", Target("<=", 1e-9)),
         ),
     ),
     Area(
