@@ -39,6 +39,9 @@ from vigil.kernels.profile import DatasetProfile, NumericAccumulator, quantile_e
 from vigil.kernels.report import DriftThresholds, drift_report, drift_report_from_data
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "unit" / "kernels"))  # naive.py: the kernels' plain references
+import naive  # noqa: E402
+
 N_DRIFTED_20 = 5  # features 0..4 of the 20-feature case drift (location, scale and shape changes)
 
 
@@ -95,41 +98,6 @@ def timed(fn: Any, repeats: int) -> tuple[float, list[float]]:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), times
-
-
-def coarse_boundaries(counts: np.ndarray, edges: np.ndarray, n_coarse: int) -> np.ndarray:
-    """Values where each coarse PSI bucket starts (the drift kernel's grouping, recomputed in numpy)."""
-    before = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    g = np.minimum(n_coarse - 1, (n_coarse * before) // counts.sum())
-    g[-1] = g[-2]
-    starts = np.concatenate([[-np.inf], edges])  # bin j (j >= 1) starts at edges[j-1]
-    first = np.flatnonzero(np.diff(g) > 0) + 1
-    return starts[first]
-
-
-def bucket_counts(a: np.ndarray, b: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of the raw reference and window values in the buckets starting at ``bounds`` (numpy, no kernel)."""
-    p = np.bincount(np.searchsorted(bounds, a, side="right"), minlength=bounds.size + 1)
-    q = np.bincount(np.searchsorted(bounds, b, side="right"), minlength=bounds.size + 1)
-    return p, q
-
-
-def numpy_psi(p_counts: np.ndarray, q_counts: np.ndarray, eps: float = 1e-4) -> float:
-    p, q = p_counts / p_counts.sum(), q_counts / q_counts.sum()
-    keep = (p + q) > 0
-    p, q = np.maximum(p[keep], eps), np.maximum(q[keep], eps)
-    return float(np.sum((q - p) * np.log(q / p)))
-
-
-def scipy_js_chi2(p_counts: np.ndarray, q_counts: np.ndarray) -> tuple[float, float]:
-    """Jensen–Shannon distance (base 2) and the χ² homogeneity statistic of the same buckets, by scipy."""
-    from scipy.spatial.distance import jensenshannon
-    from scipy.stats import chi2_contingency
-
-    keep = (p_counts + q_counts) > 0
-    js = float(jensenshannon(p_counts / p_counts.sum(), q_counts / q_counts.sum(), base=2))
-    chi2 = float(chi2_contingency(np.vstack([p_counts[keep], q_counts[keep]]), correction=False).statistic)
-    return js, chi2
 
 
 def case_20(rows: int, repeats: int, with_evidently: bool) -> dict[str, Any]:
@@ -189,18 +157,18 @@ def case_20(rows: int, repeats: int, with_evidently: bool) -> dict[str, Any]:
     out["max_w1_error_per_sigma"] = float(np.max(np.abs(d.w1 - w1_exact) / stored.numeric.std))
     out["max_w1_rel_error_drifted"] = float(np.max(np.abs(d.w1 - w1_exact)[:N_DRIFTED_20] / w1_exact[:N_DRIFTED_20]))
     out["w1_within_bound"] = int(bool(np.all(np.abs(d.w1 - w1_exact) <= d.w1_bound + 1e-12)))
-    buckets = [
-        bucket_counts(
-            ref_x[:, f],
-            win_x[:, f],
-            coarse_boundaries(stored.numeric.feature_counts(f), stored.numeric.edges.feature(f), 10),
-        )
-        for f in range(20)
-    ]
-    psi_np = [numpy_psi(p, q) for p, q in buckets]
-    js_chi2 = np.array([scipy_js_chi2(p, q) for p, q in buckets])
-    out["max_js_abs_error"] = float(np.max(np.abs(js_chi2[:, 0] - d.js)))
-    out["max_chi2_rel_error"] = float(np.max(np.abs(js_chi2[:, 1] - d.chi2) / np.maximum(js_chi2[:, 1], 1e-300)))
+    # the unit tests' slow references (tests/unit/kernels/naive.py) on the kernel's own coarse buckets
+    psi_np, js_chi2 = [], []
+    for f in range(20):
+        groups = naive.coarse_group_of_bins(stored.numeric.feature_counts(f), 10)
+        edges = stored.numeric.edges.feature(f)
+        rc = naive.coarse_counts(ref_x[:, f], edges, groups, 10)
+        wc = naive.coarse_counts(win_x[:, f], edges, groups, 10)
+        psi_np.append(naive.psi(rc, wc))
+        js_chi2.append((naive.js_distance(rc, wc), naive.chi2(rc, wc)[0]))
+    js_chi2_np = np.array(js_chi2)
+    out["max_js_abs_error"] = float(np.max(np.abs(js_chi2_np[:, 0] - d.js)))
+    out["max_chi2_rel_error"] = float(np.max(np.abs(js_chi2_np[:, 1] - d.chi2) / np.maximum(js_chi2_np[:, 1], 1e-300)))
     out["max_psi_abs_error"] = float(np.max(np.abs(np.array(psi_np) - d.psi)))
 
     out["vigil_drifted_w1_norm_rule_20"] = drift_report(
