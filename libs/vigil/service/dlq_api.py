@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel
 
 from vigil.bus.dead_letters import list_dead_letters, replay_dead_letter
 from vigil.service.auth import Admin, Viewer
+from vigil.service.bounds import BigInt, BigIntCursor
 from vigil.service.pagination import Limit, Page
 
 router = APIRouter(prefix="/v1/dlq", tags=["dead letters"])
@@ -37,7 +38,7 @@ async def list_letters(
     request: Request,
     _user: Viewer,
     limit: Limit = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: BigIntCursor = 0,
     status: Literal["dead", "replayed"] | None = None,
 ) -> Page[DeadLetterPublic]:
     """Dead letters of this service's consumer, oldest first."""
@@ -48,7 +49,9 @@ async def list_letters(
 
 
 @router.post("/{letter_id}/replay", status_code=202)
-async def replay(request: Request, letter_id: int, _user: Admin) -> dict[str, object]:
+async def replay(
+    request: Request, letter_id: Annotated[BigInt, Path(description="dead letter id")], _user: Admin
+) -> dict[str, object]:
     """Send a dead letter's original record back to its topic (after fixing what made it fail)."""
     runtime = request.app.state.runtime
     async with runtime.pool.acquire() as conn, conn.transaction():

@@ -7,6 +7,8 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
+from vigil.service.bounds import Cursor
+
 T = TypeVar("T")
 
 MAX_PAGE = 500
@@ -20,4 +22,4 @@ class Page(BaseModel, Generic[T]):
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")]
-After = Annotated[str | None, Query(max_length=256, description="cursor from the previous page's `next`")]
+After = Annotated[Cursor | None, Query(description="cursor from the previous page's `next`")]

@@ -25,6 +25,7 @@ from vigil.auditor.merkle import BLOCK_SIZE, blocks_needed_for_consistency, bloc
 from vigil.auditor.signing import Signer, raw_public
 from vigil.events import parse_json
 from vigil.service.auth import Auditor
+from vigil.service.bounds import BigInt, BigIntCursor, SafeText
 from vigil.service.pagination import Limit, Page
 from vigil.service.runtime import ServiceRuntime
 
@@ -167,15 +168,15 @@ def _checkpoint(row: Any) -> CheckpointPublic:
 async def list_entries(
     request: Request,
     _user: Auditor,
-    subject: Annotated[str | None, Query(max_length=512)] = None,
-    subject_prefix: Annotated[str | None, Query(max_length=512)] = None,
-    type: Annotated[str | None, Query(max_length=128)] = None,
-    actor: Annotated[str | None, Query(max_length=256)] = None,
-    correlation_id: Annotated[str | None, Query(max_length=64)] = None,
+    subject: Annotated[SafeText | None, Query(max_length=512)] = None,
+    subject_prefix: Annotated[SafeText | None, Query(max_length=512)] = None,
+    type: Annotated[SafeText | None, Query(max_length=128)] = None,
+    actor: Annotated[SafeText | None, Query(max_length=256)] = None,
+    correlation_id: Annotated[SafeText | None, Query(max_length=64)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Limit = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: BigIntCursor = 0,
 ) -> Page[AuditEntryPublic]:
     """Audit entries matching all given filters, in chain order."""
     async with _runtime(request).pool.acquire() as conn:
@@ -225,7 +226,7 @@ async def why(request: Request, event_id: EventId, _user: Auditor) -> WhyChain:
 
 @router.get("/why", response_model=WhyChain)
 async def why_subject(
-    request: Request, _user: Auditor, subject: Annotated[str, Query(min_length=1, max_length=512)]
+    request: Request, _user: Auditor, subject: Annotated[SafeText, Query(min_length=1, max_length=512)]
 ) -> WhyChain:
     """Why an entity is in its current state: the walk from the newest event about ``subject``."""
     async with _runtime(request).pool.acquire() as conn:
@@ -325,7 +326,7 @@ async def public_key(request: Request, _user: Auditor) -> PublicKey:
 
 @router.get("/checkpoints", response_model=Page[CheckpointPublic])
 async def list_checkpoints(
-    request: Request, _user: Auditor, limit: Limit = 100, after: Annotated[int, Query(ge=0)] = 0
+    request: Request, _user: Auditor, limit: Limit = 100, after: BigIntCursor = 0
 ) -> Page[CheckpointPublic]:
     """Signed checkpoints in order (``after`` = a to_seq)."""
     async with _runtime(request).pool.acquire() as conn:
@@ -347,7 +348,7 @@ async def inclusion_proof(
     request: Request,
     event_id: EventId,
     _user: Auditor,
-    tree_size: Annotated[int | None, Query(ge=1, description="a checkpoint's to_seq; default the latest")] = None,
+    tree_size: Annotated[BigInt | None, Query(ge=1, description="a checkpoint's to_seq; default the latest")] = None,
 ) -> InclusionProof:
     """Audit path from the event's entry to the Merkle root a checkpoint signed (RFC 6962)."""
     async with _runtime(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -383,8 +384,8 @@ async def inclusion_proof(
 async def consistency_proof(
     request: Request,
     _user: Auditor,
-    from_size: Annotated[int, Query(alias="from", ge=1, description="older checkpoint's to_seq")],
-    to_size: Annotated[int, Query(alias="to", ge=1, description="newer checkpoint's to_seq")],
+    from_size: Annotated[BigInt, Query(alias="from", ge=1, description="older checkpoint's to_seq")],
+    to_size: Annotated[BigInt, Query(alias="to", ge=1, description="newer checkpoint's to_seq")],
 ) -> ConsistencyProof:
     """RFC 6962 proof that the tree of one checkpoint is a prefix of a later checkpoint's tree."""
     if from_size > to_size:
@@ -412,8 +413,8 @@ async def consistency_proof(
 async def export(
     request: Request,
     _user: Auditor,
-    from_seq: Annotated[int, Query(ge=1)] = 1,
-    to_seq: Annotated[int | None, Query(ge=1)] = None,
+    from_seq: Annotated[BigInt, Query(ge=1)] = 1,
+    to_seq: Annotated[BigInt | None, Query(ge=1)] = None,
 ) -> StreamingResponse:
     """JSONL: a header (checkpoint, public key), one line per entry with its event and inclusion proof, a trailer.
 

@@ -20,17 +20,20 @@ from vigil.deployer.control import Outcome, Warmer
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.rollout import PlanError, Rollout, validate_steps
 from vigil.deployer.settings import DeployerSettings
-from vigil.events.catalog.common import Name, Text, Version
+from vigil.events.catalog.common import Name
 from vigil.events.catalog.data import NAME_PATTERN
 from vigil.events.catalog.deployments import DeploymentCreated, StepSpec, Strategy
 from vigil.service.auth import Deployer, Principal, Viewer
+from vigil.service.bounds import Integer, SafeText
 from vigil.service.pagination import After, Limit, Page
 from vigil.service.runtime import ServiceRuntime
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 
 DeploymentName = Annotated[str, Path(pattern=NAME_PATTERN, description="deployment (endpoint) name")]
-RolloutId = Annotated[str, Path(min_length=1, max_length=64, description="rollout id")]
+RolloutId = Annotated[SafeText, Path(min_length=1, max_length=64, description="rollout id")]
+#: A model version as the deployer stores it (INTEGER columns).
+VersionNo = Annotated[Integer, Field(ge=1)]
 
 
 def runtime_of(request: Request) -> ServiceRuntime:
@@ -59,7 +62,7 @@ class DeploymentCreate(BaseModel):
     steps: list[StepSpec] = Field(default_factory=list, max_length=64)
     auto_deploy: Literal["auto", "manual"] = "manual"
     min_samples: int | None = Field(default=None, ge=1, le=100_000_000)
-    stable_version: Version | None = None
+    stable_version: VersionNo | None = None
 
 
 class WeightsPublic(BaseModel):
@@ -131,13 +134,13 @@ class DeploymentPublic(BaseModel):
 class RolloutStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: Version
+    version: VersionNo
 
 
 class MoveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Text = ""
+    reason: Annotated[SafeText, Field(max_length=1024)] = ""
 
 
 def _rollout_public(row: asyncpg.Record) -> RolloutPublic:

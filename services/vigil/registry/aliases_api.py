@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.bus.context import Emitter
-from vigil.events.catalog.common import Text, Version
 from vigil.registry import store
 from vigil.registry.decisions import CHAMPION, UnknownModelVersion, move_alias
 from vigil.registry.deps import AliasMover, AliasName, ModelName, runtime_of
 from vigil.service.auth import Principal, Viewer
+from vigil.service.bounds import BigIntCursor, Cursor, Integer, SafeText
 from vigil.service.pagination import Limit, Page
 from vigil.service.tokens import Role
 
@@ -27,8 +27,8 @@ PROTECTED_ALIASES = frozenset({CHAMPION})
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: Version
-    reason: Text = ""
+    version: Annotated[Integer, Field(ge=1)]
+    reason: Annotated[SafeText, Field(max_length=1024)] = ""
 
 
 class AliasPublic(BaseModel):
@@ -103,7 +103,7 @@ async def list_aliases(
     _user: Viewer,
     limit: Limit = 100,
     after: Annotated[
-        str | None, Query(max_length=128, description="cursor: the last alias of the previous page")
+        Cursor | None, Query(max_length=128, description="cursor: the last alias of the previous page")
     ] = None,
 ) -> Page[AliasPublic]:
     """The model's aliases and the versions they point at now."""
@@ -138,7 +138,7 @@ async def alias_history(
     alias: AliasName,
     _user: Viewer,
     limit: Limit = 100,
-    after: Annotated[int, Query(ge=0, description="cursor: the last change id of the previous page")] = 0,
+    after: BigIntCursor = 0,
     since: Annotated[datetime | None, Query(description="only changes at or after this time")] = None,
     until: Annotated[datetime | None, Query(description="only changes at or before this time")] = None,
 ) -> Page[AliasChangePublic]:
@@ -172,7 +172,7 @@ async def delete_alias(
     name: ModelName,
     alias: AliasName,
     user: AliasMover,
-    reason: Annotated[str, Query(max_length=1024)] = "",
+    reason: Annotated[SafeText, Query(max_length=1024)] = "",
 ) -> AliasChangePublic:
     """Remove the alias (``champion`` needs deployer or admin); its history stays."""
     row = await _move(request, name, alias, None, reason, user)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel
 
 from vigil.bus.context import Emitter
@@ -14,8 +14,10 @@ from vigil.bus.tracing import current_traceparent
 from vigil.events import make_event
 from vigil.events.catalog.data import NAME_PATTERN, ColumnSpec, DataUpdated
 from vigil.registry import store
+from vigil.registry.deps import VersionNo
 from vigil.registry.handlers import apply_data_updated
 from vigil.service.auth import Scientist, Viewer
+from vigil.service.bounds import IntegerCursor
 from vigil.service.pagination import After, Limit, Page
 from vigil.service.runtime import ServiceRuntime
 
@@ -96,7 +98,7 @@ async def list_dataset_versions(
     name: DatasetName,
     _user: Viewer,
     limit: Limit = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: IntegerCursor = 0,
 ) -> Page[DatasetVersionPublic]:
     """Versions of one dataset, oldest first."""
     async with _runtime(request).pool.acquire() as conn:
@@ -107,7 +109,7 @@ async def list_dataset_versions(
 
 @router.get("/datasets/{name}/versions/{version}", response_model=DatasetVersionPublic)
 async def get_dataset_version(
-    request: Request, name: DatasetName, version: Annotated[int, Path(ge=1)], _user: Viewer
+    request: Request, name: DatasetName, version: VersionNo, _user: Viewer
 ) -> DatasetVersionPublic:
     """One dataset version."""
     async with _runtime(request).pool.acquire() as conn:

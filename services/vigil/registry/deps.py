@@ -10,13 +10,14 @@ from vigil.artifacts import LocalArtifactStore, open_store
 from vigil.events.catalog.data import NAME_PATTERN
 from vigil.registry.settings import RegistrySettings
 from vigil.service.auth import Principal, require
+from vigil.service.bounds import Integer
 from vigil.service.runtime import ServiceRuntime
 from vigil.service.tokens import Role
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="model name")]
 DatasetName = Annotated[str, Path(pattern=NAME_PATTERN, description="dataset name")]
 AliasName = Annotated[str, Path(pattern=NAME_PATTERN, description="alias name, e.g. champion")]
-VersionNo = Annotated[int, Path(ge=1, le=2**31 - 1, description="version number")]
+VersionNo = Annotated[Integer, Path(ge=1, description="version number")]
 
 #: Moving aliases: scientists move their own aliases; ``champion`` additionally needs deployer (checked in route).
 AliasMover = Annotated[Principal, Depends(require(Role.SCIENTIST, Role.DEPLOYER))]

@@ -19,7 +19,6 @@ from vigil.events.catalog.common import (
     Name,
     Opaque,
     Params,
-    Text,
 )
 from vigil.events.catalog.models import GateResult
 from vigil.events.ids import new_id
@@ -28,11 +27,14 @@ from vigil.registry.decisions import NewVersion, decide_candidate, ensure_model
 from vigil.registry.deps import ModelName, VersionNo, artifact_store, runtime_of
 from vigil.registry.gates import GatePolicy, GateSpec
 from vigil.service.auth import Scientist, Viewer
+from vigil.service.bounds import Integer, SafeText
 from vigil.service.pagination import After, Limit, Page
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-VersionCursor = Annotated[int, Query(ge=0, description="cursor: the last version of the previous page")]
+VersionCursor = Annotated[Integer, Query(ge=0, description="cursor: the last version of the previous page")]
+#: Free text of a body that lands in a text column.
+Note = Annotated[SafeText, Field(max_length=1024)]
 
 
 class _Body(BaseModel):
@@ -41,12 +43,12 @@ class _Body(BaseModel):
 
 class ModelCreate(_Body):
     name: Name
-    description: Text = ""
+    description: Note = ""
     tags: Labels = Field(default_factory=dict)
 
 
 class ModelUpdate(_Body):
-    description: Text | None = None
+    description: Note | None = None
     tags: Labels | None = None
 
 
@@ -68,11 +70,11 @@ class ManualVersionCreate(_Body):
     metrics: Metrics = Field(default_factory=dict)
     signature: list[ColumnSpec] = Field(default_factory=list, max_length=4096)
     datasets: list[DatasetRef] = Field(default_factory=list, max_length=64)
-    code_version: str | None = Field(default=None, min_length=1, max_length=128)
+    code_version: Annotated[SafeText, Field(min_length=1, max_length=128)] | None = None
     reference_profile: Opaque | None = None
     reference_profile_digest: Digest | None = None
     tags: Labels = Field(default_factory=dict)
-    description: Text = ""
+    description: Note = ""
 
 
 class ModelVersionPublic(BaseModel):
@@ -170,8 +172,8 @@ async def list_models(
     _user: Viewer,
     limit: Limit = 100,
     after: After = None,
-    name_prefix: Annotated[str | None, Query(max_length=128, description="only names starting with this")] = None,
-    tag: Annotated[str | None, Query(max_length=300, description="only models with tag key=value")] = None,
+    name_prefix: Annotated[SafeText | None, Query(max_length=128, description="only names starting with this")] = None,
+    tag: Annotated[SafeText | None, Query(max_length=300, description="only models with tag key=value")] = None,
 ) -> Page[ModelPublic]:
     """Models by name, searchable by name prefix and tag."""
     async with runtime_of(request).pool.acquire() as conn:

@@ -15,6 +15,7 @@ from vigil.events.catalog.training import ENTRYPOINT_PATTERN, JobState
 from vigil.scheduler import store
 from vigil.scheduler.ticker import Ticker, next_cron_time, valid_cron
 from vigil.service.auth import Scientist, Viewer
+from vigil.service.bounds import INT_MAX, BigIntCursor, SafeText
 from vigil.service.pagination import After, Limit, Page
 from vigil.service.runtime import ServiceRuntime
 
@@ -30,7 +31,7 @@ class PolicyBase(BaseModel):
     datasets: list[DatasetName] = Field(min_length=1, max_length=64, description="datasets the model trains on")
     entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN, description="training function, `package.module:function`")
     params: Params = Field(default_factory=dict)
-    code_version: str = Field(min_length=1, max_length=128)
+    code_version: Annotated[SafeText, Field(min_length=1, max_length=128)]
     debounce_s: float = Field(default=60.0, ge=0, le=7 * 86400, description="coalescing window after a signal")
     cron: str | None = Field(default=None, max_length=128, description="5-field cron schedule (UTC)")
     priority: int = Field(default=0, ge=-1000, le=1000)
@@ -40,7 +41,7 @@ class PolicyBase(BaseModel):
     backoff_base_s: float = Field(default=30.0, ge=0, le=86400)
     backoff_max_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
     timeout_s: float = Field(default=3600.0, gt=0, le=604800)
-    memory_limit_mb: int | None = Field(default=None, ge=64)
+    memory_limit_mb: int | None = Field(default=None, ge=64, le=INT_MAX)
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -287,7 +288,7 @@ async def list_triggers(
     _user: Viewer,
     model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     limit: Limit = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: BigIntCursor = 0,
 ) -> Page[TriggerPublic]:
     """Debounce windows: open ones and what each closed one became (job, duplicate, skipped)."""
     async with _runtime(request).pool.acquire() as conn:
@@ -300,9 +301,9 @@ async def list_triggers(
 async def list_rejections(
     request: Request,
     _user: Viewer,
-    job_id: Annotated[str | None, Query(max_length=64)] = None,
+    job_id: Annotated[SafeText | None, Query(max_length=64)] = None,
     limit: Limit = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: BigIntCursor = 0,
 ) -> Page[RejectionPublic]:
     """Transitions the state machine refused (out of order, stale attempt, already finished)."""
     async with _runtime(request).pool.acquire() as conn:

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from vigil.artifacts.store import ArtifactError, ArtifactNotFound, open_store
 from vigil.events.catalog.common import NAME_PATTERN
 from vigil.service.auth import Principal, Viewer, require
+from vigil.service.bounds import BigIntCursor, IntegerCursor, SafeText
 from vigil.service.pagination import After, Limit, Page
 from vigil.service.runtime import ServiceRuntime
 from vigil.service.tokens import Role
@@ -126,7 +127,7 @@ def _artifacts(run: store.Run) -> list[ArtifactPublic]:
 async def list_runs(
     request: Request,
     _user: Viewer,
-    job_id: Annotated[str | None, Query(max_length=64)] = None,
+    job_id: Annotated[SafeText | None, Query(max_length=64)] = None,
     model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     state: Annotated[RunState | None, Query()] = None,
     limit: Limit = 100,
@@ -151,7 +152,7 @@ async def get_run_logs(
     run_id: RunId,
     _user: Viewer,
     limit: Limit = 500,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: IntegerCursor = 0,
 ) -> Page[LogLine]:
     """Captured stdout/stderr of the run's subprocess, in order (readable while the run goes on)."""
     await _get_run(request, run_id)
@@ -166,9 +167,9 @@ async def get_run_metrics(
     request: Request,
     run_id: RunId,
     _user: Viewer,
-    name: Annotated[str | None, Query(max_length=128)] = None,
+    name: Annotated[SafeText | None, Query(max_length=128)] = None,
     limit: Limit = 500,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: BigIntCursor = 0,
 ) -> Page[MetricPoint]:
     """Per-step metrics streamed by the entrypoint, in arrival order."""
     await _get_run(request, run_id)
