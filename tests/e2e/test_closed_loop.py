@@ -77,8 +77,6 @@ async def test_worse_candidate_is_rolled_back_by_the_loop(
         tick_s=0.25,
         rolling_windows=3,
         policy_cache_s=0.0,
-        faust_commit_interval_s=0.5,
-        faust_broker_session_timeout_s=6.0,
     )
     deployer_settings = settings_for(
         DeployerSettings, **common, **artifacts, rollout_tick_interval_ms=100, gateway_log_flush_ms=100

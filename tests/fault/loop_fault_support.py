@@ -95,9 +95,8 @@ MONITOR_POLICY: dict[str, Any] = {
     "actions": {"rollback_on": [], "retrain_on_drift_windows": None},
 }
 
-#: Which services consume which topic through a consumer that dead-letters (the monitor reads predictions and labels
-#: through faust, and dead-letters into the same table). A poison record on a topic is expected once in the DLQ of
-#: every service listed here.
+#: Which services consume which topic through a consumer that dead-letters. A poison record on a topic is expected
+#: once in the DLQ of every service listed here.
 CONSUMERS: dict[str, tuple[str, ...]] = {
     topics.DATA: ("registry", "scheduler", "auditor"),
     topics.LABELS: ("monitor", "auditor"),

@@ -224,13 +224,10 @@ async def test_monitor_dead_letter_replay_is_bounded(
     kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     """The dead-letter routes are shared (vigil.service.dlq_api); the monitor gets the same bounds."""
-    # Imported here: the monitor is the heaviest import (faust), and the other services' cases need none of it.
     from vigil.monitor.app import make_app as make_monitor
     from vigil.monitor.settings import MonitorSettings
 
     tokens = make_tokens(tmp_path)
-    settings = settings_for(
-        MonitorSettings, **_common(fresh_db, kafka_bootstrap, topic_prefix, tokens), faust_broker_session_timeout_s=6.0
-    )
+    settings = settings_for(MonitorSettings, **_common(fresh_db, kafka_bootstrap, topic_prefix, tokens))
     async with running(make_monitor(settings)) as monitor:
         await _dlq_replay_is_bounded(monitor, tokens.headers("admin"))

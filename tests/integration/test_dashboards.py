@@ -217,7 +217,7 @@ async def test_every_dashboard_query_names_an_exported_metric(
         running(make_scheduler(settings_for(SchedulerSettings, **common))) as scheduler,
         running(make_trainer(trainer_settings(TrainerSettings, tmp_path, **common))) as trainer,
         running(make_deployer(settings_for(DeployerSettings, **common, **artifacts))) as deployer,
-        running(make_monitor(settings_for(MonitorSettings, **common, faust_broker_session_timeout_s=6.0))) as monitor,
+        running(make_monitor(settings_for(MonitorSettings, **common))) as monitor,
         running(make_auditor(settings_for(AuditorSettings, **common))) as auditor,
     ):
         services = {

@@ -103,6 +103,7 @@ class EventConsumer:
         self.skipped = 0
         self.dead_lettered = 0
         self._positions: dict[TopicPartition, int] = {}
+        self._caught_up_ms: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -114,6 +115,12 @@ class EventConsumer:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
+
+    def caught_up_ms(self) -> dict[tuple[str, int], int]:
+        """(logical topic, partition) → the wall-clock time (epoch ms) of the newest fetch after which this consumer had
+        handled every record of the partition: everything appended before then has been applied and committed.
+        Only partitions assigned to this member since it started; a window closer reads it as a watermark."""
+        return dict(self._caught_up_ms)
 
     @property
     def running(self) -> bool:
@@ -149,6 +156,7 @@ class EventConsumer:
                             await self._commit(consumer, tp, records[-1].offset + 1)
                             self._positions[tp] = records[-1].offset + 1
                     self._report_lag(consumer)
+                    await self._note_caught_up(consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -173,6 +181,21 @@ class EventConsumer:
             CONSUMER_LAG.labels(self.config.service, self.namer.logical(tp.topic), str(tp.partition)).set(
                 max(0, high - position)
             )
+
+    async def _note_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Record, per assigned partition, the time of the last fetch whose highwater the position has reached."""
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            fetched_at = consumer.last_poll_timestamp(tp)
+            if high is None or fetched_at is None:
+                continue
+            try:  # no wait: a position being reset (rebalance) is simply not caught up this turn
+                position = await asyncio.wait_for(consumer.position(tp), 0.05)
+            except (TimeoutError, KafkaError):
+                continue
+            if position >= high:
+                key = (self.namer.logical(tp.topic), tp.partition)
+                self._caught_up_ms[key] = max(self._caught_up_ms.get(key, 0), int(fetched_at))
 
     # ------------------------------------------------------------------ processing
     async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:

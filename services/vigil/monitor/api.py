@@ -14,7 +14,8 @@ from vigil.monitor import store
 from vigil.monitor.decisions import replay as replay_policy
 from vigil.monitor.policy import Policy
 from vigil.service.auth import Principal, Scientist, Viewer, require
-from vigil.service.pagination import After, Limit, Page
+from vigil.service.bounds import BigIntCursor, Integer
+from vigil.service.pagination import Limit, Page
 from vigil.service.runtime import ServiceRuntime
 from vigil.service.tokens import Role
 
@@ -139,13 +140,13 @@ async def list_windows(
     request: Request,
     _user: Viewer,
     deployment: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[Integer | None, Query(ge=1)] = None,
     kind: Annotated[str | None, Query(pattern="^(tumbling|rolling)$")] = None,
     limit: Limit = 100,
-    after: After = None,
+    after: BigIntCursor = 0,
 ) -> Page[WindowPublic]:
     """Closed windows with their figures, oldest first (keyset pagination)."""
-    after_id = int(after) if after and after.isdigit() else 0
+    after_id = after
     async with _runtime(request).pool.acquire() as conn:
         rows = await store.list_windows(
             conn, deployment=deployment, version=version, kind=kind, after_id=after_id, limit=limit
@@ -168,9 +169,9 @@ async def put_policy(request: Request, deployment: DeploymentName, body: Policy,
     runtime = _runtime(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         version = await store.put_policy(conn, deployment, body, user.name)
-    streams = runtime.state.get("streams")
-    if streams is not None:
-        streams.forget_policy(deployment)
+    engine = runtime.state.get("monitor")
+    if engine is not None:
+        engine.policies.forget(deployment)
     return PolicyPublic(deployment=deployment, version=version, stored=True, policy=body)
 
 
@@ -191,7 +192,7 @@ async def replay(request: Request, body: ReplayRequest, _user: Scientist) -> Rep
             policy_version: int | None = version
         else:
             policy, policy_version = body.policy, None
-    # CPU-bound: off the event loop that also runs the faust agents and the window closer.
+    # CPU-bound: off the event loop that also runs the consumer and the window closer.
     decisions = await asyncio.to_thread(replay_policy, policy, policy_version or 1, figures)
     return ReplayResult(
         deployment=body.deployment,

@@ -1,35 +1,174 @@
-"""Control-plane events the monitor consumes through the skeleton's consumer (inbox, retries, dead letters).
+"""What each consumed event does to the monitor's state: one ``on_<event>`` function per type.
 
-Only ``model.version.registered`` (low volume): the reference profile of each version is stored in Postgres, where
-the stream processor reads it when a version's first batch arrives. The high-volume streams go through faust
-(streams.py).
+Every input comes through the bus's batch consumer (inbox, retries, dead letters — libs/vigil/bus/consumer.py):
+``vigil.predictions``, ``vigil.labels`` and ``vigil.metrics`` fold into window states; ``vigil.models`` brings the
+reference profile of each version. :func:`on_batch` runs the handlers of one polled batch in the consumer's
+transaction and writes their effects with the inbox rows (batch.py), so an event's effect is applied exactly once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from vigil.bus.consumer import Handler
-from vigil.bus.context import HandlerContext
+import numpy as np
+
+from vigil.bus.context import BatchContext, Delivery
+from vigil.events import topics
 from vigil.events.catalog.models import ModelVersionRegistered
-from vigil.monitor import store
-from vigil.service.runtime import ServiceRuntime
+from vigil.events.catalog.streams import LabelObserved, MetricObserved, PredictionLogged
+from vigil.monitor import store, window_store
+from vigil.monitor.batch import ROWS, BatchWork, now_ms
+from vigil.monitor.engine import MonitorEngine
+from vigil.monitor.held import HeldLabels
+from vigil.monitor.ingest import BatchColumns, fold_predictions, id_hashes, to_binary
+from vigil.monitor.state import WindowState, window_key
+
+#: The stream topics whose consumed positions make the watermark that closes windows (closer.py).
+STREAM_TOPICS = (topics.PREDICTIONS, topics.LABELS, topics.METRICS)
 
 
-def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
-    async def model_version_registered(ctx: HandlerContext, payload: Any) -> None:
-        assert isinstance(payload, ModelVersionRegistered)
-        await store.upsert_reference(
-            ctx.conn,
-            model=payload.model,
-            version=payload.version,
-            profile=payload.reference_profile,
-            uri=payload.reference_profile_uri,
-            digest=payload.reference_profile_digest,
-            event_id=ctx.event.id,
+async def on_batch(engine: MonitorEngine, ctx: BatchContext, deliveries: list[Delivery]) -> None:
+    """Apply one polled batch (one partition's records) in the consumer's transaction."""
+    async with engine.lock:
+        ctx.emitter.after_commit(engine.begin())
+        work = BatchWork(engine, ctx.conn)
+        await work.lock([k for d in deliveries if (k := _prediction_window(engine, d)) is not None])
+        for delivery in deliveries:
+            handler = HANDLERS.get(delivery.envelope.type)
+            if handler is not None:
+                await handler(work, delivery)
+            if delivery.topic in STREAM_TOPICS:
+                work.saw(delivery)
+        await work.flush()
+
+
+def _prediction_window(engine: MonitorEngine, delivery: Delivery) -> str | None:
+    if delivery.envelope.type != PredictionLogged.TYPE:
+        return None
+    p = delivery.payload
+    assert isinstance(p, PredictionLogged)
+    return window_key(p.deployment, p.version, p.variant, engine.start_of(p.first_at.timestamp()))
+
+
+async def on_model_version_registered(work: BatchWork, delivery: Delivery) -> None:
+    """Keep the version's reference profile (inline, or the URI of one too large to travel inline)."""
+    p = delivery.payload
+    assert isinstance(p, ModelVersionRegistered)
+    await store.upsert_reference(
+        work.conn,
+        model=p.model,
+        version=p.version,
+        profile=p.reference_profile,
+        uri=p.reference_profile_uri,
+        digest=p.reference_profile_digest,
+        event_id=delivery.envelope.id,
+    )
+    work.engine.references.forget(p.model, p.version)
+
+
+async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
+    """Fold a batch of predictions into its window (or count it late when the window closed), keep its join
+    columns, and credit labels that were waiting for it."""
+    p = delivery.payload
+    assert isinstance(p, PredictionLogged)
+    engine = work.engine
+    start = engine.start_of(p.first_at.timestamp())
+    key = window_key(p.deployment, p.version, p.variant, start)
+    ref, digest = await engine.references.get(p.model, p.version)
+    attribute = await engine.fairness_attribute(work.conn, p.deployment)
+
+    def new_window() -> WindowState:
+        return WindowState(p.deployment, p.model, p.version, p.variant, start, start + engine.window_ms, digest)
+
+    st = await work.window(key, new_window)
+    assert st is not None
+    bins = engine.settings.prediction_bins
+    if work.closed[key]:  # the window's figures are out: keep the rows joinable, count them as late
+        cols = fold_predictions(new_window(), p, ref, prediction_bins=bins, fairness_attribute=attribute)
+        st.late_rows += p.rows
+        ROWS.labels("predictions", "late").inc(p.rows)
+    else:
+        if st.reference_digest is None:
+            st.reference_digest = digest
+        cols = fold_predictions(st, p, ref, prediction_bins=bins, fairness_attribute=attribute)
+        ROWS.labels("predictions", "applied").inc(p.rows)
+    work.touch(key)
+    work.add_join(p.deployment, key, delivery.envelope.id, cols)
+    await work.join_held(st, cols)
+
+
+async def on_label_observed(work: BatchWork, delivery: Delivery) -> None:
+    """Join labels to their predictions' windows (first label of a prediction wins); hold the ones whose
+    prediction has not arrived yet."""
+    p = delivery.payload
+    assert isinstance(p, LabelObserved)
+    hashes = id_hashes([lab.prediction_id for lab in p.labels])
+    y_all = to_binary([lab.label for lab in p.labels])
+    index = await work.engine.join_index(work.conn, p.deployment)
+    m = index.lookup(hashes)
+    if not m.found.all():
+        missing = ~m.found
+        entry = HeldLabels(
+            p.deployment, delivery.envelope.id, hashes[missing], y_all[missing],
+            np.zeros(int(missing.sum()), dtype=bool), now_ms(),
+        )  # fmt: skip
+        await work.hold(entry)
+    keys = np.array(m.windows, dtype=object)
+    for key in sorted(set(m.windows)):  # a loop over windows, not rows
+        rows = np.flatnonzero(keys == key)
+        st = await work.window(key)
+        if st is None:
+            ROWS.labels("labels", "expired").inc(int(rows.size))
+            continue
+        part = BatchColumns(hashes[m.rows[rows]], m.scores[rows], m.preds[rows], m.groups[rows])
+        applied = await work.credit(st, part.hashes, y_all[m.rows[rows]], part)
+        ROWS.labels("labels", "applied").inc(applied)
+
+
+async def on_metric_observed(work: BatchWork, delivery: Delivery) -> None:
+    """Fold an operational measurement (latency, errors, requests) into the window of the version it names, or of
+    the version that served its variant then."""
+    p = delivery.payload
+    assert isinstance(p, MetricObserved)
+    engine = work.engine
+    start = engine.start_of(p.time.timestamp())
+    variant = p.labels.get("variant", "stable")
+    version = p.version
+    if version is None:
+        version = await window_store.version_at(work.conn, p.deployment, variant, start)
+    if version is None:
+        ROWS.labels("metrics", "no_version").inc()
+        return
+    key = window_key(p.deployment, version, variant, start)
+    st = await work.window(key)
+    if st is None:
+        model = p.labels.get("model") or await window_store.model_of(work.conn, p.deployment, version)
+        if model is None:
+            ROWS.labels("metrics", "unknown_model").inc()
+            return
+        _, digest = await engine.references.get(model, version)
+        st = await work.window(
+            key, lambda: WindowState(p.deployment, model, version, variant, start, start + engine.window_ms, digest)
         )
-        streams = runtime.state.get("streams")
-        if streams is not None:
-            streams.forget_reference(payload.model, payload.version)
+        assert st is not None
+    if work.closed[key]:
+        ROWS.labels("metrics", "late").inc()
+        return
+    if p.name in ("latency_ms", "latency"):
+        st.latency.update(np.array([p.value], dtype=np.float64))
+    elif p.name in ("errors", "error_count"):
+        st.errors += max(0, int(p.value))
+    elif p.name in ("requests", "request_count"):
+        st.requests += max(0, int(p.value))
+    else:
+        ROWS.labels("metrics", "ignored").inc()
+        return
+    work.touch(key)
 
-    return {ModelVersionRegistered.TYPE: model_version_registered}
+
+HANDLERS: dict[str, Callable[[BatchWork, Delivery], Awaitable[None]]] = {
+    ModelVersionRegistered.TYPE: on_model_version_registered,
+    PredictionLogged.TYPE: on_prediction_logged,
+    LabelObserved.TYPE: on_label_observed,
+    MetricObserved.TYPE: on_metric_observed,
+}

@@ -8,8 +8,9 @@ O(log n) per row and a lookup is a binary search per run — no Python loop over
 strings. A 64-bit hash collision would join a label to the wrong prediction; with 10⁸ live rows the chance of any
 collision is ~3·10⁻⁴ — accepted and documented.
 
-Persistence: each batch's columns are also a value in the faust ``joins`` table (see streams.py), so after a
-restart the index is rebuilt from the table.
+Persistence: each batch's columns are also a ``join_batches`` row in Postgres, written in the transaction that
+folds the batch into its window; the in-memory index is a cache of those rows, loaded incrementally per deployment
+(window_store.py), so another instance's batches and a restart are seen alike.
 """
 
 from __future__ import annotations
@@ -155,55 +156,3 @@ def decode_batch(data: bytes) -> tuple[str, BatchColumns]:
         decode_array(d["groups"], dtype=np.int16, name="groups"),
     )
     return str(d["window"]), cols
-
-
-class LabelledSet:
-    """The prediction ids (64-bit hashes) of one window that already took a label: a prediction has at most one
-    ground truth, so a second label for it — the same event redelivered or re-sent under its own id, or a different
-    label event naming the same prediction — must not count again. The *first* label wins; later ones are ignored
-    (and counted): the window states are merge-only sketches (histograms, DDSketch, group rates) and folding a
-    correction in would need a retraction path for every kernel.
-
-    Bounded like the join index: at most one hash per labelled prediction of the window, dropped with the window
-    at the label horizon. Sorted runs merged log-structured style, as in :class:`JoinIndex`."""
-
-    def __init__(self) -> None:
-        self._runs: list[npt.NDArray[np.uint64]] = []
-
-    @property
-    def size(self) -> int:
-        return sum(int(r.size) for r in self._runs)
-
-    def contains(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-        out = np.zeros(hashes.size, dtype=bool)
-        for run in self._runs:
-            if run.size:
-                pos = np.minimum(np.searchsorted(run, hashes), run.size - 1)
-                out |= run[pos] == hashes
-        return out
-
-    def fresh(self, hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-        """Which of ``hashes`` may take a label now: not labelled yet, and the first occurrence in ``hashes`` (one
-        record naming the same prediction twice counts it once)."""
-        first = np.zeros(hashes.size, dtype=bool)
-        first[np.unique(hashes, return_index=True)[1]] = True
-        return first & ~self.contains(hashes)
-
-    def add(self, hashes: npt.NDArray[np.uint64]) -> None:
-        if not hashes.size:
-            return
-        self._runs.append(np.unique(hashes))
-        while len(self._runs) > 1 and self._runs[-1].size * 2 >= self._runs[-2].size:
-            b, a = self._runs.pop(), self._runs.pop()
-            self._runs.append(np.union1d(a, b))
-
-
-def encode_labelled(window: str, hashes: npt.NDArray[np.uint64]) -> bytes:
-    """The ``labelled`` table value: the prediction hashes one label record (or one batch's held labels) credited
-    to ``window``."""
-    return orjson.dumps({"window": window, "hashes": encode_array(np.unique(hashes).view(np.int64))})
-
-
-def decode_labelled(data: bytes) -> tuple[str, npt.NDArray[np.uint64]]:
-    d = orjson.loads(data)
-    return str(d["window"]), decode_array(d["hashes"], dtype=np.int64, name="hashes").view(np.uint64)

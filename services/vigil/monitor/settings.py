@@ -1,4 +1,4 @@
-"""Monitor settings (env ``VIGIL_…``): window lengths, label horizon, the faust app's knobs."""
+"""Monitor settings (env ``VIGIL_…``): window lengths, grace and watermark, label horizon and hold."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ class MonitorSettings(ServiceSettings):
     http_port: int = 8105
     #: Tumbling window length; windows are aligned on multiples of it (event time: a batch's ``first_at``).
     window_s: float = Field(default=60.0, gt=0)
-    #: A window closes once the wall clock passes its end plus this grace (batches in flight still count).
+    #: A window closes once the watermark of every stream partition passes its end plus this grace (closer.py):
+    #: batches produced up to ``grace`` after the window's end still count.
     window_grace_s: float = Field(default=5.0, ge=0)
     #: The rolling long window is the merge of this many consecutive tumbling windows (0 = off).
     rolling_windows: int = Field(default=12, ge=0, le=1000)
@@ -35,14 +36,3 @@ class MonitorSettings(ServiceSettings):
     fairness_attribute: str | None = None
     #: Policies are re-read from Postgres at most this often per deployment (the API invalidates at once).
     policy_cache_s: float = Field(default=5.0, ge=0)
-    # faust-streaming: the app id (= consumer group and changelog topic prefix) is <group prefix>vigil-monitor.
-    faust_commit_interval_s: float = Field(default=1.0, gt=0)
-    faust_broker_session_timeout_s: float = Field(default=10.0, gt=0)
-    faust_broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)
-    #: How long the faust app may take to stop (flush, commit, leave the group) before the service moves on. Its
-    #: broker requests may each wait out faust's 90 s request timeout on a slow broker; what a cut-short stop did
-    #: not commit is redelivered and absorbed by event ids. Part of the service's 30 s stop budget (runtime.py).
-    faust_stop_timeout_s: float = Field(default=10.0, gt=0)
-    #: A stream partition whose log holds records the agent has not been handed for this long is sought back to
-    #: the next offset the agent expects (records read but never delivered, offset_watch.py).
-    offset_stall_s: float = Field(default=5.0, gt=0)

@@ -5,17 +5,11 @@ features frequency tables on the reference vocabulary, predictions a small histo
 score histograms and a confusion matrix, fairness per-group counters. Each folds a batch in one pass and merges
 exactly, so the rolling long window is the merge of its tumbling windows.
 
-The state also records the ids of the prediction batches and label records applied to it (``events``), and, for
-metrics, per source partition the offset of the last record applied. faust gives at-least-once delivery (Tansu
-cannot do Kafka transactions, so no exactly-once processing guarantee); the state is written to its changelog
-before the source offset is committed, so a redelivered record finds itself already in the state and is skipped —
-window counts never double after a crash or restart. Event ids rather than offsets for predictions and labels:
-after a rebalance faust can hand a record over twice or a later one before an earlier one (see faust_fixes.py), and
-an offset mark — "everything up to here is applied" — would then skip the earlier record for good.
-
-Serialised form (the faust table value): canonical-ish JSON bytes with arrays as base64 of zlib (the kernels'
-encoding). Reference edges are *not* stored (they are the reference profile's, 20 × 1024 floats): the state is
-rebuilt against the reference when read back.
+The state is a row of ``window_state`` in Postgres (window_store.py), written in the same transaction as the inbox
+rows of the events folded into it: a redelivered event is refused by the inbox, so the state needs no record of
+what it applied. Serialised form: JSON bytes with arrays as base64 of zlib (the kernels' encoding). Reference edges
+are *not* stored (they are the reference profile's, 20 × 1024 floats): the state is rebuilt against the reference
+when read back.
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ def new_latency_sketch() -> LatencySketch:
 
 
 def window_key(deployment: str, version: int, variant: str, start: int) -> str:
-    """Table key of a window: ``deployment|version|variant|start`` (start in epoch seconds)."""
+    """Key of a window: ``deployment|version|variant|start`` (start in epoch milliseconds)."""
     return f"{deployment}|{version}|{variant}|{start}"
 
 
@@ -54,7 +48,7 @@ class WindowState:
     model: str
     version: int
     variant: str
-    start: int  # epoch seconds, aligned on the window length
+    start: int  # epoch milliseconds, aligned on the window length
     end: int
     reference_digest: str | None = None
     numeric: NumericProfile | None = None
@@ -69,30 +63,13 @@ class WindowState:
     errors: int = 0
     requests: int = 0  # from metric.observed (requests served), when upstream reports them
     late_rows: int = 0  # prediction rows that arrived after this window closed (not in the figures)
-    offsets: dict[str, int] = field(default_factory=dict)  # metrics: "m:<partition>" → last applied offset
-    events: set[str] = field(default_factory=set)  # ids of the prediction batches and label records applied
-    # in memory only (never serialised)
-    closing: bool = False
-    db_labels: int | None = None  # labels count of the stored figures; None until the closer checked Postgres
-    partition: int | None = None  # changelog partition (for tombstones written outside an event)
 
     @property
     def key(self) -> str:
         return window_key(self.deployment, self.version, self.variant, self.start)
 
-    def seen(self, stream: str, partition: int, offset: int) -> bool:
-        """True when this record (or a later one of its partition) was already applied to this window."""
-        last = self.offsets.get(f"{stream}:{partition}")
-        return last is not None and offset <= last
-
-    def mark(self, stream: str, partition: int, offset: int) -> None:
-        """Record ``offset`` as applied. Never moves back: a held label (held.py) joined later names an offset
-        older than labels already applied directly, and every record up to the mark has been processed."""
-        k = f"{stream}:{partition}"
-        self.offsets[k] = max(offset, self.offsets.get(k, -1))
-
     def merge(self, other: WindowState) -> WindowState:
-        """The state of both windows together (the rolling long window); offsets and event ids are not carried."""
+        """The state of both windows together (the rolling long window)."""
         out = WindowState(
             self.deployment, self.model, self.version, self.variant, min(self.start, other.start),
             max(self.end, other.end), self.reference_digest,
@@ -124,7 +101,7 @@ class WindowState:
     # -- serialisation -------------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         d: dict[str, Any] = {
-            "v": 1,
+            "v": 2,
             "deployment": self.deployment,
             "model": self.model,
             "version": self.version,
@@ -137,8 +114,6 @@ class WindowState:
             "errors": self.errors,
             "requests": self.requests,
             "late_rows": self.late_rows,
-            "offsets": self.offsets,
-            "events": sorted(self.events),
             "latency": self.latency.to_dict(),
             "confusion": self.confusion.to_dict(),
             "quality": self.quality.to_dict() if self.quality is not None else None,
@@ -160,14 +135,12 @@ class WindowState:
     def from_bytes(cls, data: bytes, reference: DatasetProfile | None) -> WindowState:
         """Parse a stored state; feature profiles are rebuilt on ``reference``'s edges and vocabulary."""
         d = orjson.loads(data)
-        if d.get("v") != 1:
+        if d.get("v") != 2:
             raise ValueError("unknown window state format")
         st = cls(d["deployment"], d["model"], int(d["version"]), d["variant"], int(d["start"]), int(d["end"]))
         st.reference_digest = d.get("reference_digest")
         for name in ("predictions", "labels", "errors", "requests", "late_rows"):
             setattr(st, name, int(d[name]))
-        st.offsets = {str(k): int(v) for k, v in d["offsets"].items()}
-        st.events = {str(e) for e in d.get("events", ())}
         st.latency = LatencySketch.from_dict(d["latency"])
         st.confusion = ConfusionMatrix.from_dict(d["confusion"])
         st.quality = BinaryClassificationState.from_dict(d["quality"]) if d.get("quality") else None

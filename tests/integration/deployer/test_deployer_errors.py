@@ -51,8 +51,6 @@ async def test_a_candidate_that_errors_is_rolled_back_on_error_rate(
         window_grace_s=1.0,
         tick_s=0.25,
         policy_cache_s=0.0,
-        faust_commit_interval_s=0.5,
-        faust_broker_session_timeout_s=6.0,
     )
     async with running(make_monitor(monitor_settings)):
         await deployer.create(

@@ -22,6 +22,7 @@ from vigil.events.catalog.streams import LabelObserved, ObservedLabel, Predictio
 from vigil.kernels.profile import DatasetProfile
 from vigil.monitor.app import make_app
 from vigil.monitor.settings import MonitorSettings
+from vigil.monitor.state import WindowState
 
 FEATURES = ["f0", "f1", "f2"]
 REGIONS = np.array(["north", "south"])
@@ -141,6 +142,22 @@ class Monitor:
         async with self.service.runtime.pool.acquire() as conn:
             return list(await conn.fetch(sql, *args))
 
+    async def window(self, key: str) -> WindowState | None:
+        """A window's committed state, read from Postgres (where the monitor keeps it) — counts, not profiles."""
+        rows = await self.fetch("SELECT state FROM window_state WHERE key = $1", key)
+        return WindowState.from_bytes(bytes(rows[0]["state"]), None) if rows else None
+
+    async def windows(self) -> list[WindowState]:
+        """Every committed window state."""
+        return [
+            WindowState.from_bytes(bytes(r["state"]), None) for r in await self.fetch("SELECT state FROM window_state")
+        ]
+
+    async def held_rows(self, deployment: str) -> int:
+        """Labels held for ``deployment`` (waiting for their predictions)."""
+        rows = await self.fetch("SELECT coalesce(sum(rows), 0) AS n FROM held_labels WHERE deployment = $1", deployment)
+        return int(rows[0]["n"])
+
 
 def monitor_settings(
     fresh_db: str, kafka_bootstrap: str, prefix: str, tokens: Tokens, **overrides: Any
@@ -151,8 +168,6 @@ def monitor_settings(
         "tick_s": 0.25,
         "rolling_windows": 3,
         "policy_cache_s": 0.0,
-        "faust_commit_interval_s": 0.5,
-        "faust_broker_session_timeout_s": 6.0,
         **overrides,
     }
     return settings_for(

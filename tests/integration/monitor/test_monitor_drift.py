@@ -22,7 +22,7 @@ async def test_drift_on_one_feature_is_detected_and_named(
     async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
         await mon.publish(topics.MODELS, registered("churn", 1, reference()), key="churn")
         await eventually(lambda: mon.fetch("SELECT 1 FROM reference_profiles"), what="reference stored")
-        # windows well ahead (8–10 s): the faust consumer may still be joining its group on a loaded CI machine,
+        # windows well ahead (8–10 s): the consumer may still be joining its group on a loaded CI machine,
         # and no batch may land in a window the closer already closed
         clean_at = window_start(time.time(), settings.window_s, ahead=4)
         drift_at = window_start(time.time(), settings.window_s, ahead=5)

@@ -11,10 +11,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from monitor_support import batch, labels, monitor_settings, reference, registered, run_monitor, tokens_in, window_start
+from monitor_support import (
+    Monitor,
+    batch,
+    labels,
+    monitor_settings,
+    reference,
+    registered,
+    run_monitor,
+    tokens_in,
+    window_start,
+)
 from prometheus_client import REGISTRY
 
-from support.kafka import read_all
 from support.services import eventually
 from vigil.events import topics
 from vigil.monitor.state import window_key
@@ -22,25 +31,15 @@ from vigil.monitor.state import window_key
 pytestmark = pytest.mark.integration
 
 
-def _held(streams: Any, deployment: str, rows: int) -> Any:
+def _held(mon: Monitor, deployment: str, rows: int) -> Any:
     async def probe() -> bool:
-        return deployment in streams.held_labels and int(streams.held_labels[deployment].rows) == rows
+        return await mon.held_rows(deployment) == rows
 
     return probe
 
 
-def _holds(streams: Any, deployment: str, key: str) -> Any:
-    async def probe() -> bool:
-        return key in streams.held_labels[deployment].entries
-
-    return probe
-
-
-def _live(streams: Any, key: str) -> Any:
-    async def probe() -> bool:
-        return key in streams.live
-
-    return probe
+async def _never_commit(*_: Any, **__: Any) -> None:  # a crash: nothing consumed is ever committed to Kafka
+    return None
 
 
 async def test_labels_before_predictions_join_once_across_a_crash(
@@ -53,40 +52,43 @@ async def test_labels_before_predictions_join_once_across_a_crash(
     key = window_key("early", 1, "stable", int(at.timestamp() * 1000))
 
     async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
-        streams = mon.service.runtime.state["streams"]
-
-        async def never_commit(*_: Any, **__: Any) -> bool:  # a crash: nothing consumed is ever committed
-            return False
-
-        streams.app.consumer.commit = never_commit
+        consumer = mon.service.runtime.consumer
+        assert consumer is not None
+        consumer._commit = _never_commit  # type: ignore[method-assign]
         await mon.publish(topics.MODELS, registered("m", 1, reference()), key="m")
         await eventually(lambda: mon.fetch("SELECT 1 FROM reference_profiles"), what="reference stored")
         # the ground truth first: nothing to join with yet, so the labels are held, not dropped
         await mon.publish(topics.LABELS, *labels("early", ids, truth), key="early")
-        await eventually(_held(streams, "early", 800), timeout=60, what="labels held")
+        await eventually(_held(mon, "early", 800), timeout=60, what="labels held")
         await mon.publish(topics.PREDICTIONS, pred, key="early")
 
         async def joined() -> bool:
-            st = streams.live.get(key)
+            st = await mon.window(key)
             return st is not None and st.labels == 800
 
         await eventually(joined, timeout=60, what="held labels joined to the predictions")
 
-    # a new process: tables recovered from their changelogs, and every record delivered again
+    # a new process: every record delivered again (nothing was committed); the inbox refuses them all
     async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
-        streams = mon.service.runtime.state["streams"]
         # sentinels behind the redelivered records on the same partitions: once they are processed, so is the rest
         sentinel_at = window_start(time.time(), settings.window_s, ahead=3)
         sentinel, _, _ = batch("early", "m", 1, "stable", sentinel_at, 10, seed=8)
         await mon.publish(topics.PREDICTIONS, sentinel, key="early")
         (probe,) = labels("early", [uuid.uuid4().hex], np.array([1]))
         await mon.publish(topics.LABELS, probe, key="early")
-        probe_key = f"early|{probe.id}"
-        await eventually(_holds(streams, "early", probe_key), timeout=90, what="label sentinel processed")
-        sentinel_key = window_key("early", 1, "stable", int(sentinel_at.timestamp() * 1000))
-        await eventually(_live(streams, sentinel_key), timeout=90, what="prediction sentinel processed")
 
-        st = await streams._load(key)
+        async def label_sentinel_held() -> bool:
+            return bool(await mon.fetch("SELECT 1 FROM held_labels WHERE event_id = $1", probe.id))
+
+        await eventually(label_sentinel_held, timeout=90, what="label sentinel processed")
+        sentinel_key = window_key("early", 1, "stable", int(sentinel_at.timestamp() * 1000))
+
+        async def prediction_sentinel_in() -> bool:
+            return await mon.window(sentinel_key) is not None
+
+        await eventually(prediction_sentinel_in, timeout=90, what="prediction sentinel processed")
+
+        st = await mon.window(key)
         assert st is not None and st.predictions == 800 and st.labels == 800  # not 1 600
         rows = await eventually(
             lambda: mon.fetch("SELECT labels, figures FROM windows WHERE kind = 'tumbling' AND window_start = $1", at),
@@ -106,7 +108,6 @@ async def test_labels_whose_prediction_never_comes_expire_and_are_counted(
     at = window_start(time.time(), settings.window_s, ahead=2)
     pred, ids, (truth, _) = batch("gone", "m", 1, "stable", at, 300, seed=9)
     async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
-        streams = mon.service.runtime.state["streams"]
         await mon.publish(topics.MODELS, registered("m", 1, reference()), key="m")
         await mon.publish(topics.LABELS, *labels("gone", ids, truth), key="gone")
 
@@ -115,16 +116,8 @@ async def test_labels_whose_prediction_never_comes_expire_and_are_counted(
             return after == before + 300
 
         await eventually(expired, timeout=60, what="300 held labels expired")
-        assert await _held(streams, "gone", 0)()
-        assert not list(streams.held.keys())
-        # tombstoned on the changelog too, not only forgotten in memory: a restart must not bring them back
-        changelog = f"{topic_prefix}vigil-monitor-streams-held-changelog"
-        records = await read_all(kafka_bootstrap, changelog, expect=10_000, timeout=3.0)
-        last: dict[bytes, bytes | None] = {}
-        for record in records:
-            last[record.key] = record.value
-        # (faust writes the deletion as the raw value's JSON null; its recovery drops the key for it)
-        assert records and all(value in (None, b"null") for value in last.values()), last
+        assert await mon.held_rows("gone") == 0
+        assert not await mon.fetch("SELECT 1 FROM held_labels")  # deleted, so a restart cannot bring them back
 
         # the predictions come after the hold ran out: they are counted, the expired labels are not
         await mon.publish(topics.PREDICTIONS, pred, key="gone")

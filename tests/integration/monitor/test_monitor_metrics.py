@@ -27,10 +27,9 @@ async def test_a_metric_without_version_counts_for_the_stable_version_then(
         await mon.publish(topics.MODELS, registered("m", 3, reference()), key="m")
         at = window_start(time.time(), settings.window_s, ahead=3)
         await mon.publish(topics.PREDICTIONS, batch("nov", "m", 3, "stable", at, 400, seed=1)[0], key="nov")
-        streams = mon.service.runtime.state["streams"]
 
         async def counted() -> bool:
-            return any(st.deployment == "nov" and st.predictions == 400 for st in streams.live.values())
+            return any(st.deployment == "nov" and st.predictions == 400 for st in await mon.windows())
 
         await eventually(counted, timeout=60, what="predictions counted")
         errors = MetricObserved(

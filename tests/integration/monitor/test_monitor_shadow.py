@@ -29,10 +29,9 @@ async def test_a_mirrored_request_label_is_credited_to_stable_and_shadow(
         stable, ids, (truth, s_out) = batch("mirror", "m", 1, "stable", at, 600, seed=11)
         shadow, _, (_, h_out) = batch("mirror", "m", 2, "shadow", at, 600, seed=11, ids=ids, flip=0.4)
         await mon.publish(topics.PREDICTIONS, stable, shadow, key="mirror")
-        streams = mon.service.runtime.state["streams"]
 
         async def both_counted() -> bool:  # the labels come after the predictions (the join index path)
-            return sum(st.predictions for st in streams.live.values() if st.deployment == "mirror") == 1200
+            return sum(st.predictions for st in await mon.windows() if st.deployment == "mirror") == 1200
 
         await eventually(both_counted, timeout=60, what="both batches counted")
         await mon.publish(topics.LABELS, *labels("mirror", ids, truth), key="mirror")

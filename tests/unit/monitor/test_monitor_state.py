@@ -1,4 +1,4 @@
-"""Window state: serialisation round trip, offset-based dedupe, merge = union; the label join index."""
+"""Window state: serialisation round trip, merge = union; the label join index; held labels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from vigil.kernels.profile import DatasetProfile
 from vigil.monitor.figures import compute_figures
-from vigil.monitor.held import HeldIndex, HeldLabels
+from vigil.monitor.held import HeldLabels, evict_over_cap, match_held
 from vigil.monitor.ingest import BatchColumns, id_hashes, to_binary
 from vigil.monitor.joins import JoinIndex, decode_batch, encode_batch
 from vigil.monitor.state import WindowState
@@ -27,8 +27,7 @@ def _state(seed: int, rows: int = 500) -> WindowState:
     st.latency.update(rng.exponential(20, rows))
     st.confusion.update(rng.integers(0, 2, rows), rng.integers(0, 2, rows))
     st.predictions = rows
-    st.mark("m", 1, 41)
-    st.events.update({"01a2-batch", "01a3-labels"})
+    st.late_rows, st.errors, st.requests = 7, 3, 510
     return st
 
 
@@ -36,8 +35,7 @@ def test_round_trip_keeps_every_figure() -> None:
     st = _state(1)
     back = WindowState.from_bytes(st.to_bytes(), REF)
     assert compute_figures(back, REF) == compute_figures(st, REF)
-    assert back.seen("m", 1, 41) and back.seen("m", 1, 40) and not back.seen("m", 1, 42) and not back.seen("m", 0, 1)
-    assert back.events == {"01a2-batch", "01a3-labels"}
+    assert (back.late_rows, back.errors, back.requests) == (7, 3, 510)
     assert len(st.to_bytes()) < 20_000  # counts only, not the reference edges
 
 
@@ -96,23 +94,24 @@ def test_a_mirrored_prediction_id_matches_every_window_once() -> None:
     assert pairs == [(0, "shadow", 0.2), (0, "stable", 0.9), (2, "shadow", 0.2), (2, "stable", 0.9)]
 
 
-def test_held_labels_match_bound_and_expire() -> None:
-    """Held labels (labels before predictions): matched against a batch's ids, the oldest evicted past the cap,
-    dropped after their age; the table value round-trips."""
-    held = HeldIndex()
+def test_held_labels_match_bound_and_round_trip() -> None:
+    """Held labels (labels before predictions): matched against a batch's ids, the oldest evicted past the cap
+    (never the newest), and the stored value round-trips."""
 
     def entry(prefix: str, n: int, at_ms: int) -> HeldLabels:
         ids = [f"{prefix}-{i}" for i in range(n)]
-        return HeldLabels("d", id_hashes(ids), np.ones(n, dtype=np.int64), np.zeros(n, dtype=bool), at_ms, 0, at_ms)
+        return HeldLabels("d", prefix, id_hashes(ids), np.ones(n, dtype=np.int64), np.zeros(n, dtype=bool), at_ms)
 
-    assert held.hold("a", entry("a", 600, 1), max_rows=1_000) == []
-    evicted = held.hold("b", entry("b", 600, 2), max_rows=1_000)
-    assert [k for k, _ in evicted] == ["a"] and list(held.entries) == ["b"]
-    assert held.hold("b", entry("b", 600, 3), max_rows=1_000) == [] and held.rows == 600  # redelivery replaces
+    a, b = entry("a", 600, 1), entry("b", 600, 2)
+    assert evict_over_cap([a], max_rows=500) == []  # the newest entry stays even alone over the cap
+    assert evict_over_cap([b, a], max_rows=1_000) == [a]
+    assert evict_over_cap([a, b], max_rows=1_200) == []
     batch = id_hashes(["x", "b-5", "b-599", "a-1"])
-    (hit,) = held.match(batch)
-    assert hit.key == "b" and hit.label_rows.tolist() == [5, 599] and hit.batch_rows.tolist() == [1, 2]
-    back = HeldLabels.from_bytes(held.entries["b"].to_bytes())
-    assert np.array_equal(back.hashes, held.entries["b"].hashes) and back.at_ms == 3 and back.unmatched == 600
-    assert held.expire(now_ms=1_000, max_age_ms=10_000) == []
-    assert [k for k, _ in held.expire(now_ms=20_000, max_age_ms=10_000)] == ["b"] and held.rows == 0
+    hits = match_held([a, b], batch)
+    assert [h.entry.event_id for h in hits] == ["a", "b"]
+    assert hits[1].label_rows.tolist() == [5, 599] and hits[1].batch_rows.tolist() == [1, 2]
+    assert hits[0].label_rows.tolist() == [1] and hits[0].batch_rows.tolist() == [3]
+    b.matched[[5, 599]] = True
+    back = HeldLabels.from_row("d", "b", 2, b.to_bytes())
+    assert np.array_equal(back.hashes, b.hashes) and back.at_ms == 2 and back.unmatched == 598
+    assert match_held([], batch) == [] and match_held([a], id_hashes([])) == []

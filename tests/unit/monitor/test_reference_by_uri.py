@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -11,7 +10,7 @@ import pytest
 
 from vigil.artifacts import LocalArtifactStore
 from vigil.kernels.profile import DatasetProfile
-from vigil.monitor.streams import MonitorStreams
+from vigil.monitor.caches import ReferenceCache
 
 pytestmark = pytest.mark.unit
 
@@ -22,12 +21,12 @@ def test_profile_from_store_verifies_and_refuses_mismatch(tmp_path: Path) -> Non
     profile = DatasetProfile.build(np.asfortranarray(rng.normal(size=(500, 3))), numeric_names=["a", "b", "c"])
     raw = orjson.dumps(profile.to_dict(), option=orjson.OPT_SORT_KEYS)
     digest = store.put(raw)
-    fake = SimpleNamespace(_artifacts=store)
+    cache = ReferenceCache(None, store, retry_s=1.0)  # type: ignore[arg-type]  # no pool: never reads Postgres here
 
-    body = MonitorStreams._profile_from_store(fake, store.uri(digest), digest)  # type: ignore[arg-type]
+    body = cache._from_store(store.uri(digest), digest)
     assert body is not None
     assert DatasetProfile.from_dict(body).numeric is not None
 
     other = "sha256:" + "0" * 64
-    assert MonitorStreams._profile_from_store(fake, store.uri(digest), other) is None  # type: ignore[arg-type]
-    assert MonitorStreams._profile_from_store(fake, store.uri(other), None) is None  # type: ignore[arg-type]
+    assert cache._from_store(store.uri(digest), other) is None
+    assert cache._from_store(store.uri(other), None) is None

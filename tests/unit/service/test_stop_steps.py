@@ -25,9 +25,11 @@ async def test_a_step_past_its_bound_is_cut_short_and_named(caplog: pytest.LogCa
             raise
 
     with caplog.at_level(logging.WARNING, logger=runtime.__name__):
-        assert await timed_stop_step("faust app", hangs(), timeout_s=0.05) is False
+        assert await timed_stop_step("window closer", hangs(), timeout_s=0.05) is False
     assert cancelled.is_set()
-    assert any("did not finish in 0.05 s" in r.getMessage() and "faust app" in r.getMessage() for r in caplog.records)
+    assert any(
+        "did not finish in 0.05 s" in r.getMessage() and "window closer" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_a_slow_step_that_finishes_is_reported_with_its_duration(

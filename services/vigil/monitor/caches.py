@@ -1,0 +1,86 @@
+"""Read-through caches of what the monitor looks up per batch: reference profiles and policies.
+
+Both are small, change rarely and are read on every batch and every close; a miss goes to Postgres (and, for a
+profile too large to travel inline, to the artifact store, digest-verified).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import orjson
+
+from vigil.artifacts import ArtifactError, ArtifactStore
+from vigil.kernels.profile import DatasetProfile
+from vigil.monitor import store
+from vigil.monitor.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceCache:
+    """Reference profiles per (model, version); a miss is re-checked after ``retry_s`` (the profile may arrive)."""
+
+    def __init__(self, pool: asyncpg.Pool, artifacts: ArtifactStore, retry_s: float) -> None:
+        self._pool = pool
+        self._artifacts = artifacts
+        self._retry_s = max(retry_s, 0.5)
+        self._entries: dict[tuple[str, int], tuple[float, DatasetProfile | None, str | None]] = {}
+
+    async def get(self, model: str, version: int) -> tuple[DatasetProfile | None, str | None]:
+        """(profile, digest) of a version; (None, None) while the monitor has not seen it registered."""
+        now = time.monotonic()
+        hit = self._entries.get((model, version))
+        if hit is not None and (hit[1] is not None or now - hit[0] < self._retry_s):
+            return hit[1], hit[2]
+        async with self._pool.acquire() as conn:
+            body, digest, uri = await store.get_reference(conn, model, version)
+        if body is None and uri is not None:
+            body = await asyncio.to_thread(self._from_store, uri, digest)
+        profile = None
+        if body is not None:
+            try:
+                profile = DatasetProfile.from_dict(body)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("unusable reference profile", extra={"model": model, "version": version, "error": repr(exc)})
+        self._entries[(model, version)] = (now, profile, digest)
+        return profile, digest
+
+    def forget(self, model: str, version: int) -> None:
+        self._entries.pop((model, version), None)
+
+    def _from_store(self, uri: str, digest: str | None) -> dict[str, Any] | None:
+        named = uri.removeprefix("vigil-artifact://")
+        if digest is not None and digest != named:
+            log.error("reference profile URI and digest disagree", extra={"uri": uri, "digest": digest})
+            return None
+        try:
+            body = orjson.loads(self._artifacts.get(named))
+        except (ArtifactError, orjson.JSONDecodeError) as exc:
+            log.error("reference profile unreadable", extra={"uri": uri, "error": str(exc)})
+            return None
+        return body if isinstance(body, dict) else None
+
+
+class PolicyCache:
+    """The policy in force per deployment, re-read at most every ``ttl_s`` (the API forgets an edited one at once)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, int, Policy]] = {}
+
+    async def get(self, conn: asyncpg.Connection, deployment: str) -> tuple[int, Policy]:
+        now = time.monotonic()
+        hit = self._entries.get(deployment)
+        if hit is not None and now - hit[0] < self._ttl_s:
+            return hit[1], hit[2]
+        version, policy, _ = await store.current_policy(conn, deployment)
+        self._entries[deployment] = (now, version, policy)
+        return version, policy
+
+    def forget(self, deployment: str) -> None:
+        self._entries.pop(deployment, None)
