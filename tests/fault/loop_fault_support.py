@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from vigil.demo import loop
 from vigil.events import Envelope, make_event, new_id, topics
 from vigil.events.catalog.data import DataUpdated
 from vigil.events.catalog.streams import LabelObserved, ObservedLabel
+from vigil.monitor.figures import iso
 from vigil.stack.supervisor import RunningStack
 from vigil.trainer.examples import patient_risk
 
@@ -394,13 +397,14 @@ class LoopHarness:
         return await self.get_all(service, "/v1/dlq")
 
 
-async def logged_prediction_ids(bootstrap: str, *, idle_s: float = 3.0) -> list[str]:
-    """Every prediction id on vigil.predictions so far, in log order (duplicates kept: they are what we look for)."""
+async def logged_batches(bootstrap: str, *, idle_s: float = 3.0) -> list[tuple[str, dict[str, Any]]]:
+    """(event id, payload) of every prediction.logged on vigil.predictions so far, in log order (a record sent
+    twice appears twice; poison records are skipped)."""
     consumer = AIOKafkaConsumer(
         topics.PREDICTIONS, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
-    ids: list[str] = []
+    batches: list[tuple[str, dict[str, Any]]] = []
     try:
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < idle_s:
@@ -408,11 +412,36 @@ async def logged_prediction_ids(bootstrap: str, *, idle_s: float = 3.0) -> list[
             for records in batch.values():
                 for record in records:
                     with contextlib.suppress(ValueError, KeyError, TypeError):
-                        ids.extend(json.loads(record.value)["data"]["prediction_ids"])
+                        event = json.loads(record.value)
+                        if isinstance(event["data"]["prediction_ids"], list):
+                            batches.append((str(event["id"]), event["data"]))
                     quiet_since = time.monotonic()
     finally:
         await consumer.stop()
-    return ids
+    return batches
+
+
+async def logged_prediction_ids(bootstrap: str, *, idle_s: float = 3.0) -> list[str]:
+    """Every prediction id on vigil.predictions so far, in log order (duplicates kept: they are what we look for)."""
+    return [i for _, b in await logged_batches(bootstrap, idle_s=idle_s) for i in b["prediction_ids"]]
+
+
+def expected_window_counts(
+    batches: list[tuple[str, dict[str, Any]]], labelled: set[str], window_s: float
+) -> dict[tuple[int, str, str], tuple[int, int]]:
+    """(version, variant, window start as the monitor writes it) → (predictions, labelled predictions) that the
+    logged batches put in each window: a batch belongs to the window of its ``first_at`` (docs/monitor.md), and a
+    batch sent twice (same event id) counts once."""
+    window_ms = round(window_s * 1000)
+    out: dict[tuple[int, str, str], tuple[int, int]] = {}
+    for b in dict(batches).values():
+        at_ms = datetime.fromisoformat(b["first_at"]).timestamp() * 1000
+        start = math.floor(at_ms / window_ms) * window_ms
+        key = (int(b["version"]), str(b["variant"]), iso(start / 1000))
+        rows, labels = out.get(key, (0, 0))
+        ids = b["prediction_ids"]
+        out[key] = (rows + len(ids), labels + sum(1 for i in ids if i in labelled))
+    return out
 
 
 def summarise(values: list[float]) -> dict[str, float]:

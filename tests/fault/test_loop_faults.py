@@ -38,6 +38,8 @@ from fault.loop_fault_support import (
     WINDOW_S,
     Fault,
     LoopHarness,
+    expected_window_counts,
+    logged_batches,
     logged_prediction_ids,
     summarise,
 )
@@ -252,7 +254,8 @@ async def test_06_monitor_killed_while_labels_stream_in(harness: LoopHarness) ->
     fault.ready_s = round(await harness.restart("monitor") - killed_at, 1)
     harness.ledger.faults.append(Fault("poison", topics.LABELS, {"records": 3}))
 
-    logged = set(await logged_prediction_ids(harness.stack.bootstrap_servers))
+    batches = await logged_batches(harness.stack.bootstrap_servers)
+    logged = {i for _, b in batches for i in b["prediction_ids"]}
     expected = {"predictions": len(logged), "labels": len(logged & harness.ledger.labelled)}
 
     harness.ledger.figures["monitor_expected_counts"] = expected
@@ -275,6 +278,18 @@ async def test_06_monitor_killed_while_labels_stream_in(harness: LoopHarness) ->
         fault.detail["monitor_counted"] = got
         pytest.fail(f"windows count {got}, logged/labelled {expected}; monitor counters: {fault.detail}")
     fault.recovered_s = round(time.monotonic() - killed_at, 1)
+    # Not only the sums: every window holds exactly the rows its batches put in it — none closed before the backlog
+    # of the monitor's downtime was read (the watermark, docs/monitor.md), so none of them became late rows.
+    want = expected_window_counts(batches, harness.ledger.labelled, WINDOW_S)
+    got_windows = {
+        (int(w["figures"]["version"]), w["figures"]["variant"], w["figures"]["start"]): (
+            int(w["figures"]["predictions"]),
+            int(w["figures"]["labels"]),
+        )
+        for w in await harness.windows()
+    }
+    assert got_windows == want
+    assert all(int(w["figures"]["late_rows"]) == 0 for w in await harness.windows())
     metrics = await harness.monitor_metrics()
     fault.detail["late_rows"] = sum(
         v for k, v in metrics.items() if k.startswith("vigil_monitor_rows_total") and 'outcome="late"' in k

@@ -1,11 +1,6 @@
-"""The hot path: decode a stream event cheaply and fold a batch into its window state, column by column.
+"""The hot path: fold a batch of predictions into its window state, column by column; label helpers.
 
-Decoding: the full contract check of a ~1 MiB ``prediction.logged`` batch (2 200 rows × 20 features) costs
-~7 ms with jsonschema-rs (it was 10-34 ms with fastjsonschema), against ~5 ms for the path here
-(docs/monitor.md). The payload classes are kept equal to the JSON Schemas by ``tests/unit/events`` (same fields,
-bounds, patterns, closed objects), so stream events are checked with the envelope schema (on the envelope only,
-without its ``data``) and the payload's pydantic model only. Anything that
-is not the current version of its type falls back to the full :func:`vigil.events.decode_event` (upcasters).
+Events arrive decoded and contract-checked by the bus consumer (libs/vigil/bus/consumer.py).
 
 Folding: one numpy array per column (``None`` → NaN by numpy's float conversion), one kernel call per family
 (binning, categorical counts, latency sketch). No Python loop over rows.
@@ -18,46 +13,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vigil.events import ContractError, Envelope, EventPayload, decode_event
-from vigil.events.codec import EncodingError, parse_json
-from vigil.events.contracts import MAX_EVENT_BYTES, _check, payload_class
-from vigil.events.envelope import dataschema_uri, version_from_dataschema
 from vigil.kernels.profile import DatasetProfile, categorical_window, encode_categories, numeric_profile
 from vigil.monitor.state import WindowState
 
 _POSITIVE = ("1", "true", "True", "yes", "positive")
 _NEGATIVE = ("0", "false", "False", "no", "negative")
-
-
-def decode_stream_event(raw: bytes | None) -> tuple[Envelope, EventPayload]:
-    """Bytes → (envelope, payload) with the envelope schema and the payload model (see module docstring)."""
-    if raw is None:
-        raise ContractError("empty", "record has no value")
-    if len(raw) > MAX_EVENT_BYTES:
-        raise ContractError("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
-    try:
-        parsed = parse_json(raw)
-    except EncodingError as exc:
-        raise ContractError("malformed_json", str(exc)) from exc
-    if not isinstance(parsed, dict):
-        raise ContractError("schema_violation", "event must be a JSON object")
-    data = parsed.get("data")
-    _check("envelope/v1.json", {**parsed, "data": {}}, "envelope")
-    if not isinstance(data, dict):
-        raise ContractError("schema_violation", "envelope: data must be an object")
-    event_type, schema = parsed["type"], parsed["dataschema"]
-    version = version_from_dataschema(schema)
-    try:
-        cls = payload_class(event_type, version)
-    except ContractError:  # unknown, or an older version with upcasters: the complete path decides
-        return decode_event(raw)
-    if schema != dataschema_uri(event_type, version):
-        return decode_event(raw)  # the slow, complete path for anything unusual
-    try:
-        payload = cls.model_validate(data)
-    except ValueError as exc:  # pydantic.ValidationError
-        raise ContractError("schema_violation", str(exc)[:500]) from exc
-    return Envelope.from_checked(parsed), payload  # the envelope passed its schema above
 
 
 def to_binary(values: npt.ArrayLike) -> npt.NDArray[np.int64]:
