@@ -46,10 +46,13 @@ test-e2e: venv
 test-fault: venv
 	$(BIN)/python -m pytest -q -m fault
 
+## ruff, formatting, mypy, and the import rules (services never import each other, libs/ imports no service, private
+## modules stay in their package, no cycles): the import-linter contracts under [tool.importlinter] in pyproject.toml.
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs services
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format .

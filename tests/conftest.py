@@ -1,6 +1,6 @@
 """Session-wide test infrastructure: one real Kafka and one real Postgres, started lazily, once per session.
 
-The logic lives in ``vigil.stack.testinfra``; this file only turns it into fixtures. Nothing starts until a test
+The logic lives in ``support/testinfra.py``; this file only turns it into fixtures. Nothing starts until a test
 asks for it, so unit tests stay free of infrastructure.
 """
 
@@ -18,7 +18,7 @@ import pytest
 # Before anything imports numba: cache compiled kernels in the repo, not beside site-packages.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
-from vigil.stack import testinfra
+from support import testinfra
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Serving gateway benchmark: predictions/s and latency through HTTP vs calling the model in-process.
 
 Run: ``.venv/bin/python tests/bench/bench_gateway.py`` (``--quick`` for a short run). It starts what it needs — the
-embedded broker and Postgres from ``vigil.stack.testinfra`` (or containers / ``DATABASE_URL``, same rules as the
+embedded broker and Postgres from ``tests/support/testinfra.py`` (or containers / ``DATABASE_URL``, same rules as the
 test suite) and the deployer as its own process (``python -m vigil.deployer``: uvicorn, real lifespan, consumer,
 prediction batcher logging to ``vigil.predictions``) — and talks to it with one httpx client over loopback.
 
@@ -38,11 +38,14 @@ from vigil.events import make_event, topics
 from vigil.events.catalog.models import ModelVersionRegistered
 from vigil.modelformat import LinearModel
 from vigil.service.tokens import Role, issue_token, save_tokens
-from vigil.stack import testinfra
-from vigil.stack._proc import free_port
+from vigil.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "docs" / "benchmarks"
+sys.path.insert(0, str(REPO / "tests"))  # tests/support: the test infrastructure (embedded broker and Postgres)
+
+from support import testinfra  # noqa: E402
+
 FEATURES = tuple(f"f{i:02d}" for i in range(20))
 
 

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python tests/bench/bench_loop.py`` (``--quick`` for a short run, ``--only bus|canary`` for one
 half; the other half's figures already in ``loop.json`` are kept). It starts what it needs the way the test suite
-does (``vigil.stack.testinfra``: the embedded broker or a Kafka container, ``DATABASE_URL`` or an embedded
+does (``tests/support/testinfra.py``: the embedded broker or a Kafka container, ``DATABASE_URL`` or an embedded
 Postgres). Writes ``docs/benchmarks/loop.json`` (flat headline keys plus the per-sample detail) and ``loop.md``.
 
 1. **Bus vs aiokafka** (``bus_overhead_vs_aiokafka``): the same ``data.updated`` events (~0.8 KB on the wire) on
@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
+from support import testinfra  # noqa: E402
 from vigil.bus.consumer import ConsumerConfig, EventConsumer  # noqa: E402
 from vigil.bus.context import BatchContext, Delivery, HandlerContext  # noqa: E402
 from vigil.bus.outbox import OutboxRecord, OutboxRelay, enqueue_many  # noqa: E402
@@ -56,7 +57,6 @@ from vigil.events import make_event, topics  # noqa: E402
 from vigil.events.catalog.data import ColumnSpec, DataUpdated  # noqa: E402
 from vigil.service.app import freeze_startup_heap  # noqa: E402
 from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate  # noqa: E402
-from vigil.stack import testinfra  # noqa: E402
 
 OUT = REPO / "docs" / "benchmarks"
 PARTITIONS = 4  # the services' default (kafka_topic_partitions)

@@ -13,12 +13,12 @@ import pytest
 
 from support.kafka import produce_events, read_all
 from support.services import RunningService, Tokens, eventually, make_tokens, running, settings_for
+from support.testinfra import KafkaUnderTest
 from vigil.auditor.app import make_app
 from vigil.auditor.feed import entry_event_id
 from vigil.auditor.settings import AuditorSettings
 from vigil.events import Envelope, decode_event, make_event, topics
 from vigil.events.catalog.data import DataUpdated
-from vigil.stack.testinfra import KafkaUnderTest
 
 pytestmark = pytest.mark.fault
 

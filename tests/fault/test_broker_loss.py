@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from support.services import Tokens, eventually, make_tokens, running, settings_for
+from support.testinfra import KafkaUnderTest
 from vigil.auditor.app import make_app as make_auditor
 from vigil.auditor.settings import AuditorSettings
 from vigil.registry.app import make_app as make_registry
 from vigil.registry.settings import RegistrySettings
-from vigil.stack.testinfra import KafkaUnderTest
 
 pytestmark = pytest.mark.fault
 

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "mo
 from monitor_support import batch, labels, monitor_settings, reference, registered, run_monitor, tokens_in, window_start
 
 from support.services import eventually
+from support.testinfra import KafkaUnderTest
 from vigil.events import topics
-from vigil.stack.testinfra import KafkaUnderTest
 
 pytestmark = pytest.mark.fault
 

@@ -14,11 +14,11 @@ import pytest
 
 from support.kafka import read_all
 from support.services import eventually
+from support.testinfra import PostgresUnderTest
 from vigil.bus.outbox import OutboxRelay, enqueue_raw
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import TopicNamer, ensure_topics
 from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate
-from vigil.stack.testinfra import PostgresUnderTest
 
 pytestmark = pytest.mark.fault
 

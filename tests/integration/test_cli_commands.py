@@ -19,6 +19,7 @@ import pytest_asyncio
 from integration.cli_support import Cli, served, write_home
 from integration.trainer.trainer_support import trainer_settings
 
+from support import testinfra
 from support.services import Tokens, eventually, make_tokens, running, settings_for
 from vigil.auditor.app import make_app as make_auditor
 from vigil.auditor.settings import AuditorSettings
@@ -28,7 +29,6 @@ from vigil.registry.app import make_app as make_registry
 from vigil.registry.settings import RegistrySettings
 from vigil.scheduler.app import make_app as make_scheduler
 from vigil.scheduler.settings import SchedulerSettings
-from vigil.stack import testinfra
 from vigil.trainer.app import make_app as make_trainer
 from vigil.trainer.examples import patient_risk
 from vigil.trainer.settings import TrainerSettings

@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from typer.testing import CliRunner
 
+from support import testinfra
 from vigil.cli.main import app
-from vigil.stack import testinfra
 from vigil.stack.broker import EmbeddedBroker, kafka_metadata_ok
 from vigil.stack.postgres import EmbeddedPostgres
 from vigil.stack.state import StackPaths, read_state, write_state

@@ -31,7 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from vigil.bus._aio import cancel_and_wait, stop_quietly
+from vigil.bus.aio import cancel_and_wait, stop_quietly
 from vigil.bus.context import BatchContext, Delivery, Emitter, HandlerContext
 from vigil.bus.dead_letters import DeadLetter, record_dead_letter
 from vigil.bus.metrics import CONSUMER_LAG, DLQ_TOTAL, EVENTS_CONSUMED, HANDLER_SECONDS
@@ -111,7 +111,7 @@ class EventConsumer:
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.config.group_id}")
 
     async def stop(self) -> None:
-        self._stopping = True  # the loop ends at its next turn even if a library swallows the cancel (_aio.py)
+        self._stopping = True  # the loop ends at its next turn even if a library swallows the cancel (aio.py)
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None

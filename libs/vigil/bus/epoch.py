@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from vigil.bus._aio import cancel_and_wait, stop_quietly
+from vigil.bus.aio import cancel_and_wait, stop_quietly
 from vigil.bus.metrics import BROKER_LOSSES
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import EPOCH_TOPIC
@@ -52,7 +52,7 @@ class BrokerEpochWatch:
         self._task = asyncio.create_task(self._run(), name="broker-epoch-watch")
 
     async def stop(self) -> None:
-        self._stopping = True  # the loop ends at its next turn even if a library swallows the cancel (_aio.py)
+        self._stopping = True  # the loop ends at its next turn even if a library swallows the cancel (aio.py)
         if self._task is not None:
             await cancel_and_wait(self._task)
 

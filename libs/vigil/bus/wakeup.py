@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from vigil.bus._aio import cancel_and_wait, wait_event
+from vigil.bus.aio import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from typing import Any, Literal
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from vigil.bus._aio import cancel_and_wait
+from vigil.bus.aio import cancel_and_wait
+from vigil.datasets import patient_risk
 from vigil.demo import loop
 from vigil.demo.traffic import Population, TrafficSimulator
 from vigil.events import Envelope, make_event, topics
 from vigil.events.catalog.data import DataUpdated
-from vigil.trainer.examples import patient_risk
 
 ChapterState = Literal["pending", "running", "done", "failed"]
 

@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from vigil.bus._aio import cancel_and_wait
+from vigil.bus.aio import cancel_and_wait
 from vigil.demo.story import Story, StoryOutcome
 
 _ICONS = {

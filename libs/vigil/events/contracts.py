@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from vigil.events import upcast
 from vigil.events.codec import EncodingError, canonical_json, parse_json
 from vigil.events.envelope import Envelope, dataschema_uri, version_from_dataschema
-from vigil.events.payload import EventPayload
+from vigil.events.payload import PAYLOAD_CLASSES, EventPayload
 
 MAX_DETAIL_CHARS = 300  # of a schema error's message: what a dead letter or a 4xx body quotes
 MAX_EVENT_BYTES = 1_048_576  # 1 MiB: larger records are refused (Kafka's default message.max.bytes is ~1 MiB too)
@@ -78,19 +78,10 @@ def payload_schema_path(event_type: str, version: int) -> str:
     return f"events/{event_type}/v{version}.json"
 
 
-_REGISTRY: dict[tuple[str, int], type[EventPayload]] = {}
-
-
-def register(cls: type[EventPayload]) -> type[EventPayload]:
-    """Class decorator: make a payload class known to the contract checker."""
-    _REGISTRY[(cls.TYPE, cls.VERSION)] = cls
-    return cls
-
-
 def registered() -> dict[tuple[str, int], type[EventPayload]]:
     """All known (type, version) → payload class."""
     _ensure_catalog_loaded()
-    return dict(_REGISTRY)
+    return dict(PAYLOAD_CLASSES)
 
 
 _catalog_loaded = False
@@ -107,11 +98,11 @@ def _ensure_catalog_loaded() -> None:
 def payload_class(event_type: str, version: int) -> type[EventPayload]:
     """The payload class for a type and version, or ContractError(unknown_type / unknown_version)."""
     _ensure_catalog_loaded()
-    cls = _REGISTRY.get((event_type, version))
+    cls = PAYLOAD_CLASSES.get((event_type, version))
     if cls is not None:
         return cls
-    if any(t == event_type for t, _ in _REGISTRY):
-        known = sorted(v for t, v in _REGISTRY if t == event_type)
+    if any(t == event_type for t, _ in PAYLOAD_CLASSES):
+        known = sorted(v for t, v in PAYLOAD_CLASSES if t == event_type)
         raise ContractError("unknown_version", f"{event_type} v{version} is not supported (known: {known})")
     raise ContractError("unknown_type", f"unknown event type {event_type!r}")
 
@@ -142,14 +133,14 @@ def _resolve_payload(event_type: str, version: int, data: Any) -> tuple[type[Eve
     """Check ``data`` against its schema; lift it through upcasters when its version has no payload class."""
     _ensure_catalog_loaded()
     what = f"{event_type} v{version} data"
-    cls = _REGISTRY.get((event_type, version))
+    cls = PAYLOAD_CLASSES.get((event_type, version))
     if cls is not None or not upcast.has_upcaster(event_type, version):
         cls = payload_class(event_type, version)  # raises unknown_type / unknown_version
         _check(payload_schema_path(event_type, version), data, what)
         return cls, data
     _check(payload_schema_path(event_type, version), data, what)  # old events still obey their own contract
     try:
-        lifted = upcast.upcast(event_type, version, data, lambda v: (event_type, v) in _REGISTRY)
+        lifted = upcast.upcast(event_type, version, data, lambda v: (event_type, v) in PAYLOAD_CLASSES)
     except Exception as exc:  # an upcaster is user code: any failure is this event's problem, not the consumer's
         raise ContractError("upcast_failed", f"{what}: {type(exc).__name__}: {exc}") from exc
     if lifted is None:
@@ -157,7 +148,7 @@ def _resolve_payload(event_type: str, version: int, data: Any) -> tuple[type[Eve
         raise AssertionError("unreachable")  # pragma: no cover
     target, data = lifted
     _check(payload_schema_path(event_type, target), data, f"{event_type} v{target} data (upcast from v{version})")
-    return _REGISTRY[(event_type, target)], data
+    return PAYLOAD_CLASSES[(event_type, target)], data
 
 
 def _checked_contract(raw: Any) -> tuple[type[EventPayload], Any]:
@@ -201,7 +192,7 @@ def _whole_event_validator(
         return None
     _ensure_catalog_loaded()
     version = version_from_dataschema(dataschema)
-    cls = _REGISTRY.get((event_type, version))
+    cls = PAYLOAD_CLASSES.get((event_type, version))
     if cls is None or dataschema != dataschema_uri(event_type, version):
         return None
     return cls, _combined_validator(event_type, version)

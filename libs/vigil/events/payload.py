@@ -2,7 +2,8 @@
 
 A payload class names its wire contract: a stable type string (never a Python path), a major version, the topic
 it travels on and the attribute that keys it (so order holds per aggregate). The JSON Schema in ``schemas/`` is the
-source of truth; ``tests/unit/events`` keeps these classes equal to it.
+source of truth; ``tests/unit/events`` keeps these classes equal to it. :func:`register` makes a class known to the
+contract checker; the catalog's modules register theirs.
 """
 
 from __future__ import annotations
@@ -59,3 +60,14 @@ class EventPayload(BaseModel):
     def to_data(self) -> dict[str, Any]:
         """JSON-ready dict for the envelope's ``data``."""
         return self.model_dump(mode="json", exclude_none=False)
+
+
+#: Every registered payload class by (type, version). Here rather than in :mod:`vigil.events.contracts`, which reads
+#: it: the catalog's modules register into it, and the contract checker imports the catalog — no cycle.
+PAYLOAD_CLASSES: dict[tuple[str, int], type[EventPayload]] = {}
+
+
+def register(cls: type[EventPayload]) -> type[EventPayload]:
+    """Class decorator: make a payload class known to the contract checker."""
+    PAYLOAD_CLASSES[(cls.TYPE, cls.VERSION)] = cls
+    return cls

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from vigil.kernels._common import F64Array, I64Array, as_label_vector, check_same_length, decode_array, encode_array
+from vigil.kernels._common import F64Array, I64Array, as_label_vector, check_same_length
+from vigil.kernels.encoding import decode_array, encode_array
 
 __all__ = ["GroupRates"]
 

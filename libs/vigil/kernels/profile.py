@@ -44,12 +44,11 @@ from vigil.kernels._common import (
     Table,
     as_float_columns,
     as_int_columns,
-    decode_array,
-    encode_array,
     feature_names,
 )
 from vigil.kernels._threads import executor, in_worker
 from vigil.kernels.binning import LookupGrid, bin_table, build_grid, empty_state
+from vigil.kernels.encoding import decode_array, encode_array
 
 __all__ = [
     "DEFAULT_BINS",

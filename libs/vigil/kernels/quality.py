@@ -28,9 +28,8 @@ from vigil.kernels._common import (
     as_float_vector,
     as_label_vector,
     check_same_length,
-    decode_array,
-    encode_array,
 )
+from vigil.kernels.encoding import decode_array, encode_array
 
 __all__ = [
     "DEFAULT_ECE_BINS",

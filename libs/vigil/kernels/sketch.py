@@ -24,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from vigil.kernels._common import F64Array, I64Array, as_float_vector, decode_array, encode_array
+from vigil.kernels._common import F64Array, I64Array, as_float_vector
+from vigil.kernels.encoding import decode_array, encode_array
 
 __all__ = ["LatencySketch"]
 

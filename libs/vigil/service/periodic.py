@@ -8,7 +8,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 
-from vigil.bus._aio import cancel_and_wait, wait_event
+from vigil.bus.aio import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import asyncpg
 from vigil.auditor.chain import GENESIS_HASH, CheckpointClaim
 from vigil.auditor.merkle import BLOCK_SIZE, Frontier, TreeView, leaf_hash
 from vigil.auditor.signing import Signer, checkpoint_message
-from vigil.bus._aio import cancel_and_wait
+from vigil.bus.aio import cancel_and_wait
 from vigil.bus.outbox import enqueue
 from vigil.events import make_event
 from vigil.events.catalog.audit import AuditCheckpoint

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter
 
-from vigil.bus._aio import cancel_and_wait
+from vigil.bus.aio import cancel_and_wait
 from vigil.bus.producer import BusProducer
 from vigil.deployer.gateway import ModelCache
 from vigil.events import Envelope, check_outgoing, make_event
@@ -168,7 +168,7 @@ class PredictionBatcher:
     async def _run(self) -> None:
         while True:
             timeout = self._next_deadline()
-            try:  # not wait_for: on 3.11 it can swallow a cancellation that lands as an item arrives (_aio.py)
+            try:  # not wait_for: on 3.11 it can swallow a cancellation that lands as an item arrives (bus/aio.py)
                 async with asyncio.timeout(timeout):
                     item = await self._queue.get()
                 self._add(item)

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from vigil.kernels._common import decode_array, encode_array
+from vigil.kernels.encoding import decode_array, encode_array
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from vigil.kernels._common import decode_array, encode_array
+from vigil.kernels.encoding import decode_array, encode_array
 from vigil.kernels.fairness import GroupRates
 from vigil.kernels.profile import CategoricalProfile, DatasetProfile, NumericProfile
 from vigil.kernels.quality import BinaryClassificationState, ConfusionMatrix

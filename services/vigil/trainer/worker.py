@@ -27,7 +27,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from vigil.artifacts.store import ArtifactStore, digest_of, open_store
-from vigil.bus._aio import cancel_and_wait, wait_event
+from vigil.bus.aio import cancel_and_wait, wait_event
 from vigil.bus.context import Emitter
 from vigil.events import canonical_json
 from vigil.events.catalog.common import ColumnSpec, DatasetRef

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from pydantic import Field
 
-from vigil.events import ContractError, contracts, decode_event, make_event, topics, upcast
+from vigil.events import ContractError, decode_event, make_event, topics, upcast
 from vigil.events.contracts import schemas_dir
 from vigil.events.envelope import dataschema_uri
-from vigil.events.payload import EventPayload
+from vigil.events.payload import PAYLOAD_CLASSES, EventPayload
 from vigil.events.upcast import register_upcaster, unregister_upcaster
 
 pytestmark = pytest.mark.unit
@@ -57,7 +57,7 @@ def widget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         (tmp_path / "events" / TYPE).mkdir(parents=True, exist_ok=True)
         (tmp_path / "events" / TYPE / f"v{version}.json").write_text(json.dumps(_schema(version, props)))
     monkeypatch.setenv("VIGIL_SCHEMAS_DIR", str(tmp_path))
-    monkeypatch.setitem(contracts._REGISTRY, (TYPE, 2), WidgetV2)
+    monkeypatch.setitem(PAYLOAD_CLASSES, (TYPE, 2), WidgetV2)
 
     @register_upcaster(TYPE, from_version=1)
     def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:

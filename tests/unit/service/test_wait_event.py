@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from vigil.bus._aio import wait_event
+from vigil.bus.aio import wait_event
 
 pytestmark = pytest.mark.unit
 
@@ -84,7 +84,7 @@ async def _suppressing_cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 @pytest.mark.parametrize("use_helper", [True, False])
 async def test_cancel_and_wait_keeps_the_callers_cancellation(use_helper: bool) -> None:
-    from vigil.bus._aio import cancel_and_wait
+    from vigil.bus.aio import cancel_and_wait
 
     stop_child = cancel_and_wait if use_helper else _suppressing_cancel_and_wait
     rounds = 0
@@ -116,7 +116,7 @@ async def test_cancel_and_wait_cancels_again_a_child_that_swallowed_the_first(re
     """The child loop closes a client the way aiokafka's ``AIOKafkaClient.close()`` does (awaiting its own task under
     ``suppress(CancelledError)``), so a cancel that lands there is lost and the loop runs on; the helper cancels it
     again after ``recancel_after_s``. With an interval longer than the test waits, the child is still running."""
-    from vigil.bus._aio import cancel_and_wait
+    from vigil.bus.aio import cancel_and_wait
 
     closing = asyncio.Event()
     turns = 0

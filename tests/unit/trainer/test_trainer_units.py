@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vigil.datasets.tabular import read_csv
 from vigil.trainer.examples import logistic, patient_risk
-from vigil.trainer.examples.tabular import read_csv
 from vigil.trainer.executor import _lines, child_env
 from vigil.trainer.runner import RunFailure, fetch_dataset
 from vigil.trainer.worker import UnsafeArtifact, check_artifact

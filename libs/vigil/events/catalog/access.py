@@ -12,8 +12,7 @@ from pydantic import AwareDatetime, Field
 
 from vigil.events import topics
 from vigil.events.catalog.common import NAME_PATTERN
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 

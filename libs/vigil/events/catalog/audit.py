@@ -17,8 +17,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from vigil.events import topics
 from vigil.events.catalog.common import NAME_PATTERN, EventId, Hex64
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"

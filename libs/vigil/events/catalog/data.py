@@ -7,8 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from vigil.events import topics
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"

@@ -12,8 +12,7 @@ from pydantic import Field, model_validator
 
 from vigil.events import topics
 from vigil.events.catalog.common import EventId, Evidence, Id, Name, Record, Text, Version, Window
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 Strategy = Literal["canary", "blue_green", "shadow"]
 StepKind = Literal["set_weight", "pause", "analysis"]

@@ -29,8 +29,7 @@ from vigil.events.catalog.common import (
     Uri,
     Version,
 )
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 GateKind = Literal["metric_floor", "metric_ceiling", "max_regression", "fairness_gap", "schema_compat"]
 

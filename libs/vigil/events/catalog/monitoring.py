@@ -13,8 +13,7 @@ from pydantic import Field
 
 from vigil.events import topics
 from vigil.events.catalog.common import Digest, Evidence, Id, Key, Metrics, Name, Record, Text, Version, Window
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 Variant = Literal["stable", "candidate", "shadow"]
 FeatureName = Annotated[str, Field(min_length=1, max_length=256)]

@@ -18,8 +18,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from vigil.events import topics
 from vigil.events.catalog.common import Key, Labels, Name, Record, Version
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 MAX_ROWS = 10_000
 MAX_LABELS = 1_000

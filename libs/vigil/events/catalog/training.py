@@ -27,8 +27,7 @@ from vigil.events.catalog.common import (
     Text,
     Uri,
 )
-from vigil.events.contracts import register
-from vigil.events.payload import EventPayload
+from vigil.events.payload import EventPayload, register
 
 JobState = Literal["pending", "scheduled", "running", "succeeded", "failed", "cancelled"]
 Trigger = Literal["dataset", "retrain", "schedule", "manual"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vigil.datasets.tabular import describe, write_csv
 from vigil.trainer.examples.logistic import predict, train_tabular
-from vigil.trainer.examples.tabular import describe, write_csv
 from vigil.trainer.sdk import TrainingContext, TrainingResult
 
 __all__ = ["DATASET", "predict", "train", "write_dataset"]

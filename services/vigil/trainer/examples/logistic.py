@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vigil.datasets.tabular import read_csv
 from vigil.modelformat import LinearModel, load_model
-from vigil.trainer.examples.tabular import read_csv
 from vigil.trainer.sdk import TrainingContext, TrainingResult
 
 F64 = npt.NDArray[np.float64]

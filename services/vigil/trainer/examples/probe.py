@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vigil.trainer.examples.tabular import read_csv
+from vigil.datasets.tabular import read_csv
 from vigil.trainer.sdk import TrainingContext, TrainingResult
 
 

@@ -8,7 +8,8 @@ Where they come from, first match wins:
   embedded Postgres in a temporary directory.
 
 ``VIGIL_TEST_INFRA=embedded`` skips the Docker probe; ``VIGIL_TEST_INFRA=docker`` insists on Docker. The logic lives
-here, importable and without pytest; ``tests/conftest.py`` only wraps it in fixtures.
+here, importable without pytest (the benchmarks under ``tests/bench`` use it too); ``tests/conftest.py`` only wraps it
+in fixtures. Test-only, so under ``tests/`` rather than in the ``vigil`` package.
 
 Only the embedded broker can be killed and restarted by fault tests (a restarted Kafka container keeps its log and
 changes its port, so it cannot rehearse "broker lost everything"); ``restartable`` says which is which.
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from vigil.stack._proc import StackError, free_port
+from vigil.stack import StackError, free_port
 from vigil.stack.broker import EmbeddedBroker, kafka_metadata_ok
 from vigil.stack.postgres import EmbeddedPostgres, create_database, drop_database
 
