@@ -15,7 +15,7 @@ Run: ``.venv/bin/python tests/bench/bench_monitor.py`` (not collected by pytest)
   evaluation. The Postgres transaction and the relay's publish come on top (a few ms on the embedded stack).
 - ``false_positive_rate_clean_windows``: windows of 1 000 clean rows judged under the default policy.
 - ``predictions_per_s_end_to_end``: the running monitor service (in-process, on the embedded broker and Postgres
-  that ``vigil.stack.testinfra`` starts, as the tests do) consuming prediction batches already on
+  that ``tests/support/testinfra.py`` starts, as the tests do) consuming prediction batches already on
   ``vigil.predictions``: the bus consumer's fetch and contract check, fold, join, the Postgres transaction per
   polled batch (inbox rows, window state, join batches, watermark), offset commits — from the first row applied to
   the last (the consumer-group join before it is not the monitor's steady state). Four deployments, so the four
