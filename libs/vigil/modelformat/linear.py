@@ -5,7 +5,7 @@
     regression:            output = z
 
 Small, exact and fast to serve (one matrix-vector product per batch), which is what the platform's own example
-models need; richer formats (ONNX, skops with trusted types) can be added behind the same ``load_model``.
+models need; richer models are ONNX graphs (:mod:`vigil.modelformat.onnxgraph`), behind the same ``load_model``.
 """
 
 from __future__ import annotations
@@ -68,6 +68,20 @@ class LinearModel:
             return score
         labels: npt.NDArray[np.float64] = (score >= self.threshold).astype(np.float64)
         return labels
+
+    def run(self, x: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(outputs, scores) per row: label and positive-class probability, or value and value for a regressor."""
+        score = self.predict_score(x)
+        if self.task == "regression":
+            return score, score
+        return (score >= self.threshold).astype(np.float64), score
+
+    def smoke_input(self) -> npt.NDArray[np.float64]:
+        """One row at the training mean (what the deployer's warm-up predicts on)."""
+        return self.mean.reshape(1, -1)
+
+    def check_rows(self, x: npt.NDArray[np.float64]) -> None:
+        """Any finite float64 fits a linear model (the gateway has checked finiteness)."""
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes (stable digest for identical models)."""
@@ -137,8 +151,3 @@ class LinearModel:
             threshold=float(threshold),
             metadata=metadata,
         )
-
-
-def load_model(data: bytes) -> LinearModel:
-    """Load any supported artifact format (today: ``vigil.linear/v1``)."""
-    return LinearModel.from_bytes(data)

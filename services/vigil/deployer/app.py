@@ -32,7 +32,10 @@ async def on_start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, DeployerSettings)
     models = ModelCache(
-        open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key), settings.model_cache_size
+        open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key),
+        settings.model_cache_size,
+        onnx_threads=settings.onnx_intra_op_threads,
+        onnx_max_bytes=settings.onnx_max_bytes,
     )
     runtime.state["models"] = models
     batcher = PredictionBatcher(

@@ -37,7 +37,7 @@ from vigil.deployer.gateway import ModelCache
 from vigil.events import Envelope, check_outgoing, make_event
 from vigil.events.catalog.streams import MAX_ROWS, MetricObserved, PredictionLogged
 from vigil.events.contracts import MAX_EVENT_BYTES
-from vigil.modelformat import LinearModel
+from vigil.modelformat import Model, ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +255,11 @@ class PredictionBatcher:
                 return False
             order = [item.feature_names.index(n) for n in model.feature_names]
             item.matrix, item.feature_names = item.matrix[:, order], model.feature_names
+        try:
+            model.check_rows(item.matrix)
+        except ModelInputError:  # stable took it, the candidate's input types do not (e.g. int64 vs fractions)
+            DROPPED_ROWS.labels("shadow_bad_input").inc(item.rows)
+            return False
         started = time.perf_counter()
         _infer(item, model)
         item.latency_ms = (time.perf_counter() - started) * 1000
@@ -272,9 +277,9 @@ class PredictionBatcher:
             LOGGED_ROWS.labels(part.variant).inc(part.rows)
 
 
-def _infer(item: LogItem, model: LinearModel) -> None:
-    scores = model.predict_score(item.matrix)
-    item.outputs = model.predict(item.matrix) if model.task != "regression" else scores
+def _infer(item: LogItem, model: Model) -> None:
+    outputs, scores = model.run(item.matrix)
+    item.outputs = outputs
     item.scores = scores if model.task != "regression" else None
 
 

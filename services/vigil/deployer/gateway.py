@@ -1,13 +1,15 @@
 """The serving gateway's parts that are not HTTP: model cache, traffic routing and input checks.
 
 * Models are loaded by artifact digest from the content-addressed store (which verifies the bytes on read), parsed
-  by the pickle-free model format and kept in an LRU cache in memory. A load runs in a worker thread, once per
-  digest even under concurrent requests.
+  by the pickle-free model formats (``vigil.linear/v1`` JSON, or an ONNX graph with one onnxruntime session) and
+  kept in an LRU cache in memory. A load runs in a worker thread, once per digest even under concurrent requests.
 * Routing is per request: with a request key, a stable hash puts the key in one of 10 000 buckets and the
   candidate gets buckets ``[0, weight × 100)`` — so a key keeps its version while the weight only grows (10 % →
   50 % moves new keys to the candidate, never one back). Without a key, a random bucket.
 * Inputs are rows of named numeric features. Unknown or missing features, non-numbers, nulls, NaN and ±inf are
-  refused with the row and feature named; linear models have no notion of a missing value.
+  refused with the row and feature named; linear models have no notion of a missing value. The feature names and
+  element types are the model's own (an ONNX graph's are read from its inputs and metadata, never from the
+  request); a value the model's type cannot hold (a fraction for an int64 input, float32 overflow) is refused too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.artifacts import ArtifactStore
-from vigil.modelformat import LinearModel, load_model
+from vigil.modelformat import Model, load_model
+from vigil.modelformat.onnxgraph import MAX_BYTES as ONNX_MAX_BYTES
 
 BUCKETS = 10_000
 Variant = Literal["stable", "candidate"]
@@ -38,19 +41,23 @@ class InputError(ValueError):
 class ModelCache:
     """Digest → loaded model, LRU-bounded; loads are verified by the artifact store."""
 
-    def __init__(self, store: ArtifactStore, max_models: int = 32) -> None:
+    def __init__(
+        self, store: ArtifactStore, max_models: int = 32, *, onnx_threads: int = 1, onnx_max_bytes: int = ONNX_MAX_BYTES
+    ) -> None:
         self.store = store
         self.max_models = max_models
-        self._models: OrderedDict[str, LinearModel] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[LinearModel]] = {}
+        self.onnx_threads = onnx_threads
+        self.onnx_max_bytes = onnx_max_bytes
+        self._models: OrderedDict[str, Model] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Model]] = {}
 
-    def cached(self, digest: str) -> LinearModel | None:
+    def cached(self, digest: str) -> Model | None:
         model = self._models.get(digest)
         if model is not None:
             self._models.move_to_end(digest)
         return model
 
-    async def get(self, digest: str) -> LinearModel:
+    async def get(self, digest: str) -> Model:
         """The model with this artifact digest (loaded once; concurrent callers share the load)."""
         model = self.cached(digest)
         if model is not None:
@@ -58,7 +65,7 @@ class ModelCache:
         pending = self._loading.get(digest)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[LinearModel] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Model] = asyncio.get_running_loop().create_future()
         self._loading[digest] = future
         try:
             model = await asyncio.to_thread(self._load, digest)
@@ -74,13 +81,13 @@ class ModelCache:
             self._models.popitem(last=False)
         return model
 
-    def _load(self, digest: str) -> LinearModel:
-        return load_model(self.store.get(digest))
+    def _load(self, digest: str) -> Model:
+        return load_model(self.store.get(digest), onnx_max_bytes=self.onnx_max_bytes, onnx_threads=self.onnx_threads)
 
     async def warm(self, digest: str) -> None:
-        """Load the model and make one smoke prediction (at the training mean): the candidate can answer."""
+        """Load the model and make one smoke prediction (a linear model's training mean, zeros for ONNX)."""
         model = await self.get(digest)
-        smoke = model.predict_score(model.mean.reshape(1, -1))
+        _, smoke = model.run(model.smoke_input())
         if smoke.shape != (1,) or not np.all(np.isfinite(smoke)):
             raise ValueError("smoke prediction is not a finite number")
 

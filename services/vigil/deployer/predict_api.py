@@ -28,7 +28,7 @@ from vigil.deployer.batcher import ErrorItem, ErrorReason, LogItem, PredictionBa
 from vigil.deployer.gateway import InputError, ModelCache, choose_variant, columns_to_matrix, rows_to_matrix
 from vigil.deployer.settings import DeployerSettings
 from vigil.events import new_id
-from vigil.modelformat import ModelFormatError
+from vigil.modelformat import ModelFormatError, ModelInputError
 from vigil.service.auth import Principal, require
 from vigil.service.tokens import Role
 
@@ -125,7 +125,8 @@ async def predict(name: DeploymentName, body: PredictRequest, request: Request, 
         else:
             rows = [body.features] if body.features is not None else body.instances or []
             matrix = rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows)
-    except InputError as exc:
+        model.check_rows(matrix)  # the model's own input types (an ONNX int64 input takes no fractions)
+    except (InputError, ModelInputError) as exc:
         if "exceeds the limit" in str(exc):  # the request's size, not the routed version's doing: not its error
             raise HTTPException(413, str(exc)) from exc
         failed("bad_input", requested_rows)  # rows that do not fit this version's features (they may fit another)
@@ -133,7 +134,7 @@ async def predict(name: DeploymentName, body: PredictRequest, request: Request, 
 
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite score, checked below
-            scores = model.predict_score(matrix)
+            outputs, scores = model.run(matrix)
         if not np.all(np.isfinite(scores)):
             bad = int(np.flatnonzero(~np.isfinite(scores))[0])
             raise ModelFormatError(f"row {bad}: the model's score is not a finite number")
@@ -144,7 +145,6 @@ async def predict(name: DeploymentName, body: PredictRequest, request: Request, 
             status.HTTP_500_INTERNAL_SERVER_ERROR, f"model v{version} failed on this input: {exc}"
         ) from exc
     classifier = model.task != "regression"
-    outputs = (scores >= model.threshold).astype(np.float64) if classifier else scores
     # One UUIDv7 per request; row i is ``<request id>-<i>`` (unique, time-ordered, and it names its request).
     request_id = new_id()
     ids = [f"{request_id}-{i}" for i in range(len(matrix))]

@@ -22,6 +22,11 @@ class DeployerSettings(ServiceSettings):
     gateway_log_max_queued_rows: int = Field(default=200_000, ge=1)
     #: Loaded models kept in memory (LRU by artifact digest).
     model_cache_size: int = Field(default=32, ge=2)
+    #: ONNX models: threads one inference may use (intra-op). 1 keeps a request on one core; the gateway's
+    #: parallelism is concurrent requests, and two cores are shared with the event loop and the batcher.
+    onnx_intra_op_threads: int = Field(default=1, ge=1, le=64)
+    #: ONNX artifacts larger than this are refused at load (the registry refuses them at registration too).
+    onnx_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     #: How often the ticker looks for expired rollout timers (timed pauses, analysis timeouts).
     rollout_tick_interval_ms: int = Field(default=500, ge=10)
     #: Minimum samples per side before an analysis verdict may pass, for deployments that name none.

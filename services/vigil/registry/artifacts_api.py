@@ -2,8 +2,10 @@
 
 Uploads are checked before they are stored: JSON must parse strictly; ``.npz`` must be a plain zip of ``.npy``
 members whose arrays load with ``allow_pickle=False`` (object arrays would need pickle) and whose declared
-uncompressed size is bounded (zip bombs). Anything else is refused with a 4xx. Names never reach the filesystem: the
-store addresses bytes by their digest, and the optional ``filename`` is metadata checked against a strict pattern.
+uncompressed size is bounded (zip bombs); ONNX must pass :func:`vigil.modelformat.inspect_graph` (no external
+data, no custom operator domains, under the size cap). Anything else is refused with a 4xx. Names never reach the
+filesystem: the store addresses bytes by their digest, and the optional ``filename`` is metadata checked against a
+strict pattern.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import BaseModel
 
 from vigil.artifacts import ArtifactError, ArtifactNotFound, ArtifactTampered
 from vigil.events.catalog.data import DIGEST_PATTERN, NAME_PATTERN
+from vigil.modelformat import ModelFormatError, inspect_graph
 from vigil.registry import store
 from vigil.registry.deps import ArtifactReader, artifact_store, runtime_of, settings_of
 from vigil.service.auth import Scientist, Viewer
@@ -29,9 +32,9 @@ from vigil.service.pagination import After, Limit, Page
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
-UploadFormat = Literal["json", "npz"]
+UploadFormat = Literal["json", "npz", "onnx"]
 _NPY_MEMBER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\.npy$")
-_MEDIA_TYPES = {"json": "application/json", "npz": "application/octet-stream"}
+_MEDIA_TYPES = {"json": "application/json", "npz": "application/octet-stream", "onnx": "application/octet-stream"}
 
 
 class ArtifactPublic(BaseModel):
@@ -58,6 +61,14 @@ def check_json(data: bytes) -> None:
         orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UnsafeArtifact(f"not valid JSON: {exc}") from exc
+
+
+def check_onnx(data: bytes, *, max_bytes: int) -> None:
+    """An ONNX graph the gateway could serve (the registry inspects it again when a version is registered)."""
+    try:
+        inspect_graph(data, max_bytes=max_bytes)
+    except ModelFormatError as exc:
+        raise UnsafeArtifact(str(exc)) from exc
 
 
 def check_npz(data: bytes, *, max_uncompressed: int) -> None:
@@ -116,7 +127,7 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
 async def upload_artifact(
     request: Request,
     user: Scientist,
-    format: Annotated[UploadFormat, Query(description="json or npz; anything else is refused")],
+    format: Annotated[UploadFormat, Query(description="json, npz or onnx; anything else is refused")],
     filename: Annotated[
         str | None, Query(pattern=NAME_PATTERN, description="display name only; never used as a path")
     ] = None,
@@ -131,6 +142,8 @@ async def upload_artifact(
     try:
         if format == "json":
             await asyncio.to_thread(check_json, data)
+        elif format == "onnx":
+            await asyncio.to_thread(check_onnx, data, max_bytes=settings.onnx_max_bytes)
         else:
             await asyncio.to_thread(check_npz, data, max_uncompressed=settings.artifact_max_npz_uncompressed_bytes)
     except UnsafeArtifact as exc:

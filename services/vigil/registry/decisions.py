@@ -14,6 +14,7 @@ from vigil.events import Envelope, new_id
 from vigil.events.catalog.common import ArtifactFormat, ColumnSpec, DatasetRef
 from vigil.events.catalog.models import GateResult, ModelAliasChanged, ModelVersionRegistered, ModelVersionRejected
 from vigil.registry import gates, store
+from vigil.registry.artifact_check import ArtifactCheck
 
 CHAMPION = "champion"
 AliasCause = Literal["api", "promotion", "rollback"]
@@ -47,6 +48,8 @@ class NewVersion:
     environment: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    #: The registry's own check of the artifact (``artifact_check.check_artifact``), made before the lock.
+    artifact: ArtifactCheck = field(default_factory=ArtifactCheck)
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,15 @@ async def decide_candidate(emitter: Emitter, cause: Envelope | None, actor: str,
     policy_row = await store.current_policy(conn, new.model)
     assert policy_row is not None  # every model is created with policy version 1
     policy = gates.GatePolicy(gates=policy_row["gates"])
+    signature = new.signature or (new.artifact.columns or [])  # an ONNX graph declares its inputs itself
     results = gates.evaluate(
         policy,
-        gates.Candidate(metrics=new.metrics, signature=new.signature),
+        gates.Candidate(metrics=new.metrics, signature=signature),
         await current_champion(emitter, new.model),
     )
+    artifact_gate = new.artifact.gate()
+    if artifact_gate is not None:  # the artifact's own check comes first and is part of the evidence
+        results = [artifact_gate, *results]
     ok = gates.passed(results)
     decision_event_id = new_id()
     gate_dicts = [r.model_dump(mode="json") for r in results]
@@ -129,7 +136,8 @@ async def decide_candidate(emitter: Emitter, cause: Envelope | None, actor: str,
                 "reference_profile": new.reference_profile,
                 "reference_profile_uri": new.reference_profile_uri,
                 "reference_profile_digest": new.reference_profile_digest,
-                "signature": [c.model_dump(mode="json") for c in new.signature],
+                "signature": [c.model_dump(mode="json") for c in signature],
+                "artifact_signature": new.artifact.signature,
                 "datasets": datasets,
                 "code_version": new.code_version,
                 "environment": new.environment,
@@ -180,13 +188,14 @@ async def decide_candidate(emitter: Emitter, cause: Envelope | None, actor: str,
                 reference_profile=new.reference_profile,
                 reference_profile_uri=new.reference_profile_uri,
                 reference_profile_digest=new.reference_profile_digest,
-                signature=new.signature,
+                signature=signature,
                 datasets=new.datasets,
                 code_version=new.code_version,
                 tags=new.tags,
                 description=new.description,
                 gates=results,
                 gate_policy_version=policy_row["version"],
+                artifact_signature=new.artifact.signature,
             ),
             cause=cause,
             actor=actor,

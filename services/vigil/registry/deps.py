@@ -37,10 +37,14 @@ def settings_of(request: Request) -> RegistrySettings:
 
 def artifact_store(request: Request) -> LocalArtifactStore:
     """The content-addressed store configured by settings (one per process, built on first use)."""
-    runtime = runtime_of(request)
+    return store_of(runtime_of(request))
+
+
+def store_of(runtime: ServiceRuntime) -> LocalArtifactStore:
+    """The runtime's content-addressed store (shared by the routes and the event handlers)."""
     store = runtime.state.get("artifact_store")
     if store is None:
-        settings = settings_of(request)
+        settings = runtime.settings
         store = open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
         runtime.state["artifact_store"] = store
     assert isinstance(store, LocalArtifactStore)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil.events.catalog.common import ColumnSpec, Key
-from vigil.events.catalog.models import GateKind, GateResult
+from vigil.events.catalog.models import GateResult
 
 MAX_GATES = 64
+#: The kinds a policy may configure (``artifact`` results come from the registry's own artifact check).
+GateKind = Literal["metric_floor", "metric_ceiling", "max_regression", "fairness_gap", "schema_compat"]
 _NEEDS_METRIC = frozenset({"metric_floor", "metric_ceiling", "max_regression", "fairness_gap"})
 
 

@@ -17,7 +17,10 @@ from vigil.events.catalog.deployments import (
 )
 from vigil.events.catalog.training import TrainingCompleted
 from vigil.registry import store
+from vigil.registry.artifact_check import check_artifact
 from vigil.registry.decisions import CHAMPION, NewVersion, decide_candidate, move_alias
+from vigil.registry.deps import store_of
+from vigil.registry.settings import RegistrySettings
 from vigil.service.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -62,11 +65,21 @@ async def on_data_updated(ctx: HandlerContext, payload: DataUpdated) -> None:
     await apply_data_updated(ctx.emitter, ctx.event, payload)
 
 
-async def on_training_completed(ctx: HandlerContext, payload: TrainingCompleted) -> None:
-    """A training run finished: evaluate the model's gates → ``model.version.registered`` or ``…rejected``.
+async def on_training_completed(ctx: HandlerContext, payload: TrainingCompleted, runtime: ServiceRuntime) -> None:
+    """A training run finished: check its artifact, evaluate the model's gates → ``model.version.registered`` or
+    ``…rejected``.
 
     Idempotent per (model, run id) on top of the inbox, so a duplicated event (new id, same run) creates nothing.
     """
+    settings = runtime.settings
+    assert isinstance(settings, RegistrySettings)
+    artifact = await check_artifact(
+        store_of(runtime),
+        payload.artifact_digest,
+        payload.artifact_format,
+        payload.signature,
+        max_bytes=settings.onnx_max_bytes,
+    )
     decision = await decide_candidate(
         ctx.emitter,
         ctx.event,
@@ -90,6 +103,7 @@ async def on_training_completed(ctx: HandlerContext, payload: TrainingCompleted)
             datasets=list(payload.datasets),
             code_version=payload.code_version,
             environment=payload.environment.model_dump(mode="json"),
+            artifact=artifact,
         ),
     )
     if not decision.created:
@@ -219,11 +233,15 @@ async def on_deployment_aborted(ctx: HandlerContext, payload: DeploymentAborted)
     )
 
 
-def build_handlers(_runtime: ServiceRuntime) -> dict[str, Handler]:
+def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
     """Event type → handler."""
+
+    async def training_completed(ctx: HandlerContext, payload: TrainingCompleted) -> None:
+        await on_training_completed(ctx, payload, runtime)
+
     return {
         DataUpdated.TYPE: on_data_updated,
-        TrainingCompleted.TYPE: on_training_completed,
+        TrainingCompleted.TYPE: training_completed,
         DeploymentCreated.TYPE: on_deployment_created,
         DeploymentRolloutStarted.TYPE: on_deployment_rollout_started,
         DeploymentPromoted.TYPE: on_deployment_promoted,

@@ -23,8 +23,9 @@ from vigil.events.catalog.common import (
 from vigil.events.catalog.models import GateResult
 from vigil.events.ids import new_id
 from vigil.registry import store
+from vigil.registry.artifact_check import check_artifact
 from vigil.registry.decisions import NewVersion, decide_candidate, ensure_model
-from vigil.registry.deps import ModelName, VersionNo, artifact_store, runtime_of
+from vigil.registry.deps import ModelName, VersionNo, artifact_store, runtime_of, settings_of
 from vigil.registry.gates import GatePolicy, GateSpec
 from vigil.service.auth import Scientist, Viewer
 from vigil.service.bounds import Integer, SafeText
@@ -93,6 +94,9 @@ class ModelVersionPublic(BaseModel):
     reference_profile_uri: str | None
     reference_profile_digest: str | None
     signature: list[ColumnSpec]
+    artifact_signature: dict[str, Any] | None = Field(
+        default=None, description="what the registry read from the artifact (ONNX: inputs, outputs, opset, producer)"
+    )
     datasets: list[DatasetRef]
     code_version: str | None
     environment: dict[str, Any] | None
@@ -228,13 +232,21 @@ async def register_version(
     """Register a version by hand; the model's gates apply (422 with every gate's result when one fails)."""
     runtime = runtime_of(request)
     artifacts = artifact_store(request)
-    async with runtime.pool.acquire() as conn, conn.transaction():
+    async with runtime.pool.acquire() as conn:
         artifact = await store.get_artifact(conn, body.artifact_digest)
-        if artifact is None:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"artifact {body.artifact_digest} was not uploaded; upload it with POST /v1/artifacts first",
-            )
+    if artifact is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"artifact {body.artifact_digest} was not uploaded; upload it with POST /v1/artifacts first",
+        )
+    checked = await check_artifact(
+        artifacts,
+        body.artifact_digest,
+        artifact["format"],
+        body.signature,
+        max_bytes=settings_of(request).onnx_max_bytes,
+    )
+    async with runtime.pool.acquire() as conn, conn.transaction():
         existing = await store.find_version_by_artifact(conn, name, body.artifact_digest)
         if existing is not None:
             raise HTTPException(
@@ -261,6 +273,7 @@ async def register_version(
                 code_version=body.code_version,
                 tags=dict(body.tags),
                 description=body.description,
+                artifact=checked,
             ),
         )
         aliases = await store.aliases_of_version(conn, name, decision.version["version"]) if decision.version else []

@@ -17,5 +17,7 @@ class RegistrySettings(ServiceSettings):
     artifact_max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     #: Largest total uncompressed size of an uploaded .npz (zip bombs are refused before any array is read).
     artifact_max_npz_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    #: ONNX graphs larger than this are refused at registration (the ``artifact`` gate says so).
+    onnx_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     #: OpenLineage namespace of the registry's datasets, jobs and models.
     lineage_namespace: str = Field(default="vigil", min_length=1, max_length=256)

@@ -3,8 +3,9 @@
 An entrypoint (``package.module:function``, named in the model's policy) runs inside the runner subprocess. It gets
 the job's params and its dataset versions as local files whose sha256 the runner has already checked against the
 registered digest; it may stream per-step metrics with :meth:`TrainingContext.log_metric`; it returns the model as
-bytes in a safe format (``json`` or ``npz`` — never pickle; the trainer refuses anything else) plus final metrics and,
-for the reference profile, the training feature matrix.
+bytes in a safe format (``json``, ``npz`` or ``onnx`` — never pickle; the trainer refuses anything else; for ONNX,
+:func:`vigil.trainer.convert.to_onnx` turns a fitted scikit-learn, LightGBM or XGBoost model into the bytes) plus
+final metrics and, for the reference profile, the training feature matrix.
 
 This module is deliberately light (no numpy import): it is imported before the entrypoint, under its memory limit.
 """
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ArtifactFormat = Literal["json", "npz"]
-SAFE_FORMATS: tuple[str, ...] = ("json", "npz")
+ArtifactFormat = Literal["json", "npz", "onnx"]
+SAFE_FORMATS: tuple[str, ...] = ("json", "npz", "onnx")
 
 
 @dataclass(frozen=True)

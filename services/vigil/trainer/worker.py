@@ -51,7 +51,9 @@ class UnsafeArtifact(Exception):
 
 
 def check_artifact(data: bytes, fmt: str) -> None:
-    """Refuse anything but valid JSON or an npz whose arrays load without pickle."""
+    """Refuse anything but valid JSON, an npz whose arrays load without pickle, or an ONNX protobuf (which the
+    registry then vets in full: external data, operator domains, size — its refusal is a ``model.version.rejected``
+    with the reason, recorded like any gate's)."""
     if fmt == "json":
         try:
             json.loads(data)
@@ -67,6 +69,14 @@ def check_artifact(data: bytes, fmt: str) -> None:
                     archive[name]  # loading each array is the check: object arrays need pickle and raise
         except Exception as exc:
             raise UnsafeArtifact(f"artifact is not a pickle-free npz: {exc}") from exc
+        return
+    if fmt == "onnx":
+        from vigil.modelformat.onnxgraph import parse
+
+        try:
+            parse(data, max_bytes=MAX_ARTIFACT_BYTES)
+        except ValueError as exc:
+            raise UnsafeArtifact(f"artifact is not an ONNX model: {exc}") from exc
         return
     raise UnsafeArtifact(f"artifact format {fmt!r} is not allowed")
 

@@ -31,7 +31,9 @@ from vigil.events.catalog.common import (
 )
 from vigil.events.payload import EventPayload, register
 
-GateKind = Literal["metric_floor", "metric_ceiling", "max_regression", "fairness_gap", "schema_compat"]
+#: ``artifact`` is the registry's own check of the artifact (an ONNX graph's size, external data, operator
+#: domains); it is not configurable and runs before the policy's gates.
+GateKind = Literal["metric_floor", "metric_ceiling", "max_regression", "fairness_gap", "schema_compat", "artifact"]
 
 
 class GateResult(Record):
@@ -84,6 +86,8 @@ class ModelVersionRegistered(_ModelEvent):
     description: Text = ""
     gates: list[GateResult] = Field(default_factory=list, max_length=64)
     gate_policy_version: int | None = Field(default=None, ge=1)
+    #: What the registry read from the artifact (ONNX graph signature, see ``vigil.modelformat.GraphSignature``).
+    artifact_signature: Opaque | None = None
 
     def subject(self) -> str:
         return f"model/{self.model}/v{self.version}"

@@ -3,8 +3,9 @@
 The data ships inside scikit-learn (``load_breast_cancer``, 569 rows × 30 features, no download). The label is
 ``1 = malignant`` (scikit-learn's ``0`` flipped), so the positive class is the one a screening model must catch.
 Use :func:`write_dataset` to materialise it as a dataset version (CSV + sha256) and announce it with
-``data.updated``; the policy's entrypoint is ``vigil.trainer.examples.breast_cancer:train``. The artifact is JSON;
-:func:`predict` loads it without pickle.
+``data.updated``; the policy's entrypoint is ``vigil.trainer.examples.breast_cancer:train`` (logistic regression, a
+JSON artifact that :func:`predict` loads without pickle) or ``…:train_gbm`` (gradient-boosted trees, LightGBM by
+default or XGBoost with ``params.library``, served as ONNX — see :mod:`.trees`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 
 from vigil.datasets.tabular import describe, write_csv
 from vigil.trainer.examples.logistic import predict, train_tabular
+from vigil.trainer.examples.trees import train_tree_ensemble
 from vigil.trainer.sdk import TrainingContext, TrainingResult
 
-__all__ = ["DATASET", "predict", "train", "write_dataset"]
+__all__ = ["DATASET", "predict", "train", "train_gbm", "write_dataset"]
 
 DATASET = "breast-cancer"
 
@@ -41,3 +43,8 @@ def write_dataset(directory: Path) -> dict[str, Any]:
 def train(ctx: TrainingContext) -> TrainingResult:
     """Entrypoint: logistic regression on the verified breast-cancer CSV (params as in ``train_tabular``)."""
     return train_tabular(ctx)
+
+
+def train_gbm(ctx: TrainingContext) -> TrainingResult:
+    """Entrypoint: gradient-boosted trees on the verified breast-cancer CSV, as ONNX (params as in ``.trees``)."""
+    return train_tree_ensemble(ctx)

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.datasets.tabular import read_csv
-from vigil.modelformat import LinearModel, load_model
+from vigil.modelformat import LinearModel
 from vigil.trainer.sdk import TrainingContext, TrainingResult
 
 F64 = npt.NDArray[np.float64]
@@ -22,7 +22,7 @@ F64 = npt.NDArray[np.float64]
 
 def load(artifact: bytes) -> LinearModel:
     """Parse and validate an artifact (untrusted bytes: JSON only, shapes and finiteness checked)."""
-    return load_model(artifact)
+    return LinearModel.from_bytes(artifact)
 
 
 def predict(artifact: bytes, x: npt.ArrayLike) -> F64:
