@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel
 
 from vigil.bus.dead_letters import list_dead_letters, replay_dead_letter
 from vigil.service.auth import Admin, Viewer
 from vigil.service.bounds import BigInt, BigIntCursor
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import Limit, Page
 
 router = APIRouter(prefix="/v1/dlq", tags=["dead letters"])
@@ -35,14 +36,14 @@ class DeadLetterPublic(BaseModel):
 
 @router.get("", response_model=Page[DeadLetterPublic])
 async def list_letters(
-    request: Request,
+    pool: PoolDep,
     _user: Viewer,
     limit: Limit = 100,
     after: BigIntCursor = 0,
     status: Literal["dead", "replayed"] | None = None,
 ) -> Page[DeadLetterPublic]:
     """Dead letters of this service's consumer, oldest first."""
-    async with request.app.state.runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await list_dead_letters(conn, status=status, limit=limit, after_id=after)
     items = [DeadLetterPublic(**r) for r in rows]
     return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)
@@ -50,10 +51,9 @@ async def list_letters(
 
 @router.post("/{letter_id}/replay", status_code=202)
 async def replay(
-    request: Request, letter_id: Annotated[BigInt, Path(description="dead letter id")], _user: Admin
+    runtime: RuntimeDep, letter_id: Annotated[BigInt, Path(description="dead letter id")], _user: Admin
 ) -> dict[str, object]:
     """Send a dead letter's original record back to its topic (after fixing what made it fail)."""
-    runtime = request.app.state.runtime
     async with runtime.pool.acquire() as conn, conn.transaction():
         ok = await replay_dead_letter(conn, letter_id)
     if not ok:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from vigil.service.auth import Viewer
-from vigil.service.runtime import ServiceRuntime
+from vigil.service.deps import RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["service"])
 
@@ -30,9 +30,8 @@ class ServiceInfo(BaseModel):
 
 
 @router.get("/info", response_model=ServiceInfo)
-async def info(request: Request, _user: Viewer) -> ServiceInfo:
+async def info(runtime: RuntimeDep, _user: Viewer) -> ServiceInfo:
     """This service's identity, subscriptions and schema state."""
-    runtime: ServiceRuntime = request.app.state.runtime
     async with runtime.pool.acquire() as conn:
         migrations = await conn.fetch(
             "SELECT component, version, name, applied_at FROM schema_migrations ORDER BY applied_at, version"

@@ -18,6 +18,7 @@ from vigil.bus.outbox import OutboxRelay
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import TopicNamer, ensure_topics
 from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate
+from vigil.service.parts import Parts
 from vigil.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ class ServiceDefinition:
     settings_cls: type[ServiceSettings]
     migrations_dir: Path
     consumed_topics: Sequence[str] = ()
-    #: Builds ``{event type: handler}`` once the runtime exists (handlers may close over settings or pool).
+    #: Builds ``{event type: handler}`` once the runtime exists. Handlers are module-level ``on_<event>`` functions;
+    #: one that needs the service's settings or parts takes ``runtime`` as a keyword, bound here with
+    #: ``functools.partial(on_event, runtime=runtime)`` (parts added in ``on_start`` are read when the event comes).
     handlers: Callable[[ServiceRuntime], dict[str, Handler]] = lambda _rt: {}
     batch_handler: Callable[[ServiceRuntime], BatchHandler | None] = lambda _rt: None
     routers: Sequence[APIRouter] = ()
@@ -50,7 +53,12 @@ class ServiceDefinition:
 
 @dataclass
 class ServiceRuntime:
-    """The live parts of a service, started and stopped by :func:`start_runtime` / :meth:`stop`."""
+    """The live parts of a service, started and stopped by :func:`start_runtime` / :meth:`stop`.
+
+    ``parts`` holds the service's own parts by class (``runtime.parts.get(Ticker)``; see :mod:`vigil.service.parts`).
+    ``state`` is deprecated: the untyped bag the services used before ``parts``; only the deployer still reads it,
+    and it goes once the deployer has moved to ``parts``.
+    """
 
     definition: ServiceDefinition
     settings: ServiceSettings
@@ -60,6 +68,8 @@ class ServiceRuntime:
     relay: OutboxRelay
     consumer: EventConsumer | None
     epoch: BrokerEpochWatch
+    parts: Parts = field(default_factory=Parts)
+    #: Deprecated (see the class docstring): use ``parts``.
     state: dict[str, Any] = field(default_factory=dict)
 
     @property

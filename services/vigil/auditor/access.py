@@ -22,7 +22,7 @@ from vigil.bus.outbox import OutboxRecord, enqueue_many
 from vigil.events import make_event
 from vigil.events.catalog.access import AccessRecorded
 from vigil.service.auth import Principal, TokenStore
-from vigil.service.runtime import ServiceRuntime
+from vigil.service.deps import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def record_access(request: Request, route: str, status_code: int) -> None:
     principal = caller(request)
     if principal is None:
         return
-    runtime: ServiceRuntime = request.app.state.runtime
+    runtime = runtime_of(request)
     resource = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     request_id = request.headers.get("x-request-id")
     payload = AccessRecorded(
@@ -64,7 +64,7 @@ async def record_access(request: Request, route: str, status_code: int) -> None:
     envelope = make_event(payload, source=runtime.source, actor=principal.actor)
     item = store.Audited.of(envelope, AccessRecorded.TOPIC)
     async with runtime.pool.acquire() as conn, conn.transaction():
-        await store.append_entries(conn, [item], runtime.state["retention"])
+        await store.append_entries(conn, [item], runtime.parts.get(store.RetentionPolicy))
         await enqueue_many(conn, [OutboxRecord.of(envelope, validate=False)])  # its audit.entry: publisher.py
 
 

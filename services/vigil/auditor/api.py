@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -26,8 +26,8 @@ from vigil.auditor.signing import Signer, raw_public
 from vigil.events import parse_json
 from vigil.service.auth import Auditor
 from vigil.service.bounds import BigInt, BigIntCursor, SafeText
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import Limit, Page
-from vigil.service.runtime import ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=AuditedRoute)
 
@@ -139,16 +139,6 @@ class ServedAt(BaseModel):
     history: list[AuditEntryPublic]
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
-def _signer(request: Request) -> Signer:
-    signer: Signer = _runtime(request).state["signer"]
-    return signer
-
-
 def _public(row: Any) -> AuditEntryPublic:
     return AuditEntryPublic(**{k: row[k] for k in AuditEntryPublic.model_fields})
 
@@ -166,7 +156,7 @@ def _checkpoint(row: Any) -> CheckpointPublic:
 
 @router.get("/entries", response_model=Page[AuditEntryPublic])
 async def list_entries(
-    request: Request,
+    pool: PoolDep,
     _user: Auditor,
     subject: Annotated[SafeText | None, Query(max_length=512)] = None,
     subject_prefix: Annotated[SafeText | None, Query(max_length=512)] = None,
@@ -179,7 +169,7 @@ async def list_entries(
     after: BigIntCursor = 0,
 ) -> Page[AuditEntryPublic]:
     """Audit entries matching all given filters, in chain order."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.query_entries(
             conn,
             subject=subject,
@@ -197,17 +187,17 @@ async def list_entries(
 
 
 @router.get("/events/{event_id}", response_model=AuditEntryWithEvent)
-async def get_event(request: Request, event_id: EventId, _user: Auditor) -> AuditEntryWithEvent:
+async def get_event(pool: PoolDep, event_id: EventId, _user: Auditor) -> AuditEntryWithEvent:
     """One audited event with its entry."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         row = await store.get_entry(conn, event_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"event {event_id} is not in the audit log")
     return _with_event(row)
 
 
-async def _why(request: Request, event_id: str) -> WhyChain:
-    async with _runtime(request).pool.acquire() as conn:
+async def _why(pool: asyncpg.Pool, event_id: str) -> WhyChain:
+    async with pool.acquire() as conn:
         rows = await store.why_walk(conn, event_id, MAX_WHY_DEPTH)
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"event {event_id} is not in the audit log")
@@ -219,29 +209,29 @@ async def _why(request: Request, event_id: str) -> WhyChain:
 
 
 @router.get("/why/{event_id}", response_model=WhyChain)
-async def why(request: Request, event_id: EventId, _user: Auditor) -> WhyChain:
+async def why(pool: PoolDep, event_id: EventId, _user: Auditor) -> WhyChain:
     """Walk causation ids from an event back to the upstream event that started it, with each event's data."""
-    return await _why(request, event_id)
+    return await _why(pool, event_id)
 
 
 @router.get("/why", response_model=WhyChain)
 async def why_subject(
-    request: Request, _user: Auditor, subject: Annotated[SafeText, Query(min_length=1, max_length=512)]
+    pool: PoolDep, _user: Auditor, subject: Annotated[SafeText, Query(min_length=1, max_length=512)]
 ) -> WhyChain:
     """Why an entity is in its current state: the walk from the newest event about ``subject``."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         event_id = await store.latest_for_subject(conn, subject)
     if event_id is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no audited event about {subject}")
-    return await _why(request, event_id)
+    return await _why(pool, event_id)
 
 
 @router.get("/deployments/{name}/served-at", response_model=ServedAt)
-async def served_at(request: Request, name: DeploymentName, at: datetime, _user: Auditor) -> ServedAt:
+async def served_at(pool: PoolDep, name: DeploymentName, at: datetime, _user: Auditor) -> ServedAt:
     """What the deployment served at time ``at`` (stable/candidate versions and split), from its audited events."""
     if at.tzinfo is None:
         raise HTTPException(422, "at must carry a time zone")
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.deployment_history_at(conn, f"deployment/{name}", at)
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"deployment {name} did not exist at {at.isoformat()}")
@@ -301,19 +291,19 @@ async def verify_chain(conn: asyncpg.Connection, signer: Signer) -> VerifyReport
 
 
 @router.get("/verify", response_model=VerifyReport)
-async def verify(request: Request, _user: Auditor) -> VerifyReport:
+async def verify(runtime: RuntimeDep, _user: Auditor) -> VerifyReport:
     """Recompute the chain and every checkpoint's root and signature; name the first entry that does not hold."""
     async with (
-        _runtime(request).pool.acquire() as conn,
+        runtime.pool.acquire() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
-        return await verify_chain(conn, _signer(request))
+        return await verify_chain(conn, runtime.parts.get(Signer))
 
 
 @router.get("/keys", response_model=PublicKey)
-async def public_key(request: Request, _user: Auditor) -> PublicKey:
+async def public_key(runtime: RuntimeDep, _user: Auditor) -> PublicKey:
     """The Ed25519 public key that signs checkpoints (pin it where you verify)."""
-    signer = _signer(request)
+    signer = runtime.parts.get(Signer)
     raw = raw_public(signer.public)
     return PublicKey(
         key_id=signer.key_id,
@@ -326,10 +316,10 @@ async def public_key(request: Request, _user: Auditor) -> PublicKey:
 
 @router.get("/checkpoints", response_model=Page[CheckpointPublic])
 async def list_checkpoints(
-    request: Request, _user: Auditor, limit: Limit = 100, after: BigIntCursor = 0
+    pool: PoolDep, _user: Auditor, limit: Limit = 100, after: BigIntCursor = 0
 ) -> Page[CheckpointPublic]:
     """Signed checkpoints in order (``after`` = a to_seq)."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await ckpt.list_checkpoints(conn, after, limit)
     items = [_checkpoint(r) for r in rows]
     return Page(items=items, next=str(items[-1].to_seq) if len(items) == limit else None)
@@ -345,13 +335,13 @@ async def _checkpoint_or_404(conn: asyncpg.Connection, to_seq: int | None) -> as
 
 @router.get("/proofs/inclusion/{event_id}", response_model=InclusionProof)
 async def inclusion_proof(
-    request: Request,
+    pool: PoolDep,
     event_id: EventId,
     _user: Auditor,
     tree_size: Annotated[BigInt | None, Query(ge=1, description="a checkpoint's to_seq; default the latest")] = None,
 ) -> InclusionProof:
     """Audit path from the event's entry to the Merkle root a checkpoint signed (RFC 6962)."""
-    async with _runtime(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         row = await store.get_entry(conn, event_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"event {event_id} is not in the audit log")
@@ -382,7 +372,7 @@ async def inclusion_proof(
 
 @router.get("/proofs/consistency", response_model=ConsistencyProof)
 async def consistency_proof(
-    request: Request,
+    pool: PoolDep,
     _user: Auditor,
     from_size: Annotated[BigInt, Query(alias="from", ge=1, description="older checkpoint's to_seq")],
     to_size: Annotated[BigInt, Query(alias="to", ge=1, description="newer checkpoint's to_seq")],
@@ -390,7 +380,7 @@ async def consistency_proof(
     """RFC 6962 proof that the tree of one checkpoint is a prefix of a later checkpoint's tree."""
     if from_size > to_size:
         raise HTTPException(422, "from must not exceed to")
-    async with _runtime(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         old = await _checkpoint_or_404(conn, from_size)
         new = await _checkpoint_or_404(conn, to_size)
         try:
@@ -411,7 +401,7 @@ async def consistency_proof(
 
 @router.get("/export")
 async def export(
-    request: Request,
+    runtime: RuntimeDep,
     _user: Auditor,
     from_seq: Annotated[BigInt, Query(ge=1)] = 1,
     to_seq: Annotated[BigInt | None, Query(ge=1)] = None,
@@ -420,8 +410,7 @@ async def export(
 
     Proofs are against the newest checkpoint; entries after it carry ``proof: null`` until the next one.
     """
-    runtime = _runtime(request)
-    signer = _signer(request)
+    signer = runtime.parts.get(Signer)
     return StreamingResponse(
         _export_lines(runtime.pool, signer, from_seq, to_seq),
         media_type="application/x-ndjson",

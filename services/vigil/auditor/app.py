@@ -39,7 +39,8 @@ def signer_for(settings: AuditorSettings) -> Signer:
 
 async def on_start(runtime: ServiceRuntime) -> None:
     settings = cast(AuditorSettings, runtime.settings)
-    signer = signer_for(settings)
+    signer = runtime.parts.add(signer_for(settings))
+    runtime.parts.add(retention_policy(settings))
     checkpointer = Checkpointer(
         runtime.pool,
         signer,
@@ -48,29 +49,25 @@ async def on_start(runtime: ServiceRuntime) -> None:
         every_entries=settings.audit_checkpoint_every_entries,
         interval_s=settings.audit_checkpoint_interval_s,
     )
-    runtime.state.update(
-        signer=signer, chain=settings.audit_chain, retention=retention_policy(settings), checkpointer=checkpointer
+    runtime.parts.add(checkpointer)
+    publisher = runtime.parts.add(
+        EntryPublisher(runtime.pool, runtime.producer, chain=settings.audit_chain, schema=runtime.schema)
     )
-    publisher = EntryPublisher(runtime.pool, runtime.producer, chain=settings.audit_chain, schema=runtime.schema)
-    runtime.state["publisher"] = publisher
     await checkpointer.start()
     await publisher.start()
     log.info("audit signing key loaded", extra={"key_id": signer.key_id})
 
 
 async def on_stop(runtime: ServiceRuntime) -> None:
-    publisher: EntryPublisher | None = runtime.state.get("publisher")
-    if publisher is not None:
-        await publisher.stop()
-    checkpointer: Checkpointer | None = runtime.state.get("checkpointer")
-    if checkpointer is not None:
-        await checkpointer.stop()
+    await runtime.parts.get(EntryPublisher).stop()
+    await runtime.parts.get(Checkpointer).stop()
 
 
 async def on_broker_loss(runtime: ServiceRuntime) -> None:
-    """The broker lost vigil.audit: publish every entry of the retention window again (same ids)."""
+    """The broker lost vigil.audit: publish every entry of the retention window again (same ids). The loss may be
+    seen before ``on_start`` made the publisher: then the log's cursor is rewound directly."""
     retention_s = runtime.settings.outbox_retention_s
-    publisher: EntryPublisher | None = runtime.state.get("publisher")
+    publisher = runtime.parts.find(EntryPublisher)
     count = await (publisher.rewind(retention_s) if publisher is not None else rewind(runtime.pool, retention_s))
     log.warning("republishing audit.entry after broker loss", extra={"entries": count})
 

@@ -11,6 +11,7 @@ go through the outbox as ``audit.stream_digest``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import cast
 
 from vigil.auditor import feed, store
@@ -28,24 +29,28 @@ def retention_policy(settings: AuditorSettings) -> store.RetentionPolicy:
     return store.RetentionPolicy(settings.audit_retention_days, settings.audit_retention_by_type)
 
 
-def make_on_events(chain: str, retention: store.RetentionPolicy) -> BatchHandler:
-    async def on_events(ctx: BatchContext, deliveries: list[Delivery]) -> None:
-        """Chain the batch's new control-plane events and one digest per stream partition; publish the digests."""
-        control: list[store.Audited] = []
-        streams: list[Delivery] = []
-        for d in deliveries:
-            if d.topic in STREAM_TOPICS:
-                streams.append(d)
-            else:
-                control.append(store.Audited.of(d.envelope, d.topic))
-        if streams:
-            streams = await claim_inbox(ctx.conn, streams)
-        digests = feed.stream_digests(streams, chain)
-        await store.append_entries(ctx.conn, control + digests, retention)
-        if digests:
-            await enqueue_many(ctx.conn, [OutboxRecord.of(d.envelope, validate=False) for d in digests])
+async def on_events(
+    ctx: BatchContext, deliveries: list[Delivery], *, chain: str, retention: store.RetentionPolicy
+) -> None:
+    """Chain the batch's new control-plane events and one digest per stream partition; publish the digests."""
+    control: list[store.Audited] = []
+    streams: list[Delivery] = []
+    for d in deliveries:
+        if d.topic in STREAM_TOPICS:
+            streams.append(d)
+        else:
+            control.append(store.Audited.of(d.envelope, d.topic))
+    if streams:
+        streams = await claim_inbox(ctx.conn, streams)
+    digests = feed.stream_digests(streams, chain)
+    await store.append_entries(ctx.conn, control + digests, retention)
+    if digests:
+        await enqueue_many(ctx.conn, [OutboxRecord.of(d.envelope, validate=False) for d in digests])
 
-    return on_events
+
+def make_on_events(chain: str, retention: store.RetentionPolicy) -> BatchHandler:
+    """:func:`on_events` bound to one chain and retention policy."""
+    return partial(on_events, chain=chain, retention=retention)
 
 
 def build_batch_handler(runtime: ServiceRuntime) -> BatchHandler:

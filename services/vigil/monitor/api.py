@@ -6,15 +6,17 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from vigil.events.catalog.common import NAME_PATTERN
 from vigil.monitor import store
 from vigil.monitor.decisions import replay as replay_policy
+from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.policy import Policy
 from vigil.service.auth import Principal, Scientist, Viewer, require
 from vigil.service.bounds import BigIntCursor, Integer
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import Limit, Page
 from vigil.service.runtime import ServiceRuntime
 from vigil.service.tokens import Role
@@ -25,11 +27,6 @@ router = APIRouter(prefix="/v1", tags=["monitor"])
 
 DeploymentName = Annotated[str, Path(pattern=NAME_PATTERN, description="deployment name")]
 PolicyEditor = Annotated[Principal, Depends(require(Role.SCIENTIST, Role.DEPLOYER))]
-
-
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
 
 
 class VersionHealth(BaseModel):
@@ -121,23 +118,22 @@ async def _health(runtime: ServiceRuntime, deployment: str) -> DeploymentHealth:
 
 
 @router.get("/health", response_model=list[DeploymentHealth])
-async def all_health(request: Request, _user: Viewer) -> list[DeploymentHealth]:
+async def all_health(runtime: RuntimeDep, _user: Viewer) -> list[DeploymentHealth]:
     """Current health of every deployment the monitor has seen (latest closed window per version)."""
-    runtime = _runtime(request)
     async with runtime.pool.acquire() as conn:
         names = sorted({r["deployment"] for r in await store.latest_windows(conn, None)})
     return [await _health(runtime, n) for n in names]
 
 
 @router.get("/deployments/{deployment}/health", response_model=DeploymentHealth)
-async def deployment_health(request: Request, deployment: DeploymentName, _user: Viewer) -> DeploymentHealth:
+async def deployment_health(runtime: RuntimeDep, deployment: DeploymentName, _user: Viewer) -> DeploymentHealth:
     """Current health of one deployment."""
-    return await _health(_runtime(request), deployment)
+    return await _health(runtime, deployment)
 
 
 @router.get("/windows", response_model=Page[WindowPublic])
 async def list_windows(
-    request: Request,
+    pool: PoolDep,
     _user: Viewer,
     deployment: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     version: Annotated[Integer | None, Query(ge=1)] = None,
@@ -147,7 +143,7 @@ async def list_windows(
 ) -> Page[WindowPublic]:
     """Closed windows with their figures, oldest first (keyset pagination)."""
     after_id = after
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_windows(
             conn, deployment=deployment, version=version, kind=kind, after_id=after_id, limit=limit
         )
@@ -156,36 +152,35 @@ async def list_windows(
 
 
 @router.get("/policies/{deployment}", response_model=PolicyPublic)
-async def get_policy(request: Request, deployment: DeploymentName, _user: Viewer) -> PolicyPublic:
+async def get_policy(pool: PoolDep, deployment: DeploymentName, _user: Viewer) -> PolicyPublic:
     """The policy in force for a deployment (the default when none is stored)."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         version, policy, stored = await store.current_policy(conn, deployment)
     return PolicyPublic(deployment=deployment, version=version, stored=stored, policy=policy)
 
 
 @router.put("/policies/{deployment}", response_model=PolicyPublic)
-async def put_policy(request: Request, deployment: DeploymentName, body: Policy, user: PolicyEditor) -> PolicyPublic:
+async def put_policy(runtime: RuntimeDep, deployment: DeploymentName, body: Policy, user: PolicyEditor) -> PolicyPublic:
     """Store a new version of a deployment's policy (thresholds, minimum samples, actions)."""
-    runtime = _runtime(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         version = await store.put_policy(conn, deployment, body, user.name)
-    engine = runtime.state.get("monitor")
+    engine = runtime.parts.find(MonitorEngine)
     if engine is not None:
         engine.policies.forget(deployment)
     return PolicyPublic(deployment=deployment, version=version, stored=True, policy=body)
 
 
 @router.get("/policies/{deployment}/versions")
-async def policy_history(request: Request, deployment: DeploymentName, _user: Viewer) -> list[dict[str, Any]]:
+async def policy_history(pool: PoolDep, deployment: DeploymentName, _user: Viewer) -> list[dict[str, Any]]:
     """Every stored version of a deployment's policy."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         return await store.policy_versions(conn, deployment)
 
 
 @router.post("/replay", response_model=ReplayResult)
-async def replay(request: Request, body: ReplayRequest, _user: Scientist) -> ReplayResult:
+async def replay(pool: PoolDep, body: ReplayRequest, _user: Scientist) -> ReplayResult:
     """What-if: re-judge stored window figures under a (changed) policy; report the decisions, emit nothing."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         figures = await store.figures_between(conn, body.deployment, body.start, body.end, limit=MAX_REPLAY_WINDOWS)
         if body.policy is None:
             version, policy, _ = await store.current_policy(conn, body.deployment)

@@ -19,31 +19,21 @@ from vigil.service.app import create_app
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime
 
 
-def engine_of(runtime: ServiceRuntime) -> MonitorEngine:
-    """The monitor's runtime part (created with the batch handler, before the consumer starts)."""
-    engine = runtime.state.get("monitor")
-    if not isinstance(engine, MonitorEngine):
-        settings = runtime.settings
-        assert isinstance(settings, MonitorSettings)
-        engine = MonitorEngine(settings, runtime.pool)
-        runtime.state["monitor"] = engine
-    return engine
-
-
 def _batch_handler(runtime: ServiceRuntime) -> BatchHandler:
-    return partial(on_batch, engine_of(runtime))
+    """The engine is the monitor's part: made here, before the consumer starts, and bound to the batch handler."""
+    settings = runtime.settings
+    assert isinstance(settings, MonitorSettings)
+    engine = runtime.parts.add(MonitorEngine(settings, runtime.pool))
+    return partial(on_batch, engine=engine)
 
 
 async def _start_closer(runtime: ServiceRuntime) -> None:
-    closer = WindowCloser(engine_of(runtime), runtime.consumer, runtime.source)
-    runtime.state["closer"] = closer
+    closer = runtime.parts.add(WindowCloser(runtime.parts.get(MonitorEngine), runtime.consumer, runtime.source))
     await closer.start()
 
 
 async def _stop_closer(runtime: ServiceRuntime) -> None:
-    closer = runtime.state.pop("closer", None)
-    if isinstance(closer, WindowCloser):
-        await closer.stop()
+    await runtime.parts.get(WindowCloser).stop()
 
 
 DEFINITION = ServiceDefinition(

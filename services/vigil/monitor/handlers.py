@@ -27,7 +27,7 @@ from vigil.monitor.state import WindowState, window_key
 STREAM_TOPICS = (topics.PREDICTIONS, topics.LABELS, topics.METRICS)
 
 
-async def on_batch(engine: MonitorEngine, ctx: BatchContext, deliveries: list[Delivery]) -> None:
+async def on_batch(ctx: BatchContext, deliveries: list[Delivery], *, engine: MonitorEngine) -> None:
     """Apply one polled batch (one partition's records) in the consumer's transaction."""
     async with engine.lock:
         ctx.emitter.after_commit(engine.begin())

@@ -6,16 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.bus.context import Emitter
 from vigil.registry import store
 from vigil.registry.decisions import CHAMPION, UnknownModelVersion, move_alias
-from vigil.registry.deps import AliasMover, AliasName, ModelName, runtime_of
+from vigil.registry.deps import AliasMover, AliasName, ModelName
 from vigil.service.auth import Principal, Viewer
 from vigil.service.bounds import BigIntCursor, Cursor, Integer, SafeText
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import Limit, Page
+from vigil.service.runtime import ServiceRuntime
 from vigil.service.tokens import Role
 
 router = APIRouter(prefix="/v1/models/{name}/aliases", tags=["aliases"])
@@ -76,9 +78,10 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-async def _move(request: Request, name: str, alias: str, version: int | None, reason: str, user: Principal) -> Any:
+async def _move(
+    runtime: ServiceRuntime, name: str, alias: str, version: int | None, reason: str, user: Principal
+) -> Any:
     _check_may_move(user, alias)
-    runtime = runtime_of(request)
     try:
         async with runtime.pool.acquire() as conn, conn.transaction():
             row = await move_alias(
@@ -98,7 +101,7 @@ async def _move(request: Request, name: str, alias: str, version: int | None, re
 
 @router.get("", response_model=Page[AliasPublic])
 async def list_aliases(
-    request: Request,
+    pool: PoolDep,
     name: ModelName,
     _user: Viewer,
     limit: Limit = 100,
@@ -107,7 +110,7 @@ async def list_aliases(
     ] = None,
 ) -> Page[AliasPublic]:
     """The model's aliases and the versions they point at now."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_aliases(conn, name, limit=limit, after=after)
     items = [AliasPublic(**r) for r in rows]
     return Page(items=items, next=items[-1].alias if len(items) == limit else None)
@@ -115,7 +118,7 @@ async def list_aliases(
 
 @router.get("/{alias}", response_model=AliasAt)
 async def get_alias(
-    request: Request,
+    pool: PoolDep,
     name: ModelName,
     alias: AliasName,
     _user: Viewer,
@@ -123,7 +126,7 @@ async def get_alias(
 ) -> AliasAt:
     """What the alias points at now, or pointed at at time ``at``, and who moved it there because of what."""
     when = _aware(at) if at is not None else datetime.now(UTC)
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         row = await store.alias_at(conn, name, alias, when)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"alias {alias!r} of model {name!r} was not set at {when}")
@@ -133,7 +136,7 @@ async def get_alias(
 
 @router.get("/{alias}/history", response_model=Page[AliasChangePublic])
 async def alias_history(
-    request: Request,
+    pool: PoolDep,
     name: ModelName,
     alias: AliasName,
     _user: Viewer,
@@ -143,7 +146,7 @@ async def alias_history(
     until: Annotated[datetime | None, Query(description="only changes at or before this time")] = None,
 ) -> Page[AliasChangePublic]:
     """Every change of the alias, oldest first."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.alias_history(
             conn,
             name,
@@ -159,23 +162,23 @@ async def alias_history(
 
 @router.put("/{alias}", response_model=AliasChangePublic | None)
 async def set_alias(
-    request: Request, name: ModelName, alias: AliasName, body: AliasSet, user: AliasMover
+    runtime: RuntimeDep, name: ModelName, alias: AliasName, body: AliasSet, user: AliasMover
 ) -> AliasChangePublic | None:
     """Point the alias at a version (``champion`` needs deployer or admin); null when it already pointed there."""
-    row = await _move(request, name, alias, body.version, body.reason, user)
+    row = await _move(runtime, name, alias, body.version, body.reason, user)
     return AliasChangePublic(**row) if row else None
 
 
 @router.delete("/{alias}", response_model=AliasChangePublic)
 async def delete_alias(
-    request: Request,
+    runtime: RuntimeDep,
     name: ModelName,
     alias: AliasName,
     user: AliasMover,
     reason: Annotated[SafeText, Query(max_length=1024)] = "",
 ) -> AliasChangePublic:
     """Remove the alias (``champion`` needs deployer or admin); its history stays."""
-    row = await _move(request, name, alias, None, reason, user)
+    row = await _move(runtime, name, alias, None, reason, user)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"alias {alias!r} of model {name!r} is not set")
     return AliasChangePublic(**row)

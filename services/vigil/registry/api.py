@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel
 
 from vigil.bus.context import Emitter
@@ -18,8 +18,8 @@ from vigil.registry.deps import VersionNo
 from vigil.registry.handlers import apply_data_updated
 from vigil.service.auth import Scientist, Viewer
 from vigil.service.bounds import IntegerCursor
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import After, Limit, Page
-from vigil.service.runtime import ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 
@@ -54,19 +54,13 @@ class DataUpdateAccepted(BaseModel):
     created: bool
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
 def _public(v: store.DatasetVersion) -> DatasetVersionPublic:
     return DatasetVersionPublic.model_validate(v, from_attributes=True)
 
 
 @router.post("/data-updates", status_code=status.HTTP_201_CREATED, response_model=DataUpdateAccepted)
-async def post_data_update(request: Request, update: DataUpdated, user: Scientist) -> DataUpdateAccepted:
+async def post_data_update(runtime: RuntimeDep, update: DataUpdated, user: Scientist) -> DataUpdateAccepted:
     """Announce new data (the `data.updated` upstream contract over HTTP); registers the dataset version."""
-    runtime = _runtime(request)
     envelope = make_event(update, source=f"{runtime.source}/api", actor=user.actor, traceparent=current_traceparent())
     async with runtime.pool.acquire() as conn, conn.transaction():
         # Published like any upstream event (the auditor records it); our own consumer will skip it via the inbox.
@@ -82,11 +76,9 @@ async def post_data_update(request: Request, update: DataUpdated, user: Scientis
 
 
 @router.get("/datasets", response_model=Page[DatasetPublic])
-async def list_datasets(
-    request: Request, _user: Viewer, limit: Limit = 100, after: After = None
-) -> Page[DatasetPublic]:
+async def list_datasets(pool: PoolDep, _user: Viewer, limit: Limit = 100, after: After = None) -> Page[DatasetPublic]:
     """Datasets by name."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_datasets(conn, limit=limit, after=after)
     items = [DatasetPublic(**r) for r in rows]
     return Page(items=items, next=items[-1].name if len(items) == limit else None)
@@ -94,14 +86,14 @@ async def list_datasets(
 
 @router.get("/datasets/{name}/versions", response_model=Page[DatasetVersionPublic])
 async def list_dataset_versions(
-    request: Request,
+    pool: PoolDep,
     name: DatasetName,
     _user: Viewer,
     limit: Limit = 100,
     after: IntegerCursor = 0,
 ) -> Page[DatasetVersionPublic]:
     """Versions of one dataset, oldest first."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         versions = await store.list_versions(conn, name, limit=limit, after=after)
     items = [_public(v) for v in versions]
     return Page(items=items, next=str(items[-1].version) if len(items) == limit else None)
@@ -109,10 +101,10 @@ async def list_dataset_versions(
 
 @router.get("/datasets/{name}/versions/{version}", response_model=DatasetVersionPublic)
 async def get_dataset_version(
-    request: Request, name: DatasetName, version: VersionNo, _user: Viewer
+    pool: PoolDep, name: DatasetName, version: VersionNo, _user: Viewer
 ) -> DatasetVersionPublic:
     """One dataset version."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         found = await store.get_version(conn, name, version)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {name!r} has no version {version}")

@@ -26,8 +26,9 @@ from vigil.artifacts import ArtifactError, ArtifactNotFound, ArtifactTampered
 from vigil.events.catalog.data import DIGEST_PATTERN, NAME_PATTERN
 from vigil.modelformat import ModelFormatError, inspect_graph
 from vigil.registry import store
-from vigil.registry.deps import ArtifactReader, artifact_store, runtime_of, settings_of
+from vigil.registry.deps import ArtifactReader, settings_of, store_of
 from vigil.service.auth import Scientist, Viewer
+from vigil.service.deps import RuntimeDep
 from vigil.service.pagination import After, Limit, Page
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
@@ -126,6 +127,7 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
 )
 async def upload_artifact(
     request: Request,
+    runtime: RuntimeDep,
     user: Scientist,
     format: Annotated[UploadFormat, Query(description="json, npz or onnx; anything else is refused")],
     filename: Annotated[
@@ -135,7 +137,7 @@ async def upload_artifact(
     """Upload a model artifact (raw body) in a safe format; it is stored under the sha256 of its bytes."""
     if filename is not None and ".." in filename:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "filename must not contain '..'")
-    settings = settings_of(request)
+    settings = settings_of(runtime)
     data = await _read_bounded(request, settings.artifact_max_upload_bytes)
     if not data:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty artifact")
@@ -148,9 +150,9 @@ async def upload_artifact(
             await asyncio.to_thread(check_npz, data, max_uncompressed=settings.artifact_max_npz_uncompressed_bytes)
     except UnsafeArtifact as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"refused {format} artifact: {exc}") from exc
-    artifacts = artifact_store(request)
+    artifacts = store_of(runtime)
     digest = await asyncio.to_thread(artifacts.put, data)
-    async with runtime_of(request).pool.acquire() as conn:
+    async with runtime.pool.acquire() as conn:
         row, created = await store.record_artifact(
             conn, digest=digest, format=format, size_bytes=len(data), filename=filename, actor=user.actor
         )
@@ -159,11 +161,11 @@ async def upload_artifact(
 
 @router.get("", response_model=Page[ArtifactPublic])
 async def list_artifacts(
-    request: Request, _user: Viewer, limit: Limit = 100, after: After = None
+    runtime: RuntimeDep, _user: Viewer, limit: Limit = 100, after: After = None
 ) -> Page[ArtifactPublic]:
     """Artifacts uploaded through the API, by digest."""
-    artifacts = artifact_store(request)
-    async with runtime_of(request).pool.acquire() as conn:
+    artifacts = store_of(runtime)
+    async with runtime.pool.acquire() as conn:
         rows = await store.list_artifacts(conn, limit=limit, after=after)
     items = [ArtifactPublic(**r, uri=artifacts.uri(r["digest"])) for r in rows]
     return Page(items=items, next=items[-1].digest if len(items) == limit else None)
@@ -179,12 +181,12 @@ async def list_artifacts(
     },
 )
 async def download_artifact(
-    request: Request,
+    runtime: RuntimeDep,
     digest: Annotated[str, Path(pattern=DIGEST_PATTERN, description="sha256:<64 hex>")],
     _user: ArtifactReader,
 ) -> Response:
     """The artifact's bytes, verified against the digest first; a mismatch is refused with 409, never served."""
-    artifacts = artifact_store(request)
+    artifacts = store_of(runtime)
     try:
         data = await asyncio.to_thread(artifacts.get, digest)
     except ArtifactNotFound as exc:
@@ -193,7 +195,7 @@ async def download_artifact(
         raise HTTPException(status.HTTP_409_CONFLICT, f"integrity check failed: {exc}") from exc
     except ArtifactError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    async with runtime_of(request).pool.acquire() as conn:
+    async with runtime.pool.acquire() as conn:
         meta = await store.get_artifact(conn, digest)
     fmt = meta["format"] if meta else None
     suffix = f".{fmt}" if fmt else ""

@@ -115,109 +115,90 @@ async def decide_candidate(emitter: Emitter, cause: Envelope | None, actor: str,
         results = [artifact_gate, *results]
     ok = gates.passed(results)
     decision_event_id = new_id()
+    gate_policy_version = policy_row["version"]
     gate_dicts = [r.model_dump(mode="json") for r in results]
     datasets = [d.model_dump(mode="json") for d in new.datasets]
+    source_event_id = cause.id if cause else None
     version_row: dict[str, Any] | None = None
-    if ok:
+    registered = _registered_fields(new, latest + 1, gate_policy_version) if ok else None
+    if registered is not None:
         version_row = await store.insert_model_version(
             conn,
             {
-                "model": new.model,
-                "version": latest + 1,
-                "source": new.source,
-                "job_id": new.job_id,
-                "run_id": new.run_id if new.source == "training" else None,
-                "params": new.params,
-                "metrics": new.metrics,
-                "artifact_digest": new.artifact_digest,
-                "artifact_uri": new.artifact_uri,
-                "artifact_format": new.artifact_format,
+                **registered,
                 "artifact_size_bytes": new.artifact_size_bytes,
-                "reference_profile": new.reference_profile,
-                "reference_profile_uri": new.reference_profile_uri,
-                "reference_profile_digest": new.reference_profile_digest,
                 "signature": [c.model_dump(mode="json") for c in signature],
-                "artifact_signature": new.artifact.signature,
                 "datasets": datasets,
-                "code_version": new.code_version,
                 "environment": new.environment,
-                "tags": new.tags,
-                "description": new.description,
                 "gates": gate_dicts,
-                "gate_policy_version": policy_row["version"],
-                "source_event_id": cause.id if cause else None,
+                "source_event_id": source_event_id,
                 "registered_event_id": decision_event_id,
                 "created_by": actor,
             },
         )
+    decided = _decided_fields(new, gate_policy_version, gates.summary(results))
     candidate = await store.insert_candidate(
         conn,
         {
-            "model": new.model,
-            "run_id": new.run_id,
+            **decided,
             "source": new.source,
-            "job_id": new.job_id,
             "attempt": new.attempt,
             "outcome": "registered" if ok else "rejected",
             "version": version_row["version"] if version_row else None,
-            "metrics": new.metrics,
-            "artifact_digest": new.artifact_digest,
             "datasets": datasets,
             "code_version": new.code_version,
             "gates": gate_dicts,
-            "gate_policy_version": policy_row["version"],
-            "reason": gates.summary(results),
-            "source_event_id": cause.id if cause else None,
+            "source_event_id": source_event_id,
             "decision_event_id": decision_event_id,
             "decided_by": actor,
         },
     )
-    if version_row is not None:
-        await emitter.emit(
-            ModelVersionRegistered(
-                model=new.model,
-                version=version_row["version"],
-                source=new.source,
-                job_id=new.job_id,
-                run_id=new.run_id if new.source == "training" else None,
-                params=new.params,
-                metrics=new.metrics,
-                artifact_digest=new.artifact_digest,
-                artifact_uri=new.artifact_uri,
-                artifact_format=new.artifact_format,
-                reference_profile=new.reference_profile,
-                reference_profile_uri=new.reference_profile_uri,
-                reference_profile_digest=new.reference_profile_digest,
-                signature=signature,
-                datasets=new.datasets,
-                code_version=new.code_version,
-                tags=new.tags,
-                description=new.description,
-                gates=results,
-                gate_policy_version=policy_row["version"],
-                artifact_signature=new.artifact.signature,
-            ),
-            cause=cause,
-            actor=actor,
-            event_id=decision_event_id,
+    if registered is not None:
+        payload: ModelVersionRegistered | ModelVersionRejected = ModelVersionRegistered(
+            **registered, signature=signature, datasets=new.datasets, gates=results
         )
     else:
-        await emitter.emit(
-            ModelVersionRejected(
-                model=new.model,
-                job_id=new.job_id,
-                run_id=new.run_id,
-                artifact_digest=new.artifact_digest,
-                metrics=new.metrics,
-                gates=results,
-                gate_policy_version=policy_row["version"],
-                reason=candidate["reason"],
-            ),
-            cause=cause,
-            actor=actor,
-            event_id=decision_event_id,
-        )
+        payload = ModelVersionRejected(**decided, gates=results)
+    await emitter.emit(payload, cause=cause, actor=actor, event_id=decision_event_id)
     return Decision(candidate, version_row, results, created=True)
+
+
+def _registered_fields(new: NewVersion, version: int, gate_policy_version: int) -> dict[str, Any]:
+    """What the version row and ``model.version.registered`` both copy from the candidate (as JSON-ready values;
+    signature, datasets and gates differ in form between the two and are added by each)."""
+    return {
+        "model": new.model,
+        "version": version,
+        "source": new.source,
+        "job_id": new.job_id,
+        "run_id": new.run_id if new.source == "training" else None,
+        "params": new.params,
+        "metrics": new.metrics,
+        "artifact_digest": new.artifact_digest,
+        "artifact_uri": new.artifact_uri,
+        "artifact_format": new.artifact_format,
+        "reference_profile": new.reference_profile,
+        "reference_profile_uri": new.reference_profile_uri,
+        "reference_profile_digest": new.reference_profile_digest,
+        "code_version": new.code_version,
+        "tags": new.tags,
+        "description": new.description,
+        "gate_policy_version": gate_policy_version,
+        "artifact_signature": new.artifact.signature,
+    }
+
+
+def _decided_fields(new: NewVersion, gate_policy_version: int, reason: str) -> dict[str, Any]:
+    """What the candidate row and ``model.version.rejected`` both copy from the candidate and its decision."""
+    return {
+        "model": new.model,
+        "run_id": new.run_id,
+        "job_id": new.job_id,
+        "metrics": new.metrics,
+        "artifact_digest": new.artifact_digest,
+        "gate_policy_version": gate_policy_version,
+        "reason": reason,
+    }
 
 
 async def move_alias(

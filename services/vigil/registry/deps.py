@@ -1,10 +1,10 @@
-"""Shared route dependencies of the registry's API: the runtime, typed path parameters, the artifact store."""
+"""Shared pieces of the registry's API: typed path parameters, role aliases, its settings and artifact store."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path
 
 from vigil.artifacts import LocalArtifactStore, open_store
 from vigil.events.catalog.data import NAME_PATTERN
@@ -25,27 +25,16 @@ AliasMover = Annotated[Principal, Depends(require(Role.SCIENTIST, Role.DEPLOYER)
 ArtifactReader = Annotated[Principal, Depends(require(Role.SCIENTIST, Role.DEPLOYER))]
 
 
-def runtime_of(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
-def settings_of(request: Request) -> RegistrySettings:
-    settings: RegistrySettings = request.app.state.settings
+def settings_of(runtime: ServiceRuntime) -> RegistrySettings:
+    settings = runtime.settings
+    assert isinstance(settings, RegistrySettings)
     return settings
 
 
-def artifact_store(request: Request) -> LocalArtifactStore:
-    """The content-addressed store configured by settings (one per process, built on first use)."""
-    return store_of(runtime_of(request))
-
-
 def store_of(runtime: ServiceRuntime) -> LocalArtifactStore:
-    """The runtime's content-addressed store (shared by the routes and the event handlers)."""
-    store = runtime.state.get("artifact_store")
-    if store is None:
-        settings = runtime.settings
-        store = open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
-        runtime.state["artifact_store"] = store
-    assert isinstance(store, LocalArtifactStore)
-    return store
+    """The runtime's content-addressed store, configured by settings and built on first use (shared by the routes
+    and the event handlers)."""
+    settings = runtime.settings
+    return runtime.parts.get_or_add(
+        LocalArtifactStore, lambda: open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
+    )

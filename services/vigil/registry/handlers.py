@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from vigil.bus.consumer import Handler
 from vigil.bus.context import Emitter, HandlerContext
@@ -19,8 +20,7 @@ from vigil.events.catalog.training import TrainingCompleted
 from vigil.registry import store
 from vigil.registry.artifact_check import check_artifact
 from vigil.registry.decisions import CHAMPION, NewVersion, decide_candidate, move_alias
-from vigil.registry.deps import store_of
-from vigil.registry.settings import RegistrySettings
+from vigil.registry.deps import settings_of, store_of
 from vigil.service.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -65,20 +65,18 @@ async def on_data_updated(ctx: HandlerContext, payload: DataUpdated) -> None:
     await apply_data_updated(ctx.emitter, ctx.event, payload)
 
 
-async def on_training_completed(ctx: HandlerContext, payload: TrainingCompleted, runtime: ServiceRuntime) -> None:
+async def on_training_completed(ctx: HandlerContext, payload: TrainingCompleted, *, runtime: ServiceRuntime) -> None:
     """A training run finished: check its artifact, evaluate the model's gates → ``model.version.registered`` or
     ``…rejected``.
 
     Idempotent per (model, run id) on top of the inbox, so a duplicated event (new id, same run) creates nothing.
     """
-    settings = runtime.settings
-    assert isinstance(settings, RegistrySettings)
     artifact = await check_artifact(
         store_of(runtime),
         payload.artifact_digest,
         payload.artifact_format,
         payload.signature,
-        max_bytes=settings.onnx_max_bytes,
+        max_bytes=settings_of(runtime).onnx_max_bytes,
     )
     decision = await decide_candidate(
         ctx.emitter,
@@ -110,64 +108,51 @@ async def on_training_completed(ctx: HandlerContext, payload: TrainingCompleted,
         log.info("training run decided before", extra={"model": payload.model, "run_id": payload.run_id})
 
 
+#: (version, role, status) of one model version a deployment event speaks of; a None version is skipped.
+VersionRole = tuple[int | None, str, str]
+
+
+async def record_versions(ctx: HandlerContext, deployment: str, model: str, *versions: VersionRole) -> None:
+    """Remember what role each named version plays on ``deployment`` now (lineage), in the event's transaction."""
+    for version, role, status in versions:
+        if version is not None:
+            await store.record_deployment_version(
+                ctx.conn,
+                deployment=deployment,
+                model=model,
+                version=version,
+                role=role,
+                status=status,
+                event_id=ctx.event.id,
+            )
+
+
 async def on_deployment_created(ctx: HandlerContext, payload: DeploymentCreated) -> None:
     """A deployment exists; remember the stable version it serves (lineage)."""
-    if payload.stable_version is not None:
-        await store.record_deployment_version(
-            ctx.conn,
-            deployment=payload.deployment,
-            model=payload.model,
-            version=payload.stable_version,
-            role="stable",
-            status="serving",
-            event_id=ctx.event.id,
-        )
+    await record_versions(ctx, payload.deployment, payload.model, (payload.stable_version, "stable", "serving"))
 
 
 async def on_deployment_rollout_started(ctx: HandlerContext, payload: DeploymentRolloutStarted) -> None:
     """A candidate is being rolled out next to stable (lineage)."""
-    await store.record_deployment_version(
-        ctx.conn,
-        deployment=payload.deployment,
-        model=payload.model,
-        version=payload.candidate_version,
-        role="candidate",
-        status="rolling_out",
-        event_id=ctx.event.id,
+    await record_versions(
+        ctx,
+        payload.deployment,
+        payload.model,
+        (payload.candidate_version, "candidate", "rolling_out"),
+        (payload.stable_version, "stable", "serving"),
     )
-    if payload.stable_version is not None:
-        await store.record_deployment_version(
-            ctx.conn,
-            deployment=payload.deployment,
-            model=payload.model,
-            version=payload.stable_version,
-            role="stable",
-            status="serving",
-            event_id=ctx.event.id,
-        )
 
 
 async def on_deployment_promoted(ctx: HandlerContext, payload: DeploymentPromoted) -> None:
     """The candidate became stable: ``champion`` moves to it (cause ``promotion``)."""
-    await store.record_deployment_version(
-        ctx.conn,
-        deployment=payload.deployment,
-        model=payload.model,
-        version=payload.version,
-        role="stable",
-        status="serving",
-        event_id=ctx.event.id,
+    replaced = payload.previous_version if payload.previous_version != payload.version else None
+    await record_versions(
+        ctx,
+        payload.deployment,
+        payload.model,
+        (payload.version, "stable", "serving"),
+        (replaced, "stable", "replaced"),
     )
-    if payload.previous_version is not None and payload.previous_version != payload.version:
-        await store.record_deployment_version(
-            ctx.conn,
-            deployment=payload.deployment,
-            model=payload.model,
-            version=payload.previous_version,
-            role="stable",
-            status="replaced",
-            event_id=ctx.event.id,
-        )
     approved = f", approved by {payload.approved_by}" if payload.approved_by else ""
     await move_alias(
         ctx.emitter,
@@ -184,25 +169,13 @@ async def on_deployment_promoted(ctx: HandlerContext, payload: DeploymentPromote
 
 async def on_deployment_rolled_back(ctx: HandlerContext, payload: DeploymentRolledBack) -> None:
     """Traffic went back to stable: ``champion`` stays, or returns to stable if it named the failed version."""
-    await store.record_deployment_version(
-        ctx.conn,
-        deployment=payload.deployment,
-        model=payload.model,
-        version=payload.failed_version,
-        role="candidate",
-        status="rolled_back",
-        event_id=ctx.event.id,
+    await record_versions(
+        ctx,
+        payload.deployment,
+        payload.model,
+        (payload.failed_version, "candidate", "rolled_back"),
+        (payload.stable_version, "stable", "serving"),
     )
-    if payload.stable_version is not None:
-        await store.record_deployment_version(
-            ctx.conn,
-            deployment=payload.deployment,
-            model=payload.model,
-            version=payload.stable_version,
-            role="stable",
-            status="serving",
-            event_id=ctx.event.id,
-        )
     await store.lock_model(ctx.conn, payload.model)  # read and move the alias under one lock
     champion = await store.get_alias(ctx.conn, payload.model, CHAMPION)
     if champion is None or champion["version"] != payload.failed_version:
@@ -222,26 +195,14 @@ async def on_deployment_rolled_back(ctx: HandlerContext, payload: DeploymentRoll
 
 async def on_deployment_aborted(ctx: HandlerContext, payload: DeploymentAborted) -> None:
     """A rollout stopped without promotion; the candidate is marked aborted (lineage)."""
-    await store.record_deployment_version(
-        ctx.conn,
-        deployment=payload.deployment,
-        model=payload.model,
-        version=payload.candidate_version,
-        role="candidate",
-        status="aborted",
-        event_id=ctx.event.id,
-    )
+    await record_versions(ctx, payload.deployment, payload.model, (payload.candidate_version, "candidate", "aborted"))
 
 
 def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
-    """Event type → handler."""
-
-    async def training_completed(ctx: HandlerContext, payload: TrainingCompleted) -> None:
-        await on_training_completed(ctx, payload, runtime)
-
+    """Event type → handler (the ones that need the service's settings or parts get the runtime bound)."""
     return {
         DataUpdated.TYPE: on_data_updated,
-        TrainingCompleted.TYPE: training_completed,
+        TrainingCompleted.TYPE: partial(on_training_completed, runtime=runtime),
         DeploymentCreated.TYPE: on_deployment_created,
         DeploymentRolloutStarted.TYPE: on_deployment_rollout_started,
         DeploymentPromoted.TYPE: on_deployment_promoted,

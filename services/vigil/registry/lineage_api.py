@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 
-from vigil.registry.deps import DatasetName, ModelName, VersionNo, runtime_of, settings_of
+from vigil.registry.deps import DatasetName, ModelName, VersionNo, settings_of
 from vigil.registry.lineage import Direction, LineageGraph, dataset_version_lineage, model_version_lineage
 from vigil.service.auth import Viewer
+from vigil.service.deps import RuntimeDep
 
 router = APIRouter(prefix="/v1/lineage", tags=["lineage"])
 
@@ -17,7 +18,7 @@ MaxNodes = Annotated[int, Query(ge=1, le=5000, description="bound on the graph's
 
 @router.get("/models/{name}/versions/{version}", response_model=LineageGraph)
 async def model_lineage(
-    request: Request,
+    runtime: RuntimeDep,
     name: ModelName,
     version: VersionNo,
     _user: Viewer,
@@ -25,13 +26,13 @@ async def model_lineage(
     max_nodes: MaxNodes = 500,
 ) -> LineageGraph:
     """Upstream (datasets → jobs/runs) and downstream (deployments) of a model version."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with runtime.pool.acquire() as conn:
         graph = await model_version_lineage(
             conn,
             name,
             version,
             direction=direction,
-            namespace=settings_of(request).lineage_namespace,
+            namespace=settings_of(runtime).lineage_namespace,
             max_nodes=max_nodes,
         )
     if graph is None:
@@ -41,7 +42,7 @@ async def model_lineage(
 
 @router.get("/datasets/{name}/versions/{version}", response_model=LineageGraph)
 async def dataset_lineage(
-    request: Request,
+    runtime: RuntimeDep,
     name: DatasetName,
     version: VersionNo,
     _user: Viewer,
@@ -49,13 +50,13 @@ async def dataset_lineage(
     max_nodes: MaxNodes = 500,
 ) -> LineageGraph:
     """Downstream of a dataset version: the runs that trained on it, their model versions and deployments."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with runtime.pool.acquire() as conn:
         graph = await dataset_version_lineage(
             conn,
             name,
             version,
             direction=direction,
-            namespace=settings_of(request).lineage_namespace,
+            namespace=settings_of(runtime).lineage_namespace,
             max_nodes=max_nodes,
         )
     if graph is None:

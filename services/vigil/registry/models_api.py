@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.bus.context import Emitter
@@ -25,10 +25,11 @@ from vigil.events.ids import new_id
 from vigil.registry import store
 from vigil.registry.artifact_check import check_artifact
 from vigil.registry.decisions import NewVersion, decide_candidate, ensure_model
-from vigil.registry.deps import ModelName, VersionNo, artifact_store, runtime_of, settings_of
+from vigil.registry.deps import ModelName, VersionNo, settings_of, store_of
 from vigil.registry.gates import GatePolicy, GateSpec
 from vigil.service.auth import Scientist, Viewer
 from vigil.service.bounds import Integer, SafeText
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import After, Limit, Page
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -159,9 +160,8 @@ def _tag_filter(tag: str | None) -> tuple[str, str] | None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic)
-async def create_model(request: Request, body: ModelCreate, user: Scientist) -> ModelPublic:
+async def create_model(runtime: RuntimeDep, body: ModelCreate, user: Scientist) -> ModelPublic:
     """Create a model (models are also created by their first training run)."""
-    runtime = runtime_of(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         created = await ensure_model(Emitter(conn, runtime.source, user.actor), body.name, user.actor)
         if not created:
@@ -172,7 +172,7 @@ async def create_model(request: Request, body: ModelCreate, user: Scientist) -> 
 
 @router.get("", response_model=Page[ModelPublic])
 async def list_models(
-    request: Request,
+    pool: PoolDep,
     _user: Viewer,
     limit: Limit = 100,
     after: After = None,
@@ -180,23 +180,23 @@ async def list_models(
     tag: Annotated[SafeText | None, Query(max_length=300, description="only models with tag key=value")] = None,
 ) -> Page[ModelPublic]:
     """Models by name, searchable by name prefix and tag."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_models(conn, limit=limit, after=after, name_prefix=name_prefix, tag=_tag_filter(tag))
     items = [ModelPublic(**r) for r in rows]
     return Page(items=items, next=items[-1].name if len(items) == limit else None)
 
 
 @router.get("/{name}", response_model=ModelPublic)
-async def get_model(request: Request, name: ModelName, _user: Viewer) -> ModelPublic:
+async def get_model(pool: PoolDep, name: ModelName, _user: Viewer) -> ModelPublic:
     """One model."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         return ModelPublic(**await _model_or_404(conn, name))
 
 
 @router.patch("/{name}", response_model=ModelPublic)
-async def update_model(request: Request, name: ModelName, body: ModelUpdate, _user: Scientist) -> ModelPublic:
+async def update_model(pool: PoolDep, name: ModelName, body: ModelUpdate, _user: Scientist) -> ModelPublic:
     """Change a model's description or tags (its versions never change)."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         row = await store.update_model(conn, name, description=body.description, tags=body.tags)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {name!r} does not exist")
@@ -205,19 +205,19 @@ async def update_model(request: Request, name: ModelName, body: ModelUpdate, _us
 
 @router.get("/{name}/versions", response_model=Page[ModelVersionPublic])
 async def list_versions(
-    request: Request, name: ModelName, _user: Viewer, limit: Limit = 100, after: VersionCursor = 0
+    pool: PoolDep, name: ModelName, _user: Viewer, limit: Limit = 100, after: VersionCursor = 0
 ) -> Page[ModelVersionPublic]:
     """Versions of a model, oldest first."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_model_versions(conn, name, limit=limit, after=after)
     items = [ModelVersionPublic(**r) for r in rows]
     return Page(items=items, next=str(items[-1].version) if len(items) == limit else None)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
-async def get_version(request: Request, name: ModelName, version: VersionNo, _user: Viewer) -> ModelVersionPublic:
+async def get_version(pool: PoolDep, name: ModelName, version: VersionNo, _user: Viewer) -> ModelVersionPublic:
     """One model version, with the aliases that point at it."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         row = await store.get_model_version(conn, name, version)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {name!r} has no version {version}")
@@ -227,11 +227,10 @@ async def get_version(request: Request, name: ModelName, version: VersionNo, _us
 
 @router.post("/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=ModelVersionPublic)
 async def register_version(
-    request: Request, name: ModelName, body: ManualVersionCreate, user: Scientist
+    runtime: RuntimeDep, name: ModelName, body: ManualVersionCreate, user: Scientist
 ) -> ModelVersionPublic:
     """Register a version by hand; the model's gates apply (422 with every gate's result when one fails)."""
-    runtime = runtime_of(request)
-    artifacts = artifact_store(request)
+    artifacts = store_of(runtime)
     async with runtime.pool.acquire() as conn:
         artifact = await store.get_artifact(conn, body.artifact_digest)
     if artifact is None:
@@ -244,7 +243,7 @@ async def register_version(
         body.artifact_digest,
         artifact["format"],
         body.signature,
-        max_bytes=settings_of(request).onnx_max_bytes,
+        max_bytes=settings_of(runtime).onnx_max_bytes,
     )
     async with runtime.pool.acquire() as conn, conn.transaction():
         existing = await store.find_version_by_artifact(conn, name, body.artifact_digest)
@@ -294,7 +293,7 @@ async def register_version(
 
 @router.get("/{name}/candidates", response_model=Page[CandidatePublic])
 async def list_candidates(
-    request: Request,
+    pool: PoolDep,
     name: ModelName,
     _user: Viewer,
     limit: Limit = 100,
@@ -302,16 +301,16 @@ async def list_candidates(
     outcome: Literal["registered", "rejected"] | None = None,
 ) -> Page[CandidatePublic]:
     """Gate decisions on a model's training runs and manual requests (rejections carry their evidence)."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_candidates(conn, name, outcome=outcome, limit=limit, after=after)
     items = [CandidatePublic(**r) for r in rows]
     return Page(items=items, next=items[-1].decision_event_id if len(items) == limit else None)
 
 
 @router.get("/{name}/gates", response_model=GatePolicyPublic)
-async def get_gates(request: Request, name: ModelName, _user: Viewer) -> GatePolicyPublic:
+async def get_gates(pool: PoolDep, name: ModelName, _user: Viewer) -> GatePolicyPublic:
     """The model's current gate policy."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         await _model_or_404(conn, name)
         row = await store.current_policy(conn, name)
     assert row is not None
@@ -319,9 +318,8 @@ async def get_gates(request: Request, name: ModelName, _user: Viewer) -> GatePol
 
 
 @router.put("/{name}/gates", response_model=GatePolicyPublic)
-async def put_gates(request: Request, name: ModelName, body: GatePolicy, user: Scientist) -> GatePolicyPublic:
+async def put_gates(runtime: RuntimeDep, name: ModelName, body: GatePolicy, user: Scientist) -> GatePolicyPublic:
     """Replace the model's gates; stored as a new policy version that later decisions name."""
-    runtime = runtime_of(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         await ensure_model(Emitter(conn, runtime.source, user.actor), name, user.actor)
         await store.lock_model(conn, name)
@@ -331,10 +329,10 @@ async def put_gates(request: Request, name: ModelName, body: GatePolicy, user: S
 
 @router.get("/{name}/gates/versions", response_model=Page[GatePolicyPublic])
 async def list_gate_policies(
-    request: Request, name: ModelName, _user: Viewer, limit: Limit = 100, after: VersionCursor = 0
+    pool: PoolDep, name: ModelName, _user: Viewer, limit: Limit = 100, after: VersionCursor = 0
 ) -> Page[GatePolicyPublic]:
     """Every gate policy version of the model, oldest first."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_policies(conn, name, limit=limit, after=after)
     items = [GatePolicyPublic(**r) for r in rows]
     return Page(items=items, next=str(items[-1].version) if len(items) == limit else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
 
 from vigil.bus.context import Emitter
@@ -16,8 +16,8 @@ from vigil.scheduler import store
 from vigil.scheduler.ticker import Ticker, next_cron_time, valid_cron
 from vigil.service.auth import Scientist, Viewer
 from vigil.service.bounds import INT_MAX, BigIntCursor, SafeText
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import After, Limit, Page
-from vigil.service.runtime import ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["scheduler"])
 
@@ -142,17 +142,6 @@ class RejectionPublic(BaseModel):
     at: datetime
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
-def _wake(runtime: ServiceRuntime) -> None:
-    ticker: Ticker | None = runtime.state.get("ticker")
-    if ticker is not None:
-        ticker.wake()
-
-
 def _job(job: store.Job) -> JobPublic:
     return JobPublic.model_validate(job, from_attributes=True)
 
@@ -162,26 +151,26 @@ def _policy(policy: store.Policy) -> PolicyPublic:
 
 
 @router.put("/policies/{model}", response_model=PolicyPublic)
-async def put_policy(request: Request, model: ModelName, body: PolicyBase, user: Scientist) -> PolicyPublic:
+async def put_policy(pool: PoolDep, model: ModelName, body: PolicyBase, user: Scientist) -> PolicyPublic:
     """Create or replace the retraining policy of a model."""
     values = {**body.model_dump(), "model": model, "next_cron_at": next_cron_time(body.cron) if body.cron else None}
-    async with _runtime(request).pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         policy = await store.upsert_policy(conn, values, actor=user.actor)
     return _policy(policy)
 
 
 @router.get("/policies", response_model=Page[PolicyPublic])
-async def list_policies(request: Request, _user: Viewer, limit: Limit = 100, after: After = None) -> Page[PolicyPublic]:
+async def list_policies(pool: PoolDep, _user: Viewer, limit: Limit = 100, after: After = None) -> Page[PolicyPublic]:
     """Policies by model name."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         items = [_policy(p) for p in await store.list_policies(conn, limit=limit, after=after)]
     return Page(items=items, next=items[-1].model if len(items) == limit else None)
 
 
 @router.get("/policies/{model}", response_model=PolicyPublic)
-async def get_policy(request: Request, model: ModelName, _user: Viewer) -> PolicyPublic:
+async def get_policy(pool: PoolDep, model: ModelName, _user: Viewer) -> PolicyPublic:
     """One model's policy."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         policy = await store.get_policy(conn, model)
     if policy is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy for model {model!r}")
@@ -189,9 +178,9 @@ async def get_policy(request: Request, model: ModelName, _user: Viewer) -> Polic
 
 
 @router.delete("/policies/{model}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_policy(request: Request, model: ModelName, _user: Scientist) -> Response:
+async def delete_policy(pool: PoolDep, model: ModelName, _user: Scientist) -> Response:
     """Delete a policy (its open window is dropped; existing jobs run on)."""
-    async with _runtime(request).pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         deleted = await store.delete_policy(conn, model)
     if not deleted:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy for model {model!r}")
@@ -200,10 +189,9 @@ async def delete_policy(request: Request, model: ModelName, _user: Scientist) ->
 
 @router.post("/policies/{model}/trigger", response_model=TriggerAccepted)
 async def trigger(
-    request: Request, response: Response, model: ModelName, body: TriggerRequest, user: Scientist
+    runtime: RuntimeDep, response: Response, model: ModelName, body: TriggerRequest, user: Scientist
 ) -> TriggerAccepted:
     """Manual trigger: a job on the latest dataset versions (201), or the existing job with equal inputs (200)."""
-    runtime = _runtime(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         policy = await store.get_policy(conn, model)
         if policy is None or not policy.enabled:
@@ -223,14 +211,14 @@ async def trigger(
             params=body.params,
             key_salt=new_id() if body.force else None,
         )
-    _wake(runtime)
+    runtime.parts.get(Ticker).wake()
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return TriggerAccepted(job=_job(job), created=created)
 
 
 @router.get("/jobs", response_model=Page[JobPublic])
 async def list_jobs(
-    request: Request,
+    pool: PoolDep,
     _user: Viewer,
     model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     state: Annotated[
@@ -240,7 +228,7 @@ async def list_jobs(
     after: After = None,
 ) -> Page[JobPublic]:
     """Jobs, oldest first (ids are time-ordered)."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         items = [_job(j) for j in await store.list_jobs(conn, model=model, state=state, limit=limit, after=after)]
     return Page(items=items, next=items[-1].id if len(items) == limit else None)
 
@@ -249,9 +237,9 @@ JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F-]
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail)
-async def get_job(request: Request, job_id: JobId, _user: Viewer) -> JobDetail:
+async def get_job(pool: PoolDep, job_id: JobId, _user: Viewer) -> JobDetail:
     """One job with every transition it went through."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         job = await store.get_job(conn, job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
@@ -260,9 +248,8 @@ async def get_job(request: Request, job_id: JobId, _user: Viewer) -> JobDetail:
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
-async def cancel_job(request: Request, job_id: JobId, user: Scientist) -> JobPublic:
+async def cancel_job(runtime: RuntimeDep, job_id: JobId, user: Scientist) -> JobPublic:
     """Cancel a job that has not finished (409 if it has; the refusal is recorded)."""
-    runtime = _runtime(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         current = await store.get_job(conn, job_id)
         if current is None:
@@ -278,20 +265,20 @@ async def cancel_job(request: Request, job_id: JobId, user: Scientist) -> JobPub
         )
     if moved is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {current.state}; it cannot be cancelled")
-    _wake(runtime)
+    runtime.parts.get(Ticker).wake()
     return _job(moved)
 
 
 @router.get("/triggers", response_model=Page[TriggerPublic])
 async def list_triggers(
-    request: Request,
+    pool: PoolDep,
     _user: Viewer,
     model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     limit: Limit = 100,
     after: BigIntCursor = 0,
 ) -> Page[TriggerPublic]:
     """Debounce windows: open ones and what each closed one became (job, duplicate, skipped)."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_triggers(conn, model, limit=limit, after=after)
     items = [TriggerPublic.model_validate(r) for r in rows]
     return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)
@@ -299,14 +286,14 @@ async def list_triggers(
 
 @router.get("/rejected-transitions", response_model=Page[RejectionPublic])
 async def list_rejections(
-    request: Request,
+    pool: PoolDep,
     _user: Viewer,
     job_id: Annotated[SafeText | None, Query(max_length=64)] = None,
     limit: Limit = 100,
     after: BigIntCursor = 0,
 ) -> Page[RejectionPublic]:
     """Transitions the state machine refused (out of order, stale attempt, already finished)."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.rejections(conn, job_id, limit=limit, after=after)
     items = [RejectionPublic.model_validate(r) for r in rows]
     return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)

@@ -19,15 +19,13 @@ async def start_ticker(runtime: ServiceRuntime) -> None:
     """Start the ticker before the consumer, so handlers can wake it."""
     settings = runtime.settings
     assert isinstance(settings, SchedulerSettings)
-    ticker = Ticker(runtime.pool, settings, runtime.source)
-    runtime.state["ticker"] = ticker
+    ticker = runtime.parts.add(Ticker(runtime.pool, settings, runtime.source))
     await ticker.start()
 
 
 async def stop_ticker(runtime: ServiceRuntime) -> None:
-    ticker: Ticker | None = runtime.state.pop("ticker", None)
-    if ticker is not None:
-        await ticker.stop()
+    """Stop the ticker; it stays a part, so a handler still running may wake it (a no-op once stopped)."""
+    await runtime.parts.get(Ticker).stop()
 
 
 DEFINITION = ServiceDefinition(

@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+import asyncpg
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel
 
 from vigil.artifacts.store import ArtifactError, ArtifactNotFound, open_store
 from vigil.events.catalog.common import NAME_PATTERN
 from vigil.service.auth import Principal, Viewer, require
 from vigil.service.bounds import BigIntCursor, IntegerCursor, SafeText
+from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import After, Limit, Page
-from vigil.service.runtime import ServiceRuntime
 from vigil.service.tokens import Role
 from vigil.trainer import store
 
@@ -85,13 +86,8 @@ class ArtifactPublic(BaseModel):
     size_bytes: int | None
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
-async def _get_run(request: Request, run_id: str) -> store.Run:
-    async with _runtime(request).pool.acquire() as conn:
+async def _get_run(pool: asyncpg.Pool, run_id: str) -> store.Run:
+    async with pool.acquire() as conn:
         run = await store.get_run(conn, run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
@@ -125,7 +121,7 @@ def _artifacts(run: store.Run) -> list[ArtifactPublic]:
 
 @router.get("/runs", response_model=Page[RunPublic])
 async def list_runs(
-    request: Request,
+    pool: PoolDep,
     _user: Viewer,
     job_id: Annotated[SafeText | None, Query(max_length=64)] = None,
     model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
@@ -134,29 +130,29 @@ async def list_runs(
     after: After = None,
 ) -> Page[RunPublic]:
     """Runs, oldest first (one per job attempt)."""
-    async with _runtime(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         runs = await store.list_runs(conn, job_id=job_id, model=model, state=state, limit=limit, after=after)
     items = [RunPublic.model_validate(r, from_attributes=True) for r in runs]
     return Page(items=items, next=items[-1].run_id if len(items) == limit else None)
 
 
 @router.get("/runs/{run_id}", response_model=RunPublic)
-async def get_run(request: Request, run_id: RunId, _user: Viewer) -> RunPublic:
+async def get_run(pool: PoolDep, run_id: RunId, _user: Viewer) -> RunPublic:
     """One run: params, metrics, artifact, environment, outcome."""
-    return RunPublic.model_validate(await _get_run(request, run_id), from_attributes=True)
+    return RunPublic.model_validate(await _get_run(pool, run_id), from_attributes=True)
 
 
 @router.get("/runs/{run_id}/logs", response_model=Page[LogLine])
 async def get_run_logs(
-    request: Request,
+    pool: PoolDep,
     run_id: RunId,
     _user: Viewer,
     limit: Limit = 500,
     after: IntegerCursor = 0,
 ) -> Page[LogLine]:
     """Captured stdout/stderr of the run's subprocess, in order (readable while the run goes on)."""
-    await _get_run(request, run_id)
-    async with _runtime(request).pool.acquire() as conn:
+    await _get_run(pool, run_id)
+    async with pool.acquire() as conn:
         rows = await store.run_logs(conn, run_id, after=after, limit=limit)
     items = [LogLine.model_validate(r) for r in rows]
     return Page(items=items, next=str(items[-1].seq) if len(items) == limit else None)
@@ -164,7 +160,7 @@ async def get_run_logs(
 
 @router.get("/runs/{run_id}/metrics", response_model=Page[MetricPoint])
 async def get_run_metrics(
-    request: Request,
+    pool: PoolDep,
     run_id: RunId,
     _user: Viewer,
     name: Annotated[SafeText | None, Query(max_length=128)] = None,
@@ -172,26 +168,26 @@ async def get_run_metrics(
     after: BigIntCursor = 0,
 ) -> Page[MetricPoint]:
     """Per-step metrics streamed by the entrypoint, in arrival order."""
-    await _get_run(request, run_id)
-    async with _runtime(request).pool.acquire() as conn:
+    await _get_run(pool, run_id)
+    async with pool.acquire() as conn:
         rows = await store.run_metrics(conn, run_id, name=name, after=after, limit=limit)
     items = [MetricPoint.model_validate(r) for r in rows]
     return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactPublic])
-async def list_run_artifacts(request: Request, run_id: RunId, _user: Viewer) -> list[ArtifactPublic]:
+async def list_run_artifacts(pool: PoolDep, run_id: RunId, _user: Viewer) -> list[ArtifactPublic]:
     """The model artifact and the reference profile a run produced (digests and URIs)."""
-    return _artifacts(await _get_run(request, run_id))
+    return _artifacts(await _get_run(pool, run_id))
 
 
 @router.get("/runs/{run_id}/artifacts/model")
-async def download_model_artifact(request: Request, run_id: RunId, _user: ArtifactReader) -> Response:
+async def download_model_artifact(runtime: RuntimeDep, run_id: RunId, _user: ArtifactReader) -> Response:
     """The model artifact's bytes, verified against its digest (JSON or npz; never pickle)."""
-    run = await _get_run(request, run_id)
+    run = await _get_run(runtime.pool, run_id)
     if not run.artifact_digest:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} has no artifact")
-    settings = _runtime(request).settings
+    settings = runtime.settings
     artifacts = open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
     try:
         data = artifacts.get(run.artifact_digest)

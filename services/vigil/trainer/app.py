@@ -19,15 +19,13 @@ async def start_workers(runtime: ServiceRuntime) -> None:
     """Start the workers (and the reaper) before the consumer, so the first request can wake them."""
     settings = runtime.settings
     assert isinstance(settings, TrainerSettings)
-    workers = WorkerPool(runtime.pool, settings, runtime.source)
-    runtime.state["workers"] = workers
+    workers = runtime.parts.add(WorkerPool(runtime.pool, settings, runtime.source))
     await workers.start()
 
 
 async def stop_workers(runtime: ServiceRuntime) -> None:
-    workers: WorkerPool | None = runtime.state.pop("workers", None)
-    if workers is not None:
-        await workers.stop()
+    """Stop the workers; the pool stays a part, so a handler still running may wake it (a no-op once stopped)."""
+    await runtime.parts.get(WorkerPool).stop()
 
 
 DEFINITION = ServiceDefinition(

@@ -7,6 +7,8 @@ scheduler stops runs the scheduler no longer wants (cancelled, or re-queued as a
 
 from __future__ import annotations
 
+from functools import partial
+
 from vigil.bus.consumer import Handler
 from vigil.bus.context import HandlerContext
 from vigil.events import new_id
@@ -16,29 +18,28 @@ from vigil.trainer import store
 from vigil.trainer.worker import WorkerPool
 
 
+async def on_training_requested(ctx: HandlerContext, payload: TrainingRequested, *, runtime: ServiceRuntime) -> None:
+    """Queue the attempt as a run (idempotent per job × attempt); older attempts of the job are superseded."""
+    if await store.enqueue_run(ctx.conn, new_id(), ctx.event, payload):
+        ctx.after_commit(runtime.parts.get(WorkerPool).wake)
+
+
+async def on_job_state_changed(ctx: HandlerContext, payload: JobStateChanged) -> None:
+    """Stop runs of a job the scheduler cancelled or re-queued (a newer attempt will come, or none)."""
+    if payload.to_state == "cancelled":
+        await store.stop_runs(ctx.conn, payload.job_id, f"cancelled: {payload.reason}"[:1024], cancelled=True)
+    elif payload.to_state == "pending" and payload.from_state in ("scheduled", "running"):
+        await store.stop_runs(
+            ctx.conn,
+            payload.job_id,
+            f"superseded: the scheduler re-queued attempt {payload.attempt}",
+            attempt=payload.attempt,
+        )
+
+
 def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
-    """Event type → handler (closing over the runtime, whose worker pool the handlers wake)."""
-
-    def wake() -> None:
-        workers: WorkerPool | None = runtime.state.get("workers")
-        if workers is not None:
-            workers.wake()
-
-    async def on_training_requested(ctx: HandlerContext, payload: TrainingRequested) -> None:
-        """Queue the attempt as a run (idempotent per job × attempt); older attempts of the job are superseded."""
-        if await store.enqueue_run(ctx.conn, new_id(), ctx.event, payload):
-            ctx.after_commit(wake)
-
-    async def on_job_state_changed(ctx: HandlerContext, payload: JobStateChanged) -> None:
-        """Stop runs of a job the scheduler cancelled or re-queued (a newer attempt will come, or none)."""
-        if payload.to_state == "cancelled":
-            await store.stop_runs(ctx.conn, payload.job_id, f"cancelled: {payload.reason}"[:1024], cancelled=True)
-        elif payload.to_state == "pending" and payload.from_state in ("scheduled", "running"):
-            await store.stop_runs(
-                ctx.conn,
-                payload.job_id,
-                f"superseded: the scheduler re-queued attempt {payload.attempt}",
-                attempt=payload.attempt,
-            )
-
-    return {TrainingRequested.TYPE: on_training_requested, JobStateChanged.TYPE: on_job_state_changed}
+    """Event type → handler (``training.requested`` gets the runtime bound: it wakes the worker pool)."""
+    return {
+        TrainingRequested.TYPE: partial(on_training_requested, runtime=runtime),
+        JobStateChanged.TYPE: on_job_state_changed,
+    }
