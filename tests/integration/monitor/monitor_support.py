@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -113,6 +114,15 @@ def labels(deployment: str, ids: list[str], truth: np.ndarray[Any, Any]) -> list
 def window_start(now: float, window_s: float, ahead: int = 0) -> datetime:
     """The start of the window ``ahead`` windows after the one containing ``now``."""
     start = (np.floor(now / window_s) + ahead) * window_s
+    return datetime.fromtimestamp(float(start), UTC)
+
+
+def window_with_room(window_s: float, room_s: float, now: float | None = None) -> datetime:
+    """The start of the earliest window that is still open ``room_s`` from now (its end is at least that far off):
+    a test that needs a window to stay open while it does something gets exactly that long, not "the next window",
+    which is up to a whole window more. Rows may carry this start as their time even when it is already past."""
+    now = time.time() if now is None else now
+    start = np.ceil((now + room_s - window_s) / window_s) * window_s
     return datetime.fromtimestamp(float(start), UTC)
 
 

@@ -4,7 +4,6 @@ have their label already adds nothing — also after a restart, since both marks
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from monitor_support import (
     registered,
     run_monitor,
     tokens_in,
-    window_start,
+    window_with_room,
 )
 from prometheus_client import REGISTRY
 
@@ -50,8 +49,8 @@ async def test_a_label_event_delivered_twice_counts_once(
     fresh_db: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     tokens = tokens_in(tmp_path)
-    settings = monitor_settings(fresh_db, kafka_bootstrap, topic_prefix, tokens, window_s=30.0)
-    at = window_start(time.time(), settings.window_s, ahead=1)
+    settings = monitor_settings(fresh_db, kafka_bootstrap, topic_prefix, tokens, window_s=5.0)
+    at = window_with_room(settings.window_s, 15.0)  # open until every label of the first process is in
     pred, ids, (truth, _) = batch("dup", "m", 1, "stable", at, 100, seed=21)
     key = window_key("dup", 1, "stable", int(at.timestamp() * 1000))
     (first,) = labels("dup", ids[:90], truth[:90])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from monitor_support import (
     run_monitor,
     tokens_in,
     window_start,
+    window_with_room,
 )
 from prometheus_client import REGISTRY
 
@@ -46,8 +48,8 @@ async def test_labels_before_predictions_join_once_across_a_crash(
     fresh_db: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     tokens = tokens_in(tmp_path)
-    settings = monitor_settings(fresh_db, kafka_bootstrap, topic_prefix, tokens, window_s=20.0)
-    at = window_start(time.time(), settings.window_s, ahead=1)
+    settings = monitor_settings(fresh_db, kafka_bootstrap, topic_prefix, tokens, window_s=5.0)
+    at = window_with_room(settings.window_s, 15.0)  # open until the held labels joined in the first process
     pred, ids, (truth, outputs) = batch("early", "m", 1, "stable", at, 800, seed=7)
     key = window_key("early", 1, "stable", int(at.timestamp() * 1000))
 
@@ -71,7 +73,7 @@ async def test_labels_before_predictions_join_once_across_a_crash(
     # a new process: every record delivered again (nothing was committed); the inbox refuses them all
     async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
         # sentinels behind the redelivered records on the same partitions: once they are processed, so is the rest
-        sentinel_at = window_start(time.time(), settings.window_s, ahead=3)
+        sentinel_at = at + timedelta(seconds=2 * settings.window_s)
         sentinel, _, _ = batch("early", "m", 1, "stable", sentinel_at, 10, seed=8)
         await mon.publish(topics.PREDICTIONS, sentinel, key="early")
         (probe,) = labels("early", [uuid.uuid4().hex], np.array([1]))
