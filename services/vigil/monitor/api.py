@@ -86,7 +86,7 @@ async def _health(runtime: ServiceRuntime, deployment: str) -> DeploymentHealth:
         version, policy, _ = await store.current_policy(conn, deployment)
         rows = await store.latest_windows(conn, deployment)
         decisions = await store.recent_decisions(conn, deployment, 10)
-    from vigil.monitor.decisions import drifted_features
+    from vigil.monitor.rules import drifted_features
 
     versions = []
     for r in rows:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from vigil.kernels.profile import DatasetProfile
-from vigil.monitor.decisions import evaluate, replay, two_proportion_p
+from vigil.monitor.decisions import evaluate, replay
 from vigil.monitor.figures import compute_figures
 from vigil.monitor.policy import DEFAULT_POLICY, CanaryRule, DriftRule, Policy
+from vigil.monitor.rules import two_proportion_p
 from vigil.monitor.state import WindowState
 
 pytestmark = pytest.mark.unit

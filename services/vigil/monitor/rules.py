@@ -1,0 +1,214 @@
+"""The tests a policy applies to window figures: per-feature drift, SLOs, fairness gaps, canary differences.
+
+Pure functions from (policy, figures) to evidence — what is breached, by how much, on how many samples. Which of
+them become events, and when, is decisions.py's business. Missing data never breaches anything: a rule needs its
+minimum sample count, and absent figures (no labels yet, no latency, no reference profile) are skipped, never read
+as zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from scipy import special
+
+from vigil.events.catalog.common import Evidence
+from vigil.monitor.figures import Figures, window_of
+from vigil.monitor.policy import Policy
+
+Operator = Literal["gt", "ge", "lt", "le"]
+
+
+def evidence(
+    fig: Figures,
+    statistic: str,
+    value: float,
+    threshold: float,
+    operator: Operator,
+    breached: bool,
+    sample_size: int,
+    *,
+    feature: str | None = None,
+    baseline: float | None = None,
+    p_value: float | None = None,
+) -> Evidence:
+    return Evidence(
+        statistic=statistic,
+        feature=feature,
+        value=value,
+        threshold=threshold,
+        operator=operator,
+        breached=breached,
+        baseline=baseline,
+        p_value=None if p_value is None else min(1.0, max(0.0, p_value)),
+        sample_size=max(0, int(sample_size)),
+        version=fig["version"],
+        window=window_of(fig),
+    )
+
+
+# -- drift -------------------------------------------------------------------------------------------------------
+
+
+def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
+    """Features (and ``prediction``) that drifted in this window under ``policy``, with evidence."""
+    rule = policy.drift
+    out: dict[str, Evidence] = {}
+    for name, f in fig.get("features", {}).items():
+        if rule.features is not None and name not in rule.features:
+            continue
+        count = int(f.get("count") or 0)
+        if count < rule.min_samples:
+            continue
+        numeric = f.get("kind", "numeric") == "numeric"
+        stat = rule.numeric_statistic if numeric else rule.categorical_statistic
+        threshold = rule.numeric_threshold if numeric else rule.categorical_threshold
+        value = f.get(stat)
+        if value is None or not math.isfinite(value):
+            continue
+        op: Operator = "lt" if stat == "chi2_pvalue" else "gt"
+        breached = value < threshold if op == "lt" else value > threshold
+        if breached:
+            out[name] = evidence(fig, stat, value, threshold, op, True, count, feature=name)
+    pd = fig.get("prediction_drift")
+    count = int(pd.get("count") or 0) if pd else 0
+    if pd and pd.get("psi") is not None and count >= rule.min_samples and pd["psi"] > rule.prediction_threshold:
+        out["prediction"] = evidence(
+            fig,
+            "prediction.psi",
+            pd["psi"],
+            rule.prediction_threshold,
+            "gt",
+            True,
+            pd["count"],
+            feature="prediction",
+        )
+    return out
+
+
+# -- SLOs --------------------------------------------------------------------------------------------------------
+
+
+def slo_breaches(policy: Policy, fig: Figures) -> dict[str, Evidence]:
+    rule = policy.slo
+    out: dict[str, Evidence] = {}
+    lat = fig.get("latency")
+    if (
+        rule.latency_p99_ms is not None
+        and lat
+        and lat["count"] >= rule.min_requests
+        and lat["p99_ms"] > rule.latency_p99_ms
+    ):
+        out["latency.p99_ms"] = evidence(
+            fig, "latency.p99_ms", lat["p99_ms"], rule.latency_p99_ms, "gt", True, lat["count"]
+        )
+    rate = fig.get("error_rate")
+    served = int(fig.get("requests") or 0)
+    if (
+        rule.error_rate_max is not None
+        and rate is not None
+        and served >= rule.min_requests
+        and rate > rule.error_rate_max
+    ):
+        out["error_rate"] = evidence(fig, "error_rate", rate, rule.error_rate_max, "gt", True, served)
+    return out
+
+
+def fairness_breaches(policy: Policy, fig: Figures) -> dict[str, Evidence]:
+    rule = policy.fairness
+    fair = fig.get("fairness") or {}
+    n = int(fair.get("count", 0))
+    out: dict[str, Evidence] = {}
+    if n < rule.min_samples:
+        return out
+    checks = (
+        ("demographic_parity_difference", rule.max_demographic_parity_difference),
+        ("equalized_odds_difference", rule.max_equalized_odds_difference),
+    )
+    for name, limit in checks:
+        value = fair.get(name)
+        if value is not None and value > limit:
+            out[name] = evidence(
+                fig, f"fairness.{name}", value, limit, "gt", True, n, feature=fig.get("sensitive_attribute")
+            )
+    return out
+
+
+# -- canary difference tests -------------------------------------------------------------------------------------
+
+
+def two_proportion_p(x1: float, n1: float, x2: float, n2: float) -> float:
+    """One-sided p-value that proportion 1 exceeds proportion 2 (pooled two-proportion z-test)."""
+    if n1 <= 0 or n2 <= 0:
+        return 1.0
+    p = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 1.0 if x1 / n1 <= x2 / n2 else 0.0
+    z = (x1 / n1 - x2 / n2) / se
+    return float(special.ndtr(-z))
+
+
+def canary_checks(policy: Policy, cand: Figures, stable: Figures) -> tuple[list[Evidence], dict[str, bool]]:
+    """Every candidate-vs-stable check with evidence; and which families could be judged."""
+    rule = policy.canary
+    ev: list[Evidence] = []
+    judged = {"latency": False, "errors": False, "quality": False}
+    lc, ls = cand.get("latency"), stable.get("latency")
+    if lc and ls and lc["count"] >= rule.min_samples and ls["count"] >= rule.min_samples and ls["p99_ms"] > 0:
+        ratio = lc["p99_ms"] / ls["p99_ms"]
+        increase_ms = lc["p99_ms"] - ls["p99_ms"]
+        judged["latency"] = True
+        ev.append(
+            evidence(
+                cand,
+                "latency.p99_ratio",
+                ratio,
+                rule.max_latency_p99_ratio,
+                "gt",
+                ratio > rule.max_latency_p99_ratio and increase_ms > rule.min_latency_increase_ms,
+                lc["count"],
+                baseline=ls["p99_ms"],
+            )
+        )
+    nc, ns = int(cand.get("requests") or 0), int(stable.get("requests") or 0)
+    if nc >= rule.min_samples and ns >= rule.min_samples:
+        ec, es = float(cand["errors"]), float(stable["errors"])
+        rc, rs = ec / nc, es / ns
+        p = two_proportion_p(ec, nc, es, ns)
+        breached = p < rule.alpha and rc - rs > rule.max_error_rate_increase
+        judged["errors"] = True
+        ev.append(
+            evidence(
+                cand,
+                "error_rate.diff",
+                rc - rs,
+                rule.max_error_rate_increase,
+                "gt",
+                breached,
+                nc,
+                baseline=rs,
+                p_value=p,
+            )
+        )
+    qc, qs = cand.get("quality") or {}, stable.get("quality") or {}
+    if qc.get("count", 0) >= rule.min_labels and qs.get("count", 0) >= rule.min_labels:
+        p = two_proportion_p(qs["correct"], qs["count"], qc["correct"], qc["count"])  # stable better than candidate?
+        drop = qs["accuracy"] - qc["accuracy"]
+        breached = p < rule.alpha and drop > rule.max_accuracy_drop
+        judged["quality"] = True
+        ev.append(
+            evidence(
+                cand,
+                "accuracy.drop",
+                drop,
+                rule.max_accuracy_drop,
+                "gt",
+                breached,
+                int(qc["count"]),
+                baseline=qs["accuracy"],
+                p_value=p,
+            )
+        )
+    return ev, judged
