@@ -1,51 +1,24 @@
 """Serve in-process services on real local ports, and run the `vigil` CLI against them as a person would.
 
-The services run their real lifespans (:func:`support.services.running`) and uvicorn serves them on free ports, so
-the CLI goes through its whole path: ``stack.json`` and ``admin.token`` in a home directory, real HTTP, real errors.
+The services run their real lifespans (:func:`support.services.running`) and uvicorn serves them on free ports
+(:func:`support.services.served`), so the CLI goes through its whole path: ``stack.json`` and ``admin.token`` in a
+home directory, real HTTP, real errors.
 The CLI is synchronous; it runs in a worker thread so the services keep serving on the test's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from click.testing import Result
-from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from vigil.cli.main import app as cli
 from vigil.stack.state import StackPaths, write_state
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """Serve an app whose lifespan is already running on a free local port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, ws="none", http="h11")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises what stopped it
-                raise RuntimeError("uvicorn stopped before it started")
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def write_home(home: Path, urls: dict[str, str], admin_token: str) -> StackPaths:

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from integration.cli_support import Cli, served, write_home
+from integration.cli_support import Cli, write_home
 from integration.trainer.trainer_support import trainer_settings
 
 from support import testinfra
-from support.services import Tokens, eventually, make_tokens, running, settings_for
+from support.services import Tokens, eventually, make_tokens, running, served, settings_for
 from vigil.auditor.app import make_app as make_auditor
 from vigil.auditor.settings import AuditorSettings
 from vigil.deployer.app import make_app as make_deployer

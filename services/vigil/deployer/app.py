@@ -17,6 +17,7 @@ from vigil.deployer.batcher import PredictionBatcher
 from vigil.deployer.control import SERVICE_ACTOR
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.handlers import build_handlers
+from vigil.deployer.oip_api import router as oip_router
 from vigil.deployer.predict_api import router as predict_router
 from vigil.deployer.settings import DeployerSettings
 from vigil.deployer.ticker import Ticker
@@ -72,7 +73,7 @@ DEFINITION = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     consumed_topics=[topics.MODELS, topics.MONITORING],
     handlers=build_handlers,
-    routers=[router, predict_router],
+    routers=[router, predict_router, oip_router],
     on_start=on_start,
     on_stop=on_stop,
 )

@@ -38,6 +38,10 @@ class InputError(ValueError):
     """A request the model cannot answer (message names the row and feature; safe to return)."""
 
 
+class TooLarge(InputError):
+    """More rows than the gateway takes in one request: the request's size, not the routed version's doing."""
+
+
 class ModelCache:
     """Digest → loaded model, LRU-bounded; loads are verified by the artifact store."""
 
@@ -115,7 +119,7 @@ def rows_to_matrix(
     if not rows:
         raise InputError("no rows to predict")
     if len(rows) > max_rows:
-        raise InputError(f"batch of {len(rows)} rows exceeds the limit of {max_rows}")
+        raise TooLarge(f"batch of {len(rows)} rows exceeds the limit of {max_rows}")
     expected = set(feature_names)
     # Fast path: every row has exactly the model's features and every value is a plain int/float; one C-level
     # conversion and one vectorised finiteness check. Anything else falls through to the row-by-row path below,
@@ -164,7 +168,7 @@ def columns_to_matrix(
     if n == 0:
         raise InputError("no rows to predict")
     if n > max_rows:
-        raise InputError(f"batch of {n} rows exceeds the limit of {max_rows}")
+        raise TooLarge(f"batch of {n} rows exceeds the limit of {max_rows}")
     out = np.empty((n, len(feature_names)), dtype=np.float64)
     for j, name in enumerate(feature_names):
         column = columns[name]

@@ -4,35 +4,27 @@ Role: ``viewer`` or ``deployer`` (admin passes too). Serving clients are applica
 scientists and auditors are left out on purpose — every answered request becomes production traffic the monitor
 judges canaries by, so generating it is a right of its own, not a side effect of reading.
 
-Per request: read the committed serving state (one primary-key query, so a rollback holds from the very next
-request on every replica), pick the variant (sticky by ``key``), load the model by digest (cached), check the
-input, predict, answer — then hand the rows to the background batcher (and, when the deployment mirrors, a copy
-for the candidate) without waiting for either.
+The route parses the body (one row, rows, or columns), and calls :func:`vigil.deployer.serving.serve` — routing,
+model, checks, prediction and logging, shared with the Open Inference Protocol's ``/v2`` routes (``oip_api``).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.artifacts import ArtifactError
-from vigil.deployer import store
 from vigil.deployer.api import DeploymentName, runtime_of
-from vigil.deployer.batcher import ErrorItem, ErrorReason, LogItem, PredictionBatcher, utc_now
-from vigil.deployer.gateway import InputError, ModelCache, choose_variant, columns_to_matrix, rows_to_matrix
+from vigil.deployer.gateway import columns_to_matrix, rows_to_matrix
+from vigil.deployer.serving import ServeError, serve
 from vigil.deployer.settings import DeployerSettings
-from vigil.events import new_id
-from vigil.modelformat import ModelFormatError, ModelInputError
+from vigil.modelformat import Model
 from vigil.service.auth import Principal, require
 from vigil.service.tokens import Role
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/deployments", tags=["gateway"])
 
@@ -74,124 +66,39 @@ class PredictResponse(BaseModel):
 )
 async def predict(name: DeploymentName, body: PredictRequest, request: Request, _user: Predictor) -> Response:
     """Predict with the version the deployment's traffic split picks; returns outputs, version and prediction ids."""
-    started = time.perf_counter()
-    runtime = runtime_of(request)
     settings: DeployerSettings = request.app.state.settings
-    models: ModelCache = runtime.state["models"]
-    batcher: PredictionBatcher = runtime.state["batcher"]
-
     given = sum(x is not None for x in (body.features, body.instances, body.columns))
     if given != 1:
         raise HTTPException(422, "send exactly one of features, instances, columns")
-
-    async with runtime.pool.acquire() as conn:
-        route = await store.get_route(conn, name)
-    if route is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no deployment {name}")
-    if route.stable_version is None or route.stable_digest is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"deployment {name} serves no version yet")
-
-    variant = "stable"
-    if route.candidate_version is not None and route.candidate_digest is not None and not route.mirror:
-        variant = choose_variant(name, route.candidate_weight, body.key)
-    version, digest = (
-        (route.candidate_version, route.candidate_digest)
-        if variant == "candidate"
-        else (route.stable_version, route.stable_digest)
-    )
-    assert version is not None
-    assert digest is not None
-
-    def failed(reason: ErrorReason, rows: int) -> None:
-        """Count the failure for the routed version and variant: the monitor's canary error-rate test reads it."""
-        batcher.offer_error(
-            ErrorItem(name, route.model, version, "candidate" if variant == "candidate" else "stable", reason,
-                      max(1, rows), utc_now())
-        )  # fmt: skip
-
     requested_rows = len(body.instances) if body.instances is not None else 1
     if body.columns is not None:
         requested_rows = max((len(v) for v in body.columns.values()), default=1)
-    try:
-        model = await models.get(digest)
-    except (ArtifactError, ModelFormatError) as exc:
-        log.error("model unavailable", extra={"deployment": name, "version": version, "error": str(exc)})
-        failed("model_unavailable", requested_rows)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"model v{version} is unavailable: {exc}") from exc
 
-    try:
+    def build(model: Model) -> npt.NDArray[np.float64]:
         if body.columns is not None:
-            matrix = columns_to_matrix(model.feature_names, body.columns, max_rows=settings.gateway_max_rows)
-        else:
-            rows = [body.features] if body.features is not None else body.instances or []
-            matrix = rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows)
-        model.check_rows(matrix)  # the model's own input types (an ONNX int64 input takes no fractions)
-    except (InputError, ModelInputError) as exc:
-        if "exceeds the limit" in str(exc):  # the request's size, not the routed version's doing: not its error
-            raise HTTPException(413, str(exc)) from exc
-        failed("bad_input", requested_rows)  # rows that do not fit this version's features (they may fit another)
-        raise HTTPException(422, str(exc)) from exc
+            return columns_to_matrix(model.feature_names, body.columns, max_rows=settings.gateway_max_rows)
+        rows = [body.features] if body.features is not None else body.instances or []
+        return rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows)
 
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite score, checked below
-            outputs, scores = model.run(matrix)
-        if not np.all(np.isfinite(scores)):
-            bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-            raise ModelFormatError(f"row {bad}: the model's score is not a finite number")
-    except Exception as exc:  # the model, not the client, failed: a 500 counted against the routed version
-        log.error("model failed", extra={"deployment": name, "version": version, "error": str(exc)})
-        failed("model_error", len(matrix))
-        raise HTTPException(
-            status.HTTP_500_INTERNAL_SERVER_ERROR, f"model v{version} failed on this input: {exc}"
-        ) from exc
-    classifier = model.task != "regression"
-    # One UUIDv7 per request; row i is ``<request id>-<i>`` (unique, time-ordered, and it names its request).
-    request_id = new_id()
-    ids = [f"{request_id}-{i}" for i in range(len(matrix))]
-    latency_ms = (time.perf_counter() - started) * 1000
-    now = utc_now()
-    batcher.offer(
-        LogItem(
-            deployment=name,
-            model=route.model,
-            version=version,
-            variant="candidate" if variant == "candidate" else "stable",
-            feature_names=model.feature_names,
-            matrix=matrix,
-            prediction_ids=ids,
-            latency_ms=latency_ms,
-            at=now,
-            outputs=outputs,
-            scores=scores if classifier else None,
-        )
+        served = await serve(runtime_of(request), name, build, key=body.key, requested_rows=requested_rows)
+    except ServeError as exc:
+        raise HTTPException(exc.status, exc.message) from exc
+    scores: list[float | None] = (
+        served.scores.tolist() if served.scores is not None else [None] * len(served.prediction_ids)
     )
-    if route.mirror and route.candidate_version is not None and route.candidate_digest is not None:
-        batcher.offer(
-            LogItem(
-                deployment=name,
-                model=route.model,
-                version=route.candidate_version,
-                variant="shadow",
-                feature_names=model.feature_names,
-                matrix=matrix,
-                prediction_ids=ids,  # the same ids: a label for the request judges both answers
-                latency_ms=0.0,
-                at=now,
-                shadow_digest=route.candidate_digest,
-            )
-        )
-    score_list: list[float | None] = scores.tolist() if classifier else [None] * len(ids)
     # orjson straight to bytes: a 256-row answer is serialised in microseconds, with no model round-trip.
     return Response(
         orjson.dumps(
             {
-                "deployment": name,
-                "model": route.model,
-                "version": version,
-                "variant": variant,
+                "deployment": served.deployment,
+                "model": served.model_name,
+                "version": served.version,
+                "variant": served.variant,
+                "request_id": served.request_id,
                 "predictions": [
                     {"prediction_id": pid, "output": out, "score": sc}
-                    for pid, out, sc in zip(ids, outputs.tolist(), score_list, strict=True)
+                    for pid, out, sc in zip(served.prediction_ids, served.outputs.tolist(), scores, strict=True)
                 ],
             }
         ),

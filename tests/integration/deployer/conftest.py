@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from deployer_support import Deployer
+from deployer_support import Deployer, StartDeployer
 
 from support.services import make_tokens, running, settings_for
 from vigil.deployer.app import make_app
 from vigil.deployer.settings import DeployerSettings
-
-StartDeployer = Callable[[], AbstractAsyncContextManager[Deployer]]
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ be on the wire.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,6 +215,31 @@ class Deployer:
 
         events: list[dict[str, Any]] = await eventually(probe, what=f"{count}× {until_type}")
         return events
+
+
+async def register_onnx(deployer: Deployer, model: str, version: int, artifact: bytes) -> None:
+    """What the registry announces for an ONNX version; the artifact is in the shared store."""
+    digest = LocalArtifactStore(deployer.artifact_root).put(artifact)
+    event = make_event(
+        ModelVersionRegistered(
+            model=model,
+            version=version,
+            source="training",
+            artifact_digest=digest,
+            artifact_uri=f"vigil-artifact://{digest}",
+            artifact_format="onnx",
+            gate_policy_version=1,
+        ),
+        source="vigil://registry",
+        actor="service:registry",
+    )
+    await produce_events(deployer.bootstrap, f"{deployer.prefix}{topics.MODELS}", [event], key=model.encode())
+
+
+#: The ``start_deployer`` fixture: starts a deployer (again) on the test's database, topics and artifact store.
+#: Here rather than in conftest.py: ``from conftest import …`` finds another directory's conftest when several test
+#: directories are collected in one run.
+StartDeployer = Callable[[], AbstractAsyncContextManager[Deployer]]
 
 
 def key_for(deployment: str, weight: int, variant: str) -> str:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import StartDeployer
-from deployer_support import Deployer, linear, row
+from deployer_support import Deployer, StartDeployer, linear, row
 
 from support.services import eventually
 

@@ -8,36 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from deployer_support import FEATURES, Deployer, row
+from deployer_support import FEATURES, Deployer, register_onnx, row
 from onnx import TensorProto, helper
 
-from support.kafka import produce_events
 from support.onnx_models import tree_model
 from support.services import eventually
-from vigil.artifacts import LocalArtifactStore
-from vigil.events import make_event, topics
-from vigil.events.catalog.models import ModelVersionRegistered
+from vigil.events import topics
 
 pytestmark = pytest.mark.integration
-
-
-async def register_onnx(deployer: Deployer, model: str, version: int, artifact: bytes) -> None:
-    """What the registry announces for an ONNX version; the artifact is in the shared store."""
-    digest = LocalArtifactStore(deployer.artifact_root).put(artifact)
-    event = make_event(
-        ModelVersionRegistered(
-            model=model,
-            version=version,
-            source="training",
-            artifact_digest=digest,
-            artifact_uri=f"vigil-artifact://{digest}",
-            artifact_format="onnx",
-            gate_policy_version=1,
-        ),
-        source="vigil://registry",
-        actor="service:registry",
-    )
-    await produce_events(deployer.bootstrap, f"{deployer.prefix}{topics.MODELS}", [event], key=model.encode())
 
 
 def typed_graph() -> bytes:

@@ -1,0 +1,192 @@
+"""The gateway's Open Inference Protocol (KServe v2 REST) routes, next to ``POST /v1/deployments/{name}/predict``.
+
+An OIP *model* is a deployment: ``/v2/models/{deployment}/infer`` goes through the same traffic split, shadow
+mirroring and prediction logging as the predict route (:func:`vigil.deployer.serving.serve`); the version that
+answered is the response's ``model_version``. Versions are the deployment's to choose, so the protocol's
+``/versions/{v}`` paths are refused with a reason.
+
+Every route needs the predict route's roles (viewer or deployer; admin passes): the OIP surface is for serving
+clients, and deny-by-default holds for its health routes too (probes use ``/healthz`` and ``/readyz``). Every
+failure — auth, a bad body, an unknown deployment — is answered as the protocol says, ``{"error": "..."}``; bad
+input is 400 naming the input, never a 5xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from vigil.artifacts import ArtifactError
+from vigil.deployer import oip
+from vigil.deployer.api import DeploymentName, models_of, runtime_of
+from vigil.deployer.predict_api import Predictor
+from vigil.deployer.serving import ServeError, current_route, serve
+from vigil.deployer.settings import DeployerSettings
+from vigil.modelformat import Model, ModelFormatError
+from vigil.service.app import readiness_checks
+
+
+def error(status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
+    """The protocol's error object: ``{"error": message}`` (plus ``extra`` fields, e.g. ``ready: false``)."""
+    return Response(
+        orjson.dumps({"error": message, **extra}), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+class OipRoute(APIRoute):
+    """Answers what FastAPI would raise — 401/403 from the role check, a refused body size, an invalid path
+    parameter — as the protocol's ``{"error": ...}`` instead of ``{"detail": ...}`` (tritonclient reads ``error``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def oip_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                return error(exc.status_code, str(exc.detail), exc.headers)
+            except RequestValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+                return error(400, f"invalid request: {problems}")
+
+        return oip_handler
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
+
+_JSON = "application/json"
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON)
+
+
+def _client_status(exc: ServeError) -> int:
+    """The protocol's 400 for the client's own mistakes; otherwise the predict route's status."""
+    return 400 if exc.failure in ("bad_input", "too_large") else exc.status
+
+
+@router.get("", response_model=None)
+async def server_metadata(request: Request, _user: Predictor) -> Response:
+    """OIP server metadata: name, version and the extensions served (Triton's binary tensor data)."""
+    return _json({"name": "vigil-deployer", "version": request.app.version, "extensions": list(oip.EXTENSIONS)})
+
+
+@router.get("/health/live", response_model=None)
+async def server_live(_user: Predictor) -> Response:
+    """OIP liveness: the gateway answers."""
+    return _json({"live": True})
+
+
+@router.get("/health/ready", response_model=None)
+async def server_ready(request: Request, _user: Predictor) -> Response:
+    """OIP readiness: Postgres and the broker answer and the consumer runs (the checks of ``/readyz``)."""
+    checks = await readiness_checks(runtime_of(request))
+    failing = {k: v for k, v in checks.items() if v != "ok"}
+    if failing:
+        return error(503, "not ready: " + ", ".join(f"{k} {v}" for k, v in failing.items()), ready=False)
+    return _json({"ready": True})
+
+
+async def _stable_model(request: Request, name: str) -> tuple[list[int], Model] | Response:
+    """The versions serving ``name`` and stable's model, loaded; or the error answer."""
+    runtime = runtime_of(request)
+    try:
+        route = await current_route(runtime, name)
+    except ServeError as exc:
+        return error(exc.status, exc.message)
+    assert route.stable_version is not None
+    assert route.stable_digest is not None
+    versions = [route.stable_version]
+    digests = [route.stable_digest]
+    if route.candidate_version is not None and route.candidate_digest is not None:
+        versions.append(route.candidate_version)
+        digests.append(route.candidate_digest)
+    try:
+        models = [await models_of(runtime).get(d) for d in digests]
+    except (ArtifactError, ModelFormatError) as exc:
+        return error(503, f"model of deployment {name} is unavailable: {exc}", ready=False)
+    return versions, models[0]
+
+
+@router.get("/models/{name}", response_model=None)
+async def model_metadata(name: DeploymentName, request: Request, _user: Predictor) -> Response:
+    """OIP model metadata of a deployment: the versions serving it and stable's inputs and outputs."""
+    found = await _stable_model(request, name)
+    if isinstance(found, Response):
+        return found
+    versions, model = found
+    return _json(oip.model_metadata(name, versions, oip.signature_of(model)))
+
+
+@router.get("/models/{name}/ready", response_model=None)
+async def model_ready(name: DeploymentName, request: Request, _user: Predictor) -> Response:
+    """OIP model readiness: the deployment serves a version and every version it routes to is loaded."""
+    found = await _stable_model(request, name)
+    if isinstance(found, Response):
+        return found
+    return _json({"name": name, "ready": True})
+
+
+@router.post("/models/{name}/infer", response_model=None)
+async def infer(name: DeploymentName, request: Request, _user: Predictor) -> Response:
+    """OIP inference through the deployment's traffic split, shadow mirroring and prediction logging.
+
+    Tensors: one input per feature (``[N]`` or ``[N, 1]``), or one ``[N, F]`` input in the model's feature order;
+    JSON data or Triton's binary tensor data. Outputs ``score`` and ``label`` (classifier) or ``value``. The
+    response's ``id`` echoes the request's, else the gateway's request id; ``parameters`` carry ``request_id``
+    (row i's prediction id is ``<request_id>-<i>``), ``variant`` and the registry ``model``."""
+    settings: DeployerSettings = request.app.state.settings
+    try:
+        body = oip.parse_infer_request(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+    except oip.OipError as exc:
+        return error(400, str(exc))
+    signatures: dict[int, oip.Signature] = {}
+
+    def build(model: Model) -> npt.NDArray[np.float64]:
+        signature = signatures[id(model)] = oip.signature_of(model)
+        oip.check_requested(signature, body.outputs)
+        return oip.tensors_to_matrix(signature, body.inputs, max_rows=settings.gateway_max_rows)
+
+    try:
+        served = await serve(runtime_of(request), name, build, key=body.key, requested_rows=body.rows)
+    except ServeError as exc:
+        return error(_client_status(exc), exc.message)
+    signature = signatures[id(served.model)]
+    content, header_length = oip.infer_response(
+        model_name=name,
+        model_version=str(served.version),
+        request_id=body.id if body.id is not None else served.request_id,
+        parameters={"request_id": served.request_id, "variant": served.variant, "model": served.model_name},
+        signature=signature,
+        tensors=oip.output_tensors(signature, served.outputs, served.scores),
+        requested=body.outputs,
+        binary_output=body.binary_output,
+    )
+    if header_length is None:
+        return Response(content, media_type=_JSON)
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+
+
+@router.api_route(
+    "/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], response_model=None, include_in_schema=False
+)
+async def not_served(rest: str, _user: Predictor) -> Response:
+    """Any other ``/v2`` path: the protocol's error object, saying why."""
+    if rest.startswith("models/") and "/versions/" in rest:
+        return error(
+            400,
+            "versions are chosen by the deployment's traffic split; call /v2/models/{deployment}/… without a version",
+        )
+    return error(404, f"no Open Inference Protocol route /v2/{rest[:200]}")
