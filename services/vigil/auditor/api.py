@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -26,10 +26,12 @@ from vigil.auditor.signing import Signer, raw_public
 from vigil.events import parse_json
 from vigil.service.auth import Auditor
 from vigil.service.bounds import BigInt, BigIntCursor, SafeText
-from vigil.service.deps import PoolDep, RuntimeDep
+from vigil.service.deps import PoolDep, part_of
 from vigil.service.pagination import Limit, Page
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=AuditedRoute)
+#: The service's signing key (a part added in on_start).
+SignerDep = Annotated[Signer, Depends(part_of(Signer))]
 
 EventId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 DeploymentName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
@@ -291,19 +293,18 @@ async def verify_chain(conn: asyncpg.Connection, signer: Signer) -> VerifyReport
 
 
 @router.get("/verify", response_model=VerifyReport)
-async def verify(runtime: RuntimeDep, _user: Auditor) -> VerifyReport:
+async def verify(pool: PoolDep, _user: Auditor, signer: SignerDep) -> VerifyReport:
     """Recompute the chain and every checkpoint's root and signature; name the first entry that does not hold."""
     async with (
-        runtime.pool.acquire() as conn,
+        pool.acquire() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
-        return await verify_chain(conn, runtime.parts.get(Signer))
+        return await verify_chain(conn, signer)
 
 
 @router.get("/keys", response_model=PublicKey)
-async def public_key(runtime: RuntimeDep, _user: Auditor) -> PublicKey:
+async def public_key(_user: Auditor, signer: SignerDep) -> PublicKey:
     """The Ed25519 public key that signs checkpoints (pin it where you verify)."""
-    signer = runtime.parts.get(Signer)
     raw = raw_public(signer.public)
     return PublicKey(
         key_id=signer.key_id,
@@ -401,8 +402,9 @@ async def consistency_proof(
 
 @router.get("/export")
 async def export(
-    runtime: RuntimeDep,
+    pool: PoolDep,
     _user: Auditor,
+    signer: SignerDep,
     from_seq: Annotated[BigInt, Query(ge=1)] = 1,
     to_seq: Annotated[BigInt | None, Query(ge=1)] = None,
 ) -> StreamingResponse:
@@ -410,9 +412,8 @@ async def export(
 
     Proofs are against the newest checkpoint; entries after it carry ``proof: null`` until the next one.
     """
-    signer = runtime.parts.get(Signer)
     return StreamingResponse(
-        _export_lines(runtime.pool, signer, from_seq, to_seq),
+        _export_lines(pool, signer, from_seq, to_seq),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": 'attachment; filename="audit-export.jsonl"'},
     )

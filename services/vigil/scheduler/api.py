@@ -3,62 +3,29 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from vigil.bus.context import Emitter
 from vigil.events import new_id
 from vigil.events.catalog.common import NAME_PATTERN, Params
-from vigil.events.catalog.training import ENTRYPOINT_PATTERN, JobState
 from vigil.scheduler import store
-from vigil.scheduler.ticker import Ticker, next_cron_time, valid_cron
+from vigil.scheduler.cron import next_cron_time
+from vigil.scheduler.ticker import Ticker
 from vigil.service.auth import Scientist, Viewer
-from vigil.service.bounds import INT_MAX, BigIntCursor, SafeText
+from vigil.service.bounds import BigIntCursor, SafeText
 from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import After, Limit, Page
 
 router = APIRouter(prefix="/v1", tags=["scheduler"])
 
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="model name")]
-DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-class PolicyBase(BaseModel):
-    """How and when a model is retrained."""
-
-    datasets: list[DatasetName] = Field(min_length=1, max_length=64, description="datasets the model trains on")
-    entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN, description="training function, `package.module:function`")
-    params: Params = Field(default_factory=dict)
-    code_version: Annotated[SafeText, Field(min_length=1, max_length=128)]
-    debounce_s: float = Field(default=60.0, ge=0, le=7 * 86400, description="coalescing window after a signal")
-    cron: str | None = Field(default=None, max_length=128, description="5-field cron schedule (UTC)")
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    max_concurrent: int = Field(default=1, ge=1, le=1000, description="jobs of this model scheduled or running")
-    cooldown_s: float = Field(default=0.0, ge=0, le=30 * 86400, description="pause after a job failed")
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    backoff_base_s: float = Field(default=30.0, ge=0, le=86400)
-    backoff_max_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
-    timeout_s: float = Field(default=3600.0, gt=0, le=604800)
-    memory_limit_mb: int | None = Field(default=None, ge=64, le=INT_MAX)
-    enabled: bool = True
-
-    @model_validator(mode="after")
-    def _cron_parses(self) -> PolicyBase:
-        if self.cron is not None and not valid_cron(self.cron):
-            raise ValueError(f"not a valid cron expression: {self.cron!r}")
-        return self
-
-
-class PolicyPublic(PolicyBase):
-    model: str
-    next_cron_at: datetime | None
-    cooldown_until: datetime | None
-    revision: int
-    updated_by: str
-    created_at: datetime
-    updated_at: datetime
+class PolicyPublic(store.Policy):
+    """A model's retraining policy as stored: every column is public."""
 
 
 class TriggerRequest(BaseModel):
@@ -69,31 +36,8 @@ class TriggerRequest(BaseModel):
     force: bool = False
 
 
-class JobPublic(BaseModel):
-    id: str
-    model: str
-    idempotency_key: str
-    state: JobState
-    attempt: int
-    max_attempts: int
-    priority: int
-    trigger: str
-    trigger_event_ids: list[str]
-    datasets: list[dict[str, Any]]
-    entrypoint: str
-    params: dict[str, Any]
-    code_version: str
-    timeout_s: float
-    memory_limit_mb: int | None
-    next_attempt_at: datetime
-    state_since: datetime
-    deadline_at: datetime | None
-    run_id: str | None
-    last_reason: str
-    result: dict[str, Any] | None
-    created_by: str
-    created_at: datetime
-    finished_at: datetime | None
+class JobPublic(store.JobBase):
+    """A job as the API shows it (the row without its retry backoff and cause envelope)."""
 
 
 class TransitionPublic(BaseModel):
@@ -151,7 +95,7 @@ def _policy(policy: store.Policy) -> PolicyPublic:
 
 
 @router.put("/policies/{model}", response_model=PolicyPublic)
-async def put_policy(pool: PoolDep, model: ModelName, body: PolicyBase, user: Scientist) -> PolicyPublic:
+async def put_policy(pool: PoolDep, model: ModelName, body: store.PolicyBase, user: Scientist) -> PolicyPublic:
     """Create or replace the retraining policy of a model."""
     values = {**body.model_dump(), "model": model, "next_cron_at": next_cron_time(body.cron) if body.cron else None}
     async with pool.acquire() as conn, conn.transaction():

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vigil.bus.context import Emitter
 from vigil.events import Envelope, canonical_json, new_id
-from vigil.events.catalog.training import JobState, JobStateChanged
+from vigil.events.catalog.common import NAME_PATTERN, Params
+from vigil.events.catalog.training import ENTRYPOINT_PATTERN, JobState, JobStateChanged
+from vigil.scheduler.cron import valid_cron
 from vigil.scheduler.machine import ACTIVE, TERMINAL, InvalidTransition, check_event_transition, check_transition
+from vigil.service.bounds import INT_MAX, SafeText
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +36,43 @@ TRANSITIONS = Counter("vigil_scheduler_transitions_total", "Job transitions appl
 SERVICE_ACTOR = "service:scheduler"
 
 
-@dataclass(frozen=True)
-class Policy:
+DatasetName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class PolicyBase(BaseModel):
+    """How and when a model is retrained: what a scientist sets (``PUT /v1/policies/{model}``)."""
+
+    datasets: list[DatasetName] = Field(min_length=1, max_length=64, description="datasets the model trains on")
+    entrypoint: str = Field(pattern=ENTRYPOINT_PATTERN, description="training function, `package.module:function`")
+    params: Params = Field(default_factory=dict)
+    code_version: Annotated[SafeText, Field(min_length=1, max_length=128)]
+    debounce_s: float = Field(default=60.0, ge=0, le=7 * 86400, description="coalescing window after a signal")
+    cron: str | None = Field(default=None, max_length=128, description="5-field cron schedule (UTC)")
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    max_concurrent: int = Field(default=1, ge=1, le=1000, description="jobs of this model scheduled or running")
+    cooldown_s: float = Field(default=0.0, ge=0, le=30 * 86400, description="pause after a job failed")
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff_base_s: float = Field(default=30.0, ge=0, le=86400)
+    backoff_max_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    timeout_s: float = Field(default=3600.0, gt=0, le=604800)
+    memory_limit_mb: int | None = Field(default=None, ge=64, le=INT_MAX)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _cron_parses(self) -> PolicyBase:
+        if self.cron is not None and not valid_cron(self.cron):
+            raise ValueError(f"not a valid cron expression: {self.cron!r}")
+        return self
+
+
+class Policy(PolicyBase):
+    """A row of ``policies``: the settings plus what the scheduler keeps (cron and cooldown times, revision)."""
+
+    model_config = ConfigDict(frozen=True)
+
     model: str
-    datasets: list[str]
-    entrypoint: str
-    params: dict[str, Any]
-    code_version: str
-    debounce_s: float
-    cron: str | None
     next_cron_at: datetime | None
-    priority: int
-    max_concurrent: int
-    cooldown_s: float
     cooldown_until: datetime | None
-    max_attempts: int
-    backoff_base_s: float
-    backoff_max_s: float
-    timeout_s: float
-    memory_limit_mb: int | None
-    enabled: bool
     revision: int
     updated_by: str
     created_at: datetime
@@ -60,11 +80,12 @@ class Policy:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Policy:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        return cls.model_construct(**{name: row[name] for name in cls.model_fields})
 
 
-@dataclass(frozen=True)
-class Job:
+class JobBase(BaseModel):
+    """A training job: what it trains on and with what, and where it stands."""
+
     id: str
     model: str
     idempotency_key: str
@@ -80,9 +101,6 @@ class Job:
     code_version: str
     timeout_s: float
     memory_limit_mb: int | None
-    backoff_base_s: float
-    backoff_max_s: float
-    cause: dict[str, Any] | None
     next_attempt_at: datetime
     state_since: datetime
     deadline_at: datetime | None
@@ -93,9 +111,19 @@ class Job:
     created_at: datetime
     finished_at: datetime | None
 
+
+class Job(JobBase):
+    """A row of ``jobs``: the job plus its retry backoff and the event that created it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backoff_base_s: float
+    backoff_max_s: float
+    cause: dict[str, Any] | None
+
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Job:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        return cls.model_construct(**{name: row[name] for name in cls.model_fields})
 
     def cause_envelope(self) -> Envelope | None:
         """The event that created the job (events the ticker emits for it are caused by it)."""

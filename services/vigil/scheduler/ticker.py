@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 import asyncpg
-from croniter import croniter  # type: ignore[import-untyped]
 
 from vigil.bus.context import Emitter
 from vigil.events import Envelope
 from vigil.events.catalog.common import DatasetRef
 from vigil.events.catalog.training import TrainingRequested
 from vigil.scheduler import store
+from vigil.scheduler.cron import next_cron_time
 from vigil.scheduler.machine import after_failure, backoff_s
 from vigil.scheduler.settings import SchedulerSettings
 from vigil.service.periodic import PeriodicTask
@@ -27,17 +26,6 @@ from vigil.service.periodic import PeriodicTask
 log = logging.getLogger(__name__)
 
 _DISPATCH_LOCK = 0x56_49_47_49_4C_01  # pg_advisory_xact_lock key: one dispatcher at a time per database schema
-
-
-def next_cron_time(expression: str, after: datetime | None = None) -> datetime:
-    """The first time strictly after ``after`` (default now, UTC) that matches a 5-field cron expression."""
-    base = after or datetime.now(UTC)
-    nxt: datetime = croniter(expression, base).get_next(datetime)
-    return nxt
-
-
-def valid_cron(expression: str) -> bool:
-    return bool(croniter.is_valid(expression))
 
 
 class Ticker(PeriodicTask):

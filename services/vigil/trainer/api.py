@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
@@ -22,45 +22,10 @@ router = APIRouter(prefix="/v1", tags=["runs"])
 
 RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F-]+$")]
 ArtifactReader = Annotated[Principal, Depends(require(Role.SCIENTIST, Role.DEPLOYER))]
-RunState = Literal["queued", "running", "succeeded", "failed", "lost", "cancelled", "superseded"]
 
 
-class RunPublic(BaseModel):
-    run_id: str
-    job_id: str
-    attempt: int
-    model: str
-    state: RunState
-    entrypoint: str
-    params: dict[str, Any]
-    datasets: list[dict[str, Any]]
-    code_version: str
-    priority: int
-    timeout_s: float
-    memory_limit_mb: int | None
-    worker: str | None
-    lease_expires_at: datetime | None
-    stop_requested: str | None
-    queued_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    duration_s: float | None
-    exit_code: int | None
-    failure_reason: str | None
-    error: str
-    metrics: dict[str, float]
-    artifact_digest: str | None
-    artifact_uri: str | None
-    artifact_format: str | None
-    artifact_size_bytes: int | None
-    profile_digest: str | None
-    profile_uri: str | None
-    signature: list[dict[str, str]]
-    environment: dict[str, Any] | None
-    completed_event_id: str | None
-    log_lines: int
-    log_dropped: int
-    metric_points: int
+class RunPublic(store.RunBase):
+    """A run as the API shows it (the row without its request envelope and profile size)."""
 
 
 class LogLine(BaseModel):
@@ -125,7 +90,7 @@ async def list_runs(
     _user: Viewer,
     job_id: Annotated[SafeText | None, Query(max_length=64)] = None,
     model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    state: Annotated[RunState | None, Query()] = None,
+    state: Annotated[store.RunState | None, Query()] = None,
     limit: Limit = 100,
     after: After = None,
 ) -> Page[RunPublic]:

@@ -8,24 +8,26 @@ outcome even if a reaper and a slow worker race; and a partial unique index allo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
+from pydantic import BaseModel, ConfigDict
 
 from vigil.events import Envelope
 from vigil.events.catalog.training import TrainingRequested
 
+RunState = Literal["queued", "running", "succeeded", "failed", "lost", "cancelled", "superseded"]
 
-@dataclass(frozen=True)
-class Run:
+
+class RunBase(BaseModel):
+    """One attempt of a training job: what it runs, where, and how it ended."""
+
     run_id: str
     job_id: str
     attempt: int
     model: str
-    state: str
-    request: dict[str, Any]
+    state: RunState
     entrypoint: str
     params: dict[str, Any]
     datasets: list[dict[str, Any]]
@@ -50,7 +52,6 @@ class Run:
     artifact_size_bytes: int | None
     profile_digest: str | None
     profile_uri: str | None
-    profile_size_bytes: int | None
     signature: list[dict[str, str]]
     environment: dict[str, Any] | None
     completed_event_id: str | None
@@ -58,9 +59,18 @@ class Run:
     log_dropped: int
     metric_points: int
 
+
+class Run(RunBase):
+    """A row of ``runs``: the run plus the request envelope it came from and the reference profile's size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request: dict[str, Any]
+    profile_size_bytes: int | None
+
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        return cls.model_construct(**{name: row[name] for name in cls.model_fields})
 
     def request_envelope(self) -> Envelope:
         return Envelope.model_validate(self.request)
