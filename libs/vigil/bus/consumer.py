@@ -122,6 +122,18 @@ class EventConsumer:
         Only partitions assigned to this member since it started; a window closer reads it as a watermark."""
         return dict(self._caught_up_ms)
 
+    def partition_counts(self) -> dict[str, int]:
+        """Partitions per consumed logical topic, from the client's metadata (empty before it has any)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[str, int] = {}
+        for logical in self.config.topics:
+            found = consumer.partitions_for_topic(self.namer.physical(logical))
+            if found:
+                out[logical] = len(found)
+        return out
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()

@@ -69,7 +69,7 @@ class WindowCloser(PeriodicTask):
         now_ms = int((now if now is not None else time.time()) * 1000)
         async with engine.pool.acquire() as conn:
             await window_store.advance_watermarks(conn, self._caught_up())
-            low = await window_store.low_watermark(conn, STREAM_TOPICS, s.kafka_topic_partitions)
+            low = await window_store.low_watermark(conn, self._partitions())
             if low is None:
                 return 0
             WATERMARK_LAG.set(max(0.0, (now_ms - low) / 1000))
@@ -83,6 +83,12 @@ class WindowCloser(PeriodicTask):
                 closed += await self._close_group(keys)
         await self._expire(now_ms)
         return closed
+
+    def _partitions(self) -> dict[str, int]:
+        """Partitions per stream topic: as the broker's metadata has them, else as this service creates them."""
+        known = self.consumer.partition_counts() if self.consumer is not None else {}
+        default = self.engine.settings.kafka_topic_partitions
+        return {t: known.get(t) or default for t in STREAM_TOPICS}
 
     def _caught_up(self) -> dict[tuple[str, int], int]:
         if self.consumer is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,7 +52,10 @@ class MonitorEngine:
         self.policies = PolicyCache(settings.policy_cache_s)
         #: Batches and the closer take turns: both read and write the same windows and caches.
         self.lock = asyncio.Lock()
-        self._states: dict[str, tuple[int, WindowState]] = {}
+        #: Most recently used first out: open windows are touched by every batch; a closed one that takes a late
+        #: label is read again from its row (a decoded state is ~0.2 MB for 20 features × 1 024 bins).
+        self._states: OrderedDict[str, tuple[int, WindowState]] = OrderedDict()
+        self._max_states = settings.state_cache_windows
         self._joins: dict[str, JoinCache] = {}
         self._unconfirmed = False
 
@@ -81,16 +85,20 @@ class MonitorEngine:
         """The state of a locked window row whose current seq is ``seq`` (the copy, or read and decoded)."""
         hit = self._states.get(key)
         if hit is not None and hit[0] == seq:
+            self._states.move_to_end(key)
             return hit[1]
         raw = (await window_store.load_states(conn, [key]))[key]
         head = WindowState.from_bytes(raw, None)  # model/version first, then again with the reference
         ref, _ = await self.references.get(head.model, head.version)
         st = WindowState.from_bytes(raw, ref) if ref is not None else head
-        self._states[key] = (seq, st)
+        self.stored(key, seq, st)
         return st
 
     def stored(self, key: str, seq: int, st: WindowState) -> None:
         self._states[key] = (seq, st)
+        self._states.move_to_end(key)
+        while len(self._states) > self._max_states:
+            self._states.popitem(last=False)
 
     def forget_windows(self, expired: list[tuple[str, str]]) -> None:
         """Drop the copies of windows deleted past the label horizon."""

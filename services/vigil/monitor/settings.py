@@ -34,5 +34,7 @@ class MonitorSettings(ServiceSettings):
     prediction_bins: int = Field(default=10, ge=2, le=100)
     #: Sensitive attribute for fairness gaps when the deployment's policy names none (a categorical feature).
     fairness_attribute: str | None = None
+    #: Decoded window states kept in memory (least recently used dropped first; the rows in Postgres are the truth).
+    state_cache_windows: int = Field(default=256, ge=8)
     #: Policies are re-read from Postgres at most this often per deployment (the API invalidates at once).
     policy_cache_s: float = Field(default=5.0, ge=0)

@@ -24,7 +24,14 @@ async def lock_windows(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[st
     """Lock the rows of ``keys`` that exist (``FOR UPDATE``) and return their ``seq`` and ``closed_labels``.
 
     The lock orders this transaction after any other writer of the same windows (the closer, another instance);
-    ``seq`` tells whether a cached copy of the state is current (see :func:`load_states`)."""
+    ``seq`` tells whether a cached copy of the state is current (see :func:`load_states`). A key with no row yet is
+    held by a transaction-scoped advisory lock first, so two writers cannot both create it (the second would
+    overwrite the first's state)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('monitor-window:' || k)) "
+        "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted",
+        list(keys),
+    )
     rows = await conn.fetch(
         "SELECT key, seq, closed_labels FROM window_state WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE",
         list(keys),
@@ -286,14 +293,17 @@ async def advance_watermarks(conn: asyncpg.Connection, marks: dict[tuple[str, in
     )
 
 
-async def low_watermark(conn: asyncpg.Connection, topics: Sequence[str], partitions: int) -> int | None:
-    """The slowest watermark over every partition of ``topics``; None while any partition has none yet."""
+async def low_watermark(conn: asyncpg.Connection, partitions: dict[str, int]) -> int | None:
+    """The slowest watermark over every partition of the topics in ``partitions`` (topic → partition count); None
+    while any of those partitions has none yet."""
+    names = sorted(partitions)
     row = await conn.fetchrow(
-        "SELECT count(*) AS n, min(watermark_ms) AS low FROM stream_watermarks "
-        "WHERE topic = ANY($1::text[]) AND partition < $2",
-        list(topics),
-        partitions,
+        "SELECT count(*) AS n, min(watermark_ms) AS low FROM stream_watermarks w "
+        "JOIN unnest($1::text[], $2::int[]) AS t(topic, partitions) ON w.topic = t.topic "
+        "WHERE w.partition < t.partitions",
+        names,
+        [partitions[n] for n in names],
     )
-    if row is None or int(row["n"]) < len(topics) * partitions:
+    if row is None or int(row["n"]) < sum(partitions.values()):
         return None
     return int(row["low"])
