@@ -13,6 +13,7 @@ from integration.deployer.deployer_support import Deployer, linear  # tests/ is 
 
 from support.services import eventually, make_tokens, running, settings_for
 from vigil.deployer.app import make_app
+from vigil.deployer.batcher import PredictionBatcher
 from vigil.deployer.settings import DeployerSettings
 
 pytestmark = pytest.mark.fault
@@ -98,7 +99,7 @@ async def test_gateway_keeps_answering_when_the_broker_is_slow_to_take_logs(
         await deployer.create(name="queue", model="queue-model", auto_deploy="auto")
         await deployer.register_version("queue-model", 1, linear(0.3))
         await deployer.wait_for("queue", "v1 serving", lambda d: d["stable_version"] == 1)
-        batcher = deployer.service.runtime.state["batcher"]
+        batcher = deployer.service.runtime.parts.get(PredictionBatcher)
         batcher.max_queued_rows = 0  # a queue that is always full
         out = await deployer.predict("queue", {"instances": [{"age": 1.0, "bmi": 2.0, "heart_rate": 3.0}] * 5})
         assert len(out["predictions"]) == 5

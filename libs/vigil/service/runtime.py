@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 from fastapi import APIRouter
@@ -56,8 +56,6 @@ class ServiceRuntime:
     """The live parts of a service, started and stopped by :func:`start_runtime` / :meth:`stop`.
 
     ``parts`` holds the service's own parts by class (``runtime.parts.get(Ticker)``; see :mod:`vigil.service.parts`).
-    ``state`` is deprecated: the untyped bag the services used before ``parts``; only the deployer still reads it,
-    and it goes once the deployer has moved to ``parts``.
     """
 
     definition: ServiceDefinition
@@ -69,8 +67,6 @@ class ServiceRuntime:
     consumer: EventConsumer | None
     epoch: BrokerEpochWatch
     parts: Parts = field(default_factory=Parts)
-    #: Deprecated (see the class docstring): use ``parts``.
-    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def schema(self) -> str:

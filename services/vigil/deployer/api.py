@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.bus.context import Emitter
 from vigil.deployer import control, store
-from vigil.deployer.control import Outcome, Warmer
+from vigil.deployer.control import Outcome
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.rollout import PlanError, Rollout, validate_steps
 from vigil.deployer.settings import DeployerSettings
@@ -25,6 +25,7 @@ from vigil.events.catalog.data import NAME_PATTERN
 from vigil.events.catalog.deployments import DeploymentCreated, StepSpec, Strategy
 from vigil.service.auth import Deployer, Principal, Viewer
 from vigil.service.bounds import Integer, SafeText
+from vigil.service.deps import PoolDep, RuntimeDep, part_of
 from vigil.service.pagination import After, Limit, Page
 from vigil.service.runtime import ServiceRuntime
 
@@ -36,18 +37,8 @@ RolloutId = Annotated[SafeText, Path(min_length=1, max_length=64, description="r
 VersionNo = Annotated[Integer, Field(ge=1)]
 
 
-def runtime_of(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
-def models_of(runtime: ServiceRuntime) -> ModelCache:
-    models: ModelCache = runtime.state["models"]
-    return models
-
-
-def warmer(runtime: ServiceRuntime) -> Warmer:
-    return models_of(runtime).warm
+#: The gateway's model cache (a part added in ``on_start``); moves warm candidates with it.
+ModelsDep = Annotated[ModelCache, Depends(part_of(ModelCache))]
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -161,8 +152,8 @@ async def _deployment_public(conn: asyncpg.Connection, row: asyncpg.Record) -> D
     return DeploymentPublic(**data, rollout=rollout)
 
 
-async def _load(runtime: ServiceRuntime, name: str) -> DeploymentPublic:
-    async with runtime.pool.acquire() as conn:
+async def _load(pool: asyncpg.Pool, name: str) -> DeploymentPublic:
+    async with pool.acquire() as conn:
         row = await store.get_deployment(conn, name)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no deployment {name}")
@@ -177,10 +168,12 @@ def _raise_unless_accepted(outcome: Outcome) -> None:
 
 # ---------------------------------------------------------------------------------------------- routes
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic)
-async def create_deployment(body: DeploymentCreate, request: Request, user: Deployer) -> DeploymentPublic:
+async def create_deployment(
+    body: DeploymentCreate, runtime: RuntimeDep, models: ModelsDep, user: Deployer
+) -> DeploymentPublic:
     """Create an endpoint (strategy, step plan, auto-deploy policy), optionally already serving a stable version."""
-    runtime = runtime_of(request)
-    settings: DeployerSettings = request.app.state.settings
+    settings = runtime.settings
+    assert isinstance(settings, DeployerSettings)
     try:
         steps = validate_steps(body.strategy, body.steps)
     except PlanError as exc:
@@ -195,7 +188,7 @@ async def create_deployment(body: DeploymentCreate, request: Request, user: Depl
                     f"model {body.model} has no registered version {body.stable_version}",
                 )
             try:
-                await warmer(runtime)(mv["artifact_digest"])
+                await models.warm(mv["artifact_digest"])
             except Exception as exc:
                 raise HTTPException(422, f"version {body.stable_version} cannot serve: {exc}") from exc
         created = await store.insert_deployment(
@@ -221,40 +214,39 @@ async def create_deployment(body: DeploymentCreate, request: Request, user: Depl
                 steps=steps,
             )
         )
-    return await _load(runtime, body.name)
+    return await _load(runtime.pool, body.name)
 
 
 @router.get("", response_model=Page[DeploymentPublic])
-async def list_deployments(request: Request, _user: Viewer, limit: Limit = 100, after: After = None) -> Page[Any]:
+async def list_deployments(pool: PoolDep, _user: Viewer, limit: Limit = 100, after: After = None) -> Page[Any]:
     """Deployments by name, with what each serves now."""
-    runtime = runtime_of(request)
-    async with runtime.pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_deployments(conn, after=after, limit=limit)
         items = [await _deployment_public(conn, r) for r in rows]
     return Page(items=items, next=items[-1].name if len(items) == limit else None)
 
 
 @router.get("/{name}", response_model=DeploymentPublic)
-async def get_deployment(name: DeploymentName, request: Request, _user: Viewer) -> DeploymentPublic:
+async def get_deployment(name: DeploymentName, pool: PoolDep, _user: Viewer) -> DeploymentPublic:
     """One deployment: stable and candidate versions, weights, the rollout in flight, a pending version."""
-    return await _load(runtime_of(request), name)
+    return await _load(pool, name)
 
 
 @router.get("/{name}/rollouts", response_model=Page[RolloutPublic])
 async def list_rollouts(
-    name: DeploymentName, request: Request, _user: Viewer, limit: Limit = 50, after: After = None
+    name: DeploymentName, pool: PoolDep, _user: Viewer, limit: Limit = 50, after: After = None
 ) -> Page[Any]:
     """Rollouts of a deployment, newest first."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         rows = await store.list_rollouts(conn, name, after=after, limit=limit)
     items = [_rollout_public(r) for r in rows]
     return Page(items=items, next=items[-1].id if len(items) == limit else None)
 
 
 @router.get("/{name}/rollouts/{rollout_id}", response_model=RolloutDetail)
-async def get_rollout(name: DeploymentName, rollout_id: RolloutId, request: Request, _user: Viewer) -> RolloutDetail:
+async def get_rollout(name: DeploymentName, rollout_id: RolloutId, pool: PoolDep, _user: Viewer) -> RolloutDetail:
     """One rollout with every move tried on it (accepted and rejected)."""
-    async with runtime_of(request).pool.acquire() as conn:
+    async with pool.acquire() as conn:
         row = await store.get_rollout(conn, rollout_id)
         if row is None or row["deployment"] != name:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rollout {rollout_id} on {name}")
@@ -265,9 +257,10 @@ async def get_rollout(name: DeploymentName, rollout_id: RolloutId, request: Requ
 
 
 @router.post("/{name}/rollouts", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic)
-async def start_rollout(name: DeploymentName, body: RolloutStart, request: Request, user: Deployer) -> DeploymentPublic:
+async def start_rollout(
+    name: DeploymentName, body: RolloutStart, runtime: RuntimeDep, models: ModelsDep, user: Deployer
+) -> DeploymentPublic:
     """Roll a registered version out under the deployment's strategy (the manual auto-deploy policy's start)."""
-    runtime = runtime_of(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         outcome = await control.start_rollout(
             conn,
@@ -276,16 +269,17 @@ async def start_rollout(name: DeploymentName, body: RolloutStart, request: Reque
             version=body.version,
             trigger="api",
             actor=user.actor,
-            warm=warmer(runtime),
+            warm=models.warm,
         )
     _raise_unless_accepted(outcome)
     if outcome.error:  # committed: the rollout was recorded and aborted, the candidate never served
         raise HTTPException(422, outcome.error)
-    return await _load(runtime, name)
+    return await _load(runtime.pool, name)
 
 
-async def _move_active(request: Request, name: str, user: Principal, action: str, apply: Any) -> DeploymentPublic:
-    runtime = runtime_of(request)
+async def _move_active(
+    runtime: ServiceRuntime, models: ModelCache, name: str, user: Principal, action: str, apply: Any
+) -> DeploymentPublic:
     async with runtime.pool.acquire() as conn, conn.transaction():
         dep = await store.get_deployment(conn, name, lock=True)
         if dep is None:
@@ -300,57 +294,66 @@ async def _move_active(request: Request, name: str, user: Principal, action: str
             action=action,
             actor=user.actor,
             apply=apply,
-            warm=warmer(runtime),
+            warm=models.warm,
         )
     _raise_unless_accepted(outcome)
-    return await _load(runtime, name)
+    return await _load(runtime.pool, name)
 
 
 @router.post("/{name}/pause", response_model=DeploymentPublic)
-async def pause(name: DeploymentName, body: MoveBody, request: Request, user: Deployer) -> DeploymentPublic:
+async def pause(
+    name: DeploymentName, body: MoveBody, runtime: RuntimeDep, models: ModelsDep, user: Deployer
+) -> DeploymentPublic:
     """Halt the rollout in flight where it is (traffic split unchanged)."""
 
     def apply(r: Rollout) -> None:
         r.pause(body.reason or f"paused by {user.actor}")
 
-    return await _move_active(request, name, user, "pause", apply)
+    return await _move_active(runtime, models, name, user, "pause", apply)
 
 
 @router.post("/{name}/resume", response_model=DeploymentPublic)
-async def resume(name: DeploymentName, body: MoveBody, request: Request, user: Deployer) -> DeploymentPublic:
+async def resume(
+    name: DeploymentName, body: MoveBody, runtime: RuntimeDep, models: ModelsDep, user: Deployer
+) -> DeploymentPublic:
     """Continue a paused rollout: past a manual gate (recorded as the approver), or re-run the current step."""
 
     def apply(r: Rollout) -> None:
         r.resume(user.actor, body.reason)
 
-    return await _move_active(request, name, user, "resume", apply)
+    return await _move_active(runtime, models, name, user, "resume", apply)
 
 
 @router.post("/{name}/promote", response_model=DeploymentPublic)
-async def promote(name: DeploymentName, body: MoveBody, request: Request, user: Deployer) -> DeploymentPublic:
+async def promote(
+    name: DeploymentName, body: MoveBody, runtime: RuntimeDep, models: ModelsDep, user: Deployer
+) -> DeploymentPublic:
     """Promote the candidate now, skipping the remaining steps (a human decision, recorded as the approver)."""
 
     def apply(r: Rollout) -> None:
         r.promote(user.actor)
 
-    return await _move_active(request, name, user, "promote", apply)
+    return await _move_active(runtime, models, name, user, "promote", apply)
 
 
 @router.post("/{name}/abort", response_model=DeploymentPublic)
-async def abort(name: DeploymentName, body: MoveBody, request: Request, user: Deployer) -> DeploymentPublic:
+async def abort(
+    name: DeploymentName, body: MoveBody, runtime: RuntimeDep, models: ModelsDep, user: Deployer
+) -> DeploymentPublic:
     """Stop the rollout without promotion; traffic returns to stable (the candidate is not marked failed)."""
 
     def apply(r: Rollout) -> None:
         r.abort(body.reason or f"aborted by {user.actor}")
 
-    return await _move_active(request, name, user, "abort", apply)
+    return await _move_active(runtime, models, name, user, "abort", apply)
 
 
 @router.post("/{name}/rollback", response_model=DeploymentPublic)
-async def rollback(name: DeploymentName, body: MoveBody, request: Request, user: Deployer) -> DeploymentPublic:
+async def rollback(
+    name: DeploymentName, body: MoveBody, runtime: RuntimeDep, models: ModelsDep, user: Deployer
+) -> DeploymentPublic:
     """All traffic back to stable now; the candidate is marked failed. After a promotion, the previous stable
     (kept warm) serves again."""
-    runtime = runtime_of(request)
     async with runtime.pool.acquire() as conn, conn.transaction():
         outcome = await control.rollback(
             conn,
@@ -359,7 +362,7 @@ async def rollback(name: DeploymentName, body: MoveBody, request: Request, user:
             trigger="api",
             reason=body.reason or f"rolled back by {user.actor}",
             actor=user.actor,
-            warm=warmer(runtime),
+            warm=models.warm,
         )
     _raise_unless_accepted(outcome)
-    return await _load(runtime, name)
+    return await _load(runtime.pool, name)

@@ -1,8 +1,7 @@
 """Deployer service definition: rollouts (canary, blue-green, shadow) and the serving gateway.
 
-Besides the skeleton's parts, the deployer runs three of its own, started in ``on_start`` and kept in
-``runtime.state``: the model cache (``models``), the prediction batcher (``batcher``) and the rollout ticker
-(``ticker``).
+Besides the skeleton's parts, the deployer runs three of its own, added to ``runtime.parts`` in ``on_start``: the
+model cache (``ModelCache``), the prediction batcher (``PredictionBatcher``) and the rollout ticker (``Ticker``).
 """
 
 from __future__ import annotations
@@ -32,39 +31,36 @@ async def on_start(runtime: ServiceRuntime) -> None:
     """Model cache → prediction batcher → rollout ticker (which resumes timers stored in Postgres)."""
     settings = runtime.settings
     assert isinstance(settings, DeployerSettings)
-    models = ModelCache(
-        open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key),
-        settings.model_cache_size,
-        onnx_threads=settings.onnx_intra_op_threads,
-        onnx_max_bytes=settings.onnx_max_bytes,
+    models = runtime.parts.add(
+        ModelCache(
+            open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key),
+            settings.model_cache_size,
+            onnx_threads=settings.onnx_intra_op_threads,
+            onnx_max_bytes=settings.onnx_max_bytes,
+        )
     )
-    runtime.state["models"] = models
-    batcher = PredictionBatcher(
-        runtime.producer,
-        models,
-        source=runtime.source,
-        actor=SERVICE_ACTOR,
-        max_rows=settings.gateway_log_max_rows,
-        flush_ms=settings.gateway_log_flush_ms,
-        max_queued_rows=settings.gateway_log_max_queued_rows,
+    batcher = runtime.parts.add(
+        PredictionBatcher(
+            runtime.producer,
+            models,
+            source=runtime.source,
+            actor=SERVICE_ACTOR,
+            max_rows=settings.gateway_log_max_rows,
+            flush_ms=settings.gateway_log_flush_ms,
+            max_queued_rows=settings.gateway_log_max_queued_rows,
+        )
     )
     await batcher.start()
-    runtime.state["batcher"] = batcher
-    ticker = Ticker(runtime.pool, runtime.source, models.warm, settings.rollout_tick_interval_ms)
+    ticker = runtime.parts.add(Ticker(runtime.pool, runtime.source, models.warm, settings.rollout_tick_interval_ms))
     await ticker.start()
-    runtime.state["ticker"] = ticker
 
 
 async def on_stop(runtime: ServiceRuntime) -> None:
-    """Ticker first (no new moves), then flush the batcher while the producer still runs."""
-    ticker = runtime.state.pop("ticker", None)
-    if ticker is not None:
-        await ticker.stop()
-    batcher = runtime.state.pop("batcher", None)
-    if batcher is not None:
-        # Best effort, bounded: prediction logs are telemetry (rows that cannot be sent are counted as dropped),
-        # and a flush waiting on a slow broker must not hold the whole shutdown past its budget.
-        await timed_stop_step("prediction log flush", batcher.stop(), FLUSH_ON_STOP_S)
+    """Ticker first (no new moves), then flush the batcher while the producer still runs. Both stay parts."""
+    await runtime.parts.get(Ticker).stop()
+    # Best effort, bounded: prediction logs are telemetry (rows that cannot be sent are counted as dropped), and a
+    # flush waiting on a slow broker must not hold the whole shutdown past its budget.
+    await timed_stop_step("prediction log flush", runtime.parts.get(PredictionBatcher).stop(), FLUSH_ON_STOP_S)
 
 
 DEFINITION = ServiceDefinition(

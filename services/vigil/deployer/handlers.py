@@ -8,11 +8,13 @@ event is valid, only stale or out of order, so it is neither applied nor dead-le
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from vigil.bus.consumer import Handler
 from vigil.bus.context import HandlerContext
 from vigil.deployer import control, store
-from vigil.deployer.control import SERVICE_ACTOR, Warmer
+from vigil.deployer.control import SERVICE_ACTOR
+from vigil.deployer.gateway import ModelCache
 from vigil.deployer.rollout import Rollout
 from vigil.events.catalog.deployments import AnalysisVerdict
 from vigil.events.catalog.models import ModelVersionRegistered
@@ -22,7 +24,9 @@ from vigil.service.runtime import ServiceRuntime
 log = logging.getLogger(__name__)
 
 
-async def on_model_version_registered(ctx: HandlerContext, payload: ModelVersionRegistered, warm: Warmer) -> None:
+async def on_model_version_registered(
+    ctx: HandlerContext, payload: ModelVersionRegistered, *, runtime: ServiceRuntime
+) -> None:
     """A version passed its gates: remember it; deployments of its model with ``auto`` policy roll it out, the
     others note it as pending until someone starts the rollout through the API."""
     gates_passed = all(g.passed for g in payload.gates)
@@ -48,7 +52,7 @@ async def on_model_version_registered(ctx: HandlerContext, payload: ModelVersion
                 version=payload.version,
                 trigger="auto",
                 actor=SERVICE_ACTOR,
-                warm=warm,
+                warm=runtime.parts.get(ModelCache).warm,
             )
             if not outcome.accepted:
                 log.info("no automatic rollout", extra={"deployment": name, "reason": outcome.error})
@@ -56,7 +60,7 @@ async def on_model_version_registered(ctx: HandlerContext, payload: ModelVersion
             await store.set_pending(ctx.conn, name, payload.version)
 
 
-async def on_analysis_verdict(ctx: HandlerContext, payload: AnalysisVerdict, warm: Warmer) -> None:
+async def on_analysis_verdict(ctx: HandlerContext, payload: AnalysisVerdict, *, runtime: ServiceRuntime) -> None:
     """The monitor judged an analysis window: Successful moves on, Failed rolls back, Inconclusive pauses."""
     dep = await store.get_deployment(ctx.conn, payload.deployment, lock=True)
     if dep is None:
@@ -118,11 +122,11 @@ async def on_analysis_verdict(ctx: HandlerContext, payload: AnalysisVerdict, war
         # verdict_event_id): "why is v7 serving?" then walks promoted ← analysis passed ← rollout started ← v7
         # registered ← training, as DESIGN §1 tells it, instead of stopping at the monitor's verdict.
         cause=None,
-        warm=warm,
+        warm=runtime.parts.get(ModelCache).warm,
     )
 
 
-async def on_rollback_requested(ctx: HandlerContext, payload: RollbackRequested, warm: Warmer) -> None:
+async def on_rollback_requested(ctx: HandlerContext, payload: RollbackRequested, *, runtime: ServiceRuntime) -> None:
     """The monitor wants stable back: all traffic returns to it, the candidate fails, the evidence is copied."""
     outcome = await control.rollback(
         ctx.conn,
@@ -136,29 +140,16 @@ async def on_rollback_requested(ctx: HandlerContext, payload: RollbackRequested,
         evidence=payload.evidence,
         policy_version=payload.policy_version,
         cause=ctx.event,
-        warm=warm,
+        warm=runtime.parts.get(ModelCache).warm,
     )
     if not outcome.accepted:
         log.warning("rollback request not applied", extra={"deployment": payload.deployment, "reason": outcome.error})
 
 
 def build_handlers(runtime: ServiceRuntime) -> dict[str, Handler]:
-    """Event type → handler (each closes over the gateway's warmer, which loads candidates into its cache)."""
-
-    async def warm(digest: str) -> None:
-        await runtime.state["models"].warm(digest)
-
-    async def model_version_registered(ctx: HandlerContext, payload: ModelVersionRegistered) -> None:
-        await on_model_version_registered(ctx, payload, warm)
-
-    async def analysis_verdict(ctx: HandlerContext, payload: AnalysisVerdict) -> None:
-        await on_analysis_verdict(ctx, payload, warm)
-
-    async def rollback_requested(ctx: HandlerContext, payload: RollbackRequested) -> None:
-        await on_rollback_requested(ctx, payload, warm)
-
+    """Event type → handler, each bound to the runtime (whose model cache warms candidates; added in ``on_start``)."""
     return {
-        ModelVersionRegistered.TYPE: model_version_registered,
-        AnalysisVerdict.TYPE: analysis_verdict,
-        RollbackRequested.TYPE: rollback_requested,
+        ModelVersionRegistered.TYPE: partial(on_model_version_registered, runtime=runtime),
+        AnalysisVerdict.TYPE: partial(on_analysis_verdict, runtime=runtime),
+        RollbackRequested.TYPE: partial(on_rollback_requested, runtime=runtime),
     }

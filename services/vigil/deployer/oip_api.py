@@ -25,12 +25,15 @@ from fastapi.routing import APIRoute
 
 from vigil.artifacts import ArtifactError
 from vigil.deployer import oip
-from vigil.deployer.api import DeploymentName, models_of, runtime_of
+from vigil.deployer.api import DeploymentName, ModelsDep
+from vigil.deployer.gateway import ModelCache
 from vigil.deployer.predict_api import Predictor
 from vigil.deployer.serving import ServeError, current_route, serve
 from vigil.deployer.settings import DeployerSettings
 from vigil.modelformat import Model, ModelFormatError
 from vigil.service.app import readiness_checks
+from vigil.service.deps import RuntimeDep
+from vigil.service.runtime import ServiceRuntime
 
 
 def error(status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
@@ -86,18 +89,17 @@ async def server_live(_user: Predictor) -> Response:
 
 
 @router.get("/health/ready", response_model=None)
-async def server_ready(request: Request, _user: Predictor) -> Response:
+async def server_ready(runtime: RuntimeDep, _user: Predictor) -> Response:
     """OIP readiness: Postgres and the broker answer and the consumer runs (the checks of ``/readyz``)."""
-    checks = await readiness_checks(runtime_of(request))
+    checks = await readiness_checks(runtime)
     failing = {k: v for k, v in checks.items() if v != "ok"}
     if failing:
         return error(503, "not ready: " + ", ".join(f"{k} {v}" for k, v in failing.items()), ready=False)
     return _json({"ready": True})
 
 
-async def _stable_model(request: Request, name: str) -> tuple[list[int], Model] | Response:
+async def _stable_model(runtime: ServiceRuntime, models: ModelCache, name: str) -> tuple[list[int], Model] | Response:
     """The versions serving ``name`` and stable's model, loaded; or the error answer."""
-    runtime = runtime_of(request)
     try:
         route = await current_route(runtime, name)
     except ServeError as exc:
@@ -110,16 +112,16 @@ async def _stable_model(request: Request, name: str) -> tuple[list[int], Model] 
         versions.append(route.candidate_version)
         digests.append(route.candidate_digest)
     try:
-        models = [await models_of(runtime).get(d) for d in digests]
+        loaded = [await models.get(d) for d in digests]
     except (ArtifactError, ModelFormatError) as exc:
         return error(503, f"model of deployment {name} is unavailable: {exc}", ready=False)
-    return versions, models[0]
+    return versions, loaded[0]
 
 
 @router.get("/models/{name}", response_model=None)
-async def model_metadata(name: DeploymentName, request: Request, _user: Predictor) -> Response:
+async def model_metadata(name: DeploymentName, runtime: RuntimeDep, models: ModelsDep, _user: Predictor) -> Response:
     """OIP model metadata of a deployment: the versions serving it and stable's inputs and outputs."""
-    found = await _stable_model(request, name)
+    found = await _stable_model(runtime, models, name)
     if isinstance(found, Response):
         return found
     versions, model = found
@@ -127,23 +129,24 @@ async def model_metadata(name: DeploymentName, request: Request, _user: Predicto
 
 
 @router.get("/models/{name}/ready", response_model=None)
-async def model_ready(name: DeploymentName, request: Request, _user: Predictor) -> Response:
+async def model_ready(name: DeploymentName, runtime: RuntimeDep, models: ModelsDep, _user: Predictor) -> Response:
     """OIP model readiness: the deployment serves a version and every version it routes to is loaded."""
-    found = await _stable_model(request, name)
+    found = await _stable_model(runtime, models, name)
     if isinstance(found, Response):
         return found
     return _json({"name": name, "ready": True})
 
 
 @router.post("/models/{name}/infer", response_model=None)
-async def infer(name: DeploymentName, request: Request, _user: Predictor) -> Response:
+async def infer(name: DeploymentName, request: Request, runtime: RuntimeDep, _user: Predictor) -> Response:
     """OIP inference through the deployment's traffic split, shadow mirroring and prediction logging.
 
     Tensors: one input per feature (``[N]`` or ``[N, 1]``), or one ``[N, F]`` input in the model's feature order;
     JSON data or Triton's binary tensor data. Outputs ``score`` and ``label`` (classifier) or ``value``. The
     response's ``id`` echoes the request's, else the gateway's request id; ``parameters`` carry ``request_id``
     (row i's prediction id is ``<request_id>-<i>``), ``variant`` and the registry ``model``."""
-    settings: DeployerSettings = request.app.state.settings
+    settings = runtime.settings
+    assert isinstance(settings, DeployerSettings)
     try:
         body = oip.parse_infer_request(await request.body(), request.headers.get(oip.HEADER_LENGTH))
     except oip.OipError as exc:
@@ -156,7 +159,7 @@ async def infer(name: DeploymentName, request: Request, _user: Predictor) -> Res
         return oip.tensors_to_matrix(signature, body.inputs, max_rows=settings.gateway_max_rows)
 
     try:
-        served = await serve(runtime_of(request), name, build, key=body.key, requested_rows=body.rows)
+        served = await serve(runtime, name, build, key=body.key, requested_rows=body.rows)
     except ServeError as exc:
         return error(_client_status(exc), exc.message)
     signature = signatures[id(served.model)]

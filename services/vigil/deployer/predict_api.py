@@ -15,15 +15,16 @@ from typing import Annotated, Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.deployer.api import DeploymentName, runtime_of
+from vigil.deployer.api import DeploymentName
 from vigil.deployer.gateway import columns_to_matrix, rows_to_matrix
 from vigil.deployer.serving import ServeError, serve
 from vigil.deployer.settings import DeployerSettings
 from vigil.modelformat import Model
 from vigil.service.auth import Principal, require
+from vigil.service.deps import RuntimeDep
 from vigil.service.tokens import Role
 
 router = APIRouter(prefix="/v1/deployments", tags=["gateway"])
@@ -64,9 +65,10 @@ class PredictResponse(BaseModel):
     response_model=None,
     responses={200: {"model": PredictResponse}, 404: {}, 409: {}, 413: {}, 422: {}, 500: {}, 503: {}},
 )
-async def predict(name: DeploymentName, body: PredictRequest, request: Request, _user: Predictor) -> Response:
+async def predict(name: DeploymentName, body: PredictRequest, runtime: RuntimeDep, _user: Predictor) -> Response:
     """Predict with the version the deployment's traffic split picks; returns outputs, version and prediction ids."""
-    settings: DeployerSettings = request.app.state.settings
+    settings = runtime.settings
+    assert isinstance(settings, DeployerSettings)
     given = sum(x is not None for x in (body.features, body.instances, body.columns))
     if given != 1:
         raise HTTPException(422, "send exactly one of features, instances, columns")
@@ -81,7 +83,7 @@ async def predict(name: DeploymentName, body: PredictRequest, request: Request, 
         return rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows)
 
     try:
-        served = await serve(runtime_of(request), name, build, key=body.key, requested_rows=requested_rows)
+        served = await serve(runtime, name, build, key=body.key, requested_rows=requested_rows)
     except ServeError as exc:
         raise HTTPException(exc.status, exc.message) from exc
     scores: list[float | None] = (

@@ -97,8 +97,8 @@ async def serve(
     ``requested_rows`` is the request's row count as the route sees it before parsing (for the error counts of a
     request that fails before its matrix exists)."""
     started = time.perf_counter()
-    models: ModelCache = runtime.state["models"]
-    batcher: PredictionBatcher = runtime.state["batcher"]
+    models = runtime.parts.get(ModelCache)
+    batcher = runtime.parts.get(PredictionBatcher)
     route = await current_route(runtime, name)
 
     variant: Variant = "stable"

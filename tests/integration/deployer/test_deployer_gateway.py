@@ -6,6 +6,7 @@ import pytest
 from deployer_support import Deployer, StartDeployer, linear, row
 
 from support.services import eventually
+from vigil.deployer.gateway import ModelCache
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ async def test_restart_serves_the_same_versions(start_deployer: StartDeployer) -
         assert before == {k: (await deployer.predict("eta", {"features": row(2), "key": k}))["version"] for k in keys}
 
     async with start_deployer() as deployer:  # a new process: nothing in memory, everything from Postgres
-        assert deployer.service.runtime.state["models"].cached(before_state["model"]) is None
+        assert deployer.service.runtime.parts.get(ModelCache).cached(before_state["model"]) is None
         after_state = await deployer.get("eta")
         for field in ("stable_version", "candidate_version", "weights", "mirror"):
             assert after_state[field] == before_state[field]

@@ -9,6 +9,7 @@ import pytest
 from deployer_support import FEATURES, Deployer, linear, row
 
 from support.services import eventually
+from vigil.deployer.gateway import ModelCache
 from vigil.events import topics
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,7 @@ async def test_blue_green_warms_switches_at_once_and_rolls_back_instantly(deploy
     assert r.status_code == 201, r.text
     dep = r.json()
     # Warmed before any traffic: the artifact is loaded (verified) and answered a smoke prediction.
-    assert deployer.service.runtime.state["models"].cached(v2.data["artifact_digest"]) is not None
+    assert deployer.service.runtime.parts.get(ModelCache).cached(v2.data["artifact_digest"]) is not None
     assert dep["rollout"]["pause_reason"] == "awaiting_approval" and dep["weights"]["candidate"] == 0
     assert await deployer.split("price", 10) == {1: 10}
 

@@ -11,7 +11,7 @@ import pytest
 from deployer_support import Deployer, linear
 from test_deployer_strategies import create_with_stable
 
-from vigil.deployer.api import models_of
+from vigil.deployer.gateway import ModelCache
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ async def test_the_deployment_row_is_not_locked_while_the_candidate_warms(deploy
     await deployer.register_version("warm-model", 2, linear(-0.5))
     await create_with_stable(deployer, "warm", "warm-model", strategy="canary", steps=[{"kind": "analysis"}])
 
-    models = models_of(deployer.service.runtime)
+    models = deployer.service.runtime.parts.get(ModelCache)
     real_warm = models.warm
     warming, release = asyncio.Event(), asyncio.Event()
 
