@@ -36,6 +36,8 @@ class ServiceSettings(BaseSettings):
     kafka_request_timeout_ms: int = 30_000
     kafka_session_timeout_ms: int = 10_000
     kafka_max_poll_interval_ms: int = 300_000
+    #: Records per poll, and so per batch a batch handler gets (at most).
+    kafka_max_poll_records: int = Field(default=500, ge=1, le=10_000)
     kafka_linger_ms: int = 5
     consumer_max_attempts: int = Field(default=3, ge=1)
     consumer_retry_backoff_ms: int = 200
