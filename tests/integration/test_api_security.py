@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from support.services import Tokens, make_tokens, running, settings_for
+from vigil.cli.main import app
 from vigil.registry.app import make_app as make_registry
 from vigil.registry.settings import RegistrySettings
 
@@ -95,3 +98,37 @@ async def test_tokens_roles_bodies_and_names(
 
         # Nothing above broke the service.
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_tokens_from_the_cli_work_at_once_and_stop_when_revoked_or_expired(
+    kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Issue #25 item 2: `vigil tokens create` / `revoke` against the file a running service reads, no restart."""
+    tokens: Tokens = make_tokens(tmp_path)
+    settings = settings_for(
+        RegistrySettings, dsn=fresh_db, bootstrap=kafka_bootstrap, prefix=topic_prefix, tokens=tokens
+    )
+    runner = CliRunner()
+
+    def vigil(*args: str) -> str:
+        result = runner.invoke(app, ["tokens", *args, "--file", str(tokens.file)])
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip()
+
+    async with running(make_registry(settings)) as registry:
+        client = registry.client
+        alice = {"Authorization": f"Bearer {vigil('create', '--role', 'viewer', '--name', 'alice')}"}
+        assert (await client.get("/v1/datasets", headers=alice)).status_code == 200
+        assert (await client.post("/v1/data-updates", json=GOOD, headers=alice)).status_code == 403  # viewer only
+        assert (await client.get("/v1/datasets", headers=tokens.headers("viewer"))).status_code == 200  # kept
+
+        vigil("revoke", "alice")
+        r = await client.get("/v1/datasets", headers=alice)
+        assert (r.status_code, r.json()["detail"]) == (401, "invalid token")
+        assert (await client.get("/v1/datasets", headers=tokens.headers("viewer"))).status_code == 200
+
+        brief = {"Authorization": f"Bearer {vigil('create', '--role', 'viewer', '--name', 'brief', '--expires', '2s')}"}
+        assert (await client.get("/v1/datasets", headers=brief)).status_code == 200
+        await asyncio.sleep(2.2)  # no file change: the expiry alone refuses it
+        r = await client.get("/v1/datasets", headers=brief)
+        assert (r.status_code, r.json()["detail"]) == (401, "token expired")

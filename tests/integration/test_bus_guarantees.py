@@ -109,6 +109,14 @@ async def test_contract_violations_are_dead_lettered_with_reasons_and_nothing_cr
                 "malformed_json",
             ]
         )
+        # A parseable envelope that broke its contract is recorded under the id and type it claims (issue #25 item 5);
+        # records with no envelope to read (not JSON, not an object, over the size limit) have none.
+        claimed = {envelope["id"]: envelope["type"] for envelope in map(orjson.loads, bad[2:7])}
+        letters = await probe.runtime.pool.fetch("SELECT event_id, event_type, reason FROM dead_letters")
+        assert {r["event_id"]: r["event_type"] for r in letters if r["event_id"] is not None} == claimed
+        assert sorted(r["reason"] for r in letters if r["event_id"] is None) == sorted(
+            ["malformed_json", "malformed_json", "schema_violation", "too_large"]
+        )
         ready = await probe.client.get("/readyz")
         assert ready.status_code == 200, ready.text
 

@@ -22,10 +22,12 @@ from typer.testing import CliRunner
 
 from support import testinfra
 from vigil.cli.main import app
+from vigil.stack import supervisor
 from vigil.stack.broker import EmbeddedBroker, kafka_metadata_ok
 from vigil.stack.postgres import EmbeddedPostgres
+from vigil.stack.services import SERVICES
 from vigil.stack.state import StackPaths, read_state, write_state
-from vigil.stack.supervisor import ServiceLaunch, StackError, running_stack
+from vigil.stack.supervisor import ServiceLaunch, StackError, default_launches, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -315,10 +317,58 @@ def test_running_stack_names_the_service_that_fails(workdir: Path, postgres_dsn:
 
 def test_second_stack_on_the_same_home_is_refused(workdir: Path, postgres_dsn: str) -> None:
     home = workdir / "shared"
-    with running_stack(home, services=[], broker_port=0, database_url=postgres_dsn):
+    with running_stack(home, services=[], broker_port=0, database_url=postgres_dsn) as first:
         second = running_stack(home, services=[], broker_port=0, database_url=postgres_dsn)
         with pytest.raises(StackError, match="already running"), second:
             pytest.fail("a second stack must not start")
+        # `vigil up` says so and exits non-zero, touching nothing of the running stack.
+        env = {**os.environ, "VIGIL_HOME": str(home), "DATABASE_URL": postgres_dsn}
+        proc = vigil_cli("up", "--no-services", "--broker-port", "0", env=env)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 1, out
+        assert f"a stack is already running from {home} (supervisor pid {os.getpid()})" in out
+        assert first.broker.running
+
+
+async def test_a_restarted_stack_keeps_postgres_on_its_port(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #25 item 5: right after a stack stopped, the next `vigil up` on its home moved Postgres to another port
+    ("busy" with no listener: the old server's closed connections in TIME_WAIT). And when a killed run left its
+    Postgres running, a new start stops that one first instead of moving away from it."""
+    home = workdir / "again"
+    port = testinfra.free_port()
+    monkeypatch.setattr(supervisor, "DEFAULT_POSTGRES_PORT", port)  # the default port, without taking 15432
+    messages: list[str] = []
+    with running_stack(home, services=[], broker_port=0, postgres_durable=False, echo=messages.append) as stack:
+        assert stack.postgres is not None and stack.postgres.port == port, messages
+        conn = await asyncpg.connect(stack.database_url)  # open at shutdown: the server closes it first
+    await conn.close()
+    with running_stack(home, services=[], broker_port=0, postgres_durable=False, echo=messages.append) as stack:
+        assert stack.postgres is not None and stack.postgres.port == port, messages
+
+    leftover = EmbeddedPostgres(StackPaths(home).postgres_data, port, durable=False).start()  # a killed run's
+    try:
+        with running_stack(home, services=[], broker_port=0, postgres_durable=False, echo=messages.append) as stack:
+            assert stack.postgres is not None and stack.postgres.port == port, messages
+            assert await _fetch_one(stack.database_url, "SELECT 1") == 1
+            assert leftover.pid is None  # stopped by the new start
+    finally:
+        leftover.stop()
+    assert not [m for m in messages if "busy" in m]
+
+
+def test_the_stack_writes_nothing_into_the_working_directory(
+    workdir: Path, fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #25 item 5: the monitor used to leave `vigil-monitor-streams-data/` (faust's data dir) wherever
+    `vigil up` was started. Every service runs here from an empty working directory, which must stay empty."""
+    cwd = workdir / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with running_stack(
+        workdir / "clean-home", services=default_launches(free_ports=True), broker_port=0, database_url=fresh_db
+    ) as stack:
+        assert sorted(stack.services) == sorted(s.name for s in SERVICES)
+    assert sorted(p.name for p in cwd.iterdir()) == []
 
 
 def test_supervisor_restarts_a_service_that_died(workdir: Path, postgres_dsn: str) -> None:

@@ -3,6 +3,11 @@
 A dead letter is written once per (consumer group, record identity): the event id when the record parsed, else the
 sha256 of its bytes. So a poison record redelivered after a crash is not dead-lettered twice, and the DLQ holds
 exactly the poison records. The record for ``vigil.dlq`` goes through the outbox, so it survives a broker loss too.
+
+A record that broke its contract but whose envelope is a JSON object still names the event it claims to be: its
+``id`` and ``type`` (when they are short strings) are recorded, so ``vigil dlq list`` can say which event was refused.
+Its dedupe identity stays the digest of its bytes: an id that did not pass the contract is not trusted to tell two
+different poison records apart.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from aiokafka import ConsumerRecord
 
 from vigil.bus.outbox import decode_headers, encode_headers, enqueue_raw
@@ -51,6 +57,9 @@ class DeadLetter:
         event_type: str | None,
     ) -> DeadLetter:
         identity = event_id or "sha256:" + hashlib.sha256(record.value or b"").hexdigest()
+        if event_id is None:  # the contract check failed: name the event anyway when the envelope says which
+            event_id, claimed_type = claimed_identity(record.value)
+            event_type = event_type or claimed_type
         key = record.key.decode(errors="replace") if record.key is not None else None
         return cls(
             dedupe_key=f"{group}|{topic}|{identity}",
@@ -80,6 +89,30 @@ class DeadLetter:
             "dlq_offset": str(self.offset),
         }
         return [*self.headers, *((k, v.encode()) for k, v in extra.items())]
+
+
+#: Larger records are not parsed again for their id (the contract check already refused them as too large).
+_MAX_PARSE_BYTES = 1024 * 1024
+_MAX_ID_CHARS = 200
+
+
+def claimed_identity(raw: bytes | None) -> tuple[str | None, str | None]:
+    """``(id, type)`` of an envelope that did not pass its contract, each None unless a non-empty short string."""
+    if not raw or len(raw) > _MAX_PARSE_BYTES:
+        return None, None
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(envelope, dict):
+        return None, None
+
+    def text(name: str) -> str | None:
+        value = envelope.get(name)
+        ok = isinstance(value, str) and 0 < len(value) <= _MAX_ID_CHARS and "\x00" not in value
+        return value if ok else None
+
+    return text("id"), text("type")
 
 
 async def record_dead_letter(conn: asyncpg.Connection, letter: DeadLetter) -> bool:

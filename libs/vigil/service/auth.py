@@ -2,12 +2,16 @@
 
 Every route declares the roles it accepts with ``Depends(require(Role.X, …))``; ``admin`` passes every check. A
 test walks each app's routes and fails if one lacks a role requirement (health and metrics are the only open ones).
-Tokens are read from the hashed token file and re-read when it changes, so issuing a token needs no restart.
+Tokens are read from the hashed token file and re-read when it changes (checked on every request), so issuing or
+revoking a token needs no restart; a token's expiry is checked on every request too.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -36,31 +40,43 @@ class Principal:
         return Role.ADMIN in self.roles or bool(self.roles & roles)
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class TokenStore:
     """Token file reader with reload-on-change. With ``refuse_dev_tokens`` (production), a token file holding a
-    published development token is refused outright instead of silently accepting a well-known secret."""
+    published development token is refused outright instead of silently accepting a well-known secret.
 
-    def __init__(self, path: Path, *, refuse_dev_tokens: bool = False) -> None:
+    "Changed" is the file's identity, not only its mtime: writers replace the file by renaming a new one over it
+    (a new inode), and two writes within one mtime tick must not leave a revoked token usable."""
+
+    def __init__(
+        self, path: Path, *, refuse_dev_tokens: bool = False, clock: Callable[[], dt.datetime] = _utcnow
+    ) -> None:
         self.path = path
         self.refuse_dev_tokens = refuse_dev_tokens
-        self._mtime: float | None = None
+        self.clock = clock
+        self._seen: tuple[int, int, int, int] | None = None
         self._records: dict[str, TokenRecord] = {}
 
-    def lookup(self, token: str) -> TokenRecord | None:
+    def lookup(self, token: str, *, include_expired: bool = False) -> TokenRecord | None:
+        """The record of ``token`` as the file says now; None if unknown, or expired (unless ``include_expired``)."""
         self._reload_if_changed()
         digest = token_digest(token)
         for known, record in self._records.items():  # constant-time compare per entry
             if hmac.compare_digest(known, digest):
-                return record
+                return record if include_expired or not record.expired(self.clock()) else None
         return None
 
     def _reload_if_changed(self) -> None:
         try:
-            mtime = self.path.stat().st_mtime
+            st = os.stat(self.path)
         except FileNotFoundError:
-            self._records, self._mtime = {}, None
+            self._records, self._seen = {}, None
             return
-        if mtime != self._mtime:
+        seen = (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size)
+        if seen != self._seen:
             records = load_tokens(self.path)
             if self.refuse_dev_tokens:
                 published = {token_digest(t) for t in DEV_ONLY_TOKENS} & set(records)
@@ -69,7 +85,7 @@ class TokenStore:
                         f"{self.path} contains a published development token; issue real tokens for production"
                     )
             self._records = records
-            self._mtime = mtime
+            self._seen = seen
 
     def check(self) -> None:
         """Load the file now (at start-up), so a bad token file stops the service before it serves."""
@@ -96,9 +112,11 @@ class RoleRequirement:
                 status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
         store: TokenStore = request.app.state.token_store
-        record = store.lookup(credentials.credentials)
+        record = store.lookup(credentials.credentials, include_expired=True)
         if record is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+        if record.expired(store.clock()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token expired", headers={"WWW-Authenticate": "Bearer"})
         principal = Principal(record.principal, record.roles)
         if not principal.has_any(self.roles):
             needed = ", ".join(sorted(r.value for r in self.roles))

@@ -33,8 +33,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on ``host:port`` and we may bind it."""
+    """True when nothing listens on ``host:port`` and a server may bind it.
+
+    The probe binds the way servers do, with ``SO_REUSEADDR`` (Postgres, the broker and uvicorn all set it): without
+    it, connections the last server on the port closed first, still in TIME_WAIT for a minute, make a free port
+    look busy — which moved a restarted stack's Postgres off 15432 with no listener on it (issue #25 item 5).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -102,6 +102,13 @@ class EmbeddedBroker:
             raise StackError("the broker has no port yet: start() it first")
         return self._port
 
+    @port.setter
+    def port(self, value: int) -> None:
+        """Choose the port before :meth:`start` (e.g. after :meth:`stop_leftover` freed the usual one)."""
+        if self.running:
+            raise StackError("cannot move a running broker to another port")
+        self._port = value
+
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` for Kafka clients."""
@@ -120,7 +127,7 @@ class EmbeddedBroker:
         """Start the broker and return once it answers a Metadata request. A no-op when already running."""
         if self.running:
             return self
-        self._stop_leftover()
+        self.stop_leftover()
         if self._port is None:
             self._port = free_port(_HOST)
         url = f"tcp://{_HOST}:{self._port}"
@@ -187,7 +194,7 @@ class EmbeddedBroker:
             return f"the broker exited with code {self._proc.returncode}"
         return None
 
-    def _stop_leftover(self) -> None:
+    def stop_leftover(self) -> None:
         """Stop a broker a previous (crashed) run left behind, as named by our pid file; drop a stale pid file."""
         pid = read_pid_file(self.pid_file)
         if pid is not None and live_process(pid, cmdline_contains="tansu") is not None:

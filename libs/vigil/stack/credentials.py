@@ -3,7 +3,7 @@
 The admin token's plaintext is written once to ``<home>/admin.token`` (mode 0600, created exclusively) and reused on
 every restart, so scripts and users can rely on it. Service principals get a new token at every start, handed to the
 child process in ``VIGIL_SERVICE_TOKEN`` and never written to disk in plaintext. Tokens in ``tokens.json`` that
-belong to neither (issued by hand) are kept as they are.
+belong to neither (issued with ``vigil tokens create``, or by hand) are kept as they are.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vigil.service.tokens import Role, TokenRecord, issue_token, load_tokens, save_tokens, token_digest
+from vigil.service.tokens import Role, TokenRecord, issue_token, token_digest, update_tokens
 from vigil.stack.state import StackPaths
 
 ADMIN_PRINCIPAL = "admin"
@@ -32,18 +32,22 @@ class StackTokens:
 def ensure_tokens(paths: StackPaths, service_names: Iterable[str]) -> StackTokens:
     """Make sure the admin token exists and is registered; issue fresh service tokens; rewrite ``tokens.json``."""
     admin = _admin_plaintext(paths)
-    kept = [
-        rec
-        for rec in load_tokens(paths.tokens_file).values()
-        if not rec.principal.startswith(SERVICE_PRINCIPAL_PREFIX) and rec.sha256 != token_digest(admin)
-    ]
-    records: list[TokenRecord] = [TokenRecord(token_digest(admin), ADMIN_PRINCIPAL, frozenset({Role.ADMIN})), *kept]
     service_tokens: dict[str, str] = {}
+    service_records: list[TokenRecord] = []
     for name in service_names:
         plaintext, record = issue_token(SERVICE_PRINCIPAL_PREFIX + name, SERVICE_ROLES)
         service_tokens[name] = plaintext
-        records.append(record)
-    save_tokens(paths.tokens_file, records)
+        service_records.append(record)
+
+    def renew(existing: list[TokenRecord]) -> list[TokenRecord]:
+        kept = [
+            rec
+            for rec in existing
+            if not rec.principal.startswith(SERVICE_PRINCIPAL_PREFIX) and rec.sha256 != token_digest(admin)
+        ]
+        return [TokenRecord(token_digest(admin), ADMIN_PRINCIPAL, frozenset({Role.ADMIN})), *kept, *service_records]
+
+    update_tokens(paths.tokens_file, renew)  # under the file's lock: a `vigil tokens create` meanwhile is kept
     return StackTokens(admin=admin, services=service_tokens)
 
 

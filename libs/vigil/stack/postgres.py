@@ -167,6 +167,13 @@ class EmbeddedPostgres:
             raise StackError("Postgres has no port yet: start() it first")
         return self._port
 
+    @port.setter
+    def port(self, value: int) -> None:
+        """Choose the port before :meth:`start` (e.g. after :meth:`stop_leftover` freed the usual one)."""
+        if self.running:
+            raise StackError("cannot move a running Postgres to another port")
+        self._port = value
+
     @property
     def dsn(self) -> str:
         """Superuser DSN to the ``postgres`` maintenance database."""
@@ -190,7 +197,7 @@ class EmbeddedPostgres:
         if self.running:
             return self
         self._os_user = _server_os_user()
-        self._stop_leftover()
+        self.stop_leftover()
         if not (self.data_dir / "PG_VERSION").is_file():
             self._initdb()
         self._own_data_dir()
@@ -287,7 +294,7 @@ class EmbeddedPostgres:
             stop_process(self._proc, sig=signal.SIGQUIT, timeout=10)
         self._proc = None
 
-    def _stop_leftover(self) -> None:
+    def stop_leftover(self) -> None:
         """Handle ``postmaster.pid`` from an earlier run: stop that server if it is still ours, else drop the file."""
         pid_file = self.data_dir / "postmaster.pid"
         pid = read_pid_file(pid_file)

@@ -357,7 +357,7 @@ def _pick_port(preferred: int | None, default: int, what: str, echo: Echo) -> in
     if port_is_free(default, _HOST):
         return default
     port = free_port(_HOST)
-    echo(f"{what}: port {default} is busy, using {port}")
+    echo(f"{what}: port {default} is busy (another process listens on it), using {port}")
     return port
 
 
@@ -400,23 +400,20 @@ def running_stack(
         paths.logs.mkdir(parents=True, exist_ok=True)
         tokens = ensure_tokens(paths, [launch.name for launch in launches])
 
-        broker = EmbeddedBroker(
-            _pick_port(broker_port, DEFAULT_BROKER_PORT, "broker", echo),
-            log_file=paths.broker_log,
-            pid_file=paths.broker_pid,
-        )
+        # A broker or Postgres that a killed run of this home left behind is stopped before the ports are chosen:
+        # it holds the usual port only until then, and must not push the new one off it.
+        broker = EmbeddedBroker(log_file=paths.broker_log, pid_file=paths.broker_pid)
+        broker.stop_leftover()
+        broker.port = _pick_port(broker_port, DEFAULT_BROKER_PORT, "broker", echo)
         stack.callback(broker.stop)
         broker.start()
         echo(f"broker     {broker.bootstrap_servers}  (log {broker.log_file})")
 
         postgres: EmbeddedPostgres | None = None
         if database_url is None:
-            postgres = EmbeddedPostgres(
-                paths.postgres_data,
-                _pick_port(postgres_port, DEFAULT_POSTGRES_PORT, "postgres", echo),
-                log_file=paths.postgres_log,
-                durable=postgres_durable,
-            )
+            postgres = EmbeddedPostgres(paths.postgres_data, log_file=paths.postgres_log, durable=postgres_durable)
+            postgres.stop_leftover()
+            postgres.port = _pick_port(postgres_port, DEFAULT_POSTGRES_PORT, "postgres", echo)
             stack.callback(postgres.stop)
             postgres.start()
             database_url = postgres.create_database(STACK_DATABASE)
