@@ -72,6 +72,7 @@ class ConsumerConfig:
     max_poll_interval_ms: int = 300_000
     max_poll_records: int = 500
     metadata_max_age_ms: int = 5_000
+    fetch_max_wait_ms: int = 500
     #: "inbox": the consumer claims each event id in ``inbox`` before the handler runs (exactly-once effects).
     #: "handler": no inbox; the handler is responsible for idempotency (see the module docstring).
     dedupe: Literal["inbox", "handler"] = "inbox"
@@ -150,6 +151,7 @@ class EventConsumer:
             max_poll_interval_ms=self.config.max_poll_interval_ms,
             max_poll_records=self.config.max_poll_records,
             metadata_max_age_ms=self.config.metadata_max_age_ms,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
         )
 
     async def _run(self) -> None:

@@ -9,6 +9,9 @@ loop is easy to get subtly wrong, hence one implementation:
   nobody listened are gone for good, the table is not.
 - **Bounded wait.** Without any NOTIFY (a notification can still be lost, e.g. with the connection), the worker
   runs a round at least every ``poll_s``.
+- **Payloads.** A worker whose NOTIFY carries the change itself (the deployer's serving state) passes ``on_payload``:
+  it is called with each payload as it arrives and returns whether it applied it; a payload it could not apply
+  wakes a round like a bare NOTIFY.
 - **Reconnect.** The listening connection is watched (asyncpg's termination listener wakes the loop as soon as the
   connection drops, and it is checked before every round). Losing it, or any error in a round (Postgres
   restarting, broker away), releases it and retries after a backoff that doubles from ``backoff_s`` up to
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: One round of work; returns True when more is waiting right now (a full batch), so the next round starts at once.
 Work = Callable[[], Awaitable[bool]]
+#: Called with a NOTIFY's payload as it arrives; True when it applied it (no round needed).
+PayloadHandler = Callable[[str], bool]
 
 
 class NotifyWakeup:
@@ -49,6 +54,7 @@ class NotifyWakeup:
         logger: logging.Logger | None = None,
         error_message: str = "background worker error, retrying",
         log_extra: dict[str, Any] | None = None,
+        on_payload: PayloadHandler | None = None,
     ) -> None:
         if not poll_s > 0:
             raise ValueError(f"poll_s must be positive (got {poll_s!r})")
@@ -63,6 +69,7 @@ class NotifyWakeup:
         self._log = logger or log
         self._error_message = error_message
         self._log_extra = log_extra or {}
+        self._on_payload = on_payload
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
@@ -95,7 +102,13 @@ class NotifyWakeup:
         """Run a round now (a caller knows work was added, e.g. after marking rows for republishing)."""
         self._wake.set()
 
-    def _on_notify(self, *_: Any) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self._on_payload is not None:
+            try:
+                if self._on_payload(payload):
+                    return
+            except Exception as exc:  # a payload it cannot read: the round reads the table instead
+                self._log.warning("NOTIFY payload not applied", extra={"error": repr(exc), "channel": self.channel})
         self._wake.set()
 
     def _on_terminated(self, *_: Any) -> None:

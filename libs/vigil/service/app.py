@@ -66,6 +66,9 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         description=(definition.__doc__ or "").strip() or f"Vigil {definition.name} API",
+        # FastAPI's own telemetry off: RequestMetricsMiddleware opens the SERVER span and counts the requests, and
+        # FastAPI's would add a second SERVER span, operation spans and its per-request bookkeeping on top.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.token_store = TokenStore(settings.resolved_tokens_file())

@@ -6,7 +6,7 @@ declares one alias per part it serves from, e.g. ``TickerDep = Annotated[Ticker,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import asyncpg
@@ -28,15 +28,25 @@ def pool_of(request: Request) -> asyncpg.Pool:
     return runtime_of(request).pool
 
 
-def part_of(kind: type[T]) -> Callable[[Request], T]:
+def part_of(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
     """A dependency returning the runtime's part of class ``kind`` (see :class:`vigil.service.parts.Parts`)."""
 
-    def dependency(request: Request) -> T:
+    async def dependency(request: Request) -> T:
         return runtime_of(request).parts.get(kind)
 
     dependency.__name__ = f"{kind.__name__.lower()}_part"
     return dependency
 
 
-RuntimeDep = Annotated[ServiceRuntime, Depends(runtime_of)]
-PoolDep = Annotated[asyncpg.Pool, Depends(pool_of)]
+# The dependencies are coroutines on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread
+# hop per request for a dictionary lookup (it showed in the gateway's profile, docs/benchmarks/gateway.md).
+async def _runtime(request: Request) -> ServiceRuntime:
+    return runtime_of(request)
+
+
+async def _pool(request: Request) -> asyncpg.Pool:
+    return runtime_of(request).pool
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(_runtime)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]

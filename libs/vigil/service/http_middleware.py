@@ -8,12 +8,17 @@ classes only wrap ``send`` / ``receive`` of the one ASGI call: the endpoint runs
 
 from __future__ import annotations
 
+import random
 import time
+from typing import Any
 
 from fastapi import HTTPException
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vigil.service.telemetry import spans_recorded
 
 HTTP_REQUESTS = Counter("vigil_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 HTTP_SECONDS = Histogram("vigil_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
@@ -33,8 +38,48 @@ def _carrier(scope: Scope) -> dict[str, str]:
     return carrier
 
 
+def _unrecorded_context(scope: Scope) -> otel_context.Context:
+    """The request's trace context when no span is recorded: the caller's, or a fresh root (not recorded), so
+    what the request emits still carries a trace as it did with a span (cheaper: no span object, no attributes)."""
+    parent = propagate.extract(_carrier(scope))
+    if trace.get_current_span(parent).get_span_context().is_valid:
+        return parent
+    root = trace.SpanContext(
+        trace_id=random.getrandbits(128) or 1,
+        span_id=random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(root))
+
+
+class _Series:
+    """The labelled metric children of one (method, route, status), looked up once: ``labels()`` takes a lock and
+    builds its key on every call, a few microseconds a request."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._seconds: dict[tuple[str, str], Any] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._requests.get((method, route, status))
+        if counter is None:
+            counter = self._requests[(method, route, status)] = HTTP_REQUESTS.labels(
+                self.service, method, route, str(status)
+            )
+        histogram = self._seconds.get((method, route))
+        if histogram is None:
+            histogram = self._seconds[(method, route)] = HTTP_SECONDS.labels(self.service, method, route)
+        counter.inc()
+        histogram.observe(seconds)
+
+
 class RequestMetricsMiddleware:
     """One SERVER span per request (child of the caller's W3C trace context) plus the HTTP Prometheus metrics.
+
+    The span only when spans are recorded (:func:`vigil.service.telemetry.spans_recorded`); otherwise the request
+    runs in the caller's trace context (or a fresh unrecorded root), which is what events emitted from it carry.
 
     The span starts as ``"<METHOD> <path>"`` and is renamed ``"<METHOD> <route template>"`` once routing chose a
     route; metrics are labelled with the template (``/v1/datasets/{name}``), never the raw path. A request whose
@@ -45,6 +90,7 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        self._series = _Series(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,6 +106,16 @@ class RequestMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        if not spans_recorded():
+            token = otel_context.attach(_unrecorded_context(scope))
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                otel_context.detach(token)
+                path = getattr(scope.get("route"), "path", UNMATCHED)
+                self._series.observe(method, path, status, time.perf_counter() - start)
+            return
+
         parent = propagate.extract(_carrier(scope))
         with _tracer.start_as_current_span(
             f"{method} {scope['path']}", context=parent, kind=trace.SpanKind.SERVER
@@ -72,8 +128,7 @@ class RequestMetricsMiddleware:
                 span.update_name(f"{method} {path}")
                 span.set_attribute("http.route", path)
                 span.set_attribute("http.response.status_code", status)
-                HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
-                HTTP_SECONDS.labels(self.service, method, path).observe(time.perf_counter() - start)
+                self._series.observe(method, path, status, time.perf_counter() - start)
 
 
 class BodyTooLarge(HTTPException):

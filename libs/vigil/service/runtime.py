@@ -207,6 +207,7 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
                 retry_backoff_ms=settings.consumer_retry_backoff_ms,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
                 max_poll_records=settings.kafka_max_poll_records,
                 dedupe=definition.consumer_dedupe,
             ),

@@ -38,6 +38,10 @@ class ServiceSettings(BaseSettings):
     kafka_max_poll_interval_ms: int = 300_000
     #: Records per poll, and so per batch a batch handler gets (at most).
     kafka_max_poll_records: int = Field(default=500, ge=1, le=10_000)
+    #: How long the broker may hold a fetch that finds no new record (Kafka's fetch.max.wait.ms; aiokafka's
+    #: default). An event arriving meanwhile may wait for the rest of it: the embedded broker answers a waiting
+    #: fetch when it times out, not when a record arrives (measured for the deployer: docs/deployer.md).
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     kafka_linger_ms: int = 5
     consumer_max_attempts: int = Field(default=3, ge=1)
     consumer_retry_backoff_ms: int = 200

@@ -19,6 +19,7 @@ from vigil.deployer import control, store
 from vigil.deployer.control import Outcome
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.rollout import PlanError, Rollout, validate_steps
+from vigil.deployer.serving_state import ServingState
 from vigil.deployer.settings import DeployerSettings
 from vigil.events.catalog.common import Name
 from vigil.events.catalog.data import NAME_PATTERN
@@ -160,6 +161,13 @@ async def _load(pool: asyncpg.Pool, name: str) -> DeploymentPublic:
         return await _deployment_public(conn, row)
 
 
+async def _after_move(runtime: ServiceRuntime, name: str) -> DeploymentPublic:
+    """The deployment as the committed move left it. This gateway's serving state is refreshed first, so the
+    caller's next request here is served the new way even before the move's NOTIFY arrives (read-your-writes)."""
+    await runtime.parts.get(ServingState).refresh(name)
+    return await _load(runtime.pool, name)
+
+
 def _raise_unless_accepted(outcome: Outcome) -> None:
     if not outcome.accepted:
         code = status.HTTP_404_NOT_FOUND if outcome.kind == "not_found" else status.HTTP_409_CONFLICT
@@ -214,7 +222,7 @@ async def create_deployment(
                 steps=steps,
             )
         )
-    return await _load(runtime.pool, body.name)
+    return await _after_move(runtime, body.name)
 
 
 @router.get("", response_model=Page[DeploymentPublic])
@@ -274,7 +282,7 @@ async def start_rollout(
     _raise_unless_accepted(outcome)
     if outcome.error:  # committed: the rollout was recorded and aborted, the candidate never served
         raise HTTPException(422, outcome.error)
-    return await _load(runtime.pool, name)
+    return await _after_move(runtime, name)
 
 
 async def _move_active(
@@ -297,7 +305,7 @@ async def _move_active(
             warm=models.warm,
         )
     _raise_unless_accepted(outcome)
-    return await _load(runtime.pool, name)
+    return await _after_move(runtime, name)
 
 
 @router.post("/{name}/pause", response_model=DeploymentPublic)
@@ -365,4 +373,4 @@ async def rollback(
             warm=models.warm,
         )
     _raise_unless_accepted(outcome)
-    return await _load(runtime.pool, name)
+    return await _after_move(runtime, name)

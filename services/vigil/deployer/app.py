@@ -1,7 +1,8 @@
 """Deployer service definition: rollouts (canary, blue-green, shadow) and the serving gateway.
 
-Besides the skeleton's parts, the deployer runs three of its own, added to ``runtime.parts`` in ``on_start``: the
-model cache (``ModelCache``), the prediction batcher (``PredictionBatcher``) and the rollout ticker (``Ticker``).
+Besides the skeleton's parts, the deployer runs four of its own, added to ``runtime.parts`` in ``on_start``: the
+serving state (``ServingState``, what each deployment serves, in memory), the model cache (``ModelCache``), the
+prediction batcher (``PredictionBatcher``) and the rollout ticker (``Ticker``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from vigil.deployer.gateway import ModelCache
 from vigil.deployer.handlers import build_handlers
 from vigil.deployer.oip_api import router as oip_router
 from vigil.deployer.predict_api import router as predict_router
+from vigil.deployer.serving_state import ServingState
 from vigil.deployer.settings import DeployerSettings
 from vigil.deployer.ticker import Ticker
 from vigil.events import topics
@@ -28,9 +30,13 @@ FLUSH_ON_STOP_S = 10.0
 
 
 async def on_start(runtime: ServiceRuntime) -> None:
-    """Model cache → prediction batcher → rollout ticker (which resumes timers stored in Postgres)."""
+    """Serving state → model cache → prediction batcher → rollout ticker (which resumes timers stored in Postgres)."""
     settings = runtime.settings
     assert isinstance(settings, DeployerSettings)
+    serving = runtime.parts.add(
+        ServingState(runtime.pool, runtime.schema, refresh_interval_s=settings.serving_refresh_interval_ms / 1000)
+    )
+    await serving.start()
     models = runtime.parts.add(
         ModelCache(
             open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key),
@@ -61,6 +67,7 @@ async def on_stop(runtime: ServiceRuntime) -> None:
     # Best effort, bounded: prediction logs are telemetry (rows that cannot be sent are counted as dropped), and a
     # flush waiting on a slow broker must not hold the whole shutdown past its budget.
     await timed_stop_step("prediction log flush", runtime.parts.get(PredictionBatcher).stop(), FLUSH_ON_STOP_S)
+    await runtime.parts.get(ServingState).stop()
 
 
 DEFINITION = ServiceDefinition(

@@ -4,8 +4,9 @@
 Protocol's ``POST /v2/models/{name}/infer``. The routes only parse the protocol's body into a function that builds
 the input matrix for the routed model, and turn :class:`ServeError` / :class:`Served` into their own answers.
 
-Per request: read the committed serving state (one primary-key query, so a rollback holds from the very next
-request on every replica), pick the variant (sticky by ``key``), load the model by digest (cached), build and
+Per request: look up the deployment's serving state in memory (:mod:`vigil.deployer.serving_state`: pushed by
+NOTIFY at every commit that changes it, so a rollback holds from the next request on every replica), pick the
+variant (sticky by ``key``), load the model by digest (cached), build and
 check the input, predict — then hand the rows to the background batcher (and, when the deployment mirrors, a copy
 for the candidate) without waiting for either. Failures after routing are counted against the routed version and
 variant (the monitor's canary error-rate test reads them).
@@ -26,6 +27,7 @@ from vigil.artifacts import ArtifactError
 from vigil.deployer import store
 from vigil.deployer.batcher import ErrorItem, ErrorReason, LogItem, PredictionBatcher, utc_now
 from vigil.deployer.gateway import InputError, ModelCache, TooLarge, Variant, choose_variant
+from vigil.deployer.serving_state import ServingState
 from vigil.events import new_id
 from vigil.modelformat import Model, ModelFormatError, ModelInputError
 from vigil.service.runtime import ServiceRuntime
@@ -79,9 +81,8 @@ class Served:
 
 
 async def current_route(runtime: ServiceRuntime, name: str) -> store.Route:
-    """The committed serving state of ``name``; ServeError when it does not exist or serves nothing yet."""
-    async with runtime.pool.acquire() as conn:
-        route = await store.get_route(conn, name)
+    """The serving state of ``name``; ServeError when it does not exist or serves nothing yet."""
+    route = await runtime.parts.get(ServingState).route(name)
     if route is None:
         raise ServeError("not_found", f"no deployment {name}")
     if route.stable_version is None or route.stable_digest is None:

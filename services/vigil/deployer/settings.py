@@ -12,6 +12,9 @@ class DeployerSettings(ServiceSettings):
 
     service_name: str = "deployer"
     http_port: int = 8104
+    #: Short: a rollback request must reach the gateway within ~100 ms, and the deployer's topics (models,
+    #: monitoring decisions) are quiet, so the extra empty fetches cost nothing worth counting.
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
     #: Most rows one predict request may carry (more → 413 with the limit in the message).
     gateway_max_rows: int = Field(default=1_000, ge=1, le=10_000)
     #: prediction.logged batching: flush a (deployment, version, variant) group at this many rows …
@@ -27,6 +30,9 @@ class DeployerSettings(ServiceSettings):
     onnx_intra_op_threads: int = Field(default=1, ge=1, le=64)
     #: ONNX artifacts larger than this are refused at load (the registry refuses them at registration too).
     onnx_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: The gateway's serving state is pushed by NOTIFY on every change; this is the fallback: a full reload at
+    #: least this often, so a lost notification leaves a route stale for at most this long.
+    serving_refresh_interval_ms: int = Field(default=1_000, ge=10)
     #: How often the ticker looks for expired rollout timers (timed pauses, analysis timeouts).
     rollout_tick_interval_ms: int = Field(default=500, ge=10)
     #: Minimum samples per side before an analysis verdict may pass, for deployments that name none.

@@ -79,6 +79,8 @@ async def insert_deployment(
         stable_version,
         created_by,
     )
+    if row is not None:
+        await notify_serving(conn, name)
     return row is not None
 
 
@@ -116,7 +118,8 @@ async def set_serving(
     """What the gateway serves for ``name`` from now on."""
     await conn.execute(
         "UPDATE deployments SET stable_version = $2, candidate_version = $3, candidate_weight = $4, mirror = $5,"
-        " previous_version = $6, rollout_id = $7, last_rollout_id = $8, updated_at = now() WHERE name = $1",
+        " previous_version = $6, rollout_id = $7, last_rollout_id = $8, serving_seq = serving_seq + 1,"
+        " updated_at = now() WHERE name = $1",
         name,
         stable_version,
         candidate_version,
@@ -126,6 +129,7 @@ async def set_serving(
         rollout_id,
         last_rollout_id,
     )
+    await notify_serving(conn, name)
 
 
 async def set_pending(conn: asyncpg.Connection, name: str, version: int | None) -> None:
@@ -134,7 +138,7 @@ async def set_pending(conn: asyncpg.Connection, name: str, version: int | None) 
 
 @dataclass(frozen=True)
 class Route:
-    """What the gateway needs to answer one request for a deployment."""
+    """What the gateway needs to answer one request for a deployment; ``seq`` only grows (``serving_seq``)."""
 
     name: str
     model: str
@@ -144,22 +148,45 @@ class Route:
     candidate_digest: str | None
     candidate_weight: int
     mirror: bool
+    seq: int
 
 
-_ROUTE_SQL = """
+_ROUTE_SELECT = """
 SELECT d.name, d.model, d.stable_version, s.artifact_digest AS stable_digest, d.candidate_version,
-       c.artifact_digest AS candidate_digest, d.candidate_weight, d.mirror
+       c.artifact_digest AS candidate_digest, d.candidate_weight, d.mirror, d.serving_seq AS seq
 FROM deployments d
 LEFT JOIN model_versions s ON s.model = d.model AND s.version = d.stable_version
 LEFT JOIN model_versions c ON c.model = d.model AND c.version = d.candidate_version
-WHERE d.name = $1
 """
+
+#: The channel a deployment's new serving state is announced on (per schema, like the outbox's).
+SERVING_CHANNEL_PREFIX = "vigil_serving_"
+
+
+def serving_channel(schema: str) -> str:
+    return f"{SERVING_CHANNEL_PREFIX}{schema}"
+
+
+async def notify_serving(conn: asyncpg.Connection, name: str) -> None:
+    """Announce ``name``'s serving state, as this transaction leaves it, to every gateway (delivered at commit).
+
+    The payload is the route itself (a few hundred bytes of JSON), so a gateway applies it without a query."""
+    await conn.execute(
+        f"SELECT pg_notify('{SERVING_CHANNEL_PREFIX}' || current_schema(), row_to_json(r)::text)"
+        f" FROM ({_ROUTE_SELECT} WHERE d.name = $1) r",
+        name,
+    )
 
 
 async def get_route(conn: asyncpg.Connection, name: str) -> Route | None:
-    """The serving state of ``name`` as last committed (read on every request: a rollback holds at once)."""
-    row = await conn.fetchrow(_ROUTE_SQL, name)
+    """The serving state of ``name`` as last committed."""
+    row = await conn.fetchrow(_ROUTE_SELECT + " WHERE d.name = $1", name)
     return Route(**dict(row)) if row is not None else None
+
+
+async def all_routes(conn: asyncpg.Connection) -> list[Route]:
+    """The serving state of every deployment (the gateway's reload)."""
+    return [Route(**dict(row)) for row in await conn.fetch(_ROUTE_SELECT)]
 
 
 # ---------------------------------------------------------------------------------------------- rollouts
