@@ -1,5 +1,6 @@
 """``vigil demo --fast`` end to end, as a user runs it: real processes, embedded broker and Postgres, the whole story
-(train → serve → a worse canary rolled back → drift → retrain requested → v3 promoted) and the timelines printed."""
+(train → serve → a worse canary rolled back → drift → retrain requested → v3, gradient-boosted trees served as ONNX,
+promoted) and the timelines printed."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def test_demo_fast_reaches_the_end_of_the_story(tmp_path: Path) -> None:
     # Every chapter ended, in order, with what the platform did by itself.
     assert "v2 rolled back by the" in output
     assert "retrain.requested (drift)" in output
+    assert "v3 (gradient-boosted trees, ONNX) trained on the fresh extract" in output  # a non-linear model, served
     assert "v3 promoted after a Successful canary; registry champion = v3" in output
     # Both timelines walk back to an upstream event: the rollback to v2's data, the promotion through the monitor's
     # retrain request (the fresh extract names it as its cause).
