@@ -52,7 +52,7 @@ def test_status_dlq_and_events_tail(stack: RunningStack) -> None:
     body = {
         "dataset": "cli-demo",
         "content_digest": "sha256:" + "ef" * 32,
-        "uri": "file:///cli.csv",
+        "uri": "s3://cli-demo/cli.csv",
         "row_count": 3,
         "producer": "cli-test",
     }

@@ -35,7 +35,9 @@ async def test_data_update_becomes_a_registered_model_version(
     common: dict[str, Any] = {"dsn": fresh_db, "bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens}
     shared_artifacts = {"artifact_root": tmp_path / "artifacts"}
     async with (
-        running(make_registry(settings_for(RegistrySettings, **common, **shared_artifacts))) as registry,
+        running(
+            make_registry(settings_for(RegistrySettings, **common, **shared_artifacts, dataset_roots=[tmp_path]))
+        ) as registry,
         running(make_scheduler(settings_for(SchedulerSettings, **common, scheduler_tick_interval_ms=100))) as sched,
         running(make_trainer(trainer_settings(TrainerSettings, tmp_path, **common))),
         running(make_auditor(settings_for(AuditorSettings, **common))) as auditor,

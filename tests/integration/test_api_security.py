@@ -35,6 +35,7 @@ async def test_tokens_roles_bodies_and_names(
         prefix=topic_prefix,
         tokens=tokens,
         http_max_body_bytes=64 * 1024,
+        dataset_roots=[Path("/vitals")],  # GOOD's file:// URI is one a trainer could read
     )
     async with running(make_registry(settings)) as registry:
         client = registry.client

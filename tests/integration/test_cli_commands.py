@@ -126,14 +126,17 @@ async def test_the_loop_through_the_cli(stack: Stack) -> None:
     async with stack.api("scheduler") as scheduler:
         assert (await scheduler.put(f"/v1/policies/{MODEL}", json=POLICY)).status_code == 200
 
-    # data publish: the CLI computes what the upstream contract needs from the file itself
+    # data publish: the CLI computes what the upstream contract needs from the file itself, and copies the file into
+    # the content-addressed store through the registry, so the trainer reads it wherever it was (#25 item 1)
     v1_file = stack.data / "v1.csv"
     expected = patient_risk.write_dataset(v1_file, rows=400, seed=7)
     published = await cli.json("data", "publish", DATASET, str(v1_file), "--producer", "cli-test")
     assert (published["dataset"], published["version"], published["created"]) == (DATASET, 1, True)
     announced = published["announced"]
     assert announced["content_digest"] == expected["content_digest"]
-    assert (announced["uri"], announced["row_count"]) == (expected["uri"], 400)
+    in_store = f"vigil-artifact://{expected['content_digest']}"
+    assert (announced["uri"], announced["row_count"]) == (in_store, 400)
+    assert published["stored"]["uri"] == in_store and published["stored"]["size_bytes"] == v1_file.stat().st_size
     assert [c["name"] for c in announced["columns"]] == [c["name"] for c in expected["columns"]]
     assert {c["name"]: c["type"] for c in announced["columns"]}["age"] == "float"
     async with stack.api("registry", "viewer") as registry:
@@ -141,6 +144,10 @@ async def test_the_loop_through_the_cli(stack: Stack) -> None:
     assert (stored["content_digest"], stored["producer"]) == (expected["content_digest"], "cli-test")
     again = await cli.ok("data", "publish", DATASET, str(v1_file))
     assert "already registered (same content) as v1" in again.stdout
+    assert f"copied into the artifact store: {in_store}" in again.stdout
+    # --uri naming a file no trainer may read (outside the registry's dataset roots): refused, with the roots named
+    out = await cli.error("data", "publish", DATASET, str(v1_file), "--uri", v1_file.resolve().as_uri())
+    assert "answered 422" in out and "outside the allowed dataset roots (" in out, out
 
     assert await cli.json("dlq", "list", "registry") == []  # the announcement went through, nothing dead-lettered
 

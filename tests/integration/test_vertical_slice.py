@@ -62,7 +62,7 @@ async def test_slice_http_and_topic_to_registry_and_audit(
 ) -> None:
     common = {"dsn": fresh_db, "bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens}
     async with (
-        running(make_registry(settings_for(RegistrySettings, **common))) as registry,
+        running(make_registry(settings_for(RegistrySettings, **common, dataset_roots=[Path("/data")]))) as registry,
         running(make_auditor(settings_for(AuditorSettings, **common))) as auditor,
     ):
         scientist = tokens.headers("scientist")

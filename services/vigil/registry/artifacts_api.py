@@ -105,7 +105,7 @@ def check_npz(data: bytes, *, max_uncompressed: int) -> None:
         raise UnsafeArtifact(f"not a valid .npz: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
-async def _read_bounded(request: Request, limit: int) -> bytes:
+async def read_bounded(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"artifact exceeds {limit} bytes")
@@ -138,7 +138,7 @@ async def upload_artifact(
     if filename is not None and ".." in filename:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "filename must not contain '..'")
     settings = settings_of(runtime)
-    data = await _read_bounded(request, settings.artifact_max_upload_bytes)
+    data = await read_bounded(request, settings.artifact_max_upload_bytes)
     if not data:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty artifact")
     try:

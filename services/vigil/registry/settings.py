@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vigil.service.settings import ServiceSettings
+from vigil.datasets.locations import DatasetRootsSettings
 
 
-class RegistrySettings(ServiceSettings):
-    """Registry knobs (env ``VIGIL_…``)."""
+class RegistrySettings(DatasetRootsSettings):
+    """Registry knobs (env ``VIGIL_…``). ``dataset_roots`` (shared with the trainer): announcements of
+    ``file://`` URIs outside them are refused."""
 
     service_name: str = "registry"
     http_port: int = 8101

@@ -4,8 +4,9 @@ The trainer's worker starts this with a timeout; this process limits itself befo
 
 1. dies with its parent (``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan training behind;
 2. caps its address space (``RLIMIT_AS``) at the job's memory limit and disables core dumps;
-3. copies every dataset version (``file://`` only, optionally confined to configured roots) into the work
-   directory while hashing it, and refuses a digest mismatch — the entrypoint only ever reads verified bytes;
+3. copies every dataset version (a ``file://`` URI inside the dataset roots, or the copy of a
+   ``vigil-artifact://`` object the worker took out of the store) into the work directory while hashing it, and
+   refuses a digest mismatch — the entrypoint only ever reads verified bytes;
 4. imports and calls the entrypoint, then computes the reference profile of the returned training features;
 5. writes the artifact and the profile into the work directory for the worker to verify and store.
 
@@ -30,11 +31,11 @@ import shutil
 import signal
 import sys
 import traceback
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from vigil.datasets.locations import DatasetLocationError, artifact_digest, local_dataset_path
 from vigil.trainer.sdk import SAFE_FORMATS, DatasetInput, TrainingContext, TrainingResult, protocol_line
 
 EXIT_OK = 0
@@ -66,21 +67,27 @@ def limit_resources(memory_limit_mb: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _local_path(uri: str, roots: list[str]) -> Path:
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-        raise RunFailure("invalid_input", f"unsupported dataset URI (only file:// is): {uri[:200]}")
-    path = Path(urllib.parse.unquote(parsed.path)).resolve()
-    if not roots or not any(path.is_relative_to(Path(r).resolve()) for r in roots):
-        raise RunFailure("invalid_input", f"dataset {uri[:200]} is outside the allowed dataset roots")
+def _local_path(uri: str, roots: list[str], staged: str | None = None) -> Path:
+    """The file to read for a dataset URI: a ``file://`` path inside the roots, or — for a ``vigil-artifact://``
+    URI — the copy the worker took out of the store (verified and decrypted there; the runner has no key)."""
+    try:
+        if artifact_digest(uri) is not None:
+            if staged is None:
+                raise RunFailure("invalid_input", f"dataset {uri[:200]} was not fetched from the artifact store")
+            return Path(staged)
+        path = local_dataset_path(uri, roots)
+    except DatasetLocationError as exc:
+        raise RunFailure("invalid_input", str(exc)) from exc
     if not path.is_file():
         raise RunFailure("invalid_input", f"dataset file not found: {path}")
     return path
 
 
-def fetch_dataset(ref: dict[str, Any], index: int, workdir: Path, roots: list[str]) -> DatasetInput:
+def fetch_dataset(
+    ref: dict[str, Any], index: int, workdir: Path, roots: list[str], staged: str | None = None
+) -> DatasetInput:
     """Copy one dataset version into ``workdir/data`` while hashing; the copy is used only if the digest matches."""
-    source = _local_path(ref["uri"], roots)
+    source = _local_path(ref["uri"], roots, staged)
     target_dir = workdir / "data"
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{index:02d}-{ref['dataset']}{''.join(source.suffixes)[-16:]}"
@@ -163,8 +170,10 @@ def run(spec: dict[str, Any], proto: TextIO) -> dict[str, Any]:
         proto.write(protocol_line(message))
         proto.flush()
 
+    staged = spec.get("staged_datasets") or {}
     datasets = [
-        fetch_dataset(ref, i, workdir, spec.get("dataset_roots") or []) for i, ref in enumerate(spec["datasets"])
+        fetch_dataset(ref, i, workdir, spec.get("dataset_roots") or [], staged.get(str(i)))
+        for i, ref in enumerate(spec["datasets"])
     ]
     # The worker checked already; checked again here so a runner started by hand is fenced too.
     allow = spec.get("entrypoint_allow")

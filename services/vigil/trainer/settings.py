@@ -7,13 +7,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from vigil.service.settings import ServiceSettings
+from vigil.datasets.locations import DatasetRootsSettings
 
 #: The built-in examples and the probe (``vigil.trainer.examples``): what the demo, the docs and the tests name.
 DEFAULT_ENTRYPOINT_ALLOW = ("vigil.trainer.examples.*",)
 
 
-class TrainerSettings(ServiceSettings):
+class TrainerSettings(DatasetRootsSettings):
     """Trainer knobs (env ``VIGIL_…``). Per-job limits (timeout, memory) come with each ``training.requested``."""
 
     service_name: str = "trainer"
@@ -39,8 +39,10 @@ class TrainerSettings(ServiceSettings):
     #: Reference profiles up to this size travel inside ``training.completed``; larger ones are stored as
     #: artifacts and referenced by URI.
     trainer_profile_inline_max_bytes: int = Field(default=262_144, ge=1024)
-    #: Dataset URIs must point inside one of these directories (upstream events name the files, so without a
-    #: fence a data.updated could make the trainer read any file). Empty: the service's home directory only.
+    #: ``file://`` dataset URIs must point inside one of the dataset roots (upstream events name the files, so
+    #: without a fence a data.updated could make the trainer read any file). The shared ``dataset_roots``
+    #: (``VIGIL_DATASET_ROOTS``, which the registry checks announcements against; default the home directory)
+    #: unless this older, trainer-only setting is given. ``vigil-artifact://`` datasets need no root.
     trainer_dataset_roots: list[Path] = Field(default_factory=list)
     #: Entrypoints this trainer will import and run, as ``fnmatch`` patterns on the module (``acme.training.*``,
     #: ``acme.train``) or, with a colon, on the whole ``module:function``. A policy is written by anyone with the
@@ -50,7 +52,7 @@ class TrainerSettings(ServiceSettings):
     trainer_entrypoint_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTRYPOINT_ALLOW))
 
     def resolved_dataset_roots(self) -> list[Path]:
-        return list(self.trainer_dataset_roots) if self.trainer_dataset_roots else [self.home]
+        return list(self.trainer_dataset_roots) if self.trainer_dataset_roots else super().resolved_dataset_roots()
 
     def resolved_work_dir(self) -> Path:
         return self.trainer_work_dir if self.trainer_work_dir is not None else self.home / "trainer-work"

@@ -26,9 +26,10 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from vigil.artifacts.store import ArtifactStore, digest_of, open_store
+from vigil.artifacts.store import ArtifactError, ArtifactStore, digest_of, open_store
 from vigil.bus.aio import cancel_and_wait, wait_event
 from vigil.bus.context import Emitter
+from vigil.datasets.locations import DatasetLocationError, artifact_digest
 from vigil.events import canonical_json
 from vigil.events.catalog.common import ColumnSpec, DatasetRef
 from vigil.events.catalog.training import Environment, TrainingCompleted, TrainingFailed, TrainingStarted
@@ -44,6 +45,10 @@ RUNNING = Gauge("vigil_trainer_running", "Runs executing in this process")
 
 SERVICE_ACTOR = "service:trainer"
 MAX_ARTIFACT_BYTES = 1024**3
+
+
+class StagingFailed(Exception):
+    """A dataset in the artifact store cannot be handed to the run (missing, tampered, not its digest)."""
 
 
 class UnsafeArtifact(Exception):
@@ -156,6 +161,12 @@ class WorkerPool:
             # runner subprocess; the run fails at once and for good (retrying cannot make it allowed).
             await self._finish(worker, run, Outcome(False, "invalid_input", refusal, retryable=False), workdir)
             return
+        try:
+            staged = await asyncio.to_thread(self._stage_datasets, run, workdir)
+        except StagingFailed as exc:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await self._finish(worker, run, Outcome(False, "invalid_input", str(exc)[:1000], retryable=False), workdir)
+            return
         stop: dict[str, str | None] = {"why": None}
         heartbeat = asyncio.create_task(self._heartbeat(worker, run.run_id, stop))
         RUNNING.inc()
@@ -172,6 +183,7 @@ class WorkerPool:
                     "workdir": str(workdir),
                     "memory_limit_mb": run.memory_limit_mb or self.settings.trainer_default_memory_limit_mb,
                     "dataset_roots": [str(p) for p in self.settings.resolved_dataset_roots()],
+                    "staged_datasets": staged,
                     "entrypoint_allow": list(self.settings.trainer_entrypoint_allow),
                 },
                 python=self.settings.trainer_python,
@@ -188,6 +200,32 @@ class WorkerPool:
             await cancel_and_wait(heartbeat)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
         self.executed += 1
+
+    def _stage_datasets(self, run: store.Run, workdir: Path) -> dict[str, str]:
+        """Take every ``vigil-artifact://`` dataset out of the store into ``workdir/store`` — verified against its
+        digest and decrypted here, because the runner gets no key — and return {dataset index: path}. The runner
+        hashes the copy again while it takes it into ``data/``. StagingFailed says what is wrong."""
+        staged: dict[str, str] = {}
+        for index, ref in enumerate(run.datasets):
+            try:
+                digest = artifact_digest(str(ref["uri"]))
+            except DatasetLocationError as exc:
+                raise StagingFailed(str(exc)) from exc
+            if digest is None:
+                continue
+            label = f"dataset {ref['dataset']} v{ref['version']}"
+            if digest != ref["content_digest"]:
+                raise StagingFailed(f"{label}: {ref['uri']} is not its content digest {ref['content_digest']}")
+            try:
+                data = self.artifacts.get(digest)
+            except ArtifactError as exc:  # not found, tampered, encrypted without a key
+                raise StagingFailed(f"{label}: {exc}") from exc
+            target = workdir / "store" / f"{index:02d}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            os.chmod(target, 0o440)
+            staged[str(index)] = str(target)
+        return staged
 
     async def _heartbeat(self, worker: str, run_id: str, stop: dict[str, str | None]) -> None:
         interval = self.settings.trainer_lease_s / 3

@@ -26,6 +26,8 @@ async def registry(kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tmp_p
         artifact_root=artifact_root,
         artifact_max_upload_bytes=256 * 1024,
         artifact_max_npz_uncompressed_bytes=16 * 1024 * 1024,
+        # registry_support announces file:///data/… URIs; a trainer of this stack would read /data.
+        dataset_roots=[Path("/data"), tmp_path / "data"],
     )
     async with running(make_app(settings)) as service:
         yield Registry(service, tokens, kafka_bootstrap, topic_prefix, artifact_root)

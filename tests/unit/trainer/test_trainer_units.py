@@ -57,6 +57,15 @@ def test_datasets_are_copied_and_verified_before_training(tmp_path: Path) -> Non
         fetch_dataset(_ref(body), 2, tmp_path / "work", [])
     with pytest.raises(RunFailure, match="only file://"):
         fetch_dataset(_ref(body, uri="https://example.com/p.csv"), 3, tmp_path / "work", roots)
+    with pytest.raises(RunFailure, match="outside the allowed") as outside:  # the refusal names the allowed roots
+        fetch_dataset(_ref(body), 4, tmp_path / "work", [str(tmp_path / "elsewhere"), str(tmp_path / "x")])
+    assert f"({tmp_path.resolve() / 'elsewhere'}, {tmp_path.resolve() / 'x'})" in str(outside.value)
+    # A store object: read from the copy the worker staged (no root needed), verified like any other.
+    in_store = _ref(body, uri=f"vigil-artifact://{body['content_digest']}")
+    got = fetch_dataset(in_store, 5, tmp_path / "work", [], str(tmp_path / "src" / "p.csv"))
+    assert got.path.read_bytes() == (tmp_path / "src" / "p.csv").read_bytes()
+    with pytest.raises(RunFailure, match="not fetched from the artifact store"):
+        fetch_dataset(in_store, 6, tmp_path / "work", [])
 
 
 def test_patient_risk_is_seeded_and_drift_moves_the_population(tmp_path: Path) -> None:
