@@ -82,7 +82,9 @@ async def test_worse_candidate_is_rolled_back_by_the_loop(
         DeployerSettings, **common, **artifacts, rollout_tick_interval_ms=100, gateway_log_flush_ms=100
     )
     async with (
-        running(make_registry(settings_for(RegistrySettings, **common, **artifacts))) as registry,
+        running(
+            make_registry(settings_for(RegistrySettings, **common, **artifacts, dataset_roots=[tmp_path]))
+        ) as registry,
         running(make_scheduler(settings_for(SchedulerSettings, **common, scheduler_tick_interval_ms=100))) as sched,
         running(make_trainer(trainer_settings(TrainerSettings, tmp_path, **common))),
         running(make_deployer(deployer_settings)) as deployer,

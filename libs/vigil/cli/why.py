@@ -125,6 +125,8 @@ def _print_chain(target: str, answer: dict[str, Any]) -> None:
     if answer["complete"]:
         root = chain[-1]
         out.print(f"root: {root['event_type']} {root['subject']} by {root['actor']}")
+    elif answer.get("missing"):
+        out.print(f"incomplete: {answer['missing']}")
     elif answer.get("missing_event_id"):
         out.print(f"incomplete: cause {answer['missing_event_id']} is not in the audit log (yet)")
     else:

@@ -182,7 +182,15 @@ def print_timelines(outcome: StoryOutcome, console: Console) -> None:
                 entry["entry_hash"][:16] + "…",
             )
         console.print(table)
-        console.print(f"chain complete back to the upstream event: {why['complete']}")
+        # True only if the walk is complete and passes through the data announcement (not just any event without a
+        # cause: a monitor's window has none, and it is evidence, not the upstream).
+        data = [e for e in why["chain"] if e["event_type"] == "data.updated"]
+        upstream = bool(why["complete"] and why.get("reaches_upstream") and data)
+        console.print(
+            f"chain complete back to the upstream event: {upstream}"
+            + (f" ({data[-1]['subject']} by {data[-1]['actor']})" if data else "")
+            + ("" if why["complete"] else f" — incomplete: {why.get('missing') or why.get('missing_event_id')}")
+        )
     if outcome.verify is not None:
         verdict = "verified ✓" if outcome.verify.get("ok") else "BROKEN ✗"
         console.print(f"audit chain {verdict} — {outcome.verify.get('entries_checked')} entries checked")

@@ -9,16 +9,17 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from vigil.auditor import checkpoints as ckpt
 from vigil.auditor import serving, store
+from vigil.auditor import why as why_walk
 from vigil.auditor.access import AuditedRoute
 from vigil.auditor.chain import ChainVerifier, VerifyResult
 from vigil.auditor.merkle import BLOCK_SIZE, blocks_needed_for_consistency, blocks_needed_for_inclusion, leaf_hash
@@ -63,12 +64,30 @@ class AuditEntryWithEvent(AuditEntryPublic):
     evidence: list[dict[str, Any]] | None = None
 
 
+class WhyLink(BaseModel):
+    """A step of the walk that is not a causation id: a decision named the rollout or model version it was about,
+    and the walk went on from that rollout's start or that version's registration."""
+
+    kind: Literal["rollout", "model_version"]
+    from_event_id: str
+    to_event_id: str
+    detail: str
+
+
 class WhyChain(BaseModel):
-    """From an event back to the root cause: ``chain[0]`` is the event asked about, the last one the root."""
+    """From an event back to the root cause: ``chain[0]`` is the event asked about, the last one the root.
+
+    ``complete``: the walk reached an event without a cause and every rollout or version it had to follow is in the
+    log. ``reaches_upstream``: the chain passes through an upstream data announcement (``data.updated``).
+    ``links``: where the walk continued past a monitor's evidence to the rollout or version a decision named
+    (docs/audit.md)."""
 
     chain: list[AuditEntryWithEvent]
     complete: bool
+    reaches_upstream: bool = False
     missing_event_id: str | None = None
+    missing: str | None = None
+    links: list[WhyLink] = Field(default_factory=list)
 
 
 class VerifyReport(BaseModel):
@@ -200,14 +219,18 @@ async def get_event(pool: PoolDep, event_id: EventId, _user: Auditor) -> AuditEn
 
 async def _why(pool: asyncpg.Pool, event_id: str) -> WhyChain:
     async with pool.acquire() as conn:
-        rows = await store.why_walk(conn, event_id, MAX_WHY_DEPTH)
-    if not rows:
+        found = await why_walk.walk(conn, event_id, MAX_WHY_DEPTH)
+    if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"event {event_id} is not in the audit log")
-    chain = [_with_event(r) for r in rows]
-    last = chain[-1].causation_id
-    if last is None:
-        return WhyChain(chain=chain, complete=True)
-    return WhyChain(chain=chain, complete=False, missing_event_id=None if len(chain) >= MAX_WHY_DEPTH else last)
+    chain = [_with_event(r) for r in found.rows]
+    return WhyChain(
+        chain=chain,
+        complete=found.complete,
+        reaches_upstream=found.complete and why_walk.reaches_upstream(found.rows),
+        missing_event_id=found.missing_event_id,
+        missing=found.missing,
+        links=[WhyLink(**vars(link)) for link in found.links],
+    )
 
 
 @router.get("/why/{event_id}", response_model=WhyChain)
@@ -220,9 +243,10 @@ async def why(pool: PoolDep, event_id: EventId, _user: Auditor) -> WhyChain:
 async def why_subject(
     pool: PoolDep, _user: Auditor, subject: Annotated[SafeText, Query(min_length=1, max_length=512)]
 ) -> WhyChain:
-    """Why an entity is in its current state: the walk from the newest event about ``subject``."""
+    """Why an entity is in its current state: the walk from the newest event about ``subject`` (for a deployment,
+    its newest rollout, promotion, rollback, abort, creation or monitor request — not a later verdict)."""
     async with pool.acquire() as conn:
-        event_id = await store.latest_for_subject(conn, subject)
+        event_id = await why_walk.start_for_subject(conn, subject)
     if event_id is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no audited event about {subject}")
     return await _why(pool, event_id)

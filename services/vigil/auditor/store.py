@@ -227,12 +227,40 @@ async def get_entry(conn: asyncpg.Connection, event_id: str) -> asyncpg.Record |
     return await conn.fetchrow(f"SELECT {ENTRY_COLUMNS}, event FROM audit_log WHERE event_id = $1", event_id)
 
 
-async def latest_for_subject(conn: asyncpg.Connection, subject: str) -> str | None:
-    """The event id of the newest entry about ``subject`` (the entity's current state)."""
-    value: str | None = await conn.fetchval(
-        "SELECT event_id FROM audit_log WHERE subject = $1 ORDER BY seq DESC LIMIT 1", subject
-    )
+async def latest_for_subject(conn: asyncpg.Connection, subject: str, types: Sequence[str] | None = None) -> str | None:
+    """The event id of the newest entry about ``subject`` (the entity's current state), of one of ``types`` when
+    given. With ``types``, newest by event time (then chain order): the auditor reads its topics' partitions
+    independently, so a decision can be chained after the request that it answered, which happened before it."""
+    if types is None:
+        value: str | None = await conn.fetchval(
+            "SELECT event_id FROM audit_log WHERE subject = $1 ORDER BY seq DESC LIMIT 1", subject
+        )
+    else:
+        value = await conn.fetchval(
+            "SELECT event_id FROM audit_log WHERE subject = $1 AND event_type = ANY($2::text[]) "
+            "ORDER BY event_time DESC, seq DESC LIMIT 1",
+            subject,
+            list(types),
+        )
     return value
+
+
+async def latest_with_field(
+    conn: asyncpg.Connection, subject: str, event_type: str, field: str | None = None, value: str | None = None
+) -> str | None:
+    """The event id of the newest ``event_type`` entry about ``subject`` whose event's ``data[field]`` is ``value``
+    (any, when ``field`` is None) — how the why walk finds the rollout or the model version a decision names."""
+    if field is None:
+        return await latest_for_subject(conn, subject, (event_type,))
+    found: str | None = await conn.fetchval(
+        "SELECT event_id FROM audit_log WHERE subject = $1 AND event_type = $2 "
+        "AND convert_from(event, 'UTF8')::jsonb -> 'data' ->> $3 = $4 ORDER BY event_time DESC, seq DESC LIMIT 1",
+        subject,
+        event_type,
+        field,
+        value,
+    )
+    return found
 
 
 async def why_walk(conn: asyncpg.Connection, event_id: str, max_depth: int) -> list[asyncpg.Record]:
