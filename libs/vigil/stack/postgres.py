@@ -28,7 +28,6 @@ import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,6 +45,7 @@ from vigil.stack._proc import (
     tcp_connectable,
     wait_until,
 )
+from vigil.stack.local_server import LocalServer
 
 __all__ = ["EmbeddedPostgres", "create_database", "drop_database", "dsn_with_database", "postgres_bin_dir"]
 
@@ -129,12 +129,14 @@ def drop_database(admin_dsn: str, name: str) -> None:
 # -- the server ----------------------------------------------------------------------------------------------------
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(LocalServer):
     """One PostgreSQL server over ``data_dir``, listening on ``127.0.0.1:<port>``.
 
     ``port=None`` picks a free port at first start and keeps it across restarts. ``durable=False`` turns off fsync
     and friends: much faster for tests, still safe across a clean ``restart()``, unsafe across a machine crash.
     """
+
+    what = "Postgres"
 
     def __init__(
         self,
@@ -146,33 +148,14 @@ class EmbeddedPostgres:
         max_connections: int = 200,
         ready_timeout: float = 60.0,
     ) -> None:
+        super().__init__(port)
         self.data_dir = Path(data_dir).absolute()
-        self._port = port
         self.log_file = log_file if log_file is not None else self.data_dir.parent / f"{self.data_dir.name}.log"
         self.durable = durable
         self.max_connections = max_connections
         self.ready_timeout = ready_timeout
         self._bin = postgres_bin_dir()
-        self._proc: subprocess.Popen[bytes] | None = None
         self._os_user: pwd.struct_passwd | None = None
-
-    # -- addresses -------------------------------------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return _HOST
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise StackError("Postgres has no port yet: start() it first")
-        return self._port
-
-    @port.setter
-    def port(self, value: int) -> None:
-        """Choose the port before :meth:`start` (e.g. after :meth:`stop_leftover` freed the usual one)."""
-        if self.running:
-            raise StackError("cannot move a running Postgres to another port")
-        self._port = value
 
     @property
     def dsn(self) -> str:
@@ -182,14 +165,6 @@ class EmbeddedPostgres:
     def dsn_for(self, database: str) -> str:
         """Superuser DSN to ``database``."""
         return dsn_with_database(self.dsn, database)
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> EmbeddedPostgres:
@@ -256,14 +231,6 @@ class EmbeddedPostgres:
         """Drop database ``name`` if it exists."""
         drop_database(self.dsn, name)
 
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         where = f"{_HOST}:{self._port}" if self._port is not None else "unstarted"
         return f"EmbeddedPostgres({self.data_dir}, {where}, pid={self.pid})"
@@ -281,11 +248,6 @@ class EmbeddedPostgres:
         except FileNotFoundError:
             return False
         return len(lines) >= 8 and lines[7].strip() == "ready" and tcp_connectable(_HOST, self.port)
-
-    def _died(self) -> str | None:
-        if self._proc is not None and self._proc.poll() is not None:
-            return f"postgres exited with code {self._proc.returncode}"
-        return None
 
     def _halt(self, *, immediate: bool, timeout: float = 30.0) -> None:
         if self._proc is None:
