@@ -116,14 +116,17 @@ def _training(story: Story, snap: Snapshot) -> RenderableType:
     run = snap.run
     if run is None:
         return Text("training: no run yet", style="dim")
-    epochs = int((run.get("params") or {}).get("epochs") or story.config.epochs)
+    params = run.get("params") or {}
+    # Steps are boosting rounds for a tree ensemble, epochs for the logistic example.
+    unit, total = ("trees", int(params["n_estimators"])) if "n_estimators" in params else ("epochs", 0)
+    total = total or int(params.get("epochs") or story.config.epochs)
     state = run.get("state", "?")
-    done = epochs if state == "succeeded" else min(snap.run_steps, epochs)
+    done = total if state == "succeeded" else min(snap.run_steps, total)
     table = Table.grid(padding=(0, 1))
     table.add_row(
         Text(f"training {run.get('model')} ({state})"),
-        ProgressBar(total=epochs, completed=done, width=30),
-        Text(f"{done}/{epochs} epochs"),
+        ProgressBar(total=total, completed=done, width=30),
+        Text(f"{done}/{total} {unit}"),
     )
     return table
 
