@@ -80,7 +80,9 @@ bench-loop: $(STAMP)
 bench-monitor: $(STAMP)
 	$(BIN)/python tests/bench/bench_monitor.py
 
+## wrk (Debian's package) is the load generator: a Python client saturates before the gateway does.
 bench-gateway: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python tests/bench/bench_gateway.py
 
 bench-audit: $(STAMP)
