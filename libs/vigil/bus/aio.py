@@ -1,9 +1,11 @@
-"""Small asyncio helpers: stopping aiokafka clients, waiting on an event without losing a cancellation."""
+"""Small asyncio helpers: stopping aiokafka clients, waiting on an event without losing a cancellation, a background
+loop's start and stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -77,3 +79,24 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, recancel_after_s: float = 
         log.warning(
             "child task failed while being cancelled", extra={"task": task.get_name(), "error": repr(task.exception())}
         )
+
+
+class BackgroundLoop(ABC):
+    """One named task running :meth:`_run` between :meth:`start` and :meth:`stop` — the shape of every loop a
+    service owns (timers, LISTEN wake-ups); :meth:`stop` cancels it with :func:`cancel_and_wait`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._task: asyncio.Task[None] | None = None
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """The loop itself; runs until cancelled."""
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None

@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from vigil.bus.aio import cancel_and_wait, wait_event
+from vigil.bus.aio import BackgroundLoop, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ Work = Callable[[], Awaitable[bool]]
 PayloadHandler = Callable[[str], bool]
 
 
-class NotifyWakeup:
+class NotifyWakeup(BackgroundLoop):
     """Runs ``work`` in a background task: on NOTIFY on ``channel``, every ``poll_s`` otherwise, at once on demand."""
 
     def __init__(
@@ -58,10 +58,10 @@ class NotifyWakeup:
     ) -> None:
         if not poll_s > 0:
             raise ValueError(f"poll_s must be positive (got {poll_s!r})")
+        super().__init__(name)
         self.pool = pool
         self.channel = channel
         self.work = work
-        self.name = name
         self.poll_s = poll_s
         # The first retry waits backoff_s (the caller's poll interval by default), never more than backoff_max_s.
         self.backoff_max_s = backoff_max_s
@@ -71,7 +71,6 @@ class NotifyWakeup:
         self._log_extra = log_extra or {}
         self._on_payload = on_payload
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
         #: How many times the loop subscribed (the first time included): a test's and an operator's view of
         #: reconnections.
@@ -89,13 +88,8 @@ class NotifyWakeup:
             # asyncpg detaches the pool proxy of a connection the server terminated: it reads as "released".
             return False
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
-
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await super().stop()
         await self._unlisten()
 
     def wake(self) -> None:

@@ -6,33 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 
-from vigil.bus.aio import cancel_and_wait, wait_event
+from vigil.bus.aio import BackgroundLoop, wait_event
 
 log = logging.getLogger(__name__)
 
 
-class PeriodicTask(ABC):
+class PeriodicTask(BackgroundLoop):
     """Start in ``on_start``, stop in ``on_stop``; :meth:`wake` runs a tick early."""
 
     def __init__(self, name: str, interval_s: float) -> None:
-        self.name = name
+        super().__init__(name)
         self.interval_s = interval_s
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     @abstractmethod
     async def tick(self) -> object:
         """One pass over the durable state."""
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
 
     def wake(self) -> None:
         self._wake.set()

@@ -20,7 +20,7 @@ import asyncpg
 from vigil.auditor.chain import GENESIS_HASH, CheckpointClaim
 from vigil.auditor.merkle import BLOCK_SIZE, Frontier, TreeView, leaf_hash
 from vigil.auditor.signing import Signer, checkpoint_message
-from vigil.bus.aio import cancel_and_wait
+from vigil.bus.aio import BackgroundLoop
 from vigil.bus.outbox import enqueue
 from vigil.events import make_event
 from vigil.events.catalog.audit import AuditCheckpoint
@@ -187,7 +187,7 @@ async def tree_view(conn: asyncpg.Connection, size: int, leaf_blocks: set[int]) 
     return TreeView(size, blocks, leaves)
 
 
-class Checkpointer:
+class Checkpointer(BackgroundLoop):
     """The background task: every ``poll_s`` look at the head; sign when N entries or T seconds have accrued."""
 
     def __init__(
@@ -200,6 +200,7 @@ class Checkpointer:
         every_entries: int,
         interval_s: float,
     ) -> None:
+        super().__init__("audit-checkpointer")
         self.pool = pool
         self.signer = signer
         self.chain = chain
@@ -207,16 +208,7 @@ class Checkpointer:
         self.every_entries = every_entries
         self.interval_s = interval_s
         self.poll_s = min(1.0, interval_s / 2)
-        self._task: asyncio.Task[None] | None = None
         self.made = 0
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
 
     async def _run(self) -> None:
         last_made = time.monotonic()
