@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vigil.service.auth import TokenStore
@@ -29,6 +29,20 @@ from vigil.service.telemetry import configure_tracing
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+
+#: Any route may refuse a request (a missing or wrong token, an unknown name, a conflict, a body over the limit, an
+#: invalid value): documented once, for every route, as a ``4XX`` with the error body FastAPI and the services send
+#: (``{"detail": ...}``), so clients and schema checks expect it. A route's own codes (``422``, ``404``) stay.
+REFUSED_RESPONSES: dict[int | str, dict[str, object]] = {
+    "4XX": {
+        "description": "Refused; `detail` says why",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"detail": {}}, "required": ["detail"]},
+            }
+        },
+    }
+}
 
 
 def create_app(
@@ -65,6 +79,7 @@ def create_app(
         title=f"Vigil {definition.name}",
         version="0.1.0",
         lifespan=lifespan,
+        responses=REFUSED_RESPONSES,
         description=(definition.__doc__ or "").strip() or f"Vigil {definition.name} API",
         # FastAPI's own telemetry off: RequestMetricsMiddleware opens the SERVER span and counts the requests, and
         # FastAPI's would add a second SERVER span, operation spans and its per-request bookkeeping on top.
@@ -98,7 +113,7 @@ def _add_health_routes(app: FastAPI) -> None:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "A dependency does not answer yet"}})
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: Postgres and the broker answer and the consumer is running."""
         runtime: ServiceRuntime | None = getattr(request.app.state, "runtime", None)
@@ -110,7 +125,7 @@ def _add_health_routes(app: FastAPI) -> None:
             {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
         )
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus metrics of this process."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

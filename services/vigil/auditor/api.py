@@ -424,7 +424,11 @@ async def consistency_proof(
     )
 
 
-@router.get("/export")
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"description": "JSON lines", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
+)
 async def export(
     pool: PoolDep,
     _user: Auditor,

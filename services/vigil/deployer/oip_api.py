@@ -62,7 +62,21 @@ class OipRoute(APIRoute):
         return oip_handler
 
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=OipRoute)
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    }
+}
+router = APIRouter(
+    prefix="/v2",
+    tags=["open inference protocol"],
+    route_class=OipRoute,
+    # The protocol's error object, not FastAPI's ``{"detail": ...}`` (see OipRoute); 503: not ready / no model.
+    responses={
+        "4XX": {"description": "Refused; `error` says why", "content": _ERROR_BODY},
+        503: {"description": "Not ready, or the model cannot be loaded", "content": _ERROR_BODY},
+    },
+)
 
 _JSON = "application/json"
 

@@ -8,9 +8,11 @@ guard every rule, and too few samples never trigger anything (a canary verdict i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.service.bounds import INT_MAX, SafeText
 
 RollbackReason = Literal["candidate_worse", "slo_breach", "fairness_breach"]
 _ALL_REASONS: tuple[RollbackReason, ...] = ("candidate_worse", "slo_breach", "fairness_breach")
@@ -29,9 +31,10 @@ class DriftRule(_Part):
     categorical_statistic: Literal["psi", "js", "hellinger", "chi2_pvalue"] = "psi"
     categorical_threshold: float = Field(default=0.2, gt=0)
     prediction_threshold: float = Field(default=0.2, gt=0)  # PSI of the prediction histogram
-    min_samples: int = Field(default=200, ge=1)
+    min_samples: int = Field(default=200, ge=1, le=INT_MAX)
     consecutive_windows: int = Field(default=1, ge=1, le=100)
-    features: list[str] | None = None  # None = every feature of the reference profile
+    # None = every feature of the reference profile
+    features: Annotated[list[Annotated[SafeText, Field(max_length=256)]], Field(max_length=4096)] | None = None
 
 
 class SloRule(_Part):
@@ -39,24 +42,24 @@ class SloRule(_Part):
 
     latency_p99_ms: float | None = Field(default=None, gt=0)
     error_rate_max: float | None = Field(default=None, gt=0, le=1)
-    min_requests: int = Field(default=100, ge=1)
+    min_requests: int = Field(default=100, ge=1, le=INT_MAX)
     consecutive_windows: int = Field(default=1, ge=1, le=100)
 
 
 class FairnessRule(_Part):
     """Group gaps on a sensitive (categorical) attribute, over labelled rows."""
 
-    attribute: str | None = None
+    attribute: Annotated[SafeText, Field(max_length=256)] | None = None
     max_demographic_parity_difference: float = Field(default=0.2, gt=0, le=1)
     max_equalized_odds_difference: float = Field(default=0.2, gt=0, le=1)
-    min_samples: int = Field(default=200, ge=1)
+    min_samples: int = Field(default=200, ge=1, le=INT_MAX)
 
 
 class CanaryRule(_Part):
     """Candidate vs stable in the same window: difference tests, not only absolute thresholds."""
 
-    min_samples: int = Field(default=200, ge=1)  # predictions per variant
-    min_labels: int = Field(default=100, ge=1)  # labels per variant before accuracy is judged
+    min_samples: int = Field(default=200, ge=1, le=INT_MAX)  # predictions per variant
+    min_labels: int = Field(default=100, ge=1, le=INT_MAX)  # labels per variant before accuracy is judged
     alpha: float = Field(default=0.01, gt=0, lt=0.5)  # one-sided two-proportion z-tests
     max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)  # and the drop must exceed this (effect size)
     max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from vigil.events.catalog.data import DIGEST_PATTERN, NAME_PATTERN, ColumnSpec
+from vigil.events.catalog.data import (
+    DIGEST_PATTERN,
+    INT64_MAX,
+    INT64_MIN,
+    NAME_PATTERN,
+    ColumnSpec,
+    NoNul,
+    refuse_nul,
+)
 
 __all__ = [
     "DIGEST_PATTERN",
     "HEX64_PATTERN",
+    "INT64_MAX",
+    "INT64_MIN",
     "KEY_PATTERN",
     "NAME_PATTERN",
     "ArtifactFormat",
@@ -29,6 +39,7 @@ __all__ = [
     "Labels",
     "Metrics",
     "Name",
+    "NoNul",
     "Opaque",
     "Params",
     "Record",
@@ -36,6 +47,8 @@ __all__ = [
     "Uri",
     "Version",
     "Window",
+    "refuse_nul",
+    "refuse_unstorable",
 ]
 
 HEX64_PATTERN = r"^[0-9a-f]{64}$"
@@ -50,16 +63,48 @@ Hex64 = Annotated[str, Field(pattern=HEX64_PATTERN)]
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 EventId = Annotated[str, Field(min_length=1, max_length=64)]
 Key = Annotated[str, Field(pattern=KEY_PATTERN)]
-Text = Annotated[str, Field(max_length=1024)]
-Uri = Annotated[str, Field(min_length=1, max_length=2048)]
+#: Free text (reasons, details, descriptions): bounded, and without NUL characters (no Postgres column holds them).
+Text = Annotated[str, Field(max_length=1024), NoNul]
+Uri = Annotated[str, Field(min_length=1, max_length=2048), NoNul]
 
-Scalar = bool | int | float | Annotated[str, Field(max_length=1024)] | None
+#: A parameter value. Integers are 64-bit (what the JSON encoders and ``jsonb`` consumers hold); a wider JSON integer
+#: is read as the float it also is, as JSON Schema's ``number`` allows. Strings are bounded and NUL-free.
+Scalar = (
+    bool
+    | Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+    | float
+    | Annotated[str, Field(max_length=1024), NoNul]
+    | None
+)
 #: Hyper-parameters: scalars or flat lists of scalars (e.g. ``hidden_layer_sizes: [64, 32]``).
 Params = Annotated[dict[Key, Scalar | Annotated[list[Scalar], Field(max_length=256)]], Field(max_length=256)]
 Metrics = Annotated[dict[Key, float], Field(max_length=256)]
-Labels = Annotated[dict[Key, Annotated[str, Field(max_length=256)]], Field(max_length=32)]
+Labels = Annotated[dict[Key, Annotated[str, Field(max_length=256), NoNul]], Field(max_length=32)]
+
+
+def refuse_unstorable(value: Any) -> Any:
+    """Refuse, anywhere inside a JSON value, what no consumer can store: a NUL in a string or key, an integer wider
+    than 64 bits (Postgres ``jsonb`` and the JSON encoders refuse both)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            refuse_nul(item)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise ValueError("integers must fit 64 bits")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
 #: An opaque JSON object whose inner format another library owns (e.g. the kernel library's reference profile).
-Opaque = Annotated[dict[str, Any], Field(max_length=4096)]
+Opaque = Annotated[dict[str, Any], Field(max_length=4096), AfterValidator(refuse_unstorable)]
 
 ArtifactFormat = Literal["json", "npz", "onnx", "skops"]
 
