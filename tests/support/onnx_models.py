@@ -53,3 +53,28 @@ def external_data_graph() -> bytes:
         entry = w.external_data.add()
         entry.key, entry.value = key, value
     return _net(weight=w)
+
+
+def per_feature_graph() -> bytes:
+    """A regressor with one input per feature: ``age`` int64 [N, 1], ``bmi`` and ``heart_rate`` double [N] (the
+    value is their sum), as a column-transformer export writes its inputs."""
+    nodes = [
+        helper.make_node("Cast", ["age"], ["age_d"], to=TensorProto.DOUBLE),
+        helper.make_node("Flatten", ["age_d"], ["age_f"], axis=1),
+        helper.make_node("Unsqueeze", ["bmi", "axes"], ["bmi_f"]),
+        helper.make_node("Unsqueeze", ["heart_rate", "axes"], ["hr_f"]),
+        helper.make_node("Concat", ["age_f", "bmi_f", "hr_f"], ["all"], axis=1),
+        helper.make_node("ReduceSum", ["all", "axes"], ["value"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "typed",
+        [
+            helper.make_tensor_value_info("age", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("bmi", TensorProto.DOUBLE, ["N"]),
+            helper.make_tensor_value_info("heart_rate", TensorProto.DOUBLE, ["N"]),
+        ],
+        [helper.make_tensor_value_info("value", TensorProto.DOUBLE, ["N"])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()

@@ -168,11 +168,7 @@ def to_onnx(
     meta = {META_FEATURES: json.dumps(names), META_TASK: task_}
     if threshold is not None:
         meta[META_THRESHOLD] = repr(float(threshold))
-    artifact = _set_metadata(proto, meta)
-    try:
-        inspect_graph(artifact)
-    except ModelFormatError as exc:
-        raise ConversionError(f"the converted graph would be refused: {exc}") from exc
+    artifact = _vetted(proto, meta, refused="the converted graph would be refused: ")
     if verify_on is not None:
         verify(artifact, model, verify_on, atol=atol)
     return artifact
@@ -210,9 +206,15 @@ def from_onnx_bytes(
         meta[META_LABEL] = label_output
     if threshold is not None:
         meta[META_THRESHOLD] = repr(float(threshold))
+    return _vetted(proto, meta)
+
+
+def _vetted(proto: Any, meta: dict[str, str], *, refused: str = "") -> bytes:
+    """The artifact: ``meta`` added to the graph, then vetted as the registry will vet it (a refusal is raised here,
+    at training time, with ``refused`` before the reason)."""
     artifact = _set_metadata(proto, meta)
     try:
         inspect_graph(artifact)
     except ModelFormatError as exc:
-        raise ConversionError(str(exc)) from exc
+        raise ConversionError(f"{refused}{exc}") from exc
     return artifact

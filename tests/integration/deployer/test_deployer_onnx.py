@@ -9,37 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 from deployer_support import FEATURES, Deployer, register_onnx, row
-from onnx import TensorProto, helper
 
-from support.onnx_models import tree_model
+from support.onnx_models import per_feature_graph, tree_model
 from support.services import eventually
 from vigil.events import topics
 
 pytestmark = pytest.mark.integration
-
-
-def typed_graph() -> bytes:
-    """A regressor with one input per feature: ``age`` int64 [N, 1], ``bmi`` and ``heart_rate`` double [N]."""
-    nodes = [
-        helper.make_node("Cast", ["age"], ["age_d"], to=TensorProto.DOUBLE),
-        helper.make_node("Flatten", ["age_d"], ["age_f"], axis=1),
-        helper.make_node("Unsqueeze", ["bmi", "axes"], ["bmi_f"]),
-        helper.make_node("Unsqueeze", ["heart_rate", "axes"], ["hr_f"]),
-        helper.make_node("Concat", ["age_f", "bmi_f", "hr_f"], ["all"], axis=1),
-        helper.make_node("ReduceSum", ["all", "axes"], ["value"], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "typed",
-        [
-            helper.make_tensor_value_info("age", TensorProto.INT64, ["N", 1]),
-            helper.make_tensor_value_info("bmi", TensorProto.DOUBLE, ["N"]),
-            helper.make_tensor_value_info("heart_rate", TensorProto.DOUBLE, ["N"]),
-        ],
-        [helper.make_tensor_value_info("value", TensorProto.DOUBLE, ["N"])],
-        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 async def test_onnx_tree_model_serves_and_refuses_bad_input(deployer: Deployer) -> None:
@@ -89,7 +64,7 @@ async def test_onnx_tree_model_serves_and_refuses_bad_input(deployer: Deployer) 
 
 async def test_onnx_typed_inputs_are_checked_per_feature(deployer: Deployer) -> None:
     await deployer.create(name="typed", model="typed-model", auto_deploy="auto")
-    await register_onnx(deployer, "typed-model", 1, typed_graph())
+    await register_onnx(deployer, "typed-model", 1, per_feature_graph())
     await deployer.wait_for("typed", "v1 serving", lambda d: d["stable_version"] == 1)
 
     answer = await deployer.predict("typed", {"instances": [{"age": 40, "bmi": 22.5, "heart_rate": 60.0}]})

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 
+from support.onnx_models import per_feature_graph
 from vigil.deployer.gateway import TooLarge
 from vigil.deployer.oip import (
     InferRequest,
@@ -67,28 +68,9 @@ def matrix_graph() -> OnnxModel:
     return OnnxModel(model.SerializeToString())
 
 
-def per_feature_graph() -> OnnxModel:
-    """A regressor with one input per feature: ``age`` int64 [N, 1], ``bmi`` and ``heart_rate`` double [N]."""
-    nodes = [
-        helper.make_node("Cast", ["age"], ["age_d"], to=TensorProto.DOUBLE),
-        helper.make_node("Flatten", ["age_d"], ["age_f"], axis=1),
-        helper.make_node("Unsqueeze", ["bmi", "axes"], ["bmi_f"]),
-        helper.make_node("Unsqueeze", ["heart_rate", "axes"], ["hr_f"]),
-        helper.make_node("Concat", ["age_f", "bmi_f", "hr_f"], ["all"], axis=1),
-        helper.make_node("ReduceSum", ["all", "axes"], ["value"], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "typed",
-        [
-            helper.make_tensor_value_info("age", TensorProto.INT64, ["N", 1]),
-            helper.make_tensor_value_info("bmi", TensorProto.DOUBLE, ["N"]),
-            helper.make_tensor_value_info("heart_rate", TensorProto.DOUBLE, ["N"]),
-        ],
-        [helper.make_tensor_value_info("value", TensorProto.DOUBLE, ["N"])],
-        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
-    )
-    return OnnxModel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+def per_feature_model() -> OnnxModel:
+    """A regressor with one input per feature (tests/support/onnx_models.py)."""
+    return OnnxModel(per_feature_graph())
 
 
 def body(*inputs: dict[str, Any], **extra: Any) -> bytes:
@@ -123,7 +105,7 @@ def test_signature_of_onnx_graphs_is_the_graphs_own() -> None:
     assert [t.to_dict() for t in sig.inputs] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
     assert sig.matrix_inputs == ("features", "x") and sig.platform == "onnx_onnxv1"
     assert [(t.name, t.datatype) for t in sig.outputs] == [("score", "FP32"), ("label", "INT64")]
-    typed = signature_of(per_feature_graph())
+    typed = signature_of(per_feature_model())
     assert [t.to_dict() for t in typed.inputs] == [
         {"name": "age", "datatype": "INT64", "shape": [-1, 1]},
         {"name": "bmi", "datatype": "FP64", "shape": [-1]},
@@ -154,7 +136,7 @@ def test_one_matrix_input_flat_or_nested_in_the_models_feature_order() -> None:
 
 
 def test_integer_and_bool_datatypes_become_numbers() -> None:
-    sig = signature_of(per_feature_graph())
+    sig = signature_of(per_feature_model())
     inputs = [
         {"name": "age", "shape": [2, 1], "datatype": "INT32", "data": [[51], [40]]},
         {"name": "bmi", "shape": [2], "datatype": "BOOL", "data": [True, False]},
