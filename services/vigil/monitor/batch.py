@@ -52,18 +52,12 @@ class BatchWork:
     async def window(self, key: str, make: Callable[[], WindowState] | None = None) -> WindowState | None:
         """The window ``key``, its row locked for this transaction; a new one from ``make`` when there is none
         (None when there is none and no ``make``: the window expired, or never existed)."""
-        if key in self.windows:
-            return self.windows[key]
-        row = (await window_store.lock_windows(self.conn, [key])).get(key)
-        if row is None:
+        await self.lock([key])
+        if key not in self.windows:
             if make is None:
                 return None
-            st, closed = make(), False
-        else:
-            st, closed = await self.engine.state(self.conn, key, int(row["seq"])), row["closed_labels"] is not None
-        self.windows[key] = st
-        self.closed[key] = closed
-        return st
+            self.windows[key], self.closed[key] = make(), False
+        return self.windows[key]
 
     async def lock(self, keys: list[str]) -> None:
         """Lock several windows in key order up front (fewer round trips, and one lock order for every writer)."""
