@@ -50,12 +50,14 @@ test-fault: venv
 	$(BIN)/python -m pytest -q -m fault
 
 ## ruff, formatting, mypy, and the import rules (services never import each other, libs/ imports no service, private
-## modules stay in their package, no cycles): the import-linter contracts under [tool.importlinter] in pyproject.toml.
+## modules stay in their package, no cycles): the import-linter contracts under [tool.importlinter] in pyproject.toml;
+## and the k8s manifests against the Kubernetes API schemas (kubernetes-validate ships them: offline).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs services
 	$(BIN)/lint-imports
+	$(BIN)/kubernetes-validate --strict --quiet $(filter-out infra/k8s/kustomization.yaml,$(wildcard infra/k8s/*.yaml))
 
 format: venv
 	$(BIN)/ruff format .
