@@ -43,6 +43,7 @@ from fault.loop_fault_support import (
     summarise,
 )
 
+from vigil.artifacts.keyring import load_keyring
 from vigil.events import topics
 from vigil.stack.supervisor import RunningStack, default_launches, running_stack
 from vigil.trainer.examples import patient_risk
@@ -115,6 +116,19 @@ async def test_01_the_loop_runs_on_real_processes(harness: LoopHarness) -> None:
     window = await _wait_labelled_window(harness, 1)
     assert window["figures"]["labels"] <= window["figures"]["predictions"]
     harness.ledger.figures["baseline_round_s"] = round(time.monotonic() - started, 1)
+
+
+def test_01b_artifacts_are_encrypted_at_rest_by_default(loop_stack: RunningStack) -> None:
+    """The stack made a keyring on its first start; the model the trainer just stored is sealed with its current key,
+    and no object under the store is readable in plain."""
+    keyring = load_keyring(loop_stack.paths.artifact_keyring)
+    objects = [
+        p for p in (loop_stack.paths.home / "artifacts" / "sha256").rglob("*") if p.is_file() and p.name[0] != "."
+    ]
+    assert objects, "round 1 stored no artifact"
+    current = keyring.current.encode()
+    sealed_by = {p.read_bytes()[: 9 + len(current)] for p in objects}
+    assert sealed_by == {b"VGLENC2\0" + bytes([len(current)]) + current}
 
 
 async def test_02_trainer_killed_mid_training(harness: LoopHarness) -> None:

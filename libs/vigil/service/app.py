@@ -59,6 +59,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(definition.name, settings.log_level)
         configure_tracing(settings)
+        settings.refuse_unsafe_production()
         token_store = TokenStore(
             settings.resolved_tokens_file(), refuse_dev_tokens=settings.environment == "production"
         )

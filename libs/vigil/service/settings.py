@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vigil.artifacts.store import LocalArtifactStore, open_store
+
 
 class ServiceSettings(BaseSettings):
     """What every Vigil service needs to start. Subclass per service for its own knobs."""
@@ -56,6 +58,9 @@ class ServiceSettings(BaseSettings):
     tokens_file: Path | None = None
     artifact_root: Path | None = None  # default <home>/artifacts; shared by trainer, registry and deployer
     artifact_encryption_key: str | None = Field(default=None, repr=False)  # 64 hex chars = AES-256 key
+    #: Keys with ids, for rotation (vigil.artifacts.keyring). Default ``<home>/keys/artifacts.json`` when that file
+    #: exists (the embedded stack creates it), unless ``artifact_encryption_key`` is set.
+    artifact_keyring_file: Path | None = None
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     otel_exporter_otlp_endpoint: str | None = None
     log_level: str = "INFO"
@@ -71,6 +76,39 @@ class ServiceSettings(BaseSettings):
         """The artifact store directory: explicit setting, else ``<home>/artifacts``."""
         return self.artifact_root if self.artifact_root is not None else self.home / "artifacts"
 
+    def resolved_artifact_keyring_file(self) -> Path | None:
+        """The artifact keyring in use: explicit setting, else ``<home>/keys/artifacts.json`` if it exists and no
+        single key is configured, else None (a single key, or no encryption)."""
+        if self.artifact_keyring_file is not None:
+            return self.artifact_keyring_file
+        default = self.home / "keys" / "artifacts.json"
+        return default if self.artifact_encryption_key is None and default.is_file() else None
+
+    def artifact_store(self) -> LocalArtifactStore:
+        """The artifact store these settings describe (root, and its keys when encryption is configured)."""
+        return open_store(
+            self.resolved_artifact_root(),
+            self.artifact_encryption_key,
+            keyring_file=self.resolved_artifact_keyring_file(),
+        )
+
+    def production_refusals(self) -> list[str]:
+        """Why these settings are unfit for ``environment=production`` (empty: fit). Services add their own."""
+        problems: list[str] = []
+        if self.artifact_encryption_key is None and self.resolved_artifact_keyring_file() is None:
+            problems.append(
+                "no artifact encryption key: set VIGIL_ARTIFACT_KEYRING_FILE (or VIGIL_ARTIFACT_ENCRYPTION_KEY)"
+            )
+        return problems
+
+    def refuse_unsafe_production(self) -> None:
+        """Stop the service at start-up, naming every problem, when production runs without its keys (the
+        development token is refused by the token store)."""
+        if self.environment == "production":
+            problems = self.production_refusals()
+            if problems:
+                raise UnsafeProductionSettings("; ".join(problems))
+
     def resolved_tokens_file(self) -> Path:
         """The token file: explicit setting, else ``<home>/tokens.json``."""
         return self.tokens_file if self.tokens_file is not None else self.home / "tokens.json"
@@ -79,3 +117,7 @@ class ServiceSettings(BaseSettings):
 def env_snapshot(prefix: str = "VIGIL_") -> dict[str, str]:
     """The VIGIL_* environment, for handing to child processes."""
     return {k: v for k, v in os.environ.items() if k.startswith(prefix)}
+
+
+class UnsafeProductionSettings(RuntimeError):
+    """``environment=production`` with settings that would run it without its keys."""

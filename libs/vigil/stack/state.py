@@ -7,6 +7,7 @@ Layout::
       stack.lock          held (flock) by the running supervisor, so two `vigil up` cannot share a home
       admin.token         plaintext admin token, written once, mode 0600, reused on every restart
       tokens.json         sha256 digests of all tokens, read by every service
+      keys/artifacts.json the artifact encryption keyring (0600), created once: encryption at rest is on by default
       postgres/           embedded Postgres data directory (kept across restarts)
       logs/               broker.log, broker.pid, postgres.log, <service>.log
 """
@@ -53,6 +54,11 @@ class StackPaths:
     @property
     def tokens_file(self) -> Path:
         return self.home / "tokens.json"
+
+    @property
+    def artifact_keyring(self) -> Path:
+        """Where services look for the artifact keyring by default (``ServiceSettings.artifact_keyring_file``)."""
+        return self.home / "keys" / "artifacts.json"
 
     @property
     def postgres_data(self) -> Path:

@@ -44,3 +44,13 @@ class AuditorSettings(ServiceSettings):
     def resolved_signing_key_file(self) -> Path:
         """Where the signing key lives: explicit setting, else ``<home>/auditor/signing.key``."""
         return self.audit_signing_key_file or self.home / "auditor" / "signing.key"
+
+    def production_refusals(self) -> list[str]:
+        """Production also needs a signing key that outlives the process: generating one at start-up would make
+        every earlier checkpoint fail as signed by an unknown key after a restart on a fresh volume."""
+        problems = super().production_refusals()
+        if self.audit_signing_key is None and not self.resolved_signing_key_file().is_file():
+            problems.append(
+                "no audit signing key: set VIGIL_AUDIT_SIGNING_KEY_FILE to a mounted key (or VIGIL_AUDIT_SIGNING_KEY)"
+            )
+        return problems

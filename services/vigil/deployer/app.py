@@ -11,7 +11,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from vigil.artifacts import open_store
 from vigil.deployer.api import router
 from vigil.deployer.batcher import PredictionBatcher
 from vigil.deployer.control import SERVICE_ACTOR
@@ -39,7 +38,7 @@ async def on_start(runtime: ServiceRuntime) -> None:
     await serving.start()
     models = runtime.parts.add(
         ModelCache(
-            open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key),
+            settings.artifact_store(),
             settings.model_cache_size,
             onnx_threads=settings.onnx_intra_op_threads,
             onnx_max_bytes=settings.onnx_max_bytes,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from vigil.artifacts import open_store
 from vigil.monitor import window_store
 from vigil.monitor.caches import PolicyCache, ReferenceCache
 from vigil.monitor.ingest import BatchColumns
@@ -45,10 +44,7 @@ class MonitorEngine:
         self.settings = settings
         self.pool = pool
         self.window_ms = round(settings.window_s * 1000)
-        self.references = ReferenceCache(
-            pool, open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key),
-            settings.policy_cache_s,
-        )  # fmt: skip
+        self.references = ReferenceCache(pool, settings.artifact_store(), settings.policy_cache_s)
         self.policies = PolicyCache(settings.policy_cache_s)
         #: Batches and the closer take turns: both read and write the same windows and caches.
         self.lock = asyncio.Lock()

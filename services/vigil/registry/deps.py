@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path
 
-from vigil.artifacts import LocalArtifactStore, open_store
+from vigil.artifacts import LocalArtifactStore
 from vigil.events.catalog.data import NAME_PATTERN
 from vigil.registry.settings import RegistrySettings
 from vigil.service.auth import Principal, require
@@ -35,6 +35,4 @@ def store_of(runtime: ServiceRuntime) -> LocalArtifactStore:
     """The runtime's content-addressed store, configured by settings and built on first use (shared by the routes
     and the event handlers)."""
     settings = runtime.settings
-    return runtime.parts.get_or_add(
-        LocalArtifactStore, lambda: open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
-    )
+    return runtime.parts.get_or_add(LocalArtifactStore, settings.artifact_store)

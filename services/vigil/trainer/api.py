@@ -9,7 +9,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel
 
-from vigil.artifacts.store import ArtifactError, ArtifactNotFound, open_store
+from vigil.artifacts.store import ArtifactError, ArtifactNotFound
 from vigil.events.catalog.common import NAME_PATTERN
 from vigil.service.auth import Principal, Viewer, require
 from vigil.service.bounds import BigIntCursor, IntegerCursor, SafeText
@@ -153,7 +153,7 @@ async def download_model_artifact(runtime: RuntimeDep, run_id: RunId, _user: Art
     if not run.artifact_digest:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} has no artifact")
     settings = runtime.settings
-    artifacts = open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
+    artifacts = settings.artifact_store()
     try:
         data = artifacts.get(run.artifact_digest)
     except ArtifactNotFound as exc:

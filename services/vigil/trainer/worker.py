@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from vigil.artifacts.store import ArtifactError, ArtifactStore, digest_of, open_store
+from vigil.artifacts.store import ArtifactError, ArtifactStore, digest_of
 from vigil.bus.aio import cancel_and_wait, wait_event
 from vigil.bus.context import Emitter
 from vigil.datasets.locations import DatasetLocationError, artifact_digest
@@ -94,7 +94,7 @@ class WorkerPool:
         self.settings = settings
         self.source = source
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.artifacts: ArtifactStore = open_store(settings.resolved_artifact_root(), settings.artifact_encryption_key)
+        self.artifacts: ArtifactStore = settings.artifact_store()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.executed = 0
