@@ -1,0 +1,183 @@
+"""CBPE kernels against slow references: expected metrics vs Monte-Carlo label draws, the ROC estimate vs NannyML's
+row-wise formula, the isotonic fit vs scikit-learn, Platt vs a direct optimiser, serialisation and merging."""
+
+from __future__ import annotations
+
+import json
+
+import naive_estimation as naive
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import optimize
+from sklearn.isotonic import IsotonicRegression
+
+from vigil.kernels.calibration import (
+    Calibrator,
+    choose_calibrator,
+    expected_calibration_error,
+    fit_isotonic,
+    fit_platt,
+)
+from vigil.kernels.estimation import ESTIMATED_METRICS, EstimationState, realised_metrics
+
+pytestmark = pytest.mark.unit
+
+
+def _window(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores and a calibrated probability that is a monotone function of them."""
+    rng = np.random.default_rng(seed)
+    s = rng.beta(2, 2, n)
+    p = 1.0 / (1.0 + np.exp(-(4.0 * s - 2.2)))
+    return s, p
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.35])
+def test_estimate_matches_monte_carlo_expectation_and_spread(threshold: float) -> None:
+    s, p = _window(400, 1)
+    est = EstimationState(threshold).update(s, p).estimate()
+    mc = naive.monte_carlo(s, p, threshold, reps=3000)
+    for m in ESTIMATED_METRICS:
+        value, std = est[m]
+        mc_mean, mc_std = mc[m]
+        # ratios of expectations are not expectations of ratios: O(1/n) apart, well inside 0.01 at n = 400
+        assert value == pytest.approx(mc_mean, abs=0.01), m
+        assert std == pytest.approx(mc_std, rel=0.12), m
+    # accuracy and precision are linear in the labels: their estimate is the expectation itself
+    assert est["accuracy"][0] == pytest.approx(mc["accuracy"][0], abs=3 * mc["accuracy"][1] / np.sqrt(3000))
+
+
+@given(
+    codes=hnp.arrays(np.int64, st.integers(2, 300), elements=st.integers(0, 99)),
+    slope=st.floats(0.5, 8.0),
+)
+def test_roc_estimate_equals_nannyml_rowwise_formula_when_bins_hold_one_score(codes: np.ndarray, slope: float) -> None:
+    s = (codes + 0.5) / 100.0  # one distinct score per bin of a 100-bin state
+    p = 1.0 / (1.0 + np.exp(-slope * (s - 0.5)))
+    auc, _ = EstimationState(0.5, n_bins=100).update(s, p).estimate()["roc_auc"]
+    assert auc == pytest.approx(naive.rowwise_estimated_auc(s, p), abs=1e-12)
+
+
+def test_roc_estimate_is_close_to_rowwise_with_continuous_scores() -> None:
+    s, p = _window(20_000, 2)
+    auc, _ = EstimationState().update(s, p).estimate()["roc_auc"]
+    assert auc == pytest.approx(naive.rowwise_estimated_auc(s, p), abs=1e-4)
+
+
+def test_expected_confusion_is_the_sums_of_p() -> None:
+    s, p = _window(1000, 3)
+    cm = EstimationState(0.5).update(s, p).expected_confusion()
+    yhat = s >= 0.5
+    assert cm["tp"] == pytest.approx(p[yhat].sum())
+    assert cm["fp"] == pytest.approx((1 - p[yhat]).sum())
+    assert cm["fn"] == pytest.approx(p[~yhat].sum())
+    assert cm["tn"] == pytest.approx((1 - p[~yhat]).sum())
+
+
+def test_merge_equals_one_pass_and_round_trips_through_json() -> None:
+    s, p = _window(5000, 4)
+    whole = EstimationState(0.4).update(s, p)
+    parts = EstimationState(0.4).update(s[:1234], p[:1234]).merge(EstimationState(0.4).update(s[1234:], p[1234:]))
+    back = EstimationState.from_dict(json.loads(json.dumps(parts.to_dict())))
+    for m in ESTIMATED_METRICS:
+        assert back.estimate()[m] == pytest.approx(whole.estimate()[m], rel=1e-12), m
+    with pytest.raises(ValueError, match="different bins or thresholds"):
+        whole.merge(EstimationState(0.5))
+
+
+def test_invalid_rows_are_missing_and_empty_windows_give_nan() -> None:
+    st_ = EstimationState().update(np.array([0.2, np.nan, 1.5, 0.7]), np.array([0.1, 0.5, 0.5, np.nan]))
+    assert st_.n == 1 and st_.missing == 3
+    empty = EstimationState().estimate()
+    assert all(np.isnan(v) and np.isnan(sd) for v, sd in empty.values())
+    with pytest.raises(ValueError, match="bad threshold"):
+        EstimationState.from_dict({"threshold": 2})
+
+
+def test_realised_metrics_match_counting_reference() -> None:
+    rng = np.random.default_rng(5)
+    s = np.round(rng.random(700), 2)  # ties on purpose
+    y = (rng.random(700) < s).astype(np.int64)
+    got = realised_metrics(y, s, 0.5)
+    ref = naive.realised(y, s, 0.5)
+    for m in ESTIMATED_METRICS:
+        assert got[m] == pytest.approx(ref[m], abs=1e-12), m
+
+
+@given(
+    s=hnp.arrays(np.float64, st.integers(1, 200), elements=st.floats(0, 1).map(lambda v: round(v, 2))),
+    data=st.data(),
+)
+def test_isotonic_matches_sklearn(s: np.ndarray, data: st.DataObject) -> None:
+    y = data.draw(hnp.arrays(np.int64, s.size, elements=st.integers(0, 1)))
+    ours = fit_isotonic(s, y)
+    ref = IsotonicRegression(out_of_bounds="clip").fit(s, y)
+    grid = np.linspace(-0.1, 1.1, 57)
+    assert np.allclose(ours.apply(grid), ref.predict(grid), atol=1e-12)
+    assert np.all(np.diff(ours.apply(grid)) >= 0)
+
+
+def test_platt_matches_direct_log_loss_minimum() -> None:
+    rng = np.random.default_rng(6)
+    s = rng.random(3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(3 * s - 1)))).astype(np.int64)
+
+    def loss(ab: np.ndarray) -> float:
+        z = ab[0] * s + ab[1]
+        return float(np.sum(np.logaddexp(0, z) - y * z))
+
+    ref = optimize.minimize(loss, np.zeros(2), method="BFGS").x
+    cal = fit_platt(s, y)
+    assert (cal.a, cal.b) == pytest.approx((ref[0], ref[1]), abs=2e-3)
+
+
+def test_choice_calibrates_a_miscalibrated_model_and_lowers_fresh_ece() -> None:
+    rng = np.random.default_rng(7)
+    true_p = rng.random(20_000)
+    y = (rng.random(true_p.size) < true_p).astype(np.int64)
+    served = true_p**3  # under-confident about positives: badly calibrated, same ranking
+    cal = choose_calibrator(served[:10_000], y[:10_000])
+    assert cal.kind != "identity"
+    assert cal.ece[cal.kind] == min(cal.ece.values())
+    fresh_raw = expected_calibration_error(served[10_000:], y[10_000:])
+    fresh_cal = expected_calibration_error(cal.apply(served[10_000:]), y[10_000:])
+    assert fresh_cal < fresh_raw / 4
+
+
+def test_calibrated_model_keeps_a_low_error_map() -> None:
+    rng = np.random.default_rng(8)
+    p = rng.random(10_000)
+    y = (rng.random(p.size) < p).astype(np.int64)
+    cal = choose_calibrator(p, y)
+    assert set(cal.ece) == {"identity", "isotonic", "platt"}
+    assert expected_calibration_error(cal.apply(p), y) < 0.03
+
+
+@pytest.mark.parametrize("fit", [fit_isotonic, fit_platt])
+def test_calibrator_round_trips_through_json(fit: object) -> None:
+    rng = np.random.default_rng(9)
+    s = rng.random(2000)
+    y = (rng.random(2000) < s**2).astype(np.int64)
+    cal = fit(s, y)  # type: ignore[operator]
+    back = Calibrator.from_dict(json.loads(json.dumps(cal.to_dict())))
+    grid = np.linspace(0, 1, 101)
+    assert np.allclose(back.apply(grid), cal.apply(grid), atol=0)
+    assert Calibrator.from_dict({"kind": "identity"}).apply(np.array([1.2, np.nan]))[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        {"kind": "spline"},
+        {"kind": "platt", "a": "x", "b": 0},
+        {"kind": "platt", "a": -1.0, "b": 0},
+        {"kind": "isotonic", "x": [0, 1], "y": [0, 1]},
+        {"kind": "identity", "ece": {"identity": "low"}},
+    ],
+)
+def test_malformed_calibration_is_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        Calibrator.from_dict(bad)
