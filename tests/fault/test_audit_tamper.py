@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -256,3 +257,58 @@ async def _insert(dsn: str, row: dict[str, Any]) -> None:
         )
     finally:
         await conn.close()
+
+
+async def test_a_tail_cut_with_its_checkpoints_is_caught_only_by_the_witness(
+    kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Whoever can delete rows can cut the tail *and* the checkpoints over it: what is left is a consistent signed
+    prefix, and verification of the database alone passes. The checkpoints the auditor also appended to its witness
+    file (outside the database) name the cut."""
+    tokens: Tokens = make_tokens(tmp_path)
+    token = tokens.by_role["auditor"]
+    witness = tmp_path / "elsewhere" / "witness.jsonl"
+    settings = settings_for(
+        AuditorSettings,
+        dsn=fresh_db,
+        bootstrap=kafka_bootstrap,
+        prefix=topic_prefix,
+        tokens=tokens,
+        home=tmp_path,
+        audit_checkpoint_every_entries=10,
+        audit_checkpoint_interval_s=0.3,
+        audit_witness_file=witness,
+        audit_signing_key_file=tmp_path / "signing.key",  # the same key across the restart below
+    )
+
+    def witnessed() -> list[int]:
+        if not witness.exists():
+            return []
+        return [json.loads(line)["to_seq"] for line in witness.read_text().splitlines()]
+
+    async with served(settings) as url:
+        await produce_events(kafka_bootstrap, topic_prefix + "vigil.data", [_event(n) for n in range(EVENTS)])
+
+        async def all_witnessed() -> bool:
+            return bool(witnessed()) and max(witnessed()) >= EVENTS
+
+        await eventually(all_witnessed, what="checkpoints over every event in the witness file")
+        code, out = await cli_verify(url, token, "--witness", str(witness))
+        assert code == 0, out
+        assert "witnessed checkpoints" in out
+    lines = witnessed()
+    assert lines == sorted(lines) and len(lines) == len(set(lines)) >= 2, lines  # appended in order, never twice
+
+    # The auditor is down; the log is cut back to its first checkpoint, the later checkpoints with it.
+    cut = lines[0]
+    async with superuser(fresh_db) as su:
+        await su.execute("DELETE FROM auditor.audit_log WHERE seq > $1", cut)
+        await su.execute("DELETE FROM auditor.audit_checkpoints WHERE to_seq > $1", cut)
+
+    async with served(settings) as url:
+        code, out = await cli_verify(url, token)
+        assert code == 0, out  # the database alone cannot tell: a consistent, signed prefix
+        code, out = await cli_verify(url, token, "--witness", str(witness))
+        assert code == 1, out
+        assert f"witnessed checkpoint 1..{lines[1]}" in out, out
+    assert witnessed()[: len(lines)] == lines  # the restarted auditor appended, never rewrote the witness

@@ -15,6 +15,7 @@ from vigil.auditor.handlers import build_batch_handler, retention_policy
 from vigil.auditor.publisher import EntryPublisher, rewind
 from vigil.auditor.settings import AuditorSettings
 from vigil.auditor.signing import Signer, load_signer
+from vigil.auditor.witness import WitnessFile
 from vigil.events import topics
 from vigil.service.app import create_app
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime
@@ -48,6 +49,7 @@ async def on_start(runtime: ServiceRuntime) -> None:
         source=runtime.source,
         every_entries=settings.audit_checkpoint_every_entries,
         interval_s=settings.audit_checkpoint_interval_s,
+        witness=WitnessFile(settings.resolved_witness_file()),
     )
     runtime.parts.add(checkpointer)
     publisher = runtime.parts.add(

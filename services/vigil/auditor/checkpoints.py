@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -24,6 +24,9 @@ from vigil.bus.aio import BackgroundLoop
 from vigil.bus.outbox import enqueue
 from vigil.events import make_event
 from vigil.events.catalog.audit import AuditCheckpoint
+
+if TYPE_CHECKING:
+    from vigil.auditor.witness import WitnessFile
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +202,10 @@ class Checkpointer(BackgroundLoop):
         source: str,
         every_entries: int,
         interval_s: float,
+        witness: WitnessFile | None = None,
     ) -> None:
         super().__init__("audit-checkpointer")
+        self.witness = witness
         self.pool = pool
         self.signer = signer
         self.chain = chain
@@ -212,9 +217,12 @@ class Checkpointer(BackgroundLoop):
 
     async def _run(self) -> None:
         last_made = time.monotonic()
+        witness_behind = self.witness is not None  # catch up once at start: a checkpoint may have missed it
         while True:
             try:
                 await asyncio.sleep(self.poll_s)
+                if witness_behind:
+                    witness_behind = not await self._witness()
                 async with self.pool.acquire() as conn:
                     pending = await conn.fetchval(
                         "SELECT coalesce((SELECT max(seq) FROM audit_log), 0) - "
@@ -231,6 +239,7 @@ class Checkpointer(BackgroundLoop):
                     self.made += 1
                     last_made = time.monotonic()
                     log.info("signed checkpoint", extra={"to_seq": made.to_seq, "key_id": made.key_id})
+                    witness_behind = self.witness is not None and not await self._witness()
             except asyncio.CancelledError:
                 raise
             except ChainBroken as exc:
@@ -239,3 +248,17 @@ class Checkpointer(BackgroundLoop):
             except Exception as exc:  # database away: try again later, never die silently
                 log.warning("checkpoint failed; retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(1.0)
+
+    async def _witness(self) -> bool:
+        """Append the checkpoints the witness file lacks; False (retry next loop) if that failed."""
+        assert self.witness is not None
+        try:
+            async with self.pool.acquire() as conn:
+                await self.witness.catch_up(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.error(
+                "checkpoint witness not written; retrying",
+                extra={"path": str(self.witness.path), "error": repr(exc)},
+            )
+            return False
+        return True

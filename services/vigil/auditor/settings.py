@@ -26,6 +26,9 @@ class AuditorSettings(ServiceSettings):
     audit_signing_key: str | None = Field(default=None, repr=False)
     #: Key file (hex or base64 seed, or PEM PKCS#8); default ``<home>/auditor/signing.key``, generated if absent.
     audit_signing_key_file: Path | None = None
+    #: Every signed checkpoint is also appended here (JSON lines), outside the database, so a cut tail is detectable
+    #: (`vigil audit verify --witness`). Default ``<home>/auditor/witness.jsonl``; put it on other storage.
+    audit_witness_file: Path | None = None
     #: Public keys (raw 32 bytes, hex or base64) of earlier signing keys whose checkpoints still verify.
     audit_trusted_public_keys: list[str] = Field(default_factory=list)
     #: Retention classes: days an entry of the class is kept (expiry happens only at checkpoint boundaries).
@@ -40,6 +43,10 @@ class AuditorSettings(ServiceSettings):
     audit_retention_by_type: dict[str, str] = Field(
         default_factory=lambda: {"audit.stream_digest": "stream_digest", "access.recorded": "access"}
     )
+
+    def resolved_witness_file(self) -> Path:
+        """Where checkpoints are witnessed: explicit setting, else ``<home>/auditor/witness.jsonl``."""
+        return self.audit_witness_file or self.home / "auditor" / "witness.jsonl"
 
     def resolved_signing_key_file(self) -> Path:
         """Where the signing key lives: explicit setting, else ``<home>/auditor/signing.key``."""
