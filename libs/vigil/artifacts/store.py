@@ -20,6 +20,7 @@ build's ``VGLENC1\\0`` + nonce + ciphertext||tag (no key id; opened by trying ea
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -32,6 +33,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vigil.artifacts.keyring import Keyring, KeyringError, load_keyring
+
+log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _MAGIC_V1 = b"VGLENC1\0"  # first build: magic + 12-byte nonce + ciphertext||tag, digest as associated data
@@ -87,16 +90,52 @@ class ArtifactStore(ABC):
 class LocalArtifactStore(ArtifactStore):
     """Objects under ``root/sha256/ab/cdef…`` (fan-out by the first byte), written atomically."""
 
-    def __init__(self, root: Path, *, encryption_key: bytes | None = None, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        encryption_key: bytes | None = None,
+        keyring: Keyring | None = None,
+        keyring_file: Path | None = None,
+    ) -> None:
+        if sum(x is not None for x in (encryption_key, keyring, keyring_file)) > 1:
+            raise ArtifactError("give one of an encryption key, a keyring or a keyring file")
         if encryption_key is not None:
-            if keyring is not None:
-                raise ArtifactError("give an encryption key or a keyring, not both")
             if len(encryption_key) != 32:
                 raise ArtifactError("the artifact encryption key must be 32 bytes (AES-256)")
             keyring = Keyring.single(encryption_key)
         self.root = root
+        self.keyring_file = keyring_file
+        self._keyring_seen: tuple[int, int, int] | None = None
+        self._use(keyring)
+        self._reload_keyring()  # a bad keyring file stops the service at start, not at its first artifact
+
+    def _use(self, keyring: Keyring | None) -> None:
         self.keyring = keyring
         self._aeads = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()} if keyring else {}
+
+    def _reload_keyring(self) -> None:
+        """Re-read the keyring file when it changed (``vigil keys rotate`` replaces it): a rotation takes effect at
+        the next put or get, with no restart. A file that became unreadable keeps the keys already loaded."""
+        if self.keyring_file is None:
+            return
+        try:
+            st = self.keyring_file.stat()
+        except OSError as exc:
+            if self.keyring is None:
+                raise ArtifactError(f"cannot read artifact keyring {self.keyring_file}: {exc.strerror}") from exc
+            return
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen == self._keyring_seen:
+            return
+        try:
+            self._use(load_keyring(self.keyring_file))
+        except KeyringError as exc:
+            if self.keyring is None:
+                raise ArtifactError(str(exc)) from exc
+            log.error("artifact keyring unreadable; keeping the keys loaded before", extra={"error": str(exc)})
+            return
+        self._keyring_seen = seen
 
     @property
     def encrypted(self) -> bool:
@@ -108,6 +147,7 @@ class LocalArtifactStore(ArtifactStore):
         return self.root / "sha256" / hexd[:2] / hexd[2:]
 
     def put(self, data: bytes) -> str:
+        self._reload_keyring()
         if len(data) > MAX_ARTIFACT_BYTES:
             raise ArtifactError(f"artifact of {len(data)} bytes exceeds {MAX_ARTIFACT_BYTES}")
         digest = digest_of(data)
@@ -138,6 +178,7 @@ class LocalArtifactStore(ArtifactStore):
             raise
 
     def get(self, digest: str) -> bytes:
+        self._reload_keyring()
         path = self._path(digest)
         try:
             stored = path.read_bytes()
@@ -166,6 +207,7 @@ class LocalArtifactStore(ArtifactStore):
         """Re-seal every object not sealed with the current key (older keys, the first build's format, or plain
         objects from before encryption was on). Each object is verified against its digest before it is rewritten,
         atomically; a tampered one is left as it is and counted."""
+        self._reload_keyring()
         if self.keyring is None:
             raise ArtifactError("rewrap needs an artifact keyring (encryption is not configured)")
         report = RewrapReport()
@@ -268,9 +310,6 @@ def open_store(
     if keyring_file is not None:
         if encryption_key_hex:
             raise ArtifactError("configure an artifact keyring file or an encryption key, not both")
-        try:
-            return LocalArtifactStore(root, keyring=load_keyring(keyring_file))
-        except KeyringError as exc:
-            raise ArtifactError(str(exc)) from exc
+        return LocalArtifactStore(root, keyring_file=keyring_file)
     key = bytes.fromhex(encryption_key_hex) if encryption_key_hex else None
     return LocalArtifactStore(root, encryption_key=key)
