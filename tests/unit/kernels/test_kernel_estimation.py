@@ -181,3 +181,18 @@ def test_calibrator_round_trips_through_json(fit: object) -> None:
 def test_malformed_calibration_is_rejected(bad: object) -> None:
     with pytest.raises(ValueError, match="calibration"):
         Calibrator.from_dict(bad)
+
+
+@given(
+    knots=hnp.arrays(np.float64, st.integers(1, 60), elements=st.floats(-1, 2), unique=True),
+    data=st.data(),
+)
+def test_isotonic_apply_equals_numpy_interp(knots: np.ndarray, data: st.DataObject) -> None:
+    kx = np.sort(knots)
+    ky = np.sort(data.draw(hnp.arrays(np.float64, kx.size, elements=st.floats(0, 1))))
+    x = data.draw(hnp.arrays(np.float64, st.integers(0, 200), elements=st.floats(-2, 3) | st.just(np.nan)))
+    x = np.concatenate([x, kx])  # every knot exactly, too
+    got = Calibrator("isotonic", kx, ky).apply(x)
+    nan = np.isnan(x)
+    assert np.all(np.isnan(got[nan]))  # NaN stays NaN (numpy's interp answers ky[0] with a single knot)
+    assert np.allclose(got[~nan], np.interp(x[~nan], kx, ky), atol=1e-12)
