@@ -18,7 +18,11 @@ import pytest
 # Before anything imports numba: cache compiled kernels in the repo, not beside site-packages.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
-from support import testinfra
+from support import signing, testinfra
+
+# Event signing keys for every service and test producer of this run (VIGIL_EVENT_KEYS_DIR, inherited by workers
+# and by the service processes tests start); see support/signing.py.
+signing.install()
 
 
 @pytest.fixture(scope="session")

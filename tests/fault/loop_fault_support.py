@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from support.signing import signed_headers
 from vigil.demo import loop
 from vigil.events import Envelope, make_event, new_id, topics
 from vigil.events.catalog.data import DataUpdated
@@ -260,8 +261,8 @@ class LoopHarness:
         producer = AIOKafkaProducer(bootstrap_servers=self.stack.bootstrap_servers)
         await producer.start()
         try:
-            for value in values:
-                await producer.send_and_wait(topic, value, key=key.encode())
+            for value in values:  # signed by the key allowed to produce it, as a real upstream would
+                await producer.send_and_wait(topic, value, key=key.encode(), headers=signed_headers(value))
         finally:
             await producer.stop()
 

@@ -14,6 +14,7 @@ import pytest
 
 from support.kafka import read_all
 from support.services import eventually
+from support.signing import TEST_PRODUCER, signing_key
 from support.testinfra import PostgresUnderTest
 from vigil.bus.outbox import OutboxRelay, enqueue_raw
 from vigil.bus.producer import BusProducer
@@ -32,7 +33,7 @@ async def test_an_idle_relay_survives_a_postgres_restart(
     namer = TopicNamer(topic_prefix)
     await ensure_topics(kafka_bootstrap, namer.all_physical(), 1, 1)
     pool = await create_pool(fresh_db, "relayrestart")
-    producer = BusProducer(kafka_bootstrap, service="relayrestart", namer=namer)
+    producer = BusProducer(kafka_bootstrap, service="relayrestart", namer=namer, signer=signing_key(TEST_PRODUCER))
     relay = OutboxRelay(pool, producer, schema="relayrestart", service="relayrestart", poll_interval_ms=120_000)
 
     async def published(seq_value: bytes) -> bool:

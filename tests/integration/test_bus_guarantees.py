@@ -139,7 +139,9 @@ async def test_crash_between_effect_and_commit_redelivers_without_reapplying(
         await first.stop()
 
         # A new member of the same group gets the uncommitted record again; the inbox recognises it.
-        second = EventConsumer(kafka_bootstrap, probe.runtime.pool, first.config, first.namer, handlers=first.handlers)
+        second = EventConsumer(
+            kafka_bootstrap, probe.runtime.pool, first.config, first.namer, handlers=first.handlers, trust=first.trust
+        )
         await second.start()
         try:
             await eventually(lambda: _skipped(second), what="the redelivery")

@@ -13,6 +13,7 @@ import pytest
 
 from support.kafka import read_all
 from support.services import eventually
+from support.signing import TEST_PRODUCER, signing_key
 from vigil.bus.outbox import OutboxRelay, enqueue_raw
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import TopicNamer, ensure_topics
@@ -105,7 +106,7 @@ async def test_the_outbox_relay_publishes_on_notify_not_on_its_poll(
     namer = TopicNamer(topic_prefix)
     await ensure_topics(kafka_bootstrap, namer.all_physical(), 1, 1)
     pool = await create_pool(fresh_db, "relaywake")
-    producer = BusProducer(kafka_bootstrap, service="relaywake", namer=namer)
+    producer = BusProducer(kafka_bootstrap, service="relaywake", namer=namer, signer=signing_key(TEST_PRODUCER))
     # A 2-minute poll interval: the relay's fallback wait is five of them.
     relay = OutboxRelay(pool, producer, schema="relaywake", service="relaywake", poll_interval_ms=120_000)
     try:

@@ -8,6 +8,7 @@ import pytest
 
 from support.kafka import read_all
 from support.services import eventually
+from support.signing import TEST_PRODUCER, signing_key
 from vigil.bus.outbox import OutboxRelay, enqueue_raw
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import TopicNamer, ensure_topics
@@ -22,7 +23,10 @@ async def test_two_relays_keep_one_outbox_in_order(kafka_bootstrap: str, fresh_d
     namer = TopicNamer(topic_prefix)
     await ensure_topics(kafka_bootstrap, namer.all_physical(), 1, 1)
     pool = await create_pool(fresh_db, "relaytest")
-    producers = [BusProducer(kafka_bootstrap, service="relaytest", namer=namer) for _ in range(2)]
+    producers = [
+        BusProducer(kafka_bootstrap, service="relaytest", namer=namer, signer=signing_key(TEST_PRODUCER))
+        for _ in range(2)
+    ]
     relays = [
         OutboxRelay(pool, p, schema="relaytest", service="relaytest", batch_size=100, poll_interval_ms=20)
         for p in producers
@@ -61,7 +65,7 @@ async def test_a_relay_waits_while_another_replica_publishes(
     namer = TopicNamer(topic_prefix)
     await ensure_topics(kafka_bootstrap, namer.all_physical(), 1, 1)
     pool = await create_pool(fresh_db, "relaylock")
-    producer = BusProducer(kafka_bootstrap, service="relaylock", namer=namer)
+    producer = BusProducer(kafka_bootstrap, service="relaylock", namer=namer, signer=signing_key(TEST_PRODUCER))
     relay = OutboxRelay(pool, producer, schema="relaylock", service="relaylock")
     try:
         await migrate(pool, "relaylock", [("bus", BUS_MIGRATIONS)])

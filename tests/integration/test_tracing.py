@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from support.services import eventually, make_tokens, running, settings_for
+from support.signing import signed_headers
 from vigil.auditor.app import make_app as make_auditor
 from vigil.auditor.settings import AuditorSettings
 from vigil.bus.tracing import current_traceparent, inject_headers
@@ -54,8 +55,12 @@ async def test_trace_context_crosses_the_bus(
             producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
             await producer.start()
             try:
+                value = envelope.canonical_bytes()
                 await producer.send_and_wait(
-                    f"{topic_prefix}vigil.data", envelope.canonical_bytes(), key=b"traced", headers=inject_headers()
+                    f"{topic_prefix}vigil.data",
+                    value,
+                    key=b"traced",
+                    headers=inject_headers() + signed_headers(value),
                 )
             finally:
                 await producer.stop()

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from support.services import Tokens, eventually, make_tokens, running, settings_for
+from support.signing import signed_headers
 from vigil.auditor.app import make_app as make_auditor
 from vigil.auditor.settings import AuditorSettings
 from vigil.events import make_event
@@ -51,7 +52,10 @@ async def publish_upstream(bootstrap: str, prefix: str, update: DataUpdated) -> 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(f"{prefix}vigil.data", envelope.canonical_bytes(), key=update.dataset.encode())
+        value = envelope.canonical_bytes()
+        await producer.send_and_wait(
+            f"{prefix}vigil.data", value, key=update.dataset.encode(), headers=signed_headers(value)
+        )
     finally:
         await producer.stop()
     return envelope.id

@@ -7,22 +7,42 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from support.signing import signed_headers
 from vigil.events import Envelope
+from vigil.events.signing import SigningKey
 
 
-async def produce_raw(bootstrap: str, topic: str, values: list[bytes], *, key: bytes | None = b"k") -> None:
-    """Write raw bytes to a physical topic, in order, same key (so same partition)."""
+async def produce_raw(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes],
+    *,
+    key: bytes | None = b"k",
+    signer: SigningKey | None = None,
+    sign: bool = True,
+) -> None:
+    """Write raw bytes to a physical topic, in order, same key (so same partition), each signed — by ``signer``, or
+    by the key allowed to produce the type the value claims (``support.signing``); ``sign=False``: unsigned."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
     await producer.start()
     try:
         for value in values:
-            await producer.send_and_wait(topic, value, key=key)
+            headers = signed_headers(value, signer) if sign else []
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()
 
 
-async def produce_events(bootstrap: str, topic: str, events: list[Envelope], *, key: bytes | None = b"k") -> None:
-    await produce_raw(bootstrap, topic, [e.canonical_bytes() for e in events], key=key)
+async def produce_events(
+    bootstrap: str,
+    topic: str,
+    events: list[Envelope],
+    *,
+    key: bytes | None = b"k",
+    signer: SigningKey | None = None,
+    sign: bool = True,
+) -> None:
+    await produce_raw(bootstrap, topic, [e.canonical_bytes() for e in events], key=key, signer=signer, sign=sign)
 
 
 async def read_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 30.0) -> list[ConsumerRecord[Any, Any]]:

@@ -32,18 +32,23 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from vigil.bus.aio import cancel_and_wait, stop_quietly
-from vigil.bus.context import BatchContext, Delivery, Emitter, HandlerContext
+from vigil.bus.client_options import PLAINTEXT, KafkaSecurity
+from vigil.bus.context import BatchContext, Delivery, Emitter, HandlerContext, Rejection
 from vigil.bus.dead_letters import DeadLetter, record_dead_letter
 from vigil.bus.metrics import CONSUMER_LAG, DLQ_TOTAL, EVENTS_CONSUMED, HANDLER_SECONDS
 from vigil.bus.topics import TopicNamer
 from vigil.bus.tracing import extract_context, tracer
 from vigil.events import ContractError
 from vigil.events.contracts import decode_event_deferred
+from vigil.events.signing import HEADER_KID, SignatureRejected
+from vigil.events.trust import TrustStore
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[HandlerContext, Any], Awaitable[None]]
 BatchHandler = Callable[[BatchContext, list[Delivery]], Awaitable[None]]
+#: Runs in the transaction that dead-letters a refused record (the auditor records the refusal in its log).
+RejectionHandler = Callable[[asyncpg.Connection, Rejection], Awaitable[None]]
 
 #: Errors that mean "the database is away", not "this record is bad".
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -89,8 +94,17 @@ class EventConsumer:
         namer: TopicNamer,
         handlers: dict[str, Handler] | None = None,
         batch_handler: BatchHandler | None = None,
+        *,
+        trust: TrustStore | None,
+        on_rejected: RejectionHandler | None = None,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
+        """``trust``: the signers whose records are applied (see :meth:`_process_partition`); ``None`` turns the
+        check off — for tests and benchmarks of the bus itself only, never a service (``start_runtime``)."""
         self.bootstrap_servers = bootstrap_servers
+        self.trust = trust
+        self.on_rejected = on_rejected
+        self.security = security
         self.pool = pool
         self.config = config
         self.namer = namer
@@ -103,6 +117,7 @@ class EventConsumer:
         self.applied = 0
         self.skipped = 0
         self.dead_lettered = 0
+        self.rejected = 0
         self._positions: dict[TopicPartition, int] = {}
         self._caught_up_ms: dict[tuple[str, int], int] = {}
 
@@ -152,6 +167,7 @@ class EventConsumer:
             max_poll_records=self.config.max_poll_records,
             metadata_max_age_ms=self.config.metadata_max_age_ms,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+            **self.security.client_kwargs(),
         )
 
     async def _run(self) -> None:
@@ -213,19 +229,40 @@ class EventConsumer:
 
     # ------------------------------------------------------------------ processing
     async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Per record: signature (against the trust store), contract, then may the signer produce this type.
+
+        A record failing the first or the last check is refused (:meth:`_reject`): dead-lettered with the reason,
+        shown to ``on_rejected``, never applied.
+        """
         topic = self.namer.logical(tp.topic)
+        trust = self.trust
         deliveries: list[tuple[ConsumerRecord, Delivery]] = []
         for record in records:
+            signer = None
+            if trust is not None:
+                try:
+                    signer = trust.verify(record.value, record.headers)
+                except SignatureRejected as exc:
+                    await self._reject(record, topic, exc, kid=_kid_of(record))
+                    continue
             try:
                 envelope, payload_cls, payload = decode_event_deferred(record.value)
             except ContractError as exc:
                 await self._dead_letter(record, topic, exc.reason, exc.detail, attempts=1, event_id=None)
                 continue
+            if signer is not None:
+                try:
+                    TrustStore.authorise(signer, envelope.type)
+                except SignatureRejected as exc:
+                    await self._reject(record, topic, exc, kid=signer.kid, principal=signer.principal)
+                    continue
             delivery = (
                 Delivery(envelope, payload, topic, record.partition, record.offset)
                 if payload is not None
                 else Delivery.deferred(envelope, payload_cls, topic, record.partition, record.offset)
             )
+            if signer is not None:
+                delivery.signer = signer.principal
             deliveries.append((record, delivery))
         if not deliveries:
             return
@@ -367,6 +404,7 @@ class EventConsumer:
         attempts: int,
         event_id: str | None,
         event_type: str | None = None,
+        rejection: Rejection | None = None,
     ) -> None:
         letter = DeadLetter.from_record(
             record,
@@ -381,7 +419,9 @@ class EventConsumer:
         while True:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    await record_dead_letter(conn, letter)
+                    fresh = await record_dead_letter(conn, letter)
+                    if fresh and rejection is not None and self.on_rejected is not None:
+                        await self.on_rejected(conn, rejection)
                 break
             except INFRA_ERRORS as exc:
                 log.warning("database unavailable; retrying dead letter", extra={"error": repr(exc)})
@@ -390,6 +430,33 @@ class EventConsumer:
         DLQ_TOTAL.labels(self.config.service, topic, reason).inc()
         EVENTS_CONSUMED.labels(self.config.service, topic, event_type or "?", "dead_lettered").inc()
         log.error("dead-lettered record", extra={"topic": topic, "reason": reason, "error": error[:500]})
+
+    async def _reject(
+        self,
+        record: ConsumerRecord,
+        topic: str,
+        refusal: SignatureRejected,
+        *,
+        kid: str | None,
+        principal: str | None = None,
+    ) -> None:
+        """Dead-letter a record whose signer is not trusted for it; identity is its bytes' digest, never its claimed
+        id (a forger must not be able to take the id of a real event)."""
+        self.rejected += 1
+        rejection = Rejection(
+            topic, record.partition, record.offset, refusal.reason, refusal.detail, record.value, kid, principal
+        )
+        await self._dead_letter(
+            record, topic, refusal.reason, refusal.detail, attempts=1, event_id=None, rejection=rejection
+        )
+
+
+def _kid_of(record: ConsumerRecord) -> str | None:
+    """The key id a refused record claims, for the record of the refusal (bounded, printable)."""
+    for k, v in record.headers or ():
+        if k == HEADER_KID:
+            return v[:64].decode(errors="replace")
+    return None
 
 
 async def claim_inbox(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[Delivery]:

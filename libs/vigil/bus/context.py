@@ -72,7 +72,7 @@ class Delivery:
     Batch handlers that work from ``envelope.data`` (the auditor) then never pay for the model (issue #9).
     """
 
-    __slots__ = ("_payload", "_payload_cls", "envelope", "offset", "partition", "topic")
+    __slots__ = ("_payload", "_payload_cls", "envelope", "offset", "partition", "signer", "topic")
 
     def __init__(self, envelope: Envelope, payload: EventPayload, topic: str, partition: int, offset: int) -> None:
         self.envelope = envelope
@@ -81,6 +81,8 @@ class Delivery:
         self.topic = topic
         self.partition = partition
         self.offset = offset
+        #: The verified producer (``service:<name>`` / ``producer:<name>``), None when the consumer checks none.
+        self.signer: str | None = None
 
     @classmethod
     def deferred(
@@ -94,6 +96,7 @@ class Delivery:
         delivery.topic = topic
         delivery.partition = partition
         delivery.offset = offset
+        delivery.signer = None
         return delivery
 
     @property
@@ -104,6 +107,21 @@ class Delivery:
 
     def __repr__(self) -> str:
         return f"Delivery({self.envelope.type} {self.envelope.id} @ {self.topic}[{self.partition}]:{self.offset})"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record the consumer refused because of its signer: unsigned, signed by an unknown key, a signature that
+    does not verify, or a signer not allowed to produce its type (``reason``). ``value`` is the record as received."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    value: bytes | None
+    kid: str | None
+    principal: str | None  # the verified signer, when the refusal is about what it may produce
 
 
 @dataclass

@@ -23,6 +23,7 @@ from aiokafka import ConsumerRecord
 from vigil.bus.outbox import decode_headers, encode_headers, enqueue_raw
 from vigil.events import new_id
 from vigil.events import topics as logical_topics
+from vigil.events.signing import SIGNING_HEADERS
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,11 @@ class DeadLetter:
         )
 
     def dlq_headers(self) -> list[tuple[str, bytes]]:
-        """Headers of the vigil.dlq record: the original ones plus the reason and provenance."""
+        """Headers of the vigil.dlq record: the original ones plus the reason and provenance.
+
+        The original's signing headers are kept under ``dlq-orig-…``: the vigil.dlq record is signed by the service
+        that dead-lettered it (its statement that the record is dead); a replay sends the stored originals.
+        """
         extra = {
             "dlq_reason": self.reason,
             "dlq_error": self.error[:1000],
@@ -88,7 +93,8 @@ class DeadLetter:
             "dlq_partition": str(self.partition),
             "dlq_offset": str(self.offset),
         }
-        return [*self.headers, *((k, v.encode()) for k, v in extra.items())]
+        original = [(f"dlq-orig-{k}" if k in SIGNING_HEADERS else k, v) for k, v in self.headers]
+        return [*original, *((k, v.encode()) for k, v in extra.items())]
 
 
 #: Larger records are not parsed again for their id (the contract check already refused them as too large).

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from vigil.bus.aio import cancel_and_wait, stop_quietly
+from vigil.bus.client_options import PLAINTEXT, KafkaSecurity
 from vigil.bus.metrics import BROKER_LOSSES
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import EPOCH_TOPIC
@@ -34,8 +35,10 @@ class BrokerEpochWatch:
         *,
         service: str,
         interval_s: float = 1.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.producer = producer
         self.on_loss = on_loss
         self.service = service
@@ -64,7 +67,10 @@ class BrokerEpochWatch:
     async def _sentinel_present(self) -> bool | None:
         """True if our sentinel is still in the log, False if not, None if the broker can't be asked."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, request_timeout_ms=5_000
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            request_timeout_ms=5_000,
+            **self.security.client_kwargs(),
         )
         try:
             await consumer.start()

@@ -1,24 +1,45 @@
-"""A started-once aiokafka producer with Vigil's defaults.
+"""A started-once aiokafka producer with Vigil's defaults, which signs every record it sends.
 
 At-least-once by design: Tansu has no idempotent producer or transactions, so ``enable_idempotence`` is a setting
 that only Apache Kafka deployments switch on; duplicates are absorbed by consumers' inboxes either way.
+
+Signing (docs/security.md): records handed to :meth:`BusProducer.send` are held until the running coroutine yields
+(or :data:`vigil.events.signing.MAX_BATCH` are waiting), then signed as one batch — one Ed25519 signature under a
+Merkle root, each record with its inclusion proof — and passed to aiokafka in the order they were sent. A record that
+already carries a signature (a dead letter replayed to its topic) keeps its original producer's.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
+from vigil.bus.client_options import PLAINTEXT, KafkaSecurity
 from vigil.bus.metrics import EVENTS_PRODUCED
 from vigil.bus.topics import TopicNamer
+from vigil.events.signing import MAX_BATCH, SigningKey, is_signed
+
+
+@dataclass(slots=True)
+class _Pending:
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    future: asyncio.Future[RecordMetadata]
 
 
 class BusProducer:
-    """Publishes raw records (bytes) to physical topics; owns one AIOKafkaProducer."""
+    """Publishes raw records (bytes) to physical topics, signed with ``signer``; owns one AIOKafkaProducer.
+
+    ``signer=None`` sends unsigned records — consumers refuse them; only for records nobody verifies (tests of the
+    refusal, the broker-epoch sentinel has its own producer path).
+    """
 
     def __init__(
         self,
@@ -26,12 +47,15 @@ class BusProducer:
         *,
         service: str,
         namer: TopicNamer,
+        signer: SigningKey | None,
+        security: KafkaSecurity = PLAINTEXT,
         enable_idempotence: bool = False,
         linger_ms: int = 5,
         request_timeout_ms: int = 30_000,
     ) -> None:
         self.service = service
         self.namer = namer
+        self.signer = signer
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",
@@ -40,10 +64,15 @@ class BusProducer:
             request_timeout_ms=request_timeout_ms,
             max_request_size=2 * 1024 * 1024,
             client_id=f"vigil-{service}",
+            **security.client_kwargs(),
         )
         self._started = False
         # The counter child per topic, looked up once: ``labels()`` takes a lock and builds a key on every call.
         self._produced: dict[str, Any] = {}
+        self._pending: list[_Pending] = []
+        self._flush_lock = asyncio.Lock()
+        self._flush_tasks: set[asyncio.Task[None]] = set()
+        self.signatures = 0
 
     async def start(self) -> None:
         await self._producer.start()
@@ -52,21 +81,54 @@ class BusProducer:
     async def stop(self) -> None:
         if self._started:
             self._started = False
-            await self._producer.stop()
+            try:
+                await self._hand_over()
+            finally:
+                await self._producer.stop()
 
     async def send(
         self, topic: str, value: bytes, *, key: str | None = None, headers: Sequence[tuple[str, bytes]] = ()
     ) -> asyncio.Future[RecordMetadata]:
         """Queue one record for the logical ``topic``; returns the delivery future (await it for the ack)."""
         physical = self.namer.physical(topic)
-        future: asyncio.Future[RecordMetadata] = await self._producer.send(
-            physical, value, key=key.encode() if key is not None else None, headers=list(headers)
-        )
         counter = self._produced.get(topic)
         if counter is None:
             counter = self._produced[topic] = EVENTS_PRODUCED.labels(self.service, topic)
         counter.inc()
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            _Pending(physical, value, key.encode() if key is not None else None, list(headers), future)
+        )
+        if len(self._pending) >= MAX_BATCH:
+            await self._hand_over()
+        elif len(self._pending) == 1:
+            task = asyncio.get_running_loop().create_task(self._hand_over())
+            self._flush_tasks.add(task)
+            task.add_done_callback(self._flush_tasks.discard)
         return future
+
+    async def _hand_over(self) -> None:
+        """Sign what is pending as one batch and pass it to aiokafka, in order; errors go to each record's future."""
+        async with self._flush_lock:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            to_sign = [p for p in batch if not is_signed(p.headers)] if self.signer is not None else []
+            if to_sign:
+                assert self.signer is not None
+                signed = self.signer.sign_values([p.value for p in to_sign])
+                self.signatures += (len(to_sign) + MAX_BATCH - 1) // MAX_BATCH
+                for p, extra in zip(to_sign, signed, strict=True):
+                    p.headers.extend(extra)
+            for i, p in enumerate(batch):
+                try:
+                    inner = await self._producer.send(p.topic, p.value, key=p.key, headers=p.headers)
+                except Exception as exc:
+                    for rest in batch[i:]:
+                        if not rest.future.done():
+                            rest.future.set_exception(exc)
+                    return
+                _chain(inner, p.future)
 
     async def send_and_wait(
         self, topic: str, value: bytes, *, key: str | None = None, headers: Sequence[tuple[str, bytes]] = ()
@@ -80,4 +142,21 @@ class BusProducer:
         return bool(await client.fetch_all_metadata())
 
     async def flush(self) -> None:
+        await self._hand_over()
         await self._producer.flush()
+
+
+def _chain(inner: asyncio.Future[RecordMetadata], outer: asyncio.Future[RecordMetadata]) -> None:
+    """Complete ``outer`` when aiokafka's delivery future completes."""
+
+    def done(f: asyncio.Future[RecordMetadata]) -> None:
+        if outer.done():
+            return
+        if f.cancelled():
+            outer.cancel()
+        elif (exc := f.exception()) is not None:
+            outer.set_exception(exc)
+        else:
+            outer.set_result(f.result())
+
+    inner.add_done_callback(done)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from vigil.bus.client_options import PLAINTEXT, KafkaSecurity
 from vigil.events import topics as logical
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,14 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int,
     topic_configs: dict[str, str] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create topics that do not exist yet; 'already exists' is success. Safe to call at every start.
 
     ``topic_configs`` applies to every topic created; without it each gets :data:`TOPIC_CONFIGS` by its suffix."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000, **security.client_kwargs()
+    )
     try:
         await admin.start()
         existing = set(await admin.list_topics())

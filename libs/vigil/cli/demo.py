@@ -13,6 +13,7 @@ from rich.console import Console
 
 from vigil.demo.story import Clients, Story, StoryConfig, StoryOutcome
 from vigil.demo.view import play_live, print_timelines
+from vigil.events.trust import local_producer_key
 from vigil.stack.supervisor import RunningStack, StackError, default_launches, running_stack
 
 app = typer.Typer()
@@ -69,6 +70,7 @@ async def _play(stack: RunningStack, config: StoryConfig, console: Console) -> S
             stack.paths.home / "data",
             config,
             say=console.print,
+            signer=local_producer_key(stack.paths.home),
         )
         return await play_live(story, console)
     finally:

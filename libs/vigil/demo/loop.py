@@ -25,6 +25,8 @@ from aiokafka import AIOKafkaProducer
 
 from vigil.events import make_event, topics
 from vigil.events.catalog.streams import LabelObserved, ObservedLabel
+from vigil.events.signing import SigningKey
+from vigil.events.trust import local_producer_key
 
 T = TypeVar("T")
 
@@ -119,10 +121,19 @@ class LabelPublisher:
     """Ground truth for served predictions as ``label.observed`` on vigil.labels, keyed by deployment (as the
     contract requires) — one producer kept open for a stream of outcomes."""
 
-    def __init__(self, bootstrap: str, *, topic_prefix: str = "", actor: str = "system:demo-outcomes") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic_prefix: str = "",
+        actor: str = "system:demo-outcomes",
+        signer: SigningKey | None = None,
+    ) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
         self._topic = f"{topic_prefix}{topics.LABELS}"
         self._actor = actor
+        # Consumers apply only signed events (docs/security.md): by default the stack's local producer key.
+        self._signer = signer if signer is not None else local_producer_key()
 
     async def __aenter__(self) -> LabelPublisher:
         await self._producer.start()
@@ -142,7 +153,10 @@ class LabelPublisher:
             envelope = make_event(
                 LabelObserved(deployment=deployment, labels=chunk), source="demo://outcomes", actor=self._actor
             )
-            await self._producer.send_and_wait(self._topic, envelope.canonical_bytes(), key=deployment.encode())
+            value = envelope.canonical_bytes()
+            await self._producer.send_and_wait(
+                self._topic, value, key=deployment.encode(), headers=self._signer.sign_values([value])[0]
+            )
             ids.append(envelope.id)
         return ids
 

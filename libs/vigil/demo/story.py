@@ -35,6 +35,8 @@ from vigil.demo import loop
 from vigil.demo.traffic import Population, TrafficSimulator
 from vigil.events import Envelope, make_event, topics
 from vigil.events.catalog.data import DataUpdated
+from vigil.events.signing import SigningKey
+from vigil.events.trust import local_producer_key
 
 ChapterState = Literal["pending", "running", "done", "failed"]
 
@@ -189,7 +191,10 @@ class Story:
         *,
         topic_prefix: str = "",
         say: Callable[[str], None] = print,
+        signer: SigningKey | None = None,
     ) -> None:
+        #: What the synthetic upstream signs its events with (docs/security.md); default the stack's local producer.
+        self.signer = signer if signer is not None else local_producer_key()
         self.clients = clients
         self.token = token
         self.bootstrap = bootstrap
@@ -220,7 +225,7 @@ class Story:
             self._world_moves,
             self._explain,
         ]
-        async with loop.LabelPublisher(self.bootstrap, topic_prefix=self.topic_prefix) as labels:
+        async with loop.LabelPublisher(self.bootstrap, topic_prefix=self.topic_prefix, signer=self.signer) as labels:
             self._labels = labels
             try:
                 for chapter, step in zip(self.chapters, steps, strict=True):
@@ -460,8 +465,12 @@ class Story:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
         await producer.start()
         try:
+            value = envelope.canonical_bytes()
             await producer.send_and_wait(
-                f"{self.topic_prefix}{topics.DATA}", envelope.canonical_bytes(), key=update["dataset"].encode()
+                f"{self.topic_prefix}{topics.DATA}",
+                value,
+                key=update["dataset"].encode(),
+                headers=self.signer.sign_values([value])[0],
             )
         finally:
             await producer.stop()

@@ -12,11 +12,13 @@ from typing import Literal
 import asyncpg
 from fastapi import APIRouter
 
-from vigil.bus.consumer import BatchHandler, ConsumerConfig, EventConsumer, Handler
+from vigil.bus.consumer import BatchHandler, ConsumerConfig, EventConsumer, Handler, RejectionHandler
 from vigil.bus.epoch import BrokerEpochWatch
 from vigil.bus.outbox import OutboxRelay
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import TopicNamer, ensure_topics
+from vigil.events.authority import service_principal
+from vigil.events.trust import TrustStore, load_signing_key, private_key_path, trust_dir
 from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate
 from vigil.service.parts import Parts
 from vigil.service.settings import ServiceSettings
@@ -49,6 +51,8 @@ class ServiceDefinition:
     on_broker_loss: Callable[[ServiceRuntime], Awaitable[None]] | None = None
     #: Who deduplicates redeliveries: the consumer's inbox, or the handler itself (see ``ConsumerConfig.dedupe``).
     consumer_dedupe: Literal["inbox", "handler"] = "inbox"
+    #: Runs in the transaction that dead-letters a record refused for its signer (the auditor logs the refusal).
+    on_rejected: Callable[[ServiceRuntime], RejectionHandler | None] = lambda _rt: None
 
 
 @dataclass
@@ -134,6 +138,7 @@ async def wait_for_topics(settings: ServiceSettings, namer: TopicNamer, wait_s: 
                 namer.all_physical(),
                 settings.kafka_topic_partitions,
                 settings.kafka_replication_factor,
+                security=settings.kafka_security(),
             )
             return
         except Exception as exc:
@@ -145,6 +150,15 @@ async def wait_for_topics(settings: ServiceSettings, namer: TopicNamer, wait_s: 
 async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings) -> ServiceRuntime:
     """Pool → migrations → topics → producer → relay → broker-loss watch → consumer → service hook."""
     namer = TopicNamer(settings.kafka_topic_prefix)
+    # Keys first: a service without its signing key or the trust store must not start (docs/security.md).
+    keys_dir = settings.resolved_event_keys_dir()
+    signer = load_signing_key(
+        settings.event_signing_key_file or private_key_path(keys_dir, service_principal(definition.name))
+    )
+    if signer.principal != service_principal(definition.name):  # consumers judge what it may produce
+        log.warning("signing as %s, not as %s", signer.principal, service_principal(definition.name))
+    trust = TrustStore.load(trust_dir(keys_dir))
+    security = settings.kafka_security()
     pool = await create_pool(
         settings.database_url, definition.name, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
     )
@@ -159,6 +173,8 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
             settings.kafka_bootstrap_servers,
             service=definition.name,
             namer=namer,
+            signer=signer,
+            security=security,
             enable_idempotence=settings.kafka_enable_idempotence,
             linger_ms=settings.kafka_linger_ms,
             request_timeout_ms=settings.kafka_request_timeout_ms,
@@ -190,6 +206,7 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
         on_broker_loss,
         service=definition.name,
         interval_s=settings.broker_epoch_check_interval_ms / 1000,
+        security=security,
     )
     runtime = ServiceRuntime(definition, settings, namer, pool, producer, relay, None, epoch)
     handlers = definition.handlers(runtime)
@@ -214,6 +231,9 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
             namer,
             handlers=handlers,
             batch_handler=batch_handler,
+            trust=trust,
+            on_rejected=definition.on_rejected(runtime),
+            security=security,
         )
     await relay.start()
     await epoch.start()

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.artifacts.store import LocalArtifactStore, open_store
+from vigil.bus.client_options import KafkaSecurity, SaslMechanism, SecurityProtocol
 
 
 class ServiceSettings(BaseSettings):
@@ -45,6 +46,19 @@ class ServiceSettings(BaseSettings):
     #: fetch when it times out, not when a record arrives (measured for the deployer: docs/deployer.md).
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     kafka_linger_ms: int = 5
+    #: Broker connection security (aiokafka's options; docs/security.md). The embedded broker is PLAINTEXT only.
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_plain_username: str | None = None
+    kafka_sasl_plain_password: str | None = Field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    #: Event signing keys (docs/security.md): ``trust/`` (every signer's public key and what it may produce) and
+    #: ``private/`` (signing keys). Default ``<home>/keys/events``; the embedded stack creates it.
+    event_keys_dir: Path | None = None
+    #: This service's signing key; default ``<event_keys_dir>/private/service-<service>.key``.
+    event_signing_key_file: Path | None = None
     consumer_max_attempts: int = Field(default=3, ge=1)
     consumer_retry_backoff_ms: int = 200
     outbox_poll_interval_ms: int = 200
@@ -108,6 +122,22 @@ class ServiceSettings(BaseSettings):
             problems = self.production_refusals()
             if problems:
                 raise UnsafeProductionSettings("; ".join(problems))
+
+    def resolved_event_keys_dir(self) -> Path:
+        """The event keys directory: explicit setting, else ``<home>/keys/events``."""
+        return self.event_keys_dir if self.event_keys_dir is not None else self.home / "keys" / "events"
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The broker connection's security options, for every Kafka client the service opens."""
+        return KafkaSecurity(
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_plain_username=self.kafka_sasl_plain_username,
+            sasl_plain_password=self.kafka_sasl_plain_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
 
     def resolved_tokens_file(self) -> Path:
         """The token file: explicit setting, else ``<home>/tokens.json``."""

@@ -18,6 +18,7 @@ from fastapi import HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 
 from vigil.auditor import store
+from vigil.auditor.store import AUDITOR_PRINCIPAL
 from vigil.bus.outbox import OutboxRecord, enqueue_many
 from vigil.events import make_event
 from vigil.events.catalog.access import AccessRecorded
@@ -62,7 +63,7 @@ async def record_access(request: Request, route: str, status_code: int) -> None:
         request_id=request_id[:64] if request_id else None,
     )
     envelope = make_event(payload, source=runtime.source, actor=principal.actor)
-    item = store.Audited.of(envelope, AccessRecorded.TOPIC)
+    item = store.Audited.of(envelope, AccessRecorded.TOPIC, AUDITOR_PRINCIPAL)
     async with runtime.pool.acquire() as conn, conn.transaction():
         await store.append_entries(conn, [item], runtime.parts.get(store.RetentionPolicy))
         await enqueue_many(conn, [OutboxRecord.of(envelope, validate=False)])  # its audit.entry: publisher.py

@@ -56,6 +56,8 @@ class AuditEntryPublic(BaseModel):
     recorded_at: datetime
     retention_class: str
     expires_at: datetime | None
+    #: The verified producer (``service:<name>`` / ``producer:<name>``); ``actor`` is what the event claims.
+    signer: str | None = None
 
 
 class AuditEntryWithEvent(AuditEntryPublic):

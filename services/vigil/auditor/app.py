@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from vigil.auditor.api import router
 from vigil.auditor.checkpoints import Checkpointer
-from vigil.auditor.handlers import build_batch_handler, retention_policy
+from vigil.auditor.handlers import build_batch_handler, build_rejection_handler, retention_policy
 from vigil.auditor.publisher import EntryPublisher, rewind
 from vigil.auditor.settings import AuditorSettings
 from vigil.auditor.signing import Signer, load_signer
@@ -81,6 +81,7 @@ DEFINITION = ServiceDefinition(
     # Control-plane topics are audited event by event; streams as per-batch digests (see docs/audit.md).
     consumed_topics=[*topics.CONTROL_PLANE, *topics.STREAMS],
     batch_handler=build_batch_handler,
+    on_rejected=build_rejection_handler,  # a record refused for its signer gets an event.rejected entry
     routers=[router],
     on_start=on_start,
     on_stop=on_stop,

@@ -41,19 +41,22 @@ class EntryFields:
     actor: str
     event_time: str
     event_sha256: str
+    #: The verified producer (docs/security.md); covered by the hash when set, absent from older entries.
+    signer: str | None = None
 
     def canonical(self) -> bytes:
-        return canonical_json(
-            {
-                "seq": self.seq,
-                "event_id": self.event_id,
-                "type": self.event_type,
-                "subject": self.subject,
-                "actor": self.actor,
-                "time": self.event_time,
-                "event_sha256": self.event_sha256,
-            }
-        )
+        fields: dict[str, str | int] = {
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "type": self.event_type,
+            "subject": self.subject,
+            "actor": self.actor,
+            "time": self.event_time,
+            "event_sha256": self.event_sha256,
+        }
+        if self.signer is not None:
+            fields["signer"] = self.signer
+        return canonical_json(fields)
 
 
 def entry_hash(prev_hash: str, fields: EntryFields) -> str:
@@ -62,7 +65,15 @@ def entry_hash(prev_hash: str, fields: EntryFields) -> str:
 
 
 def entry_hash_of(
-    prev_hash: str, seq: int, event_id: str, event_type: str, subject: str, actor: str, time: str, event_sha256: str
+    prev_hash: str,
+    seq: int,
+    event_id: str,
+    event_type: str,
+    subject: str,
+    actor: str,
+    time: str,
+    event_sha256: str,
+    signer: str | None = None,
 ) -> str:
     """:func:`entry_hash` without building :class:`EntryFields` first (the writer's hot loop; equal by test).
 
@@ -78,6 +89,12 @@ def entry_hash_of(
         "time": time,
         "type": event_type,
     }
+    if signer is not None:  # sorted order: "signer" sorts between "seq" and "subject"
+        fields = (
+            {k: fields[k] for k in ("actor", "event_id", "event_sha256", "seq")}
+            | {"signer": signer}
+            | {k: fields[k] for k in ("subject", "time", "type")}
+        )
     return hashlib.sha256(b"%s\n%s" % (prev_hash.encode(), orjson.dumps(fields))).hexdigest()
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vigil.auditor.merkle import Frontier
-from vigil.auditor.store import Audited, canonical_event_bytes
+from vigil.auditor.store import AUDITOR_PRINCIPAL, Audited, canonical_event_bytes
 from vigil.bus.context import Delivery
 from vigil.bus.outbox import OutboxRecord
 from vigil.events import canonical_json, dataschema_uri, make_event, parse_json
@@ -147,5 +147,5 @@ def stream_digests(deliveries: Sequence[Delivery], chain: str) -> list[Audited]:
             window_end=max(times) + timedelta(microseconds=1),
         )
         envelope = make_event(digest, source=SOURCE, actor=ACTOR)
-        out.append(Audited.of(envelope, AuditStreamDigest.TOPIC))
+        out.append(Audited.of(envelope, AuditStreamDigest.TOPIC, AUDITOR_PRINCIPAL))
     return out

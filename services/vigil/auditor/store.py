@@ -20,6 +20,8 @@ from vigil.auditor.chain import GENESIS_HASH, EntryFields, StoredEntry, entry_ha
 from vigil.auditor.settings import SIX_MONTHS_DAYS, SIX_YEARS_DAYS
 from vigil.events import Envelope
 
+#: The signer of entries the auditor writes itself (access records, stream digests, refusals).
+AUDITOR_PRINCIPAL = "service:auditor"
 CHAIN_LOCK = 0x5649_4749_4C41_5544  # advisory lock serialising writers of the chain ("VIGILAUD")
 
 
@@ -48,10 +50,11 @@ class Audited:
     envelope: Envelope
     raw: bytes
     topic: str
+    signer: str | None = None  # the verified producer, recorded (and hashed) beside the claimed actor
 
     @classmethod
-    def of(cls, envelope: Envelope, topic: str) -> Audited:
-        return cls(envelope, canonical_event_bytes(envelope), topic)
+    def of(cls, envelope: Envelope, topic: str, signer: str | None = None) -> Audited:
+        return cls(envelope, canonical_event_bytes(envelope), topic, signer)
 
 
 class RetentionPolicy:
@@ -101,6 +104,7 @@ _COLUMNS = (
     "event",
     "retention_class",
     "expires_at",
+    "signer",
 )
 
 
@@ -148,7 +152,9 @@ async def append_entries(
         seq += 1
         event_time = normalise_time(env.time)
         event_sha256 = sha256(item.raw).hexdigest()
-        current = entry_hash_of(prev, seq, event_id, env.type, env.subject, env.actor, event_time, event_sha256)
+        current = entry_hash_of(
+            prev, seq, event_id, env.type, env.subject, env.actor, event_time, event_sha256, item.signer
+        )
         retention_class = class_by_type.get(env.type)
         if retention_class is None:
             cls = retention.class_of(env.type)
@@ -170,6 +176,7 @@ async def append_entries(
                 item.raw,
                 retention_class[0],
                 retention_class[1],
+                item.signer,
                 now,
             )
         )
@@ -183,7 +190,7 @@ async def append_entries(
 
 ENTRY_COLUMNS = (
     "seq, event_id, event_type, subject, actor, event_time, correlation_id, causation_id, topic, event_sha256, "
-    "prev_hash, entry_hash, recorded_at, retention_class, expires_at"
+    "prev_hash, entry_hash, recorded_at, retention_class, expires_at, signer"
 )
 
 
@@ -332,7 +339,7 @@ async def iter_chain(conn: asyncpg.Connection, batch: int = 5000, from_seq: int 
     """The chain from ``from_seq`` in seq order, streamed in batches (run inside a transaction for the cursor)."""
     async for row in conn.cursor(
         "SELECT seq, event_id, event_type, subject, actor, event_sha256, prev_hash, entry_hash, event, "
-        "event_time FROM audit_log WHERE seq >= $1 ORDER BY seq",
+        "event_time, signer FROM audit_log WHERE seq >= $1 ORDER BY seq",
         from_seq,
         prefetch=batch,
     ):
@@ -345,6 +352,7 @@ async def iter_chain(conn: asyncpg.Connection, batch: int = 5000, from_seq: int 
                 row["actor"],
                 normalise_time(row["event_time"]),
                 row["event_sha256"],
+                row["signer"],
             ),
             row["prev_hash"],
             row["entry_hash"],

@@ -11,6 +11,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from support.services import Tokens, eventually
+from support.signing import signed_headers
 from vigil.events import Envelope, EventPayload, decode_event, make_event
 from vigil.events.catalog.data import DatasetVersionRegistered
 from vigil.trainer.examples import patient_risk
@@ -53,8 +54,9 @@ async def publish(
     await producer.start()
     try:
         for payload, envelope in zip(payloads, envelopes, strict=True):
+            value = envelope.canonical_bytes()
             await producer.send_and_wait(
-                f"{prefix}{payload.TOPIC}", envelope.canonical_bytes(), key=payload.key().encode()
+                f"{prefix}{payload.TOPIC}", value, key=payload.key().encode(), headers=signed_headers(value)
             )
     finally:
         await producer.stop()

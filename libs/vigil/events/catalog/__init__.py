@@ -1,5 +1,5 @@
 """The event catalogue: importing this package registers every payload class with the contract checker."""
 
-from vigil.events.catalog import access, audit, data, deployments, models, monitoring, streams, training
+from vigil.events.catalog import access, audit, data, deployments, models, monitoring, security, streams, training
 
-__all__ = ["access", "audit", "data", "deployments", "models", "monitoring", "streams", "training"]
+__all__ = ["access", "audit", "data", "deployments", "models", "monitoring", "security", "streams", "training"]

@@ -1,0 +1,106 @@
+"""Signed records (vigil.events.signing): Merkle batches, proofs, the verifier's refusals and its root cache."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from vigil.events.signing import (
+    HEADER_KID,
+    HEADER_PROOF,
+    HEADER_SIG,
+    MAX_BATCH,
+    RecordVerifier,
+    SignatureRejected,
+    SigningKey,
+    is_signed,
+    leaf_digest,
+    merkle_root_and_proofs,
+    root_from_proof,
+    strip_signing,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _key(name: str = "producer:a") -> SigningKey:
+    return SigningKey.of(name, Ed25519PrivateKey.generate())
+
+
+def _naive_root(leaves: list[bytes]) -> bytes:
+    """The tree written out plainly: pair neighbours, carry an odd last node up unchanged."""
+    level = leaves
+    while len(level) > 1:
+        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        level = nxt + ([level[-1]] if len(level) % 2 else [])
+    return level[0]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8, 13, 64, 127, 128])
+def test_every_proof_folds_to_the_root(count: int) -> None:
+    leaves = [leaf_digest(f"record {i}".encode()) for i in range(count)]
+    root, proofs = merkle_root_and_proofs(leaves)
+    assert root == _naive_root(leaves)
+    for leaf, proof in zip(leaves, proofs, strict=True):
+        assert root_from_proof(leaf, proof) == root
+    # a proof does not fit another leaf of the batch (unless the batch has one leaf)
+    if count > 1:
+        assert root_from_proof(leaves[0], proofs[1]) != root
+
+
+def test_broken_proofs_are_refused_with_a_reason() -> None:
+    leaves = [leaf_digest(bytes([i])) for i in range(5)]
+    _, proofs = merkle_root_and_proofs(leaves)
+    for bad in (b"", proofs[0][:-1], proofs[0] + b"x" * 32, b"\x00\x09\x00\x05" + proofs[0][4:]):
+        with pytest.raises(SignatureRejected) as info:
+            root_from_proof(leaves[0], bad)
+        assert info.value.reason == "malformed_signature"
+
+
+def test_a_signed_batch_verifies_with_one_signature_check() -> None:
+    key = _key()
+    values = [f"event {i}".encode() for i in range(MAX_BATCH + 3)]  # two signatures
+    headers = key.sign_values(values)
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    for value, h in zip(values, headers, strict=True):
+        assert is_signed(h)
+        assert verifier.verify(value, h) == key.kid
+    assert verifier.signature_checks == 2
+    assert strip_signing([*headers[0], ("traceparent", b"x")]) == [("traceparent", b"x")]
+
+
+def _refusal(verifier: RecordVerifier, value: bytes, headers: list[tuple[str, bytes]]) -> str:
+    with pytest.raises(SignatureRejected) as info:
+        verifier.verify(value, headers)
+    return info.value.reason
+
+
+def test_refusals_unsigned_unknown_key_wrong_key_tampered_value() -> None:
+    key, other = _key(), _key()
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    value = b'{"type": "rollback.requested"}'
+    good = key.sign_values([value])[0]
+    assert _refusal(verifier, value, []) == "unsigned"
+    assert _refusal(verifier, value, [("traceparent", b"00-ab")]) == "unsigned"
+    assert _refusal(verifier, value, other.sign_values([value])[0]) == "unknown_key"
+    # another key's signature presented under the trusted key's id
+    forged = [(HEADER_KID, key.kid.encode()), *[(k, v) for k, v in other.sign_values([value])[0] if k != HEADER_KID]]
+    assert _refusal(verifier, value, forged) == "bad_signature"
+    # the signed bytes changed after signing: the leaf no longer folds to the signed root
+    assert _refusal(verifier, value + b" ", good) == "bad_signature"
+    assert _refusal(verifier, value, [h for h in good if h[0] != HEADER_PROOF]) == "malformed_signature"
+    assert verifier.verify(value, good) == key.kid
+
+
+def test_a_cached_root_does_not_admit_other_bytes() -> None:
+    key = _key()
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    values = [b"a", b"b", b"c"]
+    headers = key.sign_values(values)
+    assert verifier.verify(values[0], headers[0]) == key.kid
+    # same root (cached), same proof, different bytes: the fold gives another root, which is checked and fails
+    assert _refusal(verifier, b"evil", headers[0]) == "bad_signature"
+    signature = dict(headers[1])[HEADER_SIG]
+    assert len(signature) == 64
