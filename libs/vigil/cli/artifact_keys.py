@@ -1,4 +1,8 @@
-"""``vigil keys rotate|rewrap``: the artifact store's encryption keys (``<home>/keys/artifacts.json``).
+"""``vigil keys init|rotate|rewrap``: the keys a Vigil home needs, and the artifact store's encryption keys.
+
+``init`` prepares a home for services started without ``vigil up`` (compose, Kubernetes, systemd) — what
+``environment=production`` refuses to start without: the artifact keyring, the auditor's signing key and an admin
+token registered in ``tokens.json``. It never overwrites an existing key, so it is safe to run at every start.
 
 ``rotate`` adds a fresh key and makes it current; every earlier key stays, so objects sealed before still open.
 Running services re-read the keyring when it changes, so new artifacts take the new key from their next write, with
@@ -13,14 +17,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vigil.artifacts.keyring import KeyringError, ensure_keyring_file, rotate_keyring_file
 from vigil.artifacts.store import ArtifactError, LocalArtifactStore
 from vigil.cli import output
 from vigil.cli.client import JsonOpt, fail
+from vigil.stack.credentials import ensure_admin_token, write_secret_once
 from vigil.stack.state import StackPaths
 
-app = typer.Typer(help="Artifact encryption keys: `rotate` (new current key), `rewrap` (re-seal old objects).")
+app = typer.Typer(
+    help="Keys: `init` (a home's keys and admin token), `rotate` / `rewrap` (artifact encryption keys).",
+    no_args_is_help=True,
+)
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", envvar="VIGIL_HOME", help="State directory of `vigil up` (default ./.vigil).")
@@ -39,6 +49,43 @@ RootOpt = Annotated[
 
 def _keyring_path(home: Path | None, keyring: Path | None) -> Path:
     return keyring if keyring is not None else StackPaths.at(home).artifact_keyring
+
+
+@app.command()
+def init(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Create what is missing of: the artifact keyring, the audit signing key, the admin token (never overwrites)."""
+    paths = StackPaths.at(home)
+    created: list[str] = []
+    keyring_existed = paths.artifact_keyring.exists()
+    try:
+        ensure_keyring_file(paths.artifact_keyring)
+    except KeyringError as exc:
+        fail(str(exc))
+    if not keyring_existed:
+        created.append(str(paths.artifact_keyring))
+    signing_key = paths.home / "auditor" / "signing.key"  # the auditor's default key file (AuditorSettings)
+    seed = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    if write_secret_once(signing_key, seed.hex() + "\n"):
+        created.append(str(signing_key))
+    admin_existed = paths.admin_token.exists()
+    ensure_admin_token(paths)
+    if not admin_existed:
+        created.append(str(paths.admin_token))
+    doc = {
+        "home": str(paths.home),
+        "artifact_keyring": str(paths.artifact_keyring),
+        "audit_signing_key": str(signing_key),
+        "admin_token": str(paths.admin_token),
+        "tokens_file": str(paths.tokens_file),
+        "created": created,
+    }
+    if json_out:
+        output.emit_json(doc)
+        return
+    done = f"created {', '.join(created)}" if created else "all present, none changed"
+    typer.echo(f"keys of {paths.home}: {done}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from vigil.service.tokens import Role, TokenRecord, issue_token, token_digest, update_tokens
 from vigil.stack.state import StackPaths
@@ -51,6 +52,33 @@ def ensure_tokens(paths: StackPaths, service_names: Iterable[str]) -> StackToken
     return StackTokens(admin=admin, services=service_tokens)
 
 
+def ensure_admin_token(paths: StackPaths) -> str:
+    """The admin token of this home, created on first use and registered in ``tokens.json`` (other tokens kept).
+    What ``vigil keys init`` uses to prepare a home for services started without ``vigil up`` (compose, k8s)."""
+    admin = _admin_plaintext(paths)
+    digest = token_digest(admin)
+
+    def register(existing: list[TokenRecord]) -> list[TokenRecord]:
+        kept = [rec for rec in existing if rec.sha256 != digest]
+        return [TokenRecord(digest, ADMIN_PRINCIPAL, frozenset({Role.ADMIN})), *kept]
+
+    update_tokens(paths.tokens_file, register)
+    return admin
+
+
+def write_secret_once(path: Path, text: str) -> bool:
+    """Write ``text`` to a new file readable by its owner only (0600); False, and nothing written, if the file exists
+    already — a secret is never overwritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return True
+
+
 def _admin_plaintext(paths: StackPaths) -> str:
     """Read ``admin.token``, or create it (0600, exclusively) on first start."""
     path = paths.admin_token
@@ -59,9 +87,7 @@ def _admin_plaintext(paths: StackPaths) -> str:
         if existing:
             return existing
         path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
     plaintext, _ = issue_token(ADMIN_PRINCIPAL, {Role.ADMIN})
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(plaintext + "\n")
+    if not write_secret_once(path, plaintext + "\n"):  # another process created it meanwhile: theirs wins
+        return path.read_text().strip()
     return plaintext

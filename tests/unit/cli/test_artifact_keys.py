@@ -61,3 +61,25 @@ def test_rewrap_reports_an_object_that_fails_its_check_and_exits_1(tmp_path: Pat
 def test_rewrap_without_a_keyring_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["rewrap", "--home", str(tmp_path)])
     assert result.exit_code == 1 and "no artifact keyring" in result.output
+
+
+def test_init_prepares_a_home_production_accepts_and_never_overwrites(tmp_path: Path) -> None:
+    from vigil.auditor.settings import AuditorSettings
+    from vigil.service.auth import TokenStore
+
+    home = tmp_path / "home"
+    first = CliRunner().invoke(app, ["init", "--home", str(home), "--json"])
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.output)
+    assert len(doc["created"]) == 3
+    for name in ("artifact_keyring", "audit_signing_key", "admin_token"):
+        assert Path(doc[name]).stat().st_mode & 0o777 == 0o600, name
+    AuditorSettings(home=home, environment="production").refuse_unsafe_production()  # nothing missing
+    admin = Path(doc["admin_token"]).read_text().strip()
+    record = TokenStore(Path(doc["tokens_file"]), refuse_dev_tokens=True).lookup(admin)
+    assert record is not None and record.principal == "admin"
+
+    before = {name: Path(doc[name]).read_bytes() for name in ("artifact_keyring", "audit_signing_key", "admin_token")}
+    again = CliRunner().invoke(app, ["init", "--home", str(home), "--json"])
+    assert again.exit_code == 0 and json.loads(again.output)["created"] == []
+    assert before == {name: Path(doc[name]).read_bytes() for name in before}
