@@ -19,7 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vigil.service.auth import TokenStore
 from vigil.service.dlq_api import router as dlq_router
-from vigil.service.http_middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from vigil.service.http_middleware import (
+    BodyLimitMiddleware,
+    FastPathMiddleware,
+    FastPaths,
+    RequestMetricsMiddleware,
+)
 from vigil.service.info_api import router as info_router
 from vigil.service.logging import configure_logging
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime, start_runtime
@@ -89,7 +94,10 @@ def create_app(
     app.state.settings = settings
     app.state.token_store = TokenStore(settings.resolved_tokens_file())
     # Pure ASGI (see vigil.service.http_middleware); the last added is outermost: metrics and the SERVER span
-    # wrap the body limit, so refused bodies are counted and traced too.
+    # wrap the body limit, so refused bodies are counted and traced too; fast paths (filled in once the routes are
+    # included) sit inside both.
+    fast_paths = FastPaths()
+    app.add_middleware(FastPathMiddleware, paths=fast_paths)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http_max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, service=definition.name)
     _add_error_handler(app)
@@ -98,6 +106,7 @@ def create_app(
         app.include_router(router)
     app.include_router(dlq_router)
     app.include_router(info_router)
+    fast_paths.collect(app.routes)
     return app
 
 

@@ -9,13 +9,19 @@ classes only wrap ``send`` / ``receive`` of the one ASGI call: the endpoint runs
 from __future__ import annotations
 
 import random
+import re
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import HTTPException
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vigil.service.telemetry import spans_recorded
@@ -29,6 +35,8 @@ UNMATCHED = "unmatched"
 
 _tracer = trace.get_tracer("vigil.http")
 
+EndpointT = TypeVar("EndpointT", bound=Callable[..., Any])
+
 
 def _carrier(scope: Scope) -> dict[str, str]:
     """Request headers as the propagator reads them (lower-case names; the first of repeated headers wins)."""
@@ -38,12 +46,34 @@ def _carrier(scope: Scope) -> dict[str, str]:
     return carrier
 
 
+class _PropagatedHeaders:
+    """The header names the global propagator reads (``traceparent``, ``tracestate``, ``baggage`` by default),
+    as bytes, recomputed only when someone installs another propagator."""
+
+    def __init__(self) -> None:
+        self._propagator: object = None
+        self._names: frozenset[bytes] = frozenset()
+
+    def names(self) -> frozenset[bytes]:
+        propagator = propagate.get_global_textmap()
+        if propagator is not self._propagator:
+            self._names = frozenset(name.lower().encode("latin-1") for name in propagator.fields)
+            self._propagator = propagator
+        return self._names
+
+
+_propagated = _PropagatedHeaders()
+
+
 def _unrecorded_context(scope: Scope) -> otel_context.Context:
     """The request's trace context when no span is recorded: the caller's, or a fresh root (not recorded), so
-    what the request emits still carries a trace as it did with a span (cheaper: no span object, no attributes)."""
-    parent = propagate.extract(_carrier(scope))
-    if trace.get_current_span(parent).get_span_context().is_valid:
-        return parent
+    what the request emits still carries a trace as it did with a span (cheaper: no span object, no attributes).
+    The propagator only runs when the request carries one of its headers (most serving clients send none)."""
+    names = _propagated.names()
+    if any(name in names for name, _ in scope.get("headers") or ()):
+        parent = propagate.extract(_carrier(scope))
+        if trace.get_current_span(parent).get_span_context().is_valid:
+            return parent
     root = trace.SpanContext(
         trace_id=random.getrandbits(128) or 1,
         span_id=random.getrandbits(64) or 1,
@@ -196,3 +226,137 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------------------------- fast paths
+#: What a route's fast path returns: the answer, or None to let the route's full FastAPI handling answer instead.
+FastHandler = Callable[[Scope, dict[str, str], bytes], Awaitable[Response | None]]
+
+_FAST_PATH = "__vigil_fast_path__"
+
+
+def fast_path(handler: FastHandler) -> Callable[[EndpointT], EndpointT]:
+    """Give a hot route a fast path: ``handler(scope, path_params, body)`` answers the requests it is sure about
+    (typically well-formed, authorised ones) with no FastAPI routing, dependency solving or response model, and
+    returns None for anything else — the route's own handling then answers exactly as it would have.
+
+    Why: at batch 1, FastAPI's routing (every route's regex until the match) and dependency solving cost more than
+    the gateway's whole prediction (docs/benchmarks/gateway.md). The route stays declared as usual: its OpenAPI, its
+    role requirement and its error answers are the ones clients see; the fast path must agree with it."""
+
+    def mark(endpoint: EndpointT) -> EndpointT:
+        setattr(endpoint, _FAST_PATH, handler)
+        return endpoint
+
+    return mark
+
+
+@dataclass(frozen=True)
+class _FastRoute:
+    route: BaseRoute
+    methods: frozenset[str]
+    regex: re.Pattern[str]
+    handler: FastHandler
+
+
+class FastPaths:
+    """The fast paths of an app's routes, collected once its routes are included (:meth:`collect`)."""
+
+    def __init__(self) -> None:
+        self.routes: list[_FastRoute] = []
+        self.methods: frozenset[str] = frozenset()
+
+    def collect(self, routes: Iterable[BaseRoute]) -> None:
+        """Every route marked with :func:`fast_path`. The router answers a request with the first route that
+        matches it, so a marked route that an earlier route of the same method would take requests from (tried with
+        its template's parameters filled in) is refused here (ValueError) rather than served differently."""
+        earlier: list[RouteContext] = []
+        for context in iter_route_contexts(list(routes)):  # included routers' routes with their full paths
+            route = context.original_route
+            methods = frozenset(context.methods or ())
+            handler = getattr(context.endpoint, _FAST_PATH, None)
+            if handler is not None and isinstance(route, APIRoute):
+                sample = re.sub(r"\{[^}]+\}", "x", context.path or "")
+                for other in earlier:
+                    if (other.methods or set()) & methods and other.path_regex.match(sample):
+                        raise ValueError(f"fast path {context.path} is shadowed by an earlier route {other.path}")
+                self.routes.append(_FastRoute(route, methods, context.path_regex, handler))
+            earlier.append(context)
+        self.methods = frozenset(m for r in self.routes for m in r.methods)
+
+    def match(self, method: str, path: str) -> tuple[_FastRoute, dict[str, str]] | None:
+        if method not in self.methods:
+            return None
+        for fast in self.routes:
+            if method in fast.methods:
+                found = fast.regex.match(path)
+                if found is not None:
+                    return fast, found.groupdict()
+        return None
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived: nothing to answer, nothing to log."""
+
+
+class FastPathMiddleware:
+    """Innermost middleware: requests for a route with a fast path (:func:`fast_path`) are answered by it; the rest
+    — and whatever the fast path declines — go to FastAPI's router, the body already read replayed to it.
+
+    Sits inside the metrics and body-limit middleware (so fast answers are counted, traced and size-limited like
+    any other) and sets ``scope["route"]`` like the router does, so metrics carry the route's template."""
+
+    def __init__(self, app: ASGIApp, paths: FastPaths) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (found := self.paths.match(scope["method"], scope["path"])) is None:
+            await self.app(scope, receive, send)
+            return
+        fast, params = found
+        try:
+            body = await _read_body(receive)
+        except _Disconnected:
+            return
+        except BodyTooLarge as exc:  # the route's own handling answers it in its own error format
+            await self.app(scope, _raising(exc), send)
+            return
+        scope["route"] = fast.route
+        scope["path_params"] = params
+        response = await fast.handler(scope, params, body)
+        if response is None:
+            await self.app(scope, _replaying(body, receive), send)
+            return
+        await response(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _raising(exc: Exception) -> Receive:
+    async def receive() -> Message:
+        raise exc
+
+    return receive

@@ -22,10 +22,12 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.types import Scope
 
 from vigil.artifacts import ArtifactError
 from vigil.deployer import oip
 from vigil.deployer.api import DeploymentName, ModelsDep
+from vigil.deployer.fastpath import admitted, header
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.predict_api import Predictor
 from vigil.deployer.serving import ServeError, current_route, serve
@@ -33,6 +35,7 @@ from vigil.deployer.settings import DeployerSettings
 from vigil.modelformat import Model, ModelFormatError
 from vigil.service.app import readiness_checks
 from vigil.service.deps import RuntimeDep
+from vigil.service.http_middleware import fast_path
 from vigil.service.runtime import ServiceRuntime
 
 
@@ -151,7 +154,17 @@ async def model_ready(name: DeploymentName, runtime: RuntimeDep, models: ModelsD
     return _json({"name": name, "ready": True})
 
 
+async def _infer_fast(scope: Scope, params: dict[str, str], raw: bytes) -> Response | None:
+    """The route below without FastAPI's machinery, for an admitted request (:mod:`vigil.deployer.fastpath`); the
+    rest (None) gets the route's full handling and its error answers."""
+    runtime = admitted(scope, params["name"])
+    if runtime is None:
+        return None
+    return await answer_infer(runtime, params["name"], raw, header(scope, oip.HEADER_LENGTH.encode()))
+
+
 @router.post("/models/{name}/infer", response_model=None)
+@fast_path(_infer_fast)
 async def infer(name: DeploymentName, request: Request, runtime: RuntimeDep, _user: Predictor) -> Response:
     """OIP inference through the deployment's traffic split, shadow mirroring and prediction logging.
 
@@ -159,10 +172,15 @@ async def infer(name: DeploymentName, request: Request, runtime: RuntimeDep, _us
     JSON data or Triton's binary tensor data. Outputs ``score`` and ``label`` (classifier) or ``value``. The
     response's ``id`` echoes the request's, else the gateway's request id; ``parameters`` carry ``request_id``
     (row i's prediction id is ``<request_id>-<i>``), ``variant`` and the registry ``model``."""
+    return await answer_infer(runtime, name, await request.body(), request.headers.get(oip.HEADER_LENGTH))
+
+
+async def answer_infer(runtime: ServiceRuntime, name: str, raw: bytes, header_length: str | None) -> Response:
+    """Parse, serve and answer one infer request; every refusal as the protocol's error object."""
     settings = runtime.settings
     assert isinstance(settings, DeployerSettings)
     try:
-        body = oip.parse_infer_request(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+        body = oip.parse_infer_request(raw, header_length)
     except oip.OipError as exc:
         return error(400, str(exc))
     signatures: dict[int, oip.Signature] = {}
@@ -177,7 +195,7 @@ async def infer(name: DeploymentName, request: Request, runtime: RuntimeDep, _us
     except ServeError as exc:
         return error(_client_status(exc), exc.message)
     signature = signatures[id(served.model)]
-    content, header_length = oip.infer_response(
+    content, header_length_out = oip.infer_response(
         model_name=name,
         model_version=str(served.version),
         request_id=body.id if body.id is not None else served.request_id,
@@ -187,12 +205,12 @@ async def infer(name: DeploymentName, request: Request, runtime: RuntimeDep, _us
         requested=body.outputs,
         binary_output=body.binary_output,
     )
-    if header_length is None:
+    if header_length_out is None:
         return Response(content, media_type=_JSON)
     return Response(
         content,
         media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(header_length)},
+        headers={"Inference-Header-Content-Length": str(header_length_out)},
     )
 
 

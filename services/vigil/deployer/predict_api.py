@@ -6,6 +6,8 @@ judges canaries by, so generating it is a right of its own, not a side effect of
 
 The route parses the body (one row, rows, or columns), and calls :func:`vigil.deployer.serving.serve` — routing,
 model, checks, prediction and logging, shared with the Open Inference Protocol's ``/v2`` routes (``oip_api``).
+Well-formed, authorised requests take the route's fast path (``_predict_fast``: the same answer without FastAPI's
+routing walk and dependency solving); the rest get the route's full handling.
 """
 
 from __future__ import annotations
@@ -16,21 +18,24 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Scope
 
 from vigil.deployer.api import DeploymentName
+from vigil.deployer.fastpath import PREDICTORS, admitted, json_body
 from vigil.deployer.gateway import columns_to_matrix, rows_to_matrix
 from vigil.deployer.serving import ServeError, serve
 from vigil.deployer.settings import DeployerSettings
 from vigil.modelformat import Model
-from vigil.service.auth import Principal, require
+from vigil.service.auth import Principal
 from vigil.service.deps import RuntimeDep
-from vigil.service.tokens import Role
+from vigil.service.http_middleware import fast_path
+from vigil.service.runtime import ServiceRuntime
 
 router = APIRouter(prefix="/v1/deployments", tags=["gateway"])
 
 #: Who may generate production traffic (see the module docstring).
-Predictor = Annotated[Principal, Depends(require(Role.VIEWER, Role.DEPLOYER))]
+Predictor = Annotated[Principal, Depends(PREDICTORS)]
 
 
 class PredictRequest(BaseModel):
@@ -60,13 +65,38 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+async def _predict_fast(scope: Scope, params: dict[str, str], raw: bytes) -> Response | None:
+    """The route below without FastAPI's machinery, for an admitted request (:mod:`vigil.deployer.fastpath`) whose
+    JSON body parses and validates; anything else (None) gets the route's full handling and its error answers."""
+    name = params["name"]
+    runtime = admitted(scope, name)
+    if runtime is None or not json_body(scope):
+        return None
+    try:
+        body = PredictRequest.model_validate(orjson.loads(raw))
+    except (orjson.JSONDecodeError, ValidationError):
+        return None
+    try:
+        return await answer(runtime, name, body)
+    except HTTPException as exc:  # what FastAPI's handler answers for it
+        return Response(
+            orjson.dumps({"detail": exc.detail}), exc.status_code, exc.headers, media_type="application/json"
+        )
+
+
 @router.post(
     "/{name}/predict",
     response_model=None,
     responses={200: {"model": PredictResponse}, 404: {}, 409: {}, 413: {}, 422: {}, 500: {}, 503: {}},
 )
+@fast_path(_predict_fast)
 async def predict(name: DeploymentName, body: PredictRequest, runtime: RuntimeDep, _user: Predictor) -> Response:
     """Predict with the version the deployment's traffic split picks; returns outputs, version and prediction ids."""
+    return await answer(runtime, name, body)
+
+
+async def answer(runtime: ServiceRuntime, name: str, body: PredictRequest) -> Response:
+    """Serve a parsed request (HTTPException for what the client must change)."""
     settings = runtime.settings
     assert isinstance(settings, DeployerSettings)
     given = sum(x is not None for x in (body.features, body.instances, body.columns))
