@@ -2,9 +2,9 @@
 
 The worker's event loop never blocks on training: the child runs in its own process group, its protocol stream
 (metrics, then the result) and its log stream are read concurrently and handed to async sinks in small batches, and
-the wait is a loop that also watches a stop signal (cancellation, lost lease). On timeout or stop the whole process
-group is killed. This is the "executor interface" of the design: a Kubernetes-Job or Ray executor would implement
-the same :func:`execute` contract.
+the wait is a loop that also watches a stop signal (cancellation, lost lease). At the end of the run, whatever the
+end, the whole process group is killed. This is the "executor interface" of the design: a Kubernetes-Job or Ray
+executor would implement the same :func:`execute` contract.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_SECRET_ENV = re.compile(r"(DATABASE_URL|PASSWORD|SECRET|TOKEN|ENCRYPTION_KEY|PRIVATE_KEY|CREDENTIAL)", re.IGNORECASE)
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+from vigil.trainer.confine import EXIT_CONFINE_FAILED
+from vigil.trainer.sandbox import child_env
+
+__all__ = ["Outcome", "child_env", "execute"]
+
 READ_CHUNK = 65536
 
 MetricSink = Callable[[list[dict[str, Any]]], Awaitable[None]]
@@ -49,16 +51,6 @@ class _Streams:
     messages: list[dict[str, Any]] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     logs: list[tuple[str, str]] = field(default_factory=list)
-
-
-def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The runner's environment: ours minus anything secret-looking, with thread counts pinned."""
-    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
-    for var in _THREAD_VARS:
-        env[var] = str(threads)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
 
 
 async def _lines(stream: asyncio.StreamReader, max_chars: int) -> AsyncIterator[str]:
@@ -175,6 +167,9 @@ async def execute(
         if timed_out or stopped:
             _kill_group(proc)
         await proc.wait()
+        # Whatever the end — success too — nothing the run started outlives it (in the sandbox the pid namespace
+        # goes with its init as well, which also catches children that left the group with setsid).
+        _kill_group(proc)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
                 await asyncio.gather(*readers, return_exceptions=True)
@@ -203,6 +198,9 @@ async def execute(
         return Outcome(
             False, reason, str(final.get("error", ""))[:1000], reason != "invalid_input", None, code, duration
         )
+    if code == EXIT_CONFINE_FAILED:
+        return Outcome(False, "error", "sandbox: the run could not be confined (see its log); nothing of it ran",
+                       False, None, code, duration)  # fmt: skip
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

@@ -2,6 +2,8 @@
 
 The trainer's worker starts this with a timeout; this process limits itself before any user code runs:
 
+0. with ``spec["sandbox"]`` (always, from the worker), confines itself first (:mod:`vigil.trainer.confine`): new
+   network, pid and mount namespaces, hard limits, the sandbox uid, then ``exec`` of itself with ``--confined``;
 1. dies with its parent (``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan training behind;
 2. caps its address space (``RLIMIT_AS``) at the job's memory limit and disables core dumps;
 3. copies every dataset version (a ``file://`` URI inside the dataset roots, or the copy of a
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from vigil.datasets.locations import DatasetLocationError, artifact_digest, local_dataset_path
+from vigil.trainer.confine import CONFINED_FLAG, confine
 from vigil.trainer.sdk import SAFE_FORMATS, DatasetInput, TrainingContext, TrainingResult, protocol_line
 
 EXIT_OK = 0
@@ -70,6 +73,8 @@ def limit_resources(memory_limit_mb: int | None) -> None:
 def _local_path(uri: str, roots: list[str], staged: str | None = None) -> Path:
     """The file to read for a dataset URI: a ``file://`` path inside the roots, or — for a ``vigil-artifact://``
     URI — the copy the worker took out of the store (verified and decrypted there; the runner has no key)."""
+    if staged is not None:  # the worker copied and verified it already (the sandbox cannot read the roots)
+        return Path(staged)
     try:
         if artifact_digest(uri) is not None:
             if staged is None:
@@ -225,7 +230,11 @@ def run(spec: dict[str, Any], proto: TextIO) -> dict[str, Any]:
 
 def main(argv: list[str]) -> NoReturn:
     spec = json.loads(Path(argv[1]).read_text())
-    die_with_parent(spec.get("parent_pid"))
+    confined = CONFINED_FLAG in argv[2:]
+    # Confined (stage 2), our parent is the sandbox's stage 1, outside our pid namespace (getppid() reads 0 there).
+    die_with_parent(None if confined else spec.get("parent_pid"))
+    if spec.get("sandbox") and not confined:
+        confine(spec, argv[1])  # never returns: forks into the namespaces, drops privileges, execs us again
     # The protocol keeps the original stdout; fd 1 (print, C extensions) now goes to the captured log.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)

@@ -51,6 +51,20 @@ class TrainerSettings(DatasetRootsSettings):
     #: ``VIGIL_TRAINER_ENTRYPOINT_ALLOW`` as a JSON list.
     trainer_entrypoint_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTRYPOINT_ALLOW))
 
+    #: Run user training code in the sandbox (``vigil.trainer.sandbox``): its own uid, no network, own pid and mount
+    #: namespaces, limits. Needs the trainer to run as root; otherwise, or when off, runs are DEGRADED (logged).
+    trainer_sandbox: bool = True
+    #: The unprivileged user runs execute as; created (``useradd --system``) when missing. A number is taken as a
+    #: uid without a passwd entry.
+    trainer_sandbox_user: str = "vigil-sandbox"
+    #: RLIMIT_NPROC of a run: processes *and threads* of the sandbox uid (shared by the runs executing at once).
+    trainer_sandbox_max_processes: int = Field(default=256, ge=8)
+    #: RLIMIT_FSIZE of a run: the largest file it may write (datasets are copied into its work directory too).
+    trainer_sandbox_max_file_mb: int = Field(default=8192, ge=1)
+    #: The operator's cap on a run's address space: a request's ``memory_limit_mb`` may lower it, never raise it.
+    #: None = no cap.
+    trainer_max_memory_limit_mb: int | None = Field(default=16384, ge=64)
+
     def resolved_dataset_roots(self) -> list[Path]:
         return list(self.trainer_dataset_roots) if self.trainer_dataset_roots else super().resolved_dataset_roots()
 

@@ -35,7 +35,8 @@ from vigil.events.catalog.common import ColumnSpec, DatasetRef
 from vigil.events.catalog.training import Environment, TrainingCompleted, TrainingFailed, TrainingStarted
 from vigil.trainer import store
 from vigil.trainer.executor import Outcome, child_env, execute
-from vigil.trainer.runner import entrypoint_refusal
+from vigil.trainer.runner import RunFailure, entrypoint_refusal, fetch_dataset
+from vigil.trainer.sandbox import Sandbox, prepare, read_inside
 from vigil.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,20 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.executed = 0
+        self.sandbox: Sandbox | None = None
 
     async def start(self) -> None:
-        self.settings.resolved_work_dir().mkdir(parents=True, exist_ok=True)
+        s = self.settings
+        self.sandbox = await asyncio.to_thread(
+            prepare,
+            enabled=s.trainer_sandbox,
+            user=s.trainer_sandbox_user,
+            work_dir=s.resolved_work_dir(),
+            python=s.trainer_python,
+            max_processes=s.trainer_sandbox_max_processes,
+            max_file_mb=s.trainer_sandbox_max_file_mb,
+            memory_cap_mb=s.trainer_max_memory_limit_mb,
+        )
         for i in range(self.settings.trainer_workers):
             self._tasks.append(asyncio.create_task(self._work(f"{self.identity}/{i}"), name=f"trainer-worker-{i}"))
         self._tasks.append(asyncio.create_task(self._reap_forever(), name="trainer-reaper"))
@@ -161,12 +173,25 @@ class WorkerPool:
             # runner subprocess; the run fails at once and for good (retrying cannot make it allowed).
             await self._finish(worker, run, Outcome(False, "invalid_input", refusal, retryable=False), workdir)
             return
+        sandbox = self.sandbox
+        assert sandbox is not None, "start() prepares the sandbox"
         try:
+            await asyncio.to_thread(sandbox.make_workdir, workdir)
             staged = await asyncio.to_thread(self._stage_datasets, run, workdir)
+            extra_env = await asyncio.to_thread(sandbox.hand_over, workdir, os.environ.get("NUMBA_CACHE_DIR"))
         except StagingFailed as exc:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
             await self._finish(worker, run, Outcome(False, "invalid_input", str(exc)[:1000], retryable=False), workdir)
             return
+        except OSError as exc:  # the work directory could not be prepared (disk full, permissions): try again later
+            log.exception("preparing the run's work directory failed", extra={"run_id": run.run_id})
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await self._finish(worker, run, Outcome(False, "error", f"work directory: {exc}"[:1000], True), workdir)
+            return
+        if sandbox.degraded:
+            log.warning("run not fully sandboxed: %s", sandbox.degraded, extra={"run_id": run.run_id})
+        memory_limit_mb = sandbox.memory_limit_mb(run.memory_limit_mb, self.settings.trainer_default_memory_limit_mb)
+        threads = self.settings.trainer_threads_per_run
         stop: dict[str, str | None] = {"why": None}
         heartbeat = asyncio.create_task(self._heartbeat(worker, run.run_id, stop))
         RUNNING.inc()
@@ -181,14 +206,15 @@ class WorkerPool:
                     "datasets": run.datasets,
                     "code_version": run.code_version,
                     "workdir": str(workdir),
-                    "memory_limit_mb": run.memory_limit_mb or self.settings.trainer_default_memory_limit_mb,
+                    "memory_limit_mb": memory_limit_mb,
                     "dataset_roots": [str(p) for p in self.settings.resolved_dataset_roots()],
                     "staged_datasets": staged,
                     "entrypoint_allow": list(self.settings.trainer_entrypoint_allow),
+                    "sandbox": sandbox.spec(memory_limit_mb, run.timeout_s, threads),
                 },
                 python=self.settings.trainer_python,
                 timeout_s=run.timeout_s,
-                env=child_env(self.settings.trainer_threads_per_run),
+                env=child_env(threads, extra_env),
                 on_metrics=lambda points: self._save_metrics(run.run_id, points),
                 on_logs=lambda lines: self._save_logs(run.run_id, lines),
                 should_stop=lambda: stop["why"],
@@ -202,16 +228,23 @@ class WorkerPool:
         self.executed += 1
 
     def _stage_datasets(self, run: store.Run, workdir: Path) -> dict[str, str]:
-        """Take every ``vigil-artifact://`` dataset out of the store into ``workdir/store`` — verified against its
-        digest and decrypted here, because the runner gets no key — and return {dataset index: path}. The runner
-        hashes the copy again while it takes it into ``data/``. StagingFailed says what is wrong."""
+        """Copy every dataset into the work directory and return {dataset index: path}: a ``vigil-artifact://``
+        one out of the store into ``workdir/store`` — verified against its digest and decrypted here, because the
+        runner gets no key — and a ``file://`` one from inside the dataset roots into ``workdir/staged`` while
+        hashing it, because the sandboxed runner cannot read the roots. The runner hashes the copy again while it
+        takes it into ``data/``. StagingFailed says what is wrong."""
         staged: dict[str, str] = {}
+        roots = [str(p) for p in self.settings.resolved_dataset_roots()]
         for index, ref in enumerate(run.datasets):
             try:
                 digest = artifact_digest(str(ref["uri"]))
             except DatasetLocationError as exc:
                 raise StagingFailed(str(exc)) from exc
             if digest is None:
+                try:
+                    staged[str(index)] = str(fetch_dataset(ref, index, workdir / "staged", roots).path)
+                except RunFailure as exc:
+                    raise StagingFailed(str(exc)) from exc
                 continue
             label = f"dataset {ref['dataset']} v{ref['version']}"
             if digest != ref["content_digest"]:
@@ -317,10 +350,9 @@ class WorkerPool:
     def _collect(self, run: store.Run, outcome: Outcome, workdir: Path) -> tuple[TrainingCompleted, dict[str, Any]]:
         """Verify and store the artifact and the profile (in a thread: hashing and file I/O)."""
         result = outcome.result or {}
-        artifact_path = workdir / str(result["artifact_path"])
-        if artifact_path.stat().st_size > MAX_ARTIFACT_BYTES:
-            raise UnsafeArtifact(f"artifact larger than {MAX_ARTIFACT_BYTES} bytes")
-        data = artifact_path.read_bytes()
+        owner = self.sandbox.uid if self.sandbox is not None else None
+        # The paths come from the run: read only its own regular files inside its work directory.
+        data = read_inside(workdir, str(result["artifact_path"]), MAX_ARTIFACT_BYTES, owner)
         fmt = str(result["artifact_format"])
         check_artifact(data, fmt)
         digest = self.artifacts.put(data)
@@ -329,7 +361,8 @@ class WorkerPool:
         profile_digest: str | None = None
         profile_size: int | None = None
         if result.get("profile_path"):
-            loaded = json.loads((workdir / str(result["profile_path"])).read_text())
+            raw_profile = read_inside(workdir, str(result["profile_path"]), MAX_ARTIFACT_BYTES, owner)
+            loaded = json.loads(raw_profile)
             if not isinstance(loaded, dict):
                 raise UnsafeArtifact("reference profile is not a JSON object")
             raw = canonical_json(loaded)
