@@ -2,7 +2,7 @@
 
 Imported by the test modules (pytest puts this directory on sys.path); the fixtures live in conftest.py. The
 registry and the monitor are other services: their events are put on the test's topics directly, as they would
-be on the wire.
+be on the wire, signed with the producing service's key (``publish`` overrides that, e.g. to forge them).
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class Deployer:
         return self.tokens.headers(role)
 
     # ------------------------------------------------------------------ upstream events
-    async def register_version(self, model: str, version: int, lm: LinearModel, *, stored: bool = True) -> Envelope:
+    async def register_version(
+        self, model: str, version: int, lm: LinearModel, *, stored: bool = True, **publish: Any
+    ) -> Envelope:
         """What the registry announces after the gates passed: the artifact is in the shared store (unless not
         ``stored``: a version whose artifact went missing)."""
         data = lm.to_bytes()
@@ -96,7 +98,7 @@ class Deployer:
             source="vigil://registry",
             actor="service:registry",
         )
-        await produce_events(self.bootstrap, f"{self.prefix}{topics.MODELS}", [event], key=model.encode())
+        await produce_events(self.bootstrap, f"{self.prefix}{topics.MODELS}", [event], key=model.encode(), **publish)
         return event
 
     async def verdict(
@@ -109,6 +111,7 @@ class Deployer:
         step_index: int,
         candidate_version: int,
         samples: int = 500,
+        **publish: Any,
     ) -> Envelope:
         event = make_event(
             AnalysisVerdict(
@@ -138,11 +141,20 @@ class Deployer:
             source="vigil://monitor",
             actor="service:monitor",
         )
-        await produce_events(self.bootstrap, f"{self.prefix}{topics.MONITORING}", [event], key=deployment.encode())
+        await produce_events(
+            self.bootstrap, f"{self.prefix}{topics.MONITORING}", [event], key=deployment.encode(), **publish
+        )
         return event
 
     async def rollback_requested(
-        self, deployment: str, model: str, *, rollout_id: str | None, candidate_version: int, evidence: list[Evidence]
+        self,
+        deployment: str,
+        model: str,
+        *,
+        rollout_id: str | None,
+        candidate_version: int,
+        evidence: list[Evidence],
+        **publish: Any,
     ) -> Envelope:
         event = make_event(
             RollbackRequested(
@@ -160,7 +172,9 @@ class Deployer:
             source="vigil://monitor",
             actor="service:monitor",
         )
-        await produce_events(self.bootstrap, f"{self.prefix}{topics.MONITORING}", [event], key=deployment.encode())
+        await produce_events(
+            self.bootstrap, f"{self.prefix}{topics.MONITORING}", [event], key=deployment.encode(), **publish
+        )
         return event
 
     # ------------------------------------------------------------------ API
