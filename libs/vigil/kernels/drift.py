@@ -35,8 +35,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
-from scipy import special
+from scipy import special, stats
 
 from vigil.kernels._common import FASTMATH, F64Array, I64Array
 from vigil.kernels.profile import CategoricalProfile, NumericProfile
@@ -47,6 +48,8 @@ __all__ = [
     "CategoricalDrift",
     "NumericDrift",
     "categorical_drift",
+    "category_exact_pvalue",
+    "holm_adjusted",
     "numeric_drift",
 ]
 
@@ -305,6 +308,7 @@ class CategoricalDrift:
     chi2: F64Array
     chi2_dof: F64Array
     chi2_pvalue: F64Array
+    exact_pvalue: F64Array  # the calibrated test's p-value: see category_exact_pvalue
 
 
 def numeric_drift(
@@ -388,4 +392,61 @@ def categorical_drift(
         chi2=out[:, 3].copy(),
         chi2_dof=out[:, 4].copy(),
         chi2_pvalue=_chi2_pvalue(out[:, 3], out[:, 4]),
+        exact_pvalue=np.array(
+            [
+                category_exact_pvalue(reference.counts[a:b], window.counts[a:b])
+                for a, b in zip(reference.offsets[:-1], reference.offsets[1:], strict=True)
+            ],
+            dtype=np.float64,
+        ),
     )
+
+
+def category_exact_pvalue(reference_counts: npt.ArrayLike, window_counts: npt.ArrayLike) -> float:
+    """A p-value for "the window's category frequencies equal the reference's" that is valid at any sample size.
+
+    Why not the χ² p-value: with rare categories (small expected counts) Pearson's χ² has a heavier right tail than
+    its χ² distribution — simulated with 64 Zipf-distributed categories it rejects 1.5–2× as often as its nominal
+    level even after pooling categories to expected counts ≥ 5 — so it cannot carry a stated false-alarm rate.
+    Here each category ``g`` is tested on its own 2 × 2 table (in ``g`` or not × reference or window) with Fisher's
+    exact test (the window count is hypergeometric given the margins under no drift; two-sided as twice the smaller
+    one-sided tail), and the smallest of the ``G`` p-values of non-empty categories is multiplied by ``G``
+    (Bonferroni). Each step only makes the p-value larger than exact, so ``P(p ≤ α) ≤ α`` under no drift for every
+    sample size, at the price of some power against shifts spread thinly over many categories. NaN when either side
+    is empty; 1 with fewer than two non-empty categories.
+    """
+    rc = np.asarray(reference_counts, dtype=np.int64)
+    wc = np.asarray(window_counts, dtype=np.int64)
+    m, n = int(rc.sum()), int(wc.sum())
+    if m == 0 or n == 0:
+        return float("nan")
+    used = (rc + wc) > 0
+    k = int(used.sum())
+    if k < 2:
+        return 1.0
+    r, w = rc[used], wc[used]
+    upper = stats.hypergeom.sf(w - 1, m + n, r + w, n)  # P(X >= w)
+    # P(X <= w) as the upper tail of the window's count outside g (scipy's hypergeometric cdf is ~3x slower)
+    lower = stats.hypergeom.sf(n - w - 1, m + n, m + n - r - w, n)
+    p = np.minimum(1.0, 2.0 * np.minimum(upper, lower))
+    return float(min(1.0, k * float(p.min())))
+
+
+def holm_adjusted(pvalues: npt.ArrayLike) -> F64Array:
+    """Holm's step-down adjusted p-values: reject hypothesis ``i`` at family-wise level α iff ``adjusted[i] ≤ α``.
+
+    ``adjusted_(i) = max_{j ≤ i} min(1, (k − j + 1) · p_(j))`` over the ``k`` finite p-values sorted ascending; NaN
+    stays NaN and is not counted in ``k``. Holm controls the probability of any false rejection at α under any
+    dependence between the tests (features of one window are rarely independent), and rejects everything
+    Bonferroni rejects.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    k = finite.size
+    if k == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = np.minimum(1.0, (k - np.arange(k)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out

@@ -172,3 +172,44 @@ def fairness(groups: np.ndarray, y: np.ndarray, yhat: np.ndarray, k: int) -> dic
             fpr.append(yhat[m & (y == 0)].mean())
     gap = lambda r: max(r) - min(r) if r else np.nan  # noqa: E731
     return {"dp": gap(sel), "tpr_gap": gap(tpr), "fpr_gap": gap(fpr)}
+
+
+# -- calibrated drift alarms (#21 item 3) -------------------------------------------------------------------------
+
+
+def ks_binned(a: np.ndarray, b: np.ndarray, edges: np.ndarray) -> float:
+    """The KS statistic evaluated only at the profile's bin boundaries: ``P(X < e)`` at every edge and
+    ``P(X ≤ e_last)`` (the point bin's right end), by direct comparison of the raw values."""
+    fa, fb = a[np.isfinite(a)].astype(np.float64), b[np.isfinite(b)].astype(np.float64)
+    diffs = [abs(np.mean(fa < e) - np.mean(fb < e)) for e in edges.tolist()]
+    if edges.size:
+        diffs.append(abs(np.mean(fa <= edges[-1]) - np.mean(fb <= edges[-1])))
+    return float(max(diffs, default=0.0))
+
+
+def category_exact_pvalue(rc: np.ndarray, wc: np.ndarray) -> float:
+    """Bonferroni over categories of two-sided (2 × the smaller one-sided) Fisher exact tests, by scipy."""
+    m, n = int(rc.sum()), int(wc.sum())
+    ps = []
+    for r, w in zip(rc.tolist(), wc.tolist(), strict=True):
+        if r + w == 0:
+            continue
+        table = [[w, n - w], [r, m - r]]
+        greater = stats.fisher_exact(table, alternative="greater").pvalue
+        less = stats.fisher_exact(table, alternative="less").pvalue
+        ps.append(min(1.0, 2 * min(greater, less)))
+    if len(ps) < 2:
+        return 1.0
+    return min(1.0, len(ps) * min(ps))
+
+
+def holm_reject(pvalues: list[float], alpha: float) -> list[bool]:
+    """Holm's procedure as textbooks state it: sort, reject while p_(i) ≤ α / (k − i), stop at the first failure."""
+    k = len(pvalues)
+    order = sorted(range(k), key=lambda i: pvalues[i])
+    reject = [False] * k
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (k - rank):
+            break
+        reject[i] = True
+    return reject

@@ -45,10 +45,13 @@ def test_flags_follow_the_chosen_statistic(method: str) -> None:
     rep = drift_report(ref, w, t)
     assert rep.numeric is not None
     if method == "chi2":
-        expected = rep.numeric.chi2_pvalue < t.chi2_pvalue
+        effect = rep.numeric.chi2_pvalue < t.chi2_pvalue
     else:
-        expected = getattr(rep.numeric, method) > getattr(t, method)
-    np.testing.assert_array_equal(rep.numeric_drifted, expected)
+        effect = getattr(rep.numeric, method) > getattr(t, method)
+    # the verdict also needs the calibrated test (test_kernel_drift_alarms.py checks it against scipy)
+    np.testing.assert_array_equal(rep.numeric_drifted, effect & (rep.numeric_pvalue_adjusted <= t.alpha))
+    effect_only = drift_report(ref, w, DriftThresholds(numeric_method=method, alpha=None))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(effect_only.numeric_drifted, effect)
 
 
 def test_small_and_empty_windows_get_no_verdict() -> None:
