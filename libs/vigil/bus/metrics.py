@@ -19,3 +19,6 @@ DLQ_TOTAL = Counter("vigil_dlq_total", "Records dead-lettered", ["service", "top
 OUTBOX_PENDING = Gauge("vigil_outbox_pending", "Outbox rows not yet published", ["service"])
 BROKER_LOSSES = Counter("vigil_broker_losses_total", "Times the broker was found to have lost its log", ["service"])
 REPUBLISHED = Counter("vigil_outbox_republished_total", "Outbox rows republished after a broker loss", ["service"])
+DEAD_LETTERS_EXPIRED = Counter(
+    "vigil_dead_letters_expired_total", "Dead letters deleted at the end of their retention period", ["service"]
+)

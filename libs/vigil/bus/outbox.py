@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
-from vigil.bus.metrics import OUTBOX_PENDING, REPUBLISHED
+from vigil.bus.metrics import DEAD_LETTERS_EXPIRED, OUTBOX_PENDING, REPUBLISHED
 from vigil.bus.producer import BusProducer
 from vigil.bus.tracing import inject_headers
 from vigil.bus.wakeup import NotifyWakeup
@@ -140,6 +140,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_ms: int = 200,
         retention_s: float = 86_400.0,
+        dead_letter_retention_s: float | None = 30 * 86_400.0,
     ) -> None:
         self.pool = pool
         self.producer = producer
@@ -148,6 +149,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval_ms / 1000
         self.retention_s = retention_s
+        self.dead_letter_retention_s = dead_letter_retention_s
         self._last_prune = 0.0
         # The wait without a NOTIFY is 5 poll intervals: the NOTIFY is the fast path, the poll only a safety net.
         self._wakeup = NotifyWakeup(
@@ -180,6 +182,7 @@ class OutboxRelay:
         if now - self._last_prune > 60:
             self._last_prune = now
             await self.prune()
+            await self.expire_dead_letters()
         return published >= self.batch_size
 
     async def publish_batch(self) -> int:
@@ -225,6 +228,26 @@ class OutboxRelay:
         REPUBLISHED.labels(self.service).inc(count)
         self.wake()
         return count
+
+    async def expire_dead_letters(self) -> int:
+        """Delete this schema's dead letters older than their retention period (None: kept forever).
+
+        Why here: the relay's minute housekeeping already runs once per schema, on the schema's bus tables. Dead
+        letters keep the raw record — for a prediction, the features of a patient — so they must not outlive their
+        use: long enough to inspect and replay, not forever. The copy on ``vigil.dlq`` expires with the topic's
+        ``retention.ms`` (:data:`vigil.bus.topics.TOPIC_CONFIGS`)."""
+        if self.dead_letter_retention_s is None:
+            return 0
+        async with self.pool.acquire() as conn:
+            result = await conn.execute(
+                "DELETE FROM dead_letters WHERE updated_at < now() - make_interval(secs => $1)",
+                self.dead_letter_retention_s,
+            )
+        expired = int(result.split()[-1])
+        if expired:
+            DEAD_LETTERS_EXPIRED.labels(self.service).inc(expired)
+            log.info("expired dead letters", extra={"schema": self.schema, "rows": expired})
+        return expired
 
     async def prune(self) -> int:
         """Delete rows published longer ago than the retention period."""

@@ -18,8 +18,21 @@ log = logging.getLogger(__name__)
 
 EPOCH_TOPIC = "vigil._epoch"  # sentinel records used to detect a broker that lost its log (see epoch.py)
 TOPIC_ALREADY_EXISTS = 36
-#: Per-topic settings by logical suffix: the audit topic is the immutable record, kept forever.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {"audit": {"retention.ms": "-1", "retention.bytes": "-1"}}
+_DAY_MS = 86_400_000
+#: How long the broker keeps each topic's records, explicit rather than the broker's default (Kafka's is 7 days):
+#: the audit topic is the immutable record, kept forever; the streams carry patient features and outcomes and are
+#: consumed within seconds, so they go after 7 days; dead letters after 30, like their rows in Postgres
+#: (``dead_letter_retention_days``); control-plane events after 30 (their effects and the audit log are in
+#: Postgres; the outbox republishes what a broker loss took). Applied when a topic is created; change a live
+#: topic's with ``kafka-configs.sh --alter``. Keys are logical suffixes (``vigil.<suffix>``).
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "audit": {"retention.ms": "-1", "retention.bytes": "-1"},
+    **{name: {"retention.ms": str(7 * _DAY_MS)} for name in ("predictions", "labels", "metrics")},
+    "dlq": {"retention.ms": str(30 * _DAY_MS)},
+    **{name: {"retention.ms": str(30 * _DAY_MS)} for name in ("data", "training", "models", "deployments")},
+    "monitoring": {"retention.ms": str(30 * _DAY_MS)},
+    "_epoch": {"retention.ms": str(30 * _DAY_MS)},
+}
 
 
 @dataclass(frozen=True)

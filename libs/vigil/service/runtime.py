@@ -191,6 +191,7 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
         batch_size=settings.outbox_batch_size,
         poll_interval_ms=settings.outbox_poll_interval_ms,
         retention_s=settings.outbox_retention_s,
+        dead_letter_retention_s=settings.dead_letter_retention_days * 86_400 or None,
     )
 
     async def on_broker_loss() -> None:

@@ -64,6 +64,9 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_ms: int = 200
     outbox_batch_size: int = 500
     outbox_retention_s: float = 86_400.0  # published rows kept this long, for republishing after a broker loss
+    #: Dead letters (which keep the raw record, e.g. a prediction's features) are deleted this long after their
+    #: last change; 0 keeps them forever. The vigil.dlq topic keeps its copies 30 days (vigil.bus.topics).
+    dead_letter_retention_days: float = Field(default=30.0, ge=0)
     broker_epoch_check_interval_ms: int = 1_000
     http_host: str = "127.0.0.1"
     http_port: int = 8100
