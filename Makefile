@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-loop bench-report clean
+.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-loop bench-report clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,24 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## Start the embedded platform (broker, Postgres, six services) and drive the demo loop. Ctrl-C stops everything.
-run: venv
+## The console's front-end libraries (htmx, its SSE extension, uPlot): pinned with integrity hashes in
+## package-lock.json, installed from the npm registry by `npm ci` and copied into the package (no CDN, no build step).
+CONSOLE_VENDOR := services/vigil/console/static/vendor
+console-assets: $(CONSOLE_VENDOR)/.installed
+
+$(CONSOLE_VENDOR)/.installed: package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	@mkdir -p $(CONSOLE_VENDOR)
+	cp node_modules/htmx.org/dist/htmx.min.js node_modules/htmx-ext-sse/dist/sse.js \
+	   node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(CONSOLE_VENDOR)/
+	@touch $@
+
+## Debian's chromium for the console's browser tests (playwright drives it; no browser download).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+## Start the embedded platform (broker, Postgres, six services, console) and drive the demo loop. Ctrl-C stops all.
+run: venv console-assets
 	$(BIN)/vigil demo
 
 ## The whole test suite against real infrastructure (embedded broker + Postgres unless Docker or DATABASE_URL),
@@ -30,7 +46,7 @@ run: venv
 ## Four workers, a test file each at a time (a module's cases share its fixtures, e.g. the fault loop's stack); each
 ## worker starts its own broker and Postgres. Most cases wait on windows and timers, so four fit two cores.
 TEST_WORKERS ?= 4
-test: venv
+test: venv console-assets browser
 	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 ## The slow cases need the rounds before them (they continue the same loop), so this runs their whole module.
@@ -43,7 +59,7 @@ test-unit: venv
 test-integration: venv
 	$(BIN)/python -m pytest -q -m integration
 
-test-e2e: venv
+test-e2e: venv console-assets browser
 	$(BIN)/python -m pytest -q -m e2e
 
 test-fault: venv

@@ -31,4 +31,8 @@ SERVICES: Final[tuple[ServiceSpec, ...]] = (
     ServiceSpec("auditor", 8106),
 )
 
+#: The web console (services/vigil/console): not a bus service — no database, no broker, no consumer group — but
+#: started with the six by ``vigil up`` / ``vigil demo`` (``python -m vigil.console``), reading only their HTTP APIs.
+CONSOLE: Final = ServiceSpec("console", 8100)
+
 DEFAULT_BROKER_PORT: Final = 19092

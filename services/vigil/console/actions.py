@@ -1,0 +1,43 @@
+"""The console's actions: promote / pause / resume / rollback, sent to the deployer with the user's own token.
+
+Each needs the session's CSRF token and a reason. The console decides nothing itself: the deployer checks the role
+and the rollout's state and records the move (and its audit entry) under the user's name; a refusal is shown with
+the deployer's reason and status.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from vigil.console.deps import SessionDep, UpstreamDep, page
+from vigil.console.pages import Name
+from vigil.console.upstream import UpstreamError
+
+router = APIRouter()
+
+
+@router.post("/deployments/{name}/actions/{action}")
+async def act(
+    request: Request,
+    name: Name,
+    action: Annotated[str, Path(pattern="^(promote|pause|resume|rollback)$")],
+    session: SessionDep,
+    up: UpstreamDep,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    reason: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    if not session.csrf_ok(csrf):
+        return HTMLResponse("refused: the form's CSRF token does not match this session", status_code=403)
+    reason = " ".join(reason.split())
+    if not reason:
+        return HTMLResponse("refused: an action needs a reason", status_code=422)
+    try:
+        await up.call("POST", "deployer", f"/v1/deployments/{name}/{action}", session.token, json={"reason": reason})
+    except UpstreamError as exc:
+        if exc.status == 0 or exc.status >= 500:
+            raise
+        return page(request, "refused.html", session, status_code=exc.status, error=exc, name=name, action=action)
+    return RedirectResponse(f"/deployments/{name}?done={action}", status_code=303)

@@ -1,0 +1,128 @@
+"""The console's pages (GET) and sign-in / sign-out. Every read goes to the services with the user's token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from vigil.console import access, views
+from vigil.console.deps import SessionDep, UpstreamDep, page, settings, store
+from vigil.console.sessions import COOKIE, Session
+
+router = APIRouter()
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Name = Annotated[str, Path(pattern=NAME)]
+ACTIONS = {
+    "promote": "Promote the candidate now, skipping the remaining steps",
+    "pause": "Pause the rollout where it is (traffic split unchanged)",
+    "resume": "Resume the paused rollout",
+    "rollback": "Roll back: all traffic to stable now, the candidate marked failed",
+}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a local path: never an open redirect to another site."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request, next: str | None = None) -> Response:
+    return page(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(
+    request: Request,
+    up: UpstreamDep,
+    token: Annotated[str, Form(max_length=512)] = "",
+    next: Annotated[str, Form(max_length=512)] = "/",
+) -> Response:
+    """Check the token with the services, keep it server-side, and set only a session id cookie."""
+    token = token.strip()
+    if not token:
+        return page(request, "login.html", None, status_code=401, next=_safe_next(next), error="Enter a token.")
+    found = await access.probe(up, token)
+    if not found.valid:
+        return page(request, "login.html", None, status_code=401, next=_safe_next(next), error=found.reason)
+    sid = store(request).create(Session(token=token, can_act=found.can_act, can_audit=found.can_audit))
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=settings(request).cookie_secure, path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: SessionDep, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    if not session.csrf_ok(csrf):
+        return HTMLResponse("refused: the form's CSRF token does not match this session", status_code=403)
+    store(request).drop(request.cookies.get(COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(request: Request, session: SessionDep, up: UpstreamDep) -> Response:
+    data = await views.overview(up, session.token)
+    return page(request, "overview.html", session, **data)
+
+
+@router.get("/deployments/{name}", response_class=HTMLResponse)
+async def deployment(request: Request, name: Name, session: SessionDep, up: UpstreamDep) -> Response:
+    data = await views.deployment(up, session.token, name)
+    return page(request, "deployment.html", session, actions=ACTIONS, **data)
+
+
+@router.get("/deployments/{name}/confirm/{action}", response_class=HTMLResponse)
+async def confirm(
+    request: Request,
+    name: Name,
+    action: Annotated[str, Path(pattern="^(promote|pause|resume|rollback)$")],
+    session: SessionDep,
+    up: UpstreamDep,
+) -> Response:
+    """The confirmation step of an action: what it does, to what, and a required reason."""
+    dep = await up.get("deployer", f"/v1/deployments/{name}", session.token)
+    return page(request, "confirm.html", session, dep=dep, action=action, what=ACTIONS[action])
+
+
+@router.get("/models/{name}", response_class=HTMLResponse)
+async def model(request: Request, name: Name, session: SessionDep, up: UpstreamDep) -> Response:
+    data = await views.model(up, session.token, name)
+    return page(request, "model.html", session, name=name, **data)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit(
+    request: Request,
+    session: SessionDep,
+    up: UpstreamDep,
+    subject: Annotated[str | None, Query(max_length=512)] = None,
+    type: Annotated[str | None, Query(max_length=128)] = None,
+    why: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9-]*$")] = None,
+    verify: bool = False,
+) -> Response:
+    """Search entries by entity or event type, walk an event's (or entity's) why chain, verify the chain."""
+    if not session.can_audit:
+        return page(request, "audit.html", session, status_code=403, forbidden=True)
+    subject = (subject or "").strip() or None
+    kind = (type or "").strip() or None
+    entries = await views.audit_search(up, session.token, subject, kind) if (subject or kind) else None
+    chain = await views.why(up, session.token, why or None, None if why else subject)
+    checked = await views.verification(up, session.token) if verify else None
+    return page(
+        request,
+        "audit.html",
+        session,
+        forbidden=False,
+        subject=subject or "",
+        type=kind or "",
+        entries=entries,
+        chain=chain,
+        why=why or "",
+        checked=checked,
+    )

@@ -1,0 +1,318 @@
+"""Pure shaping of the services' answers into what the pages show: no I/O, so unit tests can pin it down.
+
+Charts are data for uPlot (``{"x": [unix seconds], "series": [{"label", "values"}]}``); the same figures are also
+rendered as tables, so nothing is only in a picture.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+#: Monitor decisions that ask for something (an alert while their window is the latest).
+ALERT_TYPES = frozenset({"rollback.requested", "retrain.requested", "drift.detected", "slo.breached"})
+
+#: Event types the live feed shows: decisions and the steps of the loop, not reads, windows or stream digests.
+FEED_TYPES = frozenset(
+    {
+        "data.updated",
+        "dataset.version.registered",
+        "training.requested",
+        "training.completed",
+        "training.failed",
+        "model.version.registered",
+        "model.version.rejected",
+        "model.alias.changed",
+        "deployment.created",
+        "deployment.rollout.started",
+        "deployment.rollout.step",
+        "deployment.promoted",
+        "deployment.rolled_back",
+        "deployment.aborted",
+        "deployment.paused",
+        "deployment.resumed",
+        "analysis.verdict",
+        "rollback.requested",
+        "retrain.requested",
+        "drift.detected",
+        "slo.breached",
+    }
+)
+
+#: Window figures drawn per variant: (chart id, title, unit, how to read the value from a window's figures).
+_CHARTS: tuple[tuple[str, str, str, str], ...] = (
+    ("traffic", "Traffic (predictions per window)", "predictions", "predictions"),
+    ("accuracy", "Accuracy on live labels", "accuracy", "quality.accuracy"),
+    ("latency_p50", "Latency p50", "ms", "latency.p50_ms"),
+    ("latency_p99", "Latency p99", "ms", "latency.p99_ms"),
+    ("error_rate", "Error rate", "share", "error_rate"),
+)
+
+
+def _dig(figures: dict[str, Any], path: str) -> float | None:
+    value: Any = figures
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def deployment_row(dep: dict[str, Any], health: dict[str, Any] | None) -> dict[str, Any]:
+    """One overview line: versions, weights, rollout step, latest accuracy per variant, drift status."""
+    rollout = dep.get("rollout")
+    steps = (rollout or {}).get("steps") or dep.get("steps") or []
+    serving = {dep.get("stable_version"), dep.get("candidate_version")} - {None}
+    variants = []
+    for v in (health or {}).get("versions", []):
+        if v["version"] not in serving:
+            continue  # the monitor's latest window of a version no longer served (a rolled-back candidate)
+        variants.append(
+            {
+                "version": v["version"],
+                "variant": v["variant"],
+                "accuracy": (v.get("quality") or {}).get("accuracy"),
+                "predictions": v.get("predictions"),
+                "labels": v.get("labels"),
+                "drifted": v.get("drifted_features") or [],
+                "p99": (v.get("latency") or {}).get("p99_ms"),
+            }
+        )
+    return {
+        "name": dep["name"],
+        "model": dep["model"],
+        "strategy": dep["strategy"],
+        "stable": dep.get("stable_version"),
+        "candidate": dep.get("candidate_version"),
+        "weights": dep.get("weights") or {"stable": 100, "candidate": 0},
+        "phase": rollout["phase"] if rollout else "idle",
+        "step": (rollout["step_index"] + 1) if rollout else None,
+        "steps": len(steps),
+        "pause_reason": rollout.get("pause_reason") if rollout else None,
+        "status": (health or {}).get("status", "unknown"),
+        "variants": variants,
+        "drifted": sorted({f for v in variants for f in v["drifted"]}),
+    }
+
+
+def _why_text(payload: dict[str, Any]) -> str:
+    """A monitor decision's reason in words: its reason and detail, or the features that drifted."""
+    if payload.get("features"):
+        return "drift on " + ", ".join(str(f) for f in payload["features"])
+    parts = [str(payload[k]) for k in ("reason", "detail") if payload.get(k)]
+    return " · ".join(dict.fromkeys(parts))
+
+
+def open_alerts(health: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Monitor requests whose window is one of the latest windows: what still stands, not history."""
+    if not health:
+        return []
+    latest = {v["window"]["start"] for v in health.get("versions", [])}
+    out = []
+    seen: set[tuple[Any, ...]] = set()
+    for d in health.get("recent_decisions", []):
+        if d["event_type"] not in ALERT_TYPES:
+            continue
+        payload = d.get("payload") or {}
+        window = payload.get("window") or {}
+        if window.get("start") not in latest:
+            continue
+        key = (d["event_type"], payload.get("version"), window.get("start"))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            {
+                "deployment": health["deployment"],
+                "type": d["event_type"],
+                "version": payload.get("version") or payload.get("candidate_version"),
+                "reason": _why_text(payload),
+                "detail": payload.get("detail") or "",
+                "event_id": d["event_id"],
+                "at": d.get("created_at"),
+            }
+        )
+    return out
+
+
+def plan(dep: dict[str, Any], rollout: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The rollout plan with each step's state: done, in flight or to come (the deployment's plan when idle)."""
+    steps = (rollout or {}).get("steps") or dep.get("steps") or []
+    active = rollout is not None and rollout.get("finished_at") is None
+    index = rollout["step_index"] if rollout else -1
+    out = []
+    for i, step in enumerate(steps):
+        if step["kind"] == "set_weight":
+            what = f"candidate at {step['weight']} %"
+        elif step["kind"] == "analysis":
+            what = "analysis: wait for the monitor's verdict"
+        elif step["kind"] == "pause":
+            what = f"pause {step['duration_s']} s" if step.get("duration_s") else "manual gate: wait for approval"
+        else:
+            what = step["kind"]
+        if not active:
+            state = "planned"
+        elif i < index:
+            state = "done"
+        elif i == index:
+            state = "in flight"
+        else:
+            state = "to come"
+        out.append({"n": i + 1, "what": what, "state": state})
+    return out
+
+
+#: Decisions the deployment page lists as verdicts (drift detections are in the drift table instead).
+VERDICT_TYPES = frozenset({"analysis.verdict", "rollback.requested", "retrain.requested", "slo.breached"})
+
+
+def verdicts(health: dict[str, Any] | None, limit: int = 6) -> list[dict[str, Any]]:
+    """The monitor's canary verdicts and requests with their evidence (statistic, value, operator, threshold)."""
+    out: list[dict[str, Any]] = []
+    for d in (health or {}).get("recent_decisions", []):
+        if d["event_type"] not in VERDICT_TYPES or len(out) >= limit:
+            continue
+        payload = d.get("payload") or {}
+        out.append(
+            {
+                "type": d["event_type"],
+                "verdict": payload.get("verdict") or payload.get("reason") or "",
+                "reason": _why_text(payload),
+                "window": payload.get("window") or {},
+                "stable": payload.get("stable_version"),
+                "candidate": payload.get("candidate_version"),
+                "event_id": d["event_id"],
+                "at": d.get("created_at"),
+                "evidence": [
+                    {
+                        "statistic": e.get("statistic"),
+                        "feature": e.get("feature"),
+                        "version": e.get("version"),
+                        "value": e.get("value"),
+                        "operator": e.get("operator"),
+                        "threshold": e.get("threshold"),
+                        "baseline": e.get("baseline"),
+                        "p_value": e.get("p_value"),
+                        "samples": e.get("sample_size"),
+                        "breached": bool(e.get("breached")),
+                    }
+                    for e in payload.get("evidence") or []
+                ],
+            }
+        )
+    return out
+
+
+def window_charts(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One chart per figure, one series per version (a version keeps its series from candidate to stable),
+    aligned on window ends; a window a version has no figure for is a gap."""
+    ends = sorted({w["figures"]["end"] for w in windows})
+    index = {end: i for i, end in enumerate(ends)}
+    labels = {w["figures"]["version"]: f"v{w['figures']['version']}" for w in windows}
+    charts = []
+    for chart_id, title, unit, path in _CHARTS:
+        series: dict[int, list[float | None]] = {v: [None] * len(ends) for v in labels}
+        for w in windows:
+            fig = w["figures"]
+            series[fig["version"]][index[fig["end"]]] = _dig(fig, path)
+        charts.append(
+            {
+                "id": chart_id,
+                "title": title,
+                "unit": unit,
+                "x": [_ts(e) for e in ends],
+                "ends": ends,
+                "series": [{"label": labels[v], "values": vals} for v, vals in sorted(series.items())],
+            }
+        )
+    return charts
+
+
+def drift_table(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-feature drift statistics of the newest window of each version."""
+    newest: dict[int, dict[str, Any]] = {}
+    for w in windows:
+        fig = w["figures"]
+        if fig["version"] not in newest or fig["end"] > newest[fig["version"]]["end"]:
+            newest[fig["version"]] = fig
+    rows = []
+    for version, fig in sorted(newest.items()):
+        for feature, stats in sorted((fig.get("features") or {}).items()):
+            rows.append(
+                {
+                    "version": version,
+                    "window_end": fig["end"],
+                    "feature": feature,
+                    "psi": stats.get("psi"),
+                    "ks": stats.get("ks"),
+                    "js": stats.get("js"),
+                    "p_value": stats.get("p_value"),
+                    "count": stats.get("count"),
+                }
+            )
+    return rows
+
+
+def version_row(v: dict[str, Any]) -> dict[str, Any]:
+    """A model version without its bulky parts (reference profile, environment)."""
+    return {
+        "version": v["version"],
+        "created_at": v["created_at"],
+        "created_by": v["created_by"],
+        "metrics": v.get("metrics") or {},
+        "params": v.get("params") or {},
+        "gates": v.get("gates") or [],
+        "datasets": v.get("datasets") or [],
+        "artifact_digest": v.get("artifact_digest"),
+        "artifact_format": v.get("artifact_format"),
+        "aliases": v.get("aliases") or [],
+        "run_id": v.get("run_id"),
+        "code_version": v.get("code_version"),
+    }
+
+
+_LINEAGE_ORDER = ("dataset", "job", "run", "model_version", "deployment")
+
+
+def lineage_columns(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lineage graph as columns dataset → job → run → version → deployment (edges listed per node)."""
+    targets: dict[str, list[str]] = {}
+    for e in graph.get("edges", []):
+        targets.setdefault(e["source"], []).append(e["target"])
+    columns = []
+    for kind in _LINEAGE_ORDER:
+        nodes = [n for n in graph.get("nodes", []) if n["kind"] == kind]
+        if nodes:
+            columns.append(
+                {
+                    "kind": kind.replace("_", " "),
+                    "nodes": [
+                        {
+                            "id": n["id"],
+                            "label": n["name"] + (f" v{n['version']}" if n.get("version") else ""),
+                            "facets": n.get("facets") or {},
+                            "to": targets.get(n["id"], []),
+                        }
+                        for n in nodes
+                    ],
+                }
+            )
+    return columns
+
+
+def feed_item(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A live-feed line for an audit entry, or None for what the feed leaves out (reads, windows, digests)."""
+    if entry["event_type"] not in FEED_TYPES:
+        return None
+    return {
+        "seq": entry["seq"],
+        "type": entry["event_type"],
+        "subject": entry["subject"],
+        "actor": entry["actor"],
+        "time": entry["event_time"],
+        "event_id": entry["event_id"],
+    }

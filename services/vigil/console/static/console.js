@@ -1,0 +1,47 @@
+/* Vigil console: draws the per-variant charts with uPlot from the JSON the page embeds, and reports the live
+   feed's state. Everything else is server-rendered HTML (htmx handles the server-sent events). */
+(function () {
+  "use strict";
+  var PALETTE = ["#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490"];
+
+  /* Window ends in UTC, as the tables beside the charts show them. */
+  function utcTimes(u, splits) {
+    return splits.map(function (v) { return new Date(v * 1000).toISOString().slice(11, 19); });
+  }
+
+  function drawCharts() {
+    var holder = document.getElementById("chart-data");
+    if (!holder || typeof uPlot === "undefined") { return; }
+    var charts = JSON.parse(holder.textContent);
+    charts.forEach(function (c) {
+      var el = document.querySelector('[data-chart="' + c.id + '"]');
+      if (!el || c.x.length === 0) { return; }
+      var series = [{}];
+      var data = [c.x];
+      c.series.forEach(function (s, i) {
+        series.push({ label: s.label, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: false,
+                      points: { show: true, size: 5 } });
+        data.push(s.values);
+      });
+      var opts = {
+        width: Math.max(280, el.clientWidth || 420), height: 200, series: series,
+        scales: { x: { time: true } },
+        axes: [{ stroke: "#374151", grid: { stroke: "#e5e7eb" }, values: utcTimes },
+               { stroke: "#374151", grid: { stroke: "#e5e7eb" }, label: c.unit, size: 60 }],
+        legend: { live: true }
+      };
+      el.setAttribute("data-drawn", "true");
+      new uPlot(opts, data, el);
+    });
+  }
+
+  function watchFeed() {
+    var feed = document.getElementById("feed");
+    var state = document.getElementById("feed-state");
+    if (!feed || !state) { return; }
+    document.body.addEventListener("htmx:sseOpen", function () { state.textContent = "Live: newest first, from the audit log."; });
+    document.body.addEventListener("htmx:sseError", function () { state.textContent = "Feed interrupted; reconnecting…"; });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { drawCharts(); watchFeed(); });
+})();

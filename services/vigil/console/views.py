@@ -1,0 +1,109 @@
+"""What each page shows, gathered from the services' APIs and shaped for the templates and charts.
+
+Pure shaping lives in :mod:`vigil.console.shape`; this module only decides which calls a page needs and makes
+them concurrently, with the user's token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from vigil.console import shape
+from vigil.console.upstream import Upstream, UpstreamError
+
+
+async def overview(up: Upstream, token: str) -> dict[str, Any]:
+    """Deployments with what they serve, the monitor's health of each, and open alerts."""
+    deployments, health = await asyncio.gather(
+        up.items("deployer", "/v1/deployments", token, limit=500),
+        up.get("monitor", "/v1/health", token),
+    )
+    by_name = {h["deployment"]: h for h in health}
+    rows = [shape.deployment_row(d, by_name.get(d["name"])) for d in deployments]
+    alerts = [a for h in health for a in shape.open_alerts(h)]
+    return {"deployments": rows, "alerts": alerts}
+
+
+async def deployment(up: Upstream, token: str, name: str) -> dict[str, Any]:
+    """One deployment: plan and step, the rollout's moves, verdicts with figures, per-variant series."""
+    dep = await up.get("deployer", f"/v1/deployments/{name}", token)
+    rollouts, health, windows = await asyncio.gather(
+        up.items("deployer", f"/v1/deployments/{name}/rollouts", token, limit=50),
+        up.get("monitor", f"/v1/deployments/{name}/health", token),
+        up.items("monitor", "/v1/windows", token, deployment=name, kind="tumbling"),
+    )
+    latest = None
+    if rollouts:
+        latest = await up.get("deployer", f"/v1/deployments/{name}/rollouts/{rollouts[0]['id']}", token)
+    return {
+        "dep": dep,
+        "row": shape.deployment_row(dep, health),
+        "plan": shape.plan(dep, dep.get("rollout") or latest),
+        "rollouts": rollouts,
+        "latest": latest,
+        "health": health,
+        "verdicts": shape.verdicts(health),
+        "alerts": shape.open_alerts(health),
+        "charts": shape.window_charts(windows),
+        "drift": shape.drift_table(windows),
+    }
+
+
+async def model(up: Upstream, token: str, name: str) -> dict[str, Any]:
+    """One model: versions with metrics, gates and datasets; rejected candidates; alias timeline; lineage."""
+    info, versions, aliases = await asyncio.gather(
+        up.get("registry", f"/v1/models/{name}", token),
+        up.items("registry", f"/v1/models/{name}/versions", token, limit=200),
+        up.items("registry", f"/v1/models/{name}/aliases", token, limit=100),
+    )
+    candidates: list[Any] = []
+    try:
+        candidates = await up.items("registry", f"/v1/models/{name}/candidates", token, limit=200)
+    except UpstreamError:
+        candidates = []
+    histories = await asyncio.gather(
+        *(up.items("registry", f"/v1/models/{name}/aliases/{a['alias']}/history", token, limit=200) for a in aliases)
+    )
+    timeline = sorted((c for h in histories for c in h), key=lambda c: c["changed_at"], reverse=True)
+    lineage = None
+    if versions:
+        newest = max(v["version"] for v in versions)
+        lineage = await up.get_or_none("registry", f"/v1/lineage/models/{name}/versions/{newest}", token)
+    return {
+        "info": info,
+        "versions": sorted((shape.version_row(v) for v in versions), key=lambda v: v["version"], reverse=True),
+        "candidates": [c for c in candidates if c.get("outcome") != "registered"],
+        "aliases": aliases,
+        "timeline": timeline,
+        "lineage": shape.lineage_columns(lineage) if lineage else None,
+        "lineage_root": lineage["root"] if lineage else None,
+    }
+
+
+async def audit_search(up: Upstream, token: str, subject: str | None, event_type: str | None) -> list[Any]:
+    """Entries about an entity (exact subject, or a prefix ending in ``/``) or of one event type, newest first."""
+    params: dict[str, Any] = {"type": event_type or None}
+    if subject:
+        params["subject_prefix" if subject.endswith("/") else "subject"] = subject
+    entries = await up.items("auditor", "/v1/entries", token, limit=2000, **params)
+    return list(reversed(entries))[:200]
+
+
+async def why(up: Upstream, token: str, event_id: str | None, subject: str | None) -> dict[str, Any] | None:
+    """The auditor's why chain, from an event or from an entity's newest decisive event."""
+    if event_id:
+        return await up.get_or_none("auditor", f"/v1/why/{event_id}", token)
+    if subject:
+        return await up.get_or_none("auditor", "/v1/why", token, subject=subject)
+    return None
+
+
+async def verification(up: Upstream, token: str) -> dict[str, Any]:
+    """Chain verification, the newest signed checkpoint and the signing key."""
+    report, checkpoints, key = await asyncio.gather(
+        up.get("auditor", "/v1/verify", token),
+        up.items("auditor", "/v1/checkpoints", token, limit=2000),
+        up.get("auditor", "/v1/keys", token),
+    )
+    return {"report": report, "checkpoint": checkpoints[-1] if checkpoints else None, "key": key}

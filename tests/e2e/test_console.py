@@ -1,0 +1,248 @@
+"""The console in a real headless Chromium against the embedded stack after the demo's story (real processes).
+
+The story (``vigil demo --fast``'s code: v1 serving, v2 rolled back by the monitor, drift, retrain, v3 promoted)
+gives every page real data. Then, as people would: a risk officer (deployer + auditor roles) reads the pages and
+rolls the deployment back from the console; a viewer sees no action and cannot forge one. Chromium is Debian's
+package (``make browser`` installs it); the tests skip, saying so, only when it is absent.
+
+``VIGIL_CONSOLE_SCREENSHOTS=<dir>`` also saves a screenshot of each page there (docs/console/ is made this way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from vigil.cli.demo import _play
+from vigil.demo.story import StoryConfig
+from vigil.service.tokens import Role, TokenRecord, issue_token, update_tokens
+from vigil.stack.console import running_console
+from vigil.stack.supervisor import RunningStack, default_launches, running_stack
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).is_file():
+    pytest.skip("Debian's chromium is not installed (make browser installs it)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+DEPLOYMENT, MODEL = "patient-risk", "patient-risk-clf"
+SHOTS = os.environ.get("VIGIL_CONSOLE_SCREENSHOTS")
+
+
+@dataclass
+class Scenario:
+    stack: RunningStack
+    console: str
+    officer: str  # deployer + auditor: may act and read the audit log
+    viewer: str
+    admin: str
+
+
+def _token(stack: RunningStack, name: str, roles: set[Role]) -> str:
+    plaintext, record = issue_token(name, roles)
+
+    def add(records: list[TokenRecord]) -> list[TokenRecord]:
+        return [*records, record]
+
+    update_tokens(stack.paths.tokens_file, add)
+    return plaintext
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    home = tmp_path_factory.mktemp("console-home")
+    config = StoryConfig.fast()
+    with running_stack(
+        home,
+        services=default_launches(free_ports=True),
+        broker_port=0,
+        postgres_port=0,
+        postgres_durable=False,
+        extra_env=config.service_env(),
+    ) as stack:
+        # In a thread of its own: playwright's sync API keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            play = _play(stack, config, Console(file=io.StringIO(), width=160))
+            outcome = pool.submit(asyncio.run, play).result()
+        assert outcome.ok, outcome.failure
+        with running_console(stack, port=0) as console:
+            yield Scenario(
+                stack=stack,
+                console=console.url,
+                officer=_token(stack, "risk-officer", {Role.DEPLOYER, Role.AUDITOR}),
+                viewer=_token(stack, "clinician", {Role.VIEWER}),
+                admin=stack.admin_token,
+            )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _signed_in(browser: Browser, scenario: Scenario, token: str) -> Page:
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.goto(f"{scenario.console}/login")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
+    return page
+
+
+def _shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def _deployer(scenario: Scenario, path: str = "") -> dict:
+    response = httpx.get(
+        f"{scenario.stack.url('deployer')}/v1/deployments/{DEPLOYMENT}{path}",
+        headers={"Authorization": f"Bearer {scenario.admin}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def test_the_token_never_reaches_the_browser(browser: Browser, scenario: Scenario) -> None:
+    page = _signed_in(browser, scenario, scenario.officer)
+    cookies = page.context.cookies()
+    assert [c["name"] for c in cookies] == ["vigil_console_session"]
+    (cookie,) = cookies
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert scenario.officer not in cookie["value"] and scenario.officer not in page.content()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.goto(f"{scenario.console}/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # the session is gone with sign-out
+    page.get_by_label("API token").fill("vgl_not_a_token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("does not accept this token")
+
+
+def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
+    page = _signed_in(browser, scenario, scenario.officer)
+    row = page.locator(f'tr[data-deployment="{DEPLOYMENT}"]')
+    expect(row.locator("td.stable")).to_have_text("v3")
+    expect(row).to_contain_text("stable 100 % · candidate 0 %")
+    expect(page.locator("#feed li").first).to_be_visible()  # the feed opened with the story's decisions
+    expect(page.locator("#feed")).to_contain_text("deployment.promoted")
+    _shot(page, "overview")
+
+    page.get_by_role("link", name=DEPLOYMENT, exact=True).first.click()
+    expect(page.locator("#stable-version")).to_have_text("v3")
+    expect(page.locator(".verdict").first).to_be_visible()
+    expect(page.get_by_text("Successful").first).to_be_visible()  # v3's canary verdict
+    expect(page.locator("table.data").filter(has_text="accuracy.drop").first).to_be_visible()
+    expect(page.get_by_text("v1 → v2")).to_be_visible()
+    expect(page.get_by_text("rolled_back")).to_be_visible()
+    for chart in ("traffic", "accuracy", "latency_p99"):
+        expect(page.locator(f'[data-chart="{chart}"][data-drawn] canvas')).to_be_visible()  # uPlot drew it
+    expect(page.locator("#drift")).to_contain_text("glucose")
+    expect(page.get_by_role("link", name="Rollback…")).to_be_visible()
+    _shot(page, "deployment")
+
+    page.get_by_role("link", name=MODEL).first.click()
+    for version in ("v1", "v2", "v3"):
+        expect(page.locator(f"#{version}")).to_be_visible()
+    expect(page.get_by_text("champion = v3")).to_be_visible()
+    expect(page.locator("#alias-timeline")).to_contain_text("v1 → v3")
+    expect(page.locator("#v3 table.gates")).to_contain_text("pass")
+    expect(page.locator(".lineage")).to_contain_text("patient-risk v3")
+    _shot(page, "model")
+
+    page.goto(f"{scenario.console}/audit?subject=deployment/{DEPLOYMENT}&verify=true")
+    chain = page.locator("#why-chain")
+    for step in ("deployment.promoted", "model.version.registered", "data.updated", "retrain.requested"):
+        expect(chain).to_contain_text(step)
+    expect(chain.locator("tr.breached").first).to_be_visible()  # the retrain request's drift evidence
+    expect(page.locator("#verification")).to_contain_text("Chain verified")
+    expect(page.locator("#verification")).to_contain_text("signed checkpoints checked")
+    expect(page.locator("#entries")).to_contain_text("deployment.rolled_back")
+    _shot(page, "audit")
+
+
+def test_viewer_sees_no_action_and_forged_actions_are_refused(browser: Browser, scenario: Scenario) -> None:
+    before = _deployer(scenario)
+    viewer = _signed_in(browser, scenario, scenario.viewer)
+    expect(viewer.locator(f'tr[data-deployment="{DEPLOYMENT}"]')).to_be_visible()
+    expect(viewer.get_by_role("link", name="Audit")).to_have_count(0)
+    viewer.goto(f"{scenario.console}/deployments/{DEPLOYMENT}")
+    expect(viewer.locator("#stable-version")).to_have_text(f"v{before['stable_version']}")
+    expect(viewer.locator("nav.actions")).to_have_count(0)
+    expect(viewer.get_by_role("link", name="Rollback…")).to_have_count(0)
+
+    action = f"{scenario.console}/deployments/{DEPLOYMENT}/actions/rollback"
+    csrf = viewer.locator('form[action="/logout"] input[name=csrf]').get_attribute("value")
+    # The viewer's own session and CSRF token: the console forwards, the deployer refuses the role.
+    forged = viewer.request.post(action, form={"csrf": csrf or "", "reason": "forged"})
+    assert forged.status == 403, forged.text()
+    assert "requires one of the roles" in forged.text()
+
+    officer = _signed_in(browser, scenario, scenario.officer)
+    forms: list[dict[str, str | float | bool]] = [{"reason": "no csrf"}, {"csrf": "guessed", "reason": "wrong csrf"}]
+    for form in forms:
+        refused = officer.request.post(action, form=form)
+        assert refused.status == 403, refused.text()
+    outsider = browser.new_context().request.post(action, form={"csrf": "x", "reason": "no session"})
+    assert outsider.status == 401
+    assert _deployer(scenario)["stable_version"] == before["stable_version"]
+    assert _deployer(scenario)["weights"] == before["weights"]
+
+
+def test_rollback_from_the_console_happens_and_is_audited_live(browser: Browser, scenario: Scenario) -> None:
+    watcher = _signed_in(browser, scenario, scenario.officer)
+    expect(watcher.locator("#feed li").first).to_be_visible()
+    seen = watcher.locator("#feed li").count()
+
+    page = _signed_in(browser, scenario, scenario.officer)
+    page.goto(f"{scenario.console}/deployments/{DEPLOYMENT}")
+    page.get_by_role("link", name="Rollback…").click()
+    page.get_by_label("Reason").fill("clinical review: v3 under-calls high-risk patients")
+    page.get_by_role("button", name="Confirm rollback").click()
+    expect(page.get_by_role("status").filter(has_text="The deployer accepted: rollback")).to_be_visible()
+
+    after = _deployer(scenario)
+    assert after["stable_version"] == 1, after  # the previous stable, kept warm, serves again
+    rollouts = _deployer(scenario, "/rollouts")["items"]
+    detail = _deployer(scenario, f"/rollouts/{rollouts[0]['id']}")
+    # After a promotion the rollback is a revert to the previous stable, recorded under the user's name.
+    assert any(h["actor"] == "user:risk-officer" and h["action"] in {"rollback", "revert"} for h in detail["history"])
+
+    # The live feed of the other page shows it, pushed by the console (the test never reloads that page).
+    news = watcher.locator("#feed li").filter(has_text="deployment.rolled_back").filter(has_text="user:risk-officer")
+    expect(news.first).to_be_visible(timeout=10_000)
+    assert watcher.locator("#feed li").count() > seen
+
+    page.goto(f"{scenario.console}/audit?type=deployment.rolled_back")
+    newest = page.locator("#entries tbody tr").first
+    expect(newest).to_contain_text("user:risk-officer")
+    entries = httpx.get(
+        f"{scenario.stack.url('auditor')}/v1/entries",
+        params={"type": "deployment.rolled_back", "actor": "user:risk-officer"},
+        headers={"Authorization": f"Bearer {scenario.admin}"},
+        timeout=10,
+    ).json()["items"]
+    assert len(entries) == 1 and entries[0]["subject"] == f"deployment/{DEPLOYMENT}"
+    reason = httpx.get(
+        f"{scenario.stack.url('auditor')}/v1/events/{entries[0]['event_id']}",
+        headers={"Authorization": f"Bearer {scenario.admin}"},
+        timeout=10,
+    ).json()["event"]["data"]
+    assert "clinical review" in str(reason)
