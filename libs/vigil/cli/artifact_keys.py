@@ -1,8 +1,10 @@
 """``vigil keys init|rotate|rewrap``: the keys a Vigil home needs, and the artifact store's encryption keys.
 
 ``init`` prepares a home for services started without ``vigil up`` (compose, Kubernetes, systemd) — what
-``environment=production`` refuses to start without: the artifact keyring, the auditor's signing key and an admin
-token registered in ``tokens.json``. It never overwrites an existing key, so it is safe to run at every start.
+``environment=production`` refuses to start without: the artifact keyring, the auditor's signing key, an admin
+token registered in ``tokens.json``, and every service's event signing key with the trust store
+(``vigil.events.trust``: ``<home>/keys/events``). It never overwrites an existing key, so it is safe to run at
+every start.
 
 ``rotate`` adds a fresh key and makes it current; every earlier key stays, so objects sealed before still open.
 Running services re-read the keyring when it changes, so new artifacts take the new key from their next write, with
@@ -24,6 +26,7 @@ from vigil.artifacts.keyring import KeyringError, ensure_keyring_file, rotate_ke
 from vigil.artifacts.store import ArtifactError, LocalArtifactStore
 from vigil.cli import output
 from vigil.cli.client import JsonOpt, fail
+from vigil.events.trust import default_keys_dir, ensure_keys
 from vigil.stack.credentials import ensure_admin_token, write_secret_once
 from vigil.stack.state import StackPaths
 
@@ -69,6 +72,8 @@ def init(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     )
     if write_secret_once(signing_key, seed.hex() + "\n"):
         created.append(str(signing_key))
+    events_dir = default_keys_dir(paths.home)
+    created += [f"event key {principal}" for principal in ensure_keys(events_dir)]
     admin_existed = paths.admin_token.exists()
     ensure_admin_token(paths)
     if not admin_existed:
@@ -79,6 +84,7 @@ def init(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         "audit_signing_key": str(signing_key),
         "admin_token": str(paths.admin_token),
         "tokens_file": str(paths.tokens_file),
+        "event_keys_dir": str(events_dir),
         "created": created,
     }
     if json_out:

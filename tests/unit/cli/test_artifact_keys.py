@@ -63,15 +63,19 @@ def test_rewrap_without_a_keyring_says_so(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no artifact keyring" in result.output
 
 
-def test_init_prepares_a_home_production_accepts_and_never_overwrites(tmp_path: Path) -> None:
+def test_init_prepares_a_home_production_accepts_and_never_overwrites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vigil.auditor.settings import AuditorSettings
     from vigil.service.auth import TokenStore
 
+    monkeypatch.delenv("VIGIL_EVENT_KEYS_DIR", raising=False)  # the session's test keys: not this home's
     home = tmp_path / "home"
     first = CliRunner().invoke(app, ["init", "--home", str(home), "--json"])
     assert first.exit_code == 0, first.output
     doc = json.loads(first.output)
-    assert len(doc["created"]) == 3
+    assert len(doc["created"]) == 3 + 6 + 1  # + one event key per service and the local producer's
+    assert Path(doc["event_keys_dir"]).is_relative_to(home)
     for name in ("artifact_keyring", "audit_signing_key", "admin_token"):
         assert Path(doc[name]).stat().st_mode & 0o777 == 0o600, name
     AuditorSettings(home=home, environment="production").refuse_unsafe_production()  # nothing missing
