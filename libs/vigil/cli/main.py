@@ -8,7 +8,22 @@ from __future__ import annotations
 
 import typer
 
-from vigil.cli import alias, artifact_keys, audit, data, demo, deploy, dlq, events, jobs, models, stack, tokens, why
+from vigil.cli import (
+    alias,
+    artifact_keys,
+    audit,
+    data,
+    demo,
+    deploy,
+    dlq,
+    event_keys,
+    events,
+    jobs,
+    models,
+    stack,
+    tokens,
+    why,
+)
 
 app = typer.Typer(
     name="vigil",
@@ -31,6 +46,7 @@ app.add_typer(jobs.app, name="jobs")  # vigil jobs [show ID]
 app.add_typer(why.app)  # vigil why <event-id | entity>
 app.add_typer(tokens.app, name="tokens")  # vigil tokens create|list|revoke
 app.add_typer(artifact_keys.app, name="keys")  # vigil keys rotate|rewrap (artifact encryption keys)
+event_keys.register(artifact_keys.app)  # vigil keys init-signers|issue-producer|issue-service|signers|revoke-signer
 
 if __name__ == "__main__":  # pragma: no cover
     app()

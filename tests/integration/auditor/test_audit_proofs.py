@@ -43,6 +43,8 @@ def entry_hash(entry: dict[str, Any]) -> str:
         "time": t.isoformat(timespec="microseconds"),
         "event_sha256": entry["event_sha256"],
     }
+    if entry.get("signer") is not None:  # the verified producer, hashed when recorded (docs/security.md)
+        fields["signer"] = entry["signer"]
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(entry["prev_hash"].encode() + b"\n" + canonical).hexdigest()
 
