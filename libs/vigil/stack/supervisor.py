@@ -31,6 +31,7 @@ from typing import IO, Any
 import httpx
 
 from vigil.artifacts.keyring import ensure_keyring_file
+from vigil.events.trust import default_keys_dir, ensure_keys
 from vigil.stack._proc import StackError, free_port, port_is_free, spawn, stop_process, tail
 from vigil.stack.broker import EmbeddedBroker
 from vigil.stack.credentials import ensure_tokens
@@ -401,6 +402,7 @@ def running_stack(
         paths.logs.mkdir(parents=True, exist_ok=True)
         tokens = ensure_tokens(paths, [launch.name for launch in launches])
         ensure_keyring_file(paths.artifact_keyring)  # encryption at rest on by default; services find it in home
+        ensure_keys(default_keys_dir(paths.home))  # event signing keys + trust store (docs/security.md), kept
 
         # A broker or Postgres that a killed run of this home left behind is stopped before the ports are chosen:
         # it holds the usual port only until then, and must not push the new one off it.
