@@ -1,7 +1,8 @@
 """Health of a stack started by ``vigil up``, read from ``<home>/stack.json`` and probed live.
 
 Healthy means: the supervisor is alive, the broker answers a Kafka Metadata request, Postgres accepts TCP
-connections, and every service answers ``GET /healthz`` with 200.
+connections, and every service instance — and the front of each service that runs replicas — answers
+``GET /healthz`` with 200.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def _postgres_ok(dsn: str, timeout: float) -> bool:
     return tcp_connectable(parts.hostname or "127.0.0.1", parts.port or 5432, timeout=timeout)
 
 
+def _probe(client: httpx.Client, url: str) -> dict[str, Any]:
+    """``GET <url>/healthz``: healthy, with the status code or the error."""
+    try:
+        resp = client.get(f"{url}/healthz")
+    except httpx.HTTPError as exc:
+        return {"healthy": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"healthy": resp.status_code == 200, "status_code": resp.status_code}
+
+
 def stack_status(home: Path | str | None = None, *, timeout: float = 2.0) -> dict[str, Any]:
     """A JSON-ready report; ``report["healthy"]`` is True only when everything is up."""
     paths = StackPaths.at(home)
@@ -40,17 +50,26 @@ def stack_status(home: Path | str | None = None, *, timeout: float = 2.0) -> dic
     postgres = dict(state.get("postgres", {}))
     postgres["healthy"] = _postgres_ok(str(postgres.get("dsn", "")), timeout)
     services: list[dict[str, Any]] = []
+    fronts: list[dict[str, Any]] = []
     with httpx.Client(timeout=timeout, trust_env=False) as client:
         for name, info in dict(state.get("services", {})).items():
-            entry: dict[str, Any] = {"name": name, "url": info.get("url"), "pid": info.get("pid"), "healthy": False}
-            try:
-                resp = client.get(f"{info.get('url')}/healthz")
-                entry["status_code"] = resp.status_code
-                entry["healthy"] = resp.status_code == 200
-            except httpx.HTTPError as exc:
-                entry["error"] = f"{type(exc).__name__}: {exc}"
-            services.append(entry)
-    healthy = supervisor_alive and broker["healthy"] and postgres["healthy"] and all(s["healthy"] for s in services)
+            entry: dict[str, Any] = {
+                "name": name,
+                "service": info.get("service", name),
+                "instance": info.get("instance", 0),
+                "url": info.get("url"),
+                "pid": info.get("pid"),
+            }
+            services.append(entry | _probe(client, str(info.get("url"))))
+        for name, info in dict(state.get("fronts", {})).items():
+            fronts.append({"name": name, "url": info.get("url")} | _probe(client, str(info.get("url"))))
+    healthy = (
+        supervisor_alive
+        and broker["healthy"]
+        and postgres["healthy"]
+        and all(s["healthy"] for s in services)
+        and all(f["healthy"] for f in fronts)
+    )
     return {
         "home": str(paths.home),
         "running": supervisor_alive,
@@ -61,4 +80,5 @@ def stack_status(home: Path | str | None = None, *, timeout: float = 2.0) -> dic
         "broker": broker,
         "postgres": postgres,
         "services": services,
+        "fronts": fronts,
     }

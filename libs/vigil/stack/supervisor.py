@@ -35,6 +35,7 @@ from vigil.events.trust import default_keys_dir, ensure_keys
 from vigil.stack._proc import StackError, free_port, port_is_free, spawn, stop_process, tail
 from vigil.stack.broker import EmbeddedBroker
 from vigil.stack.credentials import ensure_tokens
+from vigil.stack.front import FrontProxy
 from vigil.stack.postgres import EmbeddedPostgres
 from vigil.stack.services import DEFAULT_BROKER_PORT, SERVICES, ServiceSpec
 from vigil.stack.state import StackPaths, redact_dsn, write_state
@@ -63,25 +64,70 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class ServiceLaunch:
-    """What to run for one service: ``python -m <module>`` listening on ``port``."""
+    """What to run for one service: ``python -m <module>`` listening on ``port``.
+
+    With replicas, each instance is one launch: ``instance`` 1..N, its own free ``port``, and ``front_port`` — the
+    service's one address, a :class:`FrontProxy` over the instances. ``instance`` 0 is the only instance.
+    """
 
     name: str
     port: int
     module: str
+    instance: int = 0
+    front_port: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The instance's name in the stack (``monitor``, or ``monitor-2`` with replicas): its log, its pid entry."""
+        return self.name if self.instance == 0 else f"{self.name}-{self.instance}"
 
     @classmethod
     def from_spec(cls, spec: ServiceSpec, port: int | None = None) -> ServiceLaunch:
         return cls(spec.name, spec.port if port is None else port, spec.module)
 
 
-def default_launches(only: Sequence[str] | None = None, *, free_ports: bool = False) -> list[ServiceLaunch]:
-    """The six services (or those named in ``only``) on their default ports, or on free ports."""
+def parse_replicas(text: str | None) -> dict[str, int]:
+    """``"2"`` (every service) or ``"monitor=2,trainer=3"`` → service → instances; ``None``/``""`` → {}."""
+    out: dict[str, int] = {}
+    names = [s.name for s in SERVICES]
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, count = part.rpartition("=")
+        targets = [name.strip()] if sep else names
+        if sep and name.strip() not in names:
+            raise StackError(f"--replicas: unknown service {name.strip()!r}; known: {', '.join(names)}")
+        if not count.strip().isdigit() or not 1 <= int(count) <= 16:
+            raise StackError(f"--replicas: {part!r} is not a count from 1 to 16 (N or service=N, comma-separated)")
+        out.update(dict.fromkeys(targets, int(count)))
+    return out
+
+
+def default_launches(
+    only: Sequence[str] | None = None, *, free_ports: bool = False, replicas: Mapping[str, int] | None = None
+) -> list[ServiceLaunch]:
+    """The six services (or those named in ``only``) on their default ports, or on free ports.
+
+    ``replicas`` (service → N > 1): N instances of that service on free ports, behind a front on the service's port.
+    """
     names = {s.name for s in SERVICES}
-    unknown = sorted(set(only or ()) - names)
+    unknown = sorted((set(only or ()) | set(replicas or ())) - names)
     if unknown:
         raise StackError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(s.name for s in SERVICES)}")
     chosen = [s for s in SERVICES if only is None or s.name in only]
-    return [ServiceLaunch.from_spec(s, free_port(_HOST) if free_ports else None) for s in chosen]
+    launches: list[ServiceLaunch] = []
+    for spec in chosen:
+        port = free_port(_HOST) if free_ports else spec.port
+        count = (replicas or {}).get(spec.name, 1)
+        if count <= 1:
+            launches.append(ServiceLaunch.from_spec(spec, port))
+            continue
+        launches.extend(
+            ServiceLaunch(spec.name, free_port(_HOST), spec.module, instance=i, front_port=port)
+            for i in range(1, count + 1)
+        )
+    return launches
 
 
 @dataclass
@@ -98,7 +144,8 @@ class ServiceProcess:
 
     @property
     def name(self) -> str:
-        return self.launch.name
+        """The instance's key (``monitor`` or ``monitor-2``); the service is ``launch.name``."""
+        return self.launch.key
 
     @property
     def url(self) -> str:
@@ -140,14 +187,22 @@ class RunningStack:
     admin_token: str
     broker: EmbeddedBroker
     postgres: EmbeddedPostgres | None
-    services: dict[str, ServiceProcess]
+    services: dict[str, ServiceProcess]  # by instance key: ``monitor``, or ``monitor-1``, ``monitor-2``
     echo: Echo = _quiet
+    fronts: dict[str, FrontProxy] = field(default_factory=dict)  # service → its front, when it has replicas
 
     def url(self, service: str) -> str:
+        """A service's one address: its front when it runs replicas, else its process (an instance key works too)."""
+        if service in self.fronts:
+            return self.fronts[service].url
         try:
             return self.services[service].url
         except KeyError:
             raise StackError(f"service {service!r} is not part of this stack") from None
+
+    def instances(self, service: str) -> list[ServiceProcess]:
+        """The processes of one service, in instance order."""
+        return [s for s in self.services.values() if s.launch.name == service]
 
     def state(self) -> dict[str, Any]:
         """What ``stack.json`` holds: enough for ``vigil status`` to find and probe everything."""
@@ -172,9 +227,17 @@ class RunningStack:
                 "log": str(pg.log_file) if pg is not None else None,
             },
             "services": {
-                s.name: {"url": s.url, "port": s.launch.port, "pid": s.pid, "log": str(s.log_file)}
+                s.name: {
+                    "service": s.launch.name,
+                    "instance": s.launch.instance,
+                    "url": s.url,
+                    "port": s.launch.port,
+                    "pid": s.pid,
+                    "log": str(s.log_file),
+                }
                 for s in self.services.values()
             },
+            "fronts": {name: {"url": f.url, "port": f.port} for name, f in self.fronts.items()},
         }
 
     def publish(self) -> None:
@@ -244,6 +307,29 @@ class RunningStack:
         while not stop.wait(interval):
             if self.check_children():
                 self.publish()
+
+
+def _start_fronts(launches: Sequence[ServiceLaunch], procs: Mapping[str, ServiceProcess]) -> dict[str, FrontProxy]:
+    """A front for each service that runs replicas, balancing over its live instances."""
+    fronts: dict[str, FrontProxy] = {}
+    for launch in launches:
+        if launch.front_port is None or launch.name in fronts:
+            continue
+        members = [procs[lh.key] for lh in launches if lh.name == launch.name]
+
+        def backends(members: list[ServiceProcess] = members) -> list[int]:
+            alive = [m.launch.port for m in members if m.pid is not None]
+            return alive or [m.launch.port for m in members]
+
+        front = FrontProxy(launch.name, _HOST, launch.front_port, backends)
+        front.start()
+        fronts[launch.name] = front
+    return fronts
+
+
+def _stop_fronts(fronts: Mapping[str, FrontProxy]) -> None:
+    for front in fronts.values():
+        front.stop()
 
 
 def _service_env(
@@ -395,12 +481,13 @@ def running_stack(
     try:
         stack.enter_context(_home_lock(paths))
         for launch in launches:
-            if not port_is_free(launch.port, _HOST):
-                raise StackError(
-                    f"port {launch.port} for service {launch.name} is in use; stop whatever holds it or use free ports"
-                )
+            for port in [p for p in (launch.port, launch.front_port) if p is not None]:
+                if not port_is_free(port, _HOST):
+                    raise StackError(
+                        f"port {port} for service {launch.name} is in use; stop whatever holds it or use free ports"
+                    )
         paths.logs.mkdir(parents=True, exist_ok=True)
-        tokens = ensure_tokens(paths, [launch.name for launch in launches])
+        tokens = ensure_tokens(paths, list(dict.fromkeys(launch.name for launch in launches)))
         ensure_keyring_file(paths.artifact_keyring)  # encryption at rest on by default; services find it in home
         ensure_keys(default_keys_dir(paths.home))  # event signing keys + trust store (docs/security.md), kept
 
@@ -437,9 +524,11 @@ def running_stack(
                 bootstrap_servers=broker.bootstrap_servers,
                 token=tokens.services[launch.name],
             )
-            svc = ServiceProcess(launch, paths.service_log(launch.name), env)
-            procs[launch.name] = svc
+            svc = ServiceProcess(launch, paths.service_log(launch.key), env)
+            procs[launch.key] = svc
             svc.start()
+        fronts = _start_fronts(launches, procs)
+        stack.callback(_stop_fronts, fronts)  # LIFO: the fronts close before the services stop
         if procs:
             echo(f"waiting for {len(procs)} service(s) to be ready…")
             _wait_ready(list(procs.values()), ready_timeout, echo)
@@ -453,6 +542,7 @@ def running_stack(
             postgres=postgres,
             services=procs,
             echo=echo,
+            fronts=fronts,
         )
         stack.callback(paths.state_file.unlink, missing_ok=True)
         running.publish()
