@@ -96,7 +96,7 @@ def auditor_consumer(pool: asyncpg.Pool) -> EventConsumer:
     """The auditor's consumer as the runtime builds it (never started: the bench feeds it decoded batches)."""
     config = ConsumerConfig(service="auditor", group_id="bench", topics=[], source="vigil://auditor", dedupe="handler")
     handler = make_on_events("audit", store.DEFAULT_RETENTION)
-    return EventConsumer("127.0.0.1:1", pool, config, TopicNamer(""), batch_handler=handler)
+    return EventConsumer("127.0.0.1:1", pool, config, TopicNamer(""), batch_handler=handler, trust=None)
 
 
 async def ingest(pool: asyncpg.Pool, events: list[Envelope], offset: int) -> float:
@@ -161,7 +161,7 @@ async def main(total: int, ingest_sample: int, out_dir: Path) -> dict[str, Any]:
         bootstrap = broker.bootstrap_servers
     namer = TopicNamer(f"bench.{uuid.uuid4().hex[:8]}.")
     await ensure_topics(bootstrap, [namer.physical(topics.AUDIT)], 1, 1)
-    producer = BusProducer(bootstrap, service="auditor", namer=namer)
+    producer = BusProducer(bootstrap, service="auditor", namer=namer, signer=None)  # nobody verifies here
     await producer.start()
     publisher = EntryPublisher(pool, producer, chain="audit", schema="auditor")
     results: dict[str, Any] = {}

@@ -55,6 +55,14 @@ from vigil.bus.topics import TopicNamer, ensure_topics  # noqa: E402
 from vigil.bus.tracing import current_traceparent  # noqa: E402
 from vigil.events import make_event, topics  # noqa: E402
 from vigil.events.catalog.data import ColumnSpec, DataUpdated  # noqa: E402
+from vigil.events.signing import MAX_BATCH  # noqa: E402
+from vigil.events.trust import (  # noqa: E402
+    TrustStore,
+    ensure_keys,
+    load_signing_key,
+    private_key_path,
+    trust_dir,
+)
 from vigil.service.app import freeze_startup_heap  # noqa: E402
 from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate  # noqa: E402
 
@@ -285,6 +293,7 @@ class BusConsumer:
             TopicNamer(prefix),
             handlers={"data.updated": on_event} if mode == "event" else None,
             batch_handler=on_batch if mode == "batch" else None,
+            trust=BENCH_KEYS.trust,  # verification on, as in every service
         )
 
     async def start(self) -> None:
@@ -323,6 +332,24 @@ async def wait_assigned(consumer: RawConsumer | BusConsumer, timeout: float = 60
         await asyncio.sleep(0.01)
 
 
+class BenchKeys:
+    """A producer key allowed ``data.updated`` and a trust store holding it, in a temporary directory: the bus side
+    signs what it produces and verifies what it consumes, as the services do (docs/security.md)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="vigil-bench-keys-"))
+        ensure_keys(self.dir, services=(), producers={"bench": frozenset({"data.updated"})})
+        self.signer = load_signing_key(private_key_path(self.dir, "producer:bench"))
+
+    @property
+    def trust(self) -> TrustStore:
+        """A fresh store per consumer (its cache of verified roots starts empty, as a service's does)."""
+        return TrustStore.load(trust_dir(self.dir))
+
+
+BENCH_KEYS = BenchKeys()
+
+
 class BusBench:
     """One broker, one database; a fresh topic namespace and consumer group per measured run."""
 
@@ -358,7 +385,9 @@ class BusBench:
 
     async def preload(self, prefix: str) -> None:
         """The bus's records (canonical envelope bytes + headers) on the topic, for the consume-only runs."""
-        producer = BusProducer(self.infra.bootstrap, service="bench", namer=TopicNamer(prefix))
+        producer = BusProducer(
+            self.infra.bootstrap, service="bench", namer=TopicNamer(prefix), signer=BENCH_KEYS.signer
+        )
         await producer.start()
         try:
             await produce_bus(producer, self.payloads)
@@ -373,7 +402,7 @@ class BusBench:
             prefix = await self.fresh()
             raw = raw_producer(self.infra.bootstrap)
             await raw.start()
-            bus = BusProducer(self.infra.bootstrap, service="bench", namer=TopicNamer(prefix))
+            bus = BusProducer(self.infra.bootstrap, service="bench", namer=TopicNamer(prefix), signer=BENCH_KEYS.signer)
             await bus.start()
             try:
                 await produce_raw(raw, f"{prefix}{topics.DATA}", self.items[:200])  # connections, metadata
@@ -435,7 +464,7 @@ class BusBench:
             raw = raw_producer(self.infra.bootstrap)
             await raw.start()
         else:
-            bus = BusProducer(self.infra.bootstrap, service="bench", namer=TopicNamer(prefix))
+            bus = BusProducer(self.infra.bootstrap, service="bench", namer=TopicNamer(prefix), signer=BENCH_KEYS.signer)
             await bus.start()
         await consumer.start()
         try:
@@ -541,6 +570,10 @@ def cpu_steps_us(payloads: list[DataUpdated], items: list[tuple[bytes, dict[str,
     parsed = [parse_json(w) for w in wire]
     dumped = [json.dumps(body, separators=COMPACT).encode() for _k, body in items]
     whole = [_whole_event_validator(d["type"], d["dataschema"]) for d in parsed]
+    signed = BENCH_KEYS.signer.sign_values(wire)
+    verify_trust = BENCH_KEYS.trust
+    public = BENCH_KEYS.signer.private.public_key()
+    signatures = [BENCH_KEYS.signer.private.sign(w) for w in wire]
     steps: dict[str, Callable[[int], object]] = {
         "raw: json.dumps": lambda i: json.dumps(items[i][1], separators=COMPACT),
         "raw: json.loads": lambda i: json.loads(dumped[i]),
@@ -554,6 +587,18 @@ def cpu_steps_us(payloads: list[DataUpdated], items: list[tuple[bytes, dict[str,
         "bus consume: envelope + payload JSON Schema (one call)": lambda i: whole[i][1].is_valid(parsed[i]),  # type: ignore[index]
         "bus consume: payload pydantic model": lambda i: DataUpdated.model_validate(parsed[i]["data"]),
         "bus consume: envelope from the checked dict": lambda i: Envelope.from_checked(dict(parsed[i])),
+        f"bus produce: sign (one Ed25519 signature per {MAX_BATCH} events, Merkle proofs)": lambda i: (
+            BENCH_KEYS.signer.sign_values(wire[i - i % MAX_BATCH : i - i % MAX_BATCH + MAX_BATCH])
+            if i % MAX_BATCH == 0
+            else None
+        ),
+        "bus consume: verify (leaf + proof fold, one Ed25519 check per batch)": lambda i: verify_trust.verify(
+            wire[i], signed[i]
+        ),
+    }
+    unbatched = {
+        "sign: one Ed25519 signature per event": lambda i: BENCH_KEYS.signer.private.sign(wire[i]),
+        "verify: one Ed25519 check per event": lambda i: public.verify(signatures[i], wire[i]),
     }
     out: dict[str, float] = {}
     n = len(payloads)
@@ -565,6 +610,11 @@ def cpu_steps_us(payloads: list[DataUpdated], items: list[tuple[bytes, dict[str,
                 step(i)
             passes.append((time.perf_counter() - t) / n * 1e6)
         out[name] = round(median(passes), 1)
+    for name, step in unbatched.items():  # the alternative not taken: what a signature per event would cost
+        t = time.perf_counter()
+        for i in range(n):
+            step(i)
+        out[f"(not used) {name}"] = round((time.perf_counter() - t) / n * 1e6, 1)
     return out
 
 
@@ -978,6 +1028,11 @@ def render_bus(r: dict[str, Any]) -> list[str]:
         "  per batch: claim the ids in `inbox` (one `INSERT … unnest … RETURNING`; skipped with",
         '  `dedupe="handler"`) and the same multi-row effect insert; per-event handlers get one transaction per',
         "  event (pool acquire, BEGIN, inbox insert, effect insert, COMMIT); offsets committed after the batch.",
+        "- **Signing (issue #20):** the bus side signs what it produces (`BusProducer` with a producer key: one",
+        f"  Ed25519 signature per batch of at most {MAX_BATCH} records handed over together, each record with its",
+        "  Merkle inclusion proof in the `vigil-kid`/`vigil-sig`/`vigil-proof` headers) and its consumer verifies",
+        "  every record against a trust store and checks the signer may produce `data.updated`, one Ed25519 check",
+        "  per batch root (docs/security.md). The raw side signs and verifies nothing.",
         "- **Timing:** consume and end to end start once the consumer group has its partitions (group joins take",
         "  seconds on Tansu and are not the library's cost) and stop when the last effect is committed (the raw",
         "  side counts after its insert returned, the bus side when `EventConsumer.applied` grows, i.e. after the",

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
 sys.path.insert(0, str(ROOT / "tests"))  # the in-process service harness (tests/support)
 
-from support import testinfra  # noqa: E402
+from support import signing, testinfra  # noqa: E402
 from vigil.events import decode_event, make_event  # noqa: E402
 from vigil.events.catalog.streams import PredictionLogged  # noqa: E402
 from vigil.events.contracts import decode_event_deferred  # noqa: E402
@@ -194,9 +194,10 @@ async def _stream_end_to_end(
             await asyncio.sleep(0.1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024, linger_ms=5)
     await producer.start()
+    signed = signing.signing_key("service:deployer").sign_values(records)  # as the gateway signs them
     try:  # all batches on the topic before the measured run starts
         sent = [
-            await producer.send(f"{prefix}vigil.predictions", r, key=deployments[i % 4].encode())
+            await producer.send(f"{prefix}vigil.predictions", r, key=deployments[i % 4].encode(), headers=signed[i])
             for i, r in enumerate(records)
         ]
         await asyncio.gather(*sent)
@@ -244,6 +245,7 @@ def bench_stream_end_to_end(ref: DatasetProfile, rng: np.random.Generator, recor
 
 
 def main() -> None:
+    signing.install()  # event keys for the in-process monitor (VIGIL_EVENT_KEYS_DIR), as the tests' conftest does
     load_at_start = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     ref = DatasetProfile.build(np.asfortranarray(rng.normal(size=(100_000, len(FEATURES)))), numeric_names=FEATURES)

@@ -53,56 +53,58 @@ def leaf_digest(value: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + value).digest()
 
 
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
 def merkle_root_and_proofs(leaves: Sequence[bytes]) -> tuple[bytes, list[bytes]]:
     """The root over ``leaves`` and, per leaf, its encoded proof (index, count, siblings from the leaf up)."""
     count = len(leaves)
     if not 0 < count <= 0xFFFF:
         raise ValueError(f"a signed batch holds 1..65535 records, not {count}")
-    siblings: list[list[bytes]] = [[] for _ in range(count)]
-    # positions[i]: where leaf i's ancestor sits in the current level
-    positions = list(range(count))
-    level = list(leaves)
-    while len(level) > 1:
-        size = len(level)
-        for i in range(count):
-            pos = positions[i]
-            sib = pos ^ 1
-            if sib < size:
-                siblings[i].append(level[sib])
-            positions[i] = pos >> 1
-        nxt = [_node(level[j], level[j + 1]) for j in range(0, size - 1, 2)]
-        if size % 2:
+    sha256 = hashlib.sha256
+    levels = [list(leaves)]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        nxt = [sha256(b"\x01" + level[j] + level[j + 1]).digest() for j in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
             nxt.append(level[-1])
-        level = nxt
+        levels.append(nxt)
+    below_root = levels[:-1]
     head = count.to_bytes(2, "big")
-    proofs = [i.to_bytes(2, "big") + head + b"".join(s) for i, s in enumerate(siblings)]
-    return level[0], proofs
+    proofs = []
+    for i in range(count):
+        parts = [i.to_bytes(2, "big") + head]
+        for depth, level in enumerate(below_root):
+            sibling = (i >> depth) ^ 1
+            if sibling < len(level):
+                parts.append(level[sibling])
+        proofs.append(b"".join(parts))
+    return levels[-1][0], proofs
 
 
 def root_from_proof(leaf: bytes, proof: bytes) -> bytes:
     """Fold a leaf up its proof; raises SignatureRejected(malformed_signature) if the proof cannot be one."""
-    if len(proof) < 4 or (len(proof) - 4) % _HASH:
+    end = len(proof)
+    if end < 4 or (end - 4) % _HASH:
         raise SignatureRejected("malformed_signature", "the inclusion proof has a bad length")
     index = int.from_bytes(proof[:2], "big")
     size = int.from_bytes(proof[2:4], "big")
     if index >= size:
         raise SignatureRejected("malformed_signature", "the inclusion proof's index is outside its batch")
+    sha256 = hashlib.sha256
     h = leaf
     offset = 4
     while size > 1:
-        if index % 2 == 1 or index + 1 < size:  # this node has a sibling at this level
-            if offset + _HASH > len(proof):
+        if index & 1:
+            if offset >= end:
                 raise SignatureRejected("malformed_signature", "the inclusion proof is too short")
-            sib = proof[offset : offset + _HASH]
+            h = sha256(b"\x01" + proof[offset : offset + _HASH] + h).digest()
             offset += _HASH
-            h = _node(sib, h) if index % 2 else _node(h, sib)
+        elif index + 1 < size:  # a right sibling exists at this level; else this node moves up as is
+            if offset >= end:
+                raise SignatureRejected("malformed_signature", "the inclusion proof is too short")
+            h = sha256(b"\x01" + h + proof[offset : offset + _HASH]).digest()
+            offset += _HASH
         index >>= 1
         size = (size + 1) >> 1
-    if offset != len(proof):
+    if offset != end:
         raise SignatureRejected("malformed_signature", "the inclusion proof is too long")
     return h
 
