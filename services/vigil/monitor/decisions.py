@@ -26,7 +26,14 @@ from vigil.events.catalog.monitoring import DriftDetected, RetrainRequested, Rol
 from vigil.events.payload import EventPayload
 from vigil.monitor.figures import Figures, window_of
 from vigil.monitor.policy import Policy
-from vigil.monitor.rules import canary_checks, drifted_features, evidence, fairness_breaches, slo_breaches
+from vigil.monitor.rules import (
+    canary_checks,
+    drifted_features,
+    estimated_checks,
+    evidence,
+    fairness_breaches,
+    slo_breaches,
+)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,24 @@ def evaluate(
             )
         )
 
+    if variant == "stable" and policy.actions.on_estimated == "retrain":
+        est = fig.get("estimated") or {}
+        if int(est.get("labelled") or 0) < policy.canary.min_labels:  # with labels, the realised floor decides
+            below = [e for e in estimated_checks(policy, fig, None) if e.breached]
+            if below:
+                out.append(
+                    Decision(
+                        f"retrain-estimated|{dep}|{version}|{start}",
+                        RetrainRequested(
+                            **common,
+                            version=version,
+                            reason="quality",
+                            detail=f"label-free estimate before labels: {below[0].statistic} band below the floor",
+                            evidence=below,
+                        ),
+                    )
+                )
+
     slo = slo_breaches(policy, fig)
     for name, ev in slo.items():
         run = _trailing(history, fig, lambda f, n=name: n in slo_breaches(policy, f))
@@ -193,6 +218,8 @@ def _canary(
     base = {k: common[k] for k in ("deployment", "model", "window", "policy_version")}
     samples = {"candidate_samples": int(cand["predictions"]), "stable_samples": int(peer["predictions"]) if peer else 0}
     evidence: list[Evidence] = []
+    est_failed: list[Evidence] = []
+    act = policy.actions.on_estimated
     fair = fairness_breaches(policy, cand)
     if peer is None:
         verdict, reason = "Inconclusive", "no stable window to compare with"
@@ -201,8 +228,16 @@ def _canary(
     else:
         evidence, judged = canary_checks(policy, cand, peer)
         failed = [e for e in evidence if e.breached]
+        # the estimate stands in for labels only while there are too few of them to judge the realised figure
+        est_failed = [e for e in estimated_checks(policy, cand, peer) if e.breached] if act != "off" else []
+        if judged["quality"]:
+            est_failed = []
+        evidence = [*evidence, *est_failed]
         if failed or fair:
             verdict, reason = "Failed", "; ".join([e.statistic for e in failed] + [e.statistic for e in fair.values()])
+        elif est_failed:
+            verdict = "Failed" if act == "rollback" else "Inconclusive"
+            reason = _estimated_reason(est_failed, act)
         elif not (judged["latency"] or judged["errors"] or judged["quality"]):
             verdict, reason = "Inconclusive", "nothing to compare yet"
         elif rule.require_quality and not judged["quality"]:
@@ -224,6 +259,15 @@ def _canary(
             ),
         )
     ]
+    if est_failed and act == "retrain" and verdict != "Failed":
+        out.append(
+            Decision(
+                f"retrain-estimated|{cand['deployment']}|{cand['version']}|{episode}",
+                RetrainRequested(
+                    **common, version=cand["version"], reason="quality", detail=reason, evidence=est_failed
+                ),
+            )
+        )
     if verdict == "Failed":
         failed_ev = [e for e in evidence if e.breached]
         if fair and "fairness_breach" in policy.actions.rollback_on:
@@ -233,6 +277,15 @@ def _canary(
         ):
             out.append(_rollback(common, cand, peer, "candidate_worse", failed_ev, reason, episode))
     return out
+
+
+def _estimated_reason(failed: list[Evidence], act: str) -> str:
+    """A verdict reason that says plainly the judgement rests on a label-free estimate, not on labels."""
+    e = failed[0]
+    against = f"stable {e.baseline:.4f}" if e.baseline is not None else f"floor {e.threshold:.4f}"
+    what = "; ".join(x.statistic for x in failed)
+    tail = "" if act == "rollback" else "; held until labels arrive"
+    return f"label-free estimate (no labels yet): {what} — estimated worse than {against}{tail}"
 
 
 def replay(

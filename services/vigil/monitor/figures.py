@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from vigil.events.catalog.common import Window
-from vigil.events.catalog.monitoring import FeatureDrift, LatencyFigures, MonitorWindow
+from vigil.events.catalog.monitoring import EstimatedPerformance, FeatureDrift, LatencyFigures, MonitorWindow
 from vigil.kernels.drift import categorical_drift
 from vigil.kernels.profile import CategoricalProfile, DatasetProfile
 from vigil.kernels.report import DriftThresholds, drift_report
+from vigil.monitor.estimates import estimated_figures
 from vigil.monitor.state import WindowState
 
 Figures = dict[str, Any]
@@ -50,7 +51,8 @@ def compute_figures(
     sensitive_attribute: str | None = None,
 ) -> Figures:
     """Every figure of ``st``: drift vs ``reference``, prediction drift vs ``baseline_hist``, quality, latency,
-    errors and fairness. Missing inputs give missing figures (None / absent), never zeros that look like data."""
+    errors, fairness and the label-free performance estimate beside the realised figures (estimates.py). Missing
+    inputs give missing figures (None / absent), never zeros that look like data."""
     features: dict[str, Any] = {}
     if reference is not None and (st.numeric is not None or st.categorical is not None):
         window = DatasetProfile(
@@ -126,6 +128,7 @@ def compute_figures(
         "fairness": fairness,
         "sensitive_attribute": sensitive_attribute if st.fairness is not None else None,
         "reference_profile_digest": st.reference_digest,
+        "estimated": estimated_figures(st),
     }
 
 
@@ -161,4 +164,5 @@ def window_event(fig: Figures, revision: int) -> MonitorWindow:
         fairness=fig["fairness"],
         sensitive_attribute=fig.get("sensitive_attribute"),
         reference_profile_digest=fig.get("reference_profile_digest"),
+        estimated=EstimatedPerformance.model_validate(fig["estimated"]) if fig.get("estimated") else None,
     )

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.kernels.profile import DatasetProfile, categorical_window, encode_categories, numeric_profile
+from vigil.monitor.estimates import ReferenceCalibration, fold_estimate
 from vigil.monitor.state import WindowState
 
 _POSITIVE = ("1", "true", "True", "yes", "positive")
@@ -82,8 +83,10 @@ def fold_predictions(
     *,
     prediction_bins: int,
     fairness_attribute: str | None,
+    calibration: ReferenceCalibration | None = None,
 ) -> BatchColumns:
-    """Fold one ``prediction.logged`` batch into ``st``; return the columns the label join keeps."""
+    """Fold one ``prediction.logged`` batch into ``st``; return the columns the label join keeps. With the
+    version's ``calibration``, the served scores also feed the label-free performance estimate."""
     n = len(payload.prediction_ids)
     if reference is not None and reference.numeric is not None:
         names = reference.numeric.names
@@ -115,6 +118,8 @@ def fold_predictions(
         st.prediction_hist = hist
     else:
         st.prediction_hist = st.prediction_hist + hist
+    if payload.scores is not None:
+        fold_estimate(st, scores, calibration)
     st.latency.update(np.asarray(payload.latency_ms, dtype=np.float64))
     st.predictions += n
     return BatchColumns(id_hashes(payload.prediction_ids), scores.astype(np.float32), preds.astype(np.int8), groups)

@@ -17,6 +17,12 @@ from vigil.service.bounds import INT_MAX, SafeText
 RollbackReason = Literal["candidate_worse", "slo_breach", "fairness_breach"]
 _ALL_REASONS: tuple[RollbackReason, ...] = ("candidate_worse", "slo_breach", "fairness_breach")
 DriftStatistic = Literal["psi", "js", "hellinger", "ks", "w1_norm", "chi2_pvalue"]
+EstimatedMetric = Literal["accuracy", "roc_auc", "f1", "precision", "recall"]
+#: What a clearly worse label-free estimate does: nothing (``off``, the default); ``rollback`` — a candidate's verdict
+#: is Failed and, when ``candidate_worse`` is in ``rollback_on``, it is rolled back; ``retrain`` — a retrain is
+#: requested (candidate: its verdict is held Inconclusive; stable: when its band is below the floor); ``alert`` —
+#: a candidate's verdict is held Inconclusive (the rollout pauses, never promotes) with the estimate as evidence.
+EstimatedAction = Literal["off", "rollback", "retrain", "alert"]
 
 
 class _Part(BaseModel):
@@ -70,12 +76,27 @@ class CanaryRule(_Part):
     require_quality: bool = False  # True: no labels yet = Inconclusive instead of judging latency/errors only
 
 
+class EstimatedRule(_Part):
+    """Label-free performance estimates (CBPE, from calibrated served scores) judged before labels arrive.
+
+    Only used when ``actions.on_estimated`` is not ``off``, and only while the window has fewer realised labels than
+    ``canary.min_labels`` per variant — once labels arrive, the realised figure decides. "Clearly worse" means the
+    estimate's whole ±3σ band lies below the stable version's figure (realised if it has enough labels, else its
+    estimate) and the point estimate is more than ``max_drop`` below it; or the band lies below ``min_value``."""
+
+    metric: EstimatedMetric = "accuracy"
+    min_samples: int = Field(default=500, ge=1, le=INT_MAX)  # estimated predictions per variant
+    max_drop: float = Field(default=0.02, ge=0, le=1)
+    min_value: float | None = Field(default=None, gt=0, le=1)
+
+
 class Actions(_Part):
     """Which decisions turn into actions."""
 
     rollback_on: list[RollbackReason] = Field(default_factory=lambda: list(_ALL_REASONS))
     retrain_on_drift_windows: int | None = Field(default=3, ge=1, le=1000)  # consecutive drifted stable windows
     retrain_min_accuracy: float | None = Field(default=None, gt=0, le=1)  # stable accuracy below → retrain
+    on_estimated: EstimatedAction = "off"  # act on label-free estimates (see EstimatedAction / EstimatedRule)
 
 
 class Policy(_Part):
@@ -85,6 +106,7 @@ class Policy(_Part):
     slo: SloRule = SloRule()
     fairness: FairnessRule = FairnessRule()
     canary: CanaryRule = CanaryRule()
+    estimated: EstimatedRule = EstimatedRule()
     actions: Actions = Actions()
 
 

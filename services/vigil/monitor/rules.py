@@ -212,3 +212,43 @@ def canary_checks(policy: Policy, cand: Figures, stable: Figures) -> tuple[list[
             )
         )
     return ev, judged
+
+
+# -- label-free estimates ----------------------------------------------------------------------------------------
+
+
+def _stable_figure(policy: Policy, stable: Figures, metric: str) -> float | None:
+    """The stable version's figure for ``metric``: realised with enough labels, else its own estimate."""
+    est = stable.get("estimated") or {}
+    m = (est.get("metrics") or {}).get(metric) or {}
+    if int(est.get("labelled") or 0) >= policy.canary.min_labels and m.get("realised") is not None:
+        return float(m["realised"])
+    q = stable.get("quality") or {}
+    if metric in q and q.get("count", 0) >= policy.canary.min_labels:
+        return float(q[metric])
+    if m.get("value") is not None and int(est.get("count") or 0) >= policy.estimated.min_samples:
+        return float(m["value"])
+    return None
+
+
+def estimated_checks(policy: Policy, cand: Figures, stable: Figures | None) -> list[Evidence]:
+    """The candidate's label-free estimate against the stable's figure and the policy's floor (statistics named
+    ``estimated.<metric>…`` so every verdict and rollback built on them says they are estimates)."""
+    rule = policy.estimated
+    est = cand.get("estimated") or {}
+    m = (est.get("metrics") or {}).get(rule.metric)
+    n = int(est.get("count") or 0)
+    if not m or n < rule.min_samples:
+        return []
+    out: list[Evidence] = []
+    base = _stable_figure(policy, stable, rule.metric) if stable is not None else None
+    if base is not None:
+        drop = base - float(m["value"])
+        breached = float(m["upper"]) < base and drop > rule.max_drop
+        out.append(
+            evidence(cand, f"estimated.{rule.metric}.drop", drop, rule.max_drop, "gt", breached, n, baseline=base)
+        )
+    if rule.min_value is not None:
+        breached = float(m["upper"]) < rule.min_value
+        out.append(evidence(cand, f"estimated.{rule.metric}", float(m["value"]), rule.min_value, "lt", breached, n))
+    return out

@@ -2,8 +2,9 @@
 
 Never raw rows: numeric features are bin counts on the version's reference edges (plus exact moments), categorical
 features frequency tables on the reference vocabulary, predictions a small histogram, latency a DDSketch, quality
-score histograms and a confusion matrix, fairness per-group counters. Each folds a batch in one pass and merges
-exactly, so the rolling long window is the merge of its tumbling windows.
+score histograms and a confusion matrix, fairness per-group counters, and (when the version's reference profile
+carries a calibration map) the label-free performance estimate's sums (estimates.py). Each folds a batch in one
+pass and merges exactly, so the rolling long window is the merge of its tumbling windows.
 
 The state is a row of ``window_state`` in Postgres (window_store.py), written in the same transaction as the inbox
 rows of the events folded into it: a redelivered event is refused by the inbox, so the state needs no record of
@@ -22,6 +23,7 @@ import numpy as np
 import orjson
 
 from vigil.kernels.encoding import decode_array, encode_array
+from vigil.kernels.estimation import EstimationState
 from vigil.kernels.fairness import GroupRates
 from vigil.kernels.profile import CategoricalProfile, DatasetProfile, NumericProfile
 from vigil.kernels.quality import BinaryClassificationState, ConfusionMatrix
@@ -58,6 +60,7 @@ class WindowState:
     quality: BinaryClassificationState | None = None
     confusion: ConfusionMatrix = field(default_factory=lambda: ConfusionMatrix(2))
     fairness: GroupRates | None = None
+    estimation: EstimationState | None = None
     predictions: int = 0
     labels: int = 0
     errors: int = 0
@@ -82,6 +85,14 @@ class WindowState:
             out.prediction_hist = self.prediction_hist if other.prediction_hist is None else other.prediction_hist
         out.latency = self.latency.merge(other.latency)
         out.quality = _merge_opt(self.quality, other.quality)
+        if (
+            self.estimation is not None
+            and other.estimation is not None
+            and self.estimation.threshold != other.estimation.threshold
+        ):
+            out.estimation = self.estimation  # thresholds differ only across profiles; keep one, never mix
+        else:
+            out.estimation = _merge_opt(self.estimation, other.estimation)
         out.confusion = self.confusion.merge(other.confusion)
         if (
             self.fairness is not None
@@ -118,6 +129,7 @@ class WindowState:
             "confusion": self.confusion.to_dict(),
             "quality": self.quality.to_dict() if self.quality is not None else None,
             "fairness": self.fairness.to_dict() if self.fairness is not None else None,
+            "estimation": self.estimation.to_dict() if self.estimation is not None else None,
             "prediction_hist": encode_array(self.prediction_hist, shrink_counts=True)
             if self.prediction_hist is not None
             else None,
@@ -145,6 +157,7 @@ class WindowState:
         st.confusion = ConfusionMatrix.from_dict(d["confusion"])
         st.quality = BinaryClassificationState.from_dict(d["quality"]) if d.get("quality") else None
         st.fairness = GroupRates.from_dict(d["fairness"]) if d.get("fairness") else None
+        st.estimation = EstimationState.from_dict(d["estimation"]) if d.get("estimation") else None  # absent: older
         if d.get("prediction_hist"):
             st.prediction_hist = decode_array(d["prediction_hist"], dtype=np.int64, name="prediction_hist")
         if d.get("numeric") and reference is not None and reference.numeric is not None:

@@ -2,6 +2,12 @@
 
 Kept behind this small function so that a change of the kernel library's API touches one line here, not the
 runner. The profile format itself is owned by :mod:`vigil.kernels.profile` and is opaque to the trainer.
+
+Label-free performance estimation: when the entrypoint hands over held-out scores and labels, the profile also
+carries ``"calibration"`` — the map from served score to probability that the monitor applies to every prediction
+(:func:`vigil.kernels.calibration.choose_calibrator`: identity, isotonic or Platt, whichever has the lowest
+cross-fitted calibration error on those rows), the decision threshold and how many rows it was fitted on. The key
+sits beside the profile's own; readers that do not know it ignore it, and profiles without it keep working.
 """
 
 from __future__ import annotations
@@ -9,9 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+#: Fewer held-out rows than this give a calibration map too noisy to estimate anything with: none is stored.
+MIN_CALIBRATION_ROWS = 50
 
-def reference_profile_dict(features: Any, names: Sequence[str] | None) -> dict[str, Any]:
-    """Reference profile (``DatasetProfile.to_dict()``) of a numeric feature matrix ``(rows, features)``."""
+
+def reference_profile_dict(
+    features: Any,
+    names: Sequence[str] | None,
+    *,
+    calibration_scores: Any = None,
+    calibration_labels: Any = None,
+    decision_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Reference profile (``DatasetProfile.to_dict()``) of a numeric feature matrix ``(rows, features)``, plus the
+    calibration map when held-out scores and labels are given."""
     import numpy as np
 
     from vigil.kernels.profile import DatasetProfile
@@ -20,4 +37,29 @@ def reference_profile_dict(features: Any, names: Sequence[str] | None) -> dict[s
     if x.ndim != 2:
         raise ValueError(f"profile features must be 2-D (rows × features), got shape {x.shape}")
     profile = DatasetProfile.build(numeric=x, numeric_names=list(names) if names is not None else None)
-    return profile.to_dict()
+    out = profile.to_dict()
+    if calibration_scores is not None and calibration_labels is not None:
+        cal = calibration_dict(calibration_scores, calibration_labels, decision_threshold)
+        if cal is not None:
+            out["calibration"] = cal
+    return out
+
+
+def calibration_dict(scores: Any, labels: Any, decision_threshold: float = 0.5) -> dict[str, Any] | None:
+    """The profile's ``calibration`` entry, or None when the rows cannot support one (too few, one class only)."""
+    import numpy as np
+
+    from vigil.kernels.calibration import choose_calibrator
+
+    if not 0.0 <= float(decision_threshold) <= 1.0:
+        raise ValueError("decision_threshold must be in [0, 1]")
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    if s.size != y.size:
+        raise ValueError(f"calibration scores ({s.size}) and labels ({y.size}) differ in length")
+    ok = np.isfinite(s) & (s >= 0) & (s <= 1) & np.isin(y, (0, 1))
+    s, y = s[ok], y[ok].astype(np.int64)
+    if s.size < MIN_CALIBRATION_ROWS or y.min() == y.max():
+        return None
+    cal = choose_calibrator(s, y)
+    return {**cal.to_dict(), "threshold": float(decision_threshold), "rows": int(s.size)}

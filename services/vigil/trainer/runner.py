@@ -216,7 +216,13 @@ def run(spec: dict[str, Any], proto: TextIO) -> dict[str, Any]:
         from vigil.trainer.profiling import reference_profile_dict
 
         try:
-            profile = reference_profile_dict(result.profile_features, names)
+            profile = reference_profile_dict(
+                result.profile_features,
+                names,
+                calibration_scores=result.calibration_scores,
+                calibration_labels=result.calibration_labels,
+                decision_threshold=result.decision_threshold,
+            )
         except MemoryError:
             raise
         except Exception as exc:  # a profile failure is reported, not fatal: the model itself is fine

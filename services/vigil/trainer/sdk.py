@@ -42,6 +42,11 @@ class TrainingResult:
     ``profile_features`` (2-D, rows × features, numeric) and ``feature_names`` are what the reference profile is
     computed from — the training features as the model sees them. ``signature`` describes the model's input
     columns (``[{"name": …, "type": …}]``); by default it is derived from ``feature_names``.
+
+    ``calibration_scores`` and ``calibration_labels`` (a binary classifier's scores on held-out rows and their 0/1
+    labels, e.g. the validation split) let the monitor estimate performance before labels arrive: the trainer fits
+    a calibration map on them and stores it in the reference profile, with ``decision_threshold`` (the score at or
+    above which the model predicts 1). Leave them out and the monitor only reports realised figures.
     """
 
     artifact: bytes
@@ -50,6 +55,9 @@ class TrainingResult:
     profile_features: Any = None
     feature_names: list[str] | None = None
     signature: list[dict[str, str]] | None = None
+    calibration_scores: Any = None
+    calibration_labels: Any = None
+    decision_threshold: float = 0.5
 
 
 class TrainingContext:

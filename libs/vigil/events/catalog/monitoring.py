@@ -48,6 +48,32 @@ class LatencyFigures(Record):
     max_ms: Stat
 
 
+class EstimatedMetric(Record):
+    """One metric of a window estimated without labels (CBPE), its sampling band, and the realised figure once the
+    window's labels arrived (null before)."""
+
+    value: float = Field(ge=0, le=1)
+    std: Stat
+    lower: float = Field(ge=0, le=1)
+    upper: float = Field(ge=0, le=1)
+    realised: float | None = Field(default=None, ge=0, le=1)
+
+
+EstimatedMetricName = Annotated[str, Field(max_length=16, pattern="^(accuracy|precision|recall|f1|roc_auc)$")]
+
+
+class EstimatedPerformance(Record):
+    """Label-free performance estimate of a window from its served scores, calibrated on the version's reference.
+
+    ``count``: predictions estimated over; ``labelled``: how many of them have a label (the realised figures' base);
+    ``threshold``: the decision threshold on the served score."""
+
+    count: int = Field(ge=0)
+    labelled: int = Field(default=0, ge=0)
+    threshold: float = Field(ge=0, le=1)
+    metrics: dict[EstimatedMetricName, EstimatedMetric] = Field(default_factory=dict, max_length=5)
+
+
 class _MonitorEvent(EventPayload):
     TOPIC: ClassVar[str] = topics.MONITORING
     KEY_FIELD: ClassVar[str] = "deployment"
@@ -62,8 +88,9 @@ class _MonitorEvent(EventPayload):
 @register
 class MonitorWindow(_MonitorEvent):
     """The figures of one closed window for one served version: drift, quality (once labels arrived), latency,
-    errors and fairness. Late labels re-emit the window with updated quality figures (same window, higher
-    ``revision``)."""
+    errors and fairness, and — when the version's reference profile carries a calibration map — the label-free
+    performance estimate beside the realised figures. Late labels re-emit the window with updated quality figures
+    (same window, higher ``revision``)."""
 
     TYPE: ClassVar[str] = "monitor.window"
 
@@ -82,6 +109,7 @@ class MonitorWindow(_MonitorEvent):
     fairness: Metrics = Field(default_factory=dict)
     sensitive_attribute: FeatureName | None = None
     reference_profile_digest: Digest | None = None
+    estimated: EstimatedPerformance | None = None
 
     def subject(self) -> str:
         return f"deployment/{self.deployment}/v{self.version}"

@@ -131,4 +131,7 @@ def train_tabular(ctx: TrainingContext) -> TrainingResult:
         metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
         profile_features=x[train_idx],
         feature_names=names,
+        calibration_scores=p_val,  # held-out: the monitor's label-free estimates are calibrated on them
+        calibration_labels=y_val,
+        decision_threshold=float(model.threshold),
     )
