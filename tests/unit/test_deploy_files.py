@@ -23,7 +23,6 @@ import yaml
 from pydantic import AliasChoices, AliasPath
 
 from vigil.service.settings import ServiceSettings
-from vigil.service.tokens import Role, load_tokens, token_digest
 from vigil.stack.services import SERVICES, ServiceSpec
 
 pytestmark = pytest.mark.unit
@@ -41,9 +40,8 @@ DEPLOY_DOC = ROOT / "docs/deploy.md"
 
 SERVICE_NAMES = tuple(s.name for s in SERVICES)
 INFRA_SERVICES = {"kafka", "postgres", "otel-collector", "prometheus", "grafana"}
-
-#: The one published, dev-only token of infra/compose/tokens.example.json (documented in docs/deploy.md).
-DEV_ONLY_ADMIN_TOKEN = "vgl_dev_only_admin_NOT_A_SECRET"
+INIT_SERVICE = "vigil-init"  # one-shot `vigil keys init` into the shared vigil-home volume
+HOME_VOLUME = "vigil-home:/var/lib/vigil"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -109,7 +107,7 @@ def port_pairs(service: dict[str, Any]) -> list[tuple[str, int]]:
         if isinstance(entry, dict):
             pairs.append((str(entry.get("published", "")), int(entry["target"])))
         else:
-            parts = str(entry).split("/")[0].split(":")
+            parts = interpolate(str(entry)).split("/")[0].split(":")
             pairs.append((":".join(parts[:-1]), int(parts[-1])))
     return pairs
 
@@ -209,18 +207,19 @@ def k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
 
 def test_compose_runs_every_service_from_one_image(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == set(SERVICE_NAMES) | INFRA_SERVICES
+    assert set(services) == set(SERVICE_NAMES) | INFRA_SERVICES | {INIT_SERVICE}
     images = set()
     for spec in SERVICES:
         svc = services[spec.name]
         assert svc["command"] == ["python", "-m", spec.module], spec.name
         assert env_of(svc)["VIGIL_HTTP_PORT"] == str(spec.port), spec.name
         assert env_of(svc)["VIGIL_SERVICE_NAME"] == spec.name
-        assert (str(spec.port), spec.port) in port_pairs(svc), f"{spec.name} must publish {spec.port}:{spec.port}"
+        assert (f"127.0.0.1:{spec.port}", spec.port) in port_pairs(svc), f"{spec.name} must publish {spec.port}"
         images.add(interpolate(svc["image"]))
         build = svc["build"]
         assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).resolve() == DOCKERFILE
-    assert len(images) == 1, f"the six services share one image, got {images}"
+    images.add(interpolate(services[INIT_SERVICE]["image"]))
+    assert len(images) == 1, f"the six services and vigil-init share one image, got {images}"
     host_ports = [host for svc in services.values() for host, _ in port_pairs(svc)]
     assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
 
@@ -229,7 +228,7 @@ def test_compose_vigil_env_keys_are_settings_fields(compose: dict[str, Any]) -> 
     for name, svc in compose["services"].items():
         keys = {k for k in env_of(svc) if k.upper().startswith("VIGIL_")}
         if name not in SERVICE_NAMES:
-            assert not keys, f"{name} is not a Vigil service but sets {keys}"
+            assert not keys, f"{name} is not a Vigil service but sets {keys}"  # vigil-init takes --home
             continue
         unknown = {k for k in keys if k.upper() not in env_names(settings_class(name))}
         assert not unknown, f"{name}: {sorted(unknown)} are not fields of {settings_class(name).__name__}"
@@ -255,11 +254,14 @@ def test_compose_env_builds_valid_settings(compose: dict[str, Any], monkeypatch:
     assert db.username == pg_env["POSTGRES_USER"]
     assert db.password == pg_env["POSTGRES_PASSWORD"]
     assert db.path.lstrip("/") == pg_env["POSTGRES_DB"]
-    # Tokens come from the compose secret, mounted at /run/secrets/<name>.
-    assert settings.tokens_file is not None
-    assert settings.tokens_file.parent == Path("/run/secrets")
-    assert settings.tokens_file.name in (svc.get("secrets") or [])
-    assert settings.tokens_file.name in compose["secrets"]
+    # Production: keys, tokens and artifacts live in the home volume that vigil-init prepared (never a published
+    # token), and the service waits for vigil-init to have succeeded.
+    assert settings.environment == "production"
+    assert HOME_VOLUME in svc["volumes"] and HOME_VOLUME in services[INIT_SERVICE]["volumes"]
+    assert str(settings.home) == HOME_VOLUME.split(":")[1]
+    assert settings.resolved_tokens_file().parent == settings.home
+    assert services[INIT_SERVICE]["command"] == ["vigil", "keys", "init", "--home", str(settings.home)]
+    assert svc["depends_on"][INIT_SERVICE]["condition"] == "service_completed_successfully"
     # Traces go to the collector, on a port its OTLP receiver listens on.
     assert settings.otel_exporter == "otlp"
     assert settings.otel_exporter_otlp_endpoint is not None
@@ -291,9 +293,9 @@ def test_compose_healthchecks(compose: dict[str, Any]) -> None:
         assert f"127.0.0.1:{spec.port}/readyz" in check, f"{spec.name}: healthcheck must hit /readyz on its port"
     assert "kafka-broker-api-versions.sh" in healthcheck_text(services["kafka"])
     assert "pg_isready" in healthcheck_text(services["postgres"])
-    # Every service has one, except the collector (distroless image: nothing to run a check with).
+    # Every service has one, except the collector (distroless image: nothing to run a check with) and the one-shot.
     missing = {n for n, s in services.items() if not healthcheck_text(s)}
-    assert missing <= {"otel-collector"}, f"no healthcheck: {missing}"
+    assert missing <= {"otel-collector", INIT_SERVICE}, f"no healthcheck: {missing}"  # vigil-init exits
 
 
 def test_kafka_is_single_node_kraft(compose: dict[str, Any]) -> None:
@@ -328,18 +330,18 @@ def test_postgres_16_with_volume(compose: dict[str, Any]) -> None:
             assert vol in compose["volumes"], f"named volume {vol} is not declared"
 
 
-def test_tokens_secret_is_hashed_and_documented(compose: dict[str, Any]) -> None:
-    path = ROOT / interpolate(compose["secrets"]["vigil_tokens"]["file"])
-    assert path.is_file(), path
-    raw = json.loads(path.read_text())
-    for item in raw["tokens"]:
-        assert set(item) == {"sha256", "principal", "roles"}, "only digests, principals and roles in the file"
-        assert re.fullmatch(r"[0-9a-f]{64}", item["sha256"])
-    records = load_tokens(path)
-    dev = records.get(token_digest(DEV_ONLY_ADMIN_TOKEN))
-    assert dev is not None, "the example file holds the documented dev-only admin token"
-    assert Role.ADMIN in dev.roles
-    assert DEV_ONLY_ADMIN_TOKEN in DEPLOY_DOC.read_text(), "docs/deploy.md names the dev-only plaintext"
+def test_compose_ships_no_secret_and_binds_to_loopback(compose: dict[str, Any]) -> None:
+    """No published token, no default password, nothing on 0.0.0.0 unless VIGIL_BIND_ADDRESS says so, and no
+    Prometheus lifecycle API (issue #20 item 4)."""
+    text = COMPOSE_FILE.read_text()
+    assert "secrets" not in compose and not (ROOT / "infra/compose/tokens.example.json").exists()
+    assert "vgl_dev_only" not in text and ":-admin}" not in text and "vigil-dev-only" not in text
+    for name in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert re.search(r"\$\{" + name + r":\?", text), f"{name} must be required (no default)"
+    for name, svc in compose["services"].items():
+        for raw in svc.get("ports") or []:
+            assert interpolate(str(raw)).startswith("127.0.0.1:"), f"{name} publishes {raw} on every address"
+    assert not any("enable-lifecycle" in str(arg) for arg in compose["services"]["prometheus"]["command"])
 
 
 def test_scale_out_override_only_drops_ports() -> None:
@@ -437,7 +439,7 @@ def test_grafana_provisioning(compose: dict[str, Any]) -> None:
     for ds in prom_ds:
         url = urlsplit(ds["url"])
         assert url.hostname in compose["services"]
-        assert ("9090", url.port) in port_pairs(compose["services"][url.hostname])
+        assert ("127.0.0.1:9090", url.port) in port_pairs(compose["services"][url.hostname])
 
 
 DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
