@@ -613,6 +613,20 @@ def test_k8s_deployment_and_service(name: str, monkeypatch: pytest.MonkeyPatch) 
     assert secret["secretName"]
     assert settings.tokens_file.name in [item["path"] for item in secret.get("items", [])] or not secret.get("items")
 
+    # Production keys: each pod's init container makes what is missing on the shared vigil-keys volume, which the
+    # service mounts read-only where its settings look (<home>/keys: artifact keyring, event keys).
+    (init,) = pod["spec"]["initContainers"]
+    assert init["command"][:5] == ["vigil", "keys", "init", "--home", str(settings.home)]
+    keys_path = str(settings.home / "keys")
+    keys_claim = volumes["keys"]["persistentVolumeClaim"]["claimName"]
+    assert keys_claim in _by_kind("PersistentVolumeClaim")
+    assert {"name": "keys", "mountPath": keys_path} in init["volumeMounts"]
+    assert {"name": "keys", "mountPath": keys_path, "readOnly": True} in container["volumeMounts"]
+    assert settings.environment == "production"
+    if name == "auditor":
+        signing = init["command"][init["command"].index("--audit-signing-key") + 1]
+        assert str(settings.resolved_signing_key_file()) == signing and signing.startswith(keys_path + "/")
+
     service = _by_kind("Service")[f"vigil-{name}"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(spec.port, "http")]

@@ -15,8 +15,12 @@ on the files directly: they need the filesystem access an operator of the store 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -55,9 +59,40 @@ def _keyring_path(home: Path | None, keyring: Path | None) -> Path:
 
 
 @app.command()
-def init(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    """Create what is missing of: the artifact keyring, the audit signing key, the admin token (never overwrites)."""
+def init(
+    home: HomeOpt = None,
+    audit_signing_key: Annotated[
+        Path | None,
+        typer.Option(help="Where the auditor's key goes (its VIGIL_AUDIT_SIGNING_KEY_FILE); default <home>/auditor/."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create what is missing of: the artifact keyring, the audit signing key, every service's event key and the
+    trust store, the admin token. Never overwrites; several running at once (one per pod) serialise on a lock."""
     paths = StackPaths.at(home)
+    paths.artifact_keyring.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _init_lock(paths.artifact_keyring.parent / ".init.lock"):  # in keys/: the volume pods share
+        doc = _init(paths, audit_signing_key)
+    if json_out:
+        output.emit_json(doc)
+        return
+    created = doc["created"]
+    done = f"created {', '.join(created)}" if created else "all present, none changed"
+    typer.echo(f"keys of {paths.home}: {done}")
+
+
+@contextlib.contextmanager
+def _init_lock(path: Path) -> Iterator[None]:
+    """One ``init`` at a time per home: two first starts at once would each issue a key for the same service."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _init(paths: StackPaths, audit_signing_key: Path | None) -> dict[str, Any]:
     created: list[str] = []
     keyring_existed = paths.artifact_keyring.exists()
     try:
@@ -66,7 +101,8 @@ def init(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         fail(str(exc))
     if not keyring_existed:
         created.append(str(paths.artifact_keyring))
-    signing_key = paths.home / "auditor" / "signing.key"  # the auditor's default key file (AuditorSettings)
+    # The auditor's default key file (AuditorSettings.resolved_signing_key_file) unless told where it is mounted.
+    signing_key = audit_signing_key or paths.home / "auditor" / "signing.key"
     seed = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
@@ -87,11 +123,7 @@ def init(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         "event_keys_dir": str(events_dir),
         "created": created,
     }
-    if json_out:
-        output.emit_json(doc)
-        return
-    done = f"created {', '.join(created)}" if created else "all present, none changed"
-    typer.echo(f"keys of {paths.home}: {done}")
+    return doc
 
 
 @app.command()
