@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-loop bench-report clean
+.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-report clean
 
 venv: $(STAMP)
 
@@ -86,7 +86,7 @@ $(BENCH_STAMP): $(STAMP)
 
 ## Benchmarks: results go to docs/benchmarks/<area>.json and .md (never part of pass/fail); the report gathers them
 ## into docs/benchmarks/README.md once every benchmark has run.
-bench: bench-drift bench-audit bench-gateway bench-monitor bench-loop
+bench: bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop
 	$(MAKE) bench-report
 
 bench-report: $(STAMP)
@@ -105,6 +105,17 @@ bench-gateway: $(STAMP)
 
 bench-audit: $(STAMP)
 	$(BIN)/python tests/bench/bench_audit.py
+
+## NannyML 0.13.1 without its dependency pins (see the bench-nannyml extra in pyproject.toml); usage analytics off.
+NANNYML_STAMP := $(VENV)/.nannyml-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+$(NANNYML_STAMP): $(BENCH_STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench-nannyml]'
+	$(BIN)/python -m pip install -q --no-deps 'nannyml==0.13.1' 'segment-analytics-python>=2.3,<3'
+	@rm -f $(VENV)/.nannyml-installed-*
+	@touch $@
+
+bench-monitoring: $(NANNYML_STAMP)
+	NML_DISABLE_USAGE_LOGGING=1 $(BIN)/python tests/bench/bench_monitoring_cbpe.py
 
 bench-drift: $(BENCH_STAMP)
 	$(BIN)/python tests/bench/bench_drift.py
