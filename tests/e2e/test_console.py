@@ -173,7 +173,8 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
         expect(chain).to_contain_text(step)
     expect(chain.locator("tr.breached").first).to_be_visible()  # the retrain request's drift evidence
     expect(page.locator("#verification")).to_contain_text("Chain verified")
-    expect(page.locator("#verification")).to_contain_text("signed checkpoints checked")
+    expect(page.locator("#verification")).to_contain_text("Hash chain verified up to entry")
+    expect(page.locator("#verification")).to_contain_text("by key")
     expect(page.locator("#entries")).to_contain_text("deployment.rolled_back")
     _shot(page, "audit")
 

@@ -66,10 +66,10 @@ def deployment_row(dep: dict[str, Any], health: dict[str, Any] | None) -> dict[s
     """One overview line: versions, weights, rollout step, latest accuracy per variant, drift status."""
     rollout = dep.get("rollout")
     steps = (rollout or {}).get("steps") or dep.get("steps") or []
-    serving = {dep.get("stable_version"), dep.get("candidate_version")} - {None}
+    served = serving(dep)
     variants = []
     for v in (health or {}).get("versions", []):
-        if v["version"] not in serving:
+        if v["version"] not in served:
             continue  # the monitor's latest window of a version no longer served (a rolled-back candidate)
         variants.append(
             {
@@ -107,8 +107,24 @@ def _why_text(payload: dict[str, Any]) -> str:
     return " · ".join(dict.fromkeys(parts))
 
 
-def open_alerts(health: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Monitor requests whose window is one of the latest windows: what still stands, not history."""
+def serving(dep: dict[str, Any]) -> set[int]:
+    """The versions a deployment serves now (stable, and the candidate while a rollout is in flight)."""
+    return {v for v in (dep.get("stable_version"), dep.get("candidate_version")) if v is not None}
+
+
+def possible_actions(dep: dict[str, Any]) -> list[str]:
+    """The moves that fit the deployment's state (the deployer still decides): a rollout in flight may be
+    promoted, paused or resumed and rolled back; after a promotion the previous stable can be brought back."""
+    rollout = dep.get("rollout")
+    if rollout is None:
+        return ["rollback"] if dep.get("previous_version") is not None else []
+    paused = rollout.get("phase") == "paused"
+    return ["promote", "resume" if paused else "pause", "rollback"]
+
+
+def open_alerts(health: dict[str, Any] | None, served: set[int] | None = None) -> list[dict[str, Any]]:
+    """Monitor requests whose window is one of the latest windows, about a version still served (``served``;
+    None: any): what still stands, not history."""
     if not health:
         return []
     latest = {v["window"]["start"] for v in health.get("versions", [])}
@@ -121,7 +137,10 @@ def open_alerts(health: dict[str, Any] | None) -> list[dict[str, Any]]:
         window = payload.get("window") or {}
         if window.get("start") not in latest:
             continue
-        key = (d["event_type"], payload.get("version"), window.get("start"))
+        about = payload.get("version") or payload.get("candidate_version")
+        if served is not None and about is not None and about not in served:
+            continue
+        key = (d["event_type"], about, window.get("start"))
         if key in seen:
             continue
         seen.add(key)
@@ -232,29 +251,29 @@ def window_charts(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return charts
 
 
-def drift_table(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-feature drift statistics of the newest window of each version."""
+def drift_table(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-feature drift of the newest window of each version: one row per feature, one column per version
+    (PSI, KS statistic and its p-value), so versions compare side by side."""
     newest: dict[int, dict[str, Any]] = {}
     for w in windows:
         fig = w["figures"]
         if fig["version"] not in newest or fig["end"] > newest[fig["version"]]["end"]:
             newest[fig["version"]] = fig
+    versions = sorted(newest)
+    features = sorted({f for fig in newest.values() for f in (fig.get("features") or {})})
     rows = []
-    for version, fig in sorted(newest.items()):
-        for feature, stats in sorted((fig.get("features") or {}).items()):
-            rows.append(
-                {
-                    "version": version,
-                    "window_end": fig["end"],
-                    "feature": feature,
-                    "psi": stats.get("psi"),
-                    "ks": stats.get("ks"),
-                    "js": stats.get("js"),
-                    "p_value": stats.get("p_value"),
-                    "count": stats.get("count"),
-                }
-            )
-    return rows
+    for feature in features:
+        cells = []
+        for version in versions:
+            stats = (newest[version].get("features") or {}).get(feature) or {}
+            cells.append({"psi": stats.get("psi"), "ks": stats.get("ks"), "p_value": stats.get("p_value")})
+        rows.append({"feature": feature, "cells": cells})
+    return {
+        "versions": [
+            {"version": v, "window_end": newest[v]["end"], "count": newest[v].get("predictions")} for v in versions
+        ],
+        "rows": rows,
+    }
 
 
 def version_row(v: dict[str, Any]) -> dict[str, Any]:

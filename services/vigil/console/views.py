@@ -21,7 +21,8 @@ async def overview(up: Upstream, token: str) -> dict[str, Any]:
     )
     by_name = {h["deployment"]: h for h in health}
     rows = [shape.deployment_row(d, by_name.get(d["name"])) for d in deployments]
-    alerts = [a for h in health for a in shape.open_alerts(h)]
+    served = {d["name"]: shape.serving(d) for d in deployments}
+    alerts = [a for h in health for a in shape.open_alerts(h, served.get(h["deployment"]))]
     return {"deployments": rows, "alerts": alerts}
 
 
@@ -39,12 +40,13 @@ async def deployment(up: Upstream, token: str, name: str) -> dict[str, Any]:
     return {
         "dep": dep,
         "row": shape.deployment_row(dep, health),
+        "possible": shape.possible_actions(dep),
         "plan": shape.plan(dep, dep.get("rollout") or latest),
         "rollouts": rollouts,
         "latest": latest,
         "health": health,
         "verdicts": shape.verdicts(health),
-        "alerts": shape.open_alerts(health),
+        "alerts": shape.open_alerts(health, shape.serving(dep)),
         "charts": shape.window_charts(windows),
         "drift": shape.drift_table(windows),
     }

@@ -9,6 +9,9 @@
     return splits.map(function (v) { return new Date(v * 1000).toISOString().slice(11, 19); });
   }
 
+  /* A share (error rate) starts at 0 and shows at least 0..5 %, so a flat zero line reads as zero. */
+  function shareRange(u, min, max) { return [0, Math.max(0.05, max * 1.1)]; }
+
   function drawCharts() {
     var holder = document.getElementById("chart-data");
     if (!holder || typeof uPlot === "undefined") { return; }
@@ -25,7 +28,7 @@
       });
       var opts = {
         width: Math.max(280, el.clientWidth || 420), height: 200, series: series,
-        scales: { x: { time: true } },
+        scales: c.unit === "share" ? { x: { time: true }, y: { range: shareRange } } : { x: { time: true } },
         axes: [{ stroke: "#374151", grid: { stroke: "#e5e7eb" }, values: utcTimes },
                { stroke: "#374151", grid: { stroke: "#e5e7eb" }, label: c.unit, size: 60 }],
         legend: { live: true }
