@@ -10,10 +10,14 @@ compile the others):
 
 - :mod:`vigil.kernels.profile` — reference and window profiles (quantile bins, counts, moments, categorical tables).
 - :mod:`vigil.kernels.drift` — PSI, Jensen–Shannon, Hellinger, χ², KS (with its error bound), Wasserstein-1.
-- :mod:`vigil.kernels.report` — a full drift report over all features with default thresholds.
+- :mod:`vigil.kernels.report` — a full drift report over all features, with calibrated verdicts.
+- :mod:`vigil.kernels.multivariate` — PCA reconstruction-error drift (mergeable per window) and a domain classifier.
+- :mod:`vigil.kernels.ood` — per-row out-of-distribution scores and thresholds from the reference.
 - :mod:`vigil.kernels.quality` — confusion matrix, ROC/PR AUC from score histograms, log loss, ECE, MAE/RMSE.
 - :mod:`vigil.kernels.sketch` — a mergeable relative-error latency quantile sketch.
 - :mod:`vigil.kernels.fairness` — demographic parity and equalized-odds gaps over a sensitive attribute.
+- :mod:`vigil.kernels.calibration` — score calibration (isotonic PAV or Platt, chosen by cross-fitted ECE).
+- :mod:`vigil.kernels.estimation` — label-free performance estimation (CBPE) as a mergeable window state.
 
 Numba's on-disk cache: compiled kernels are cached (``cache=True``). Numba writes the cache next to the source by
 default, which fails in read-only images; unless ``NUMBA_CACHE_DIR`` is already set we point it at ``.numba_cache``
