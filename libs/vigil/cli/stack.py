@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from vigil.stack.console import running_console
 from vigil.stack.state import StackPaths, redact_dsn
 from vigil.stack.status import stack_status
 from vigil.stack.supervisor import RunningStack, StackError, default_launches, running_stack
@@ -64,22 +66,33 @@ def up(
         bool, typer.Option("--free-ports", help="Put services on free ports instead of 8101–8106.")
     ] = False,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service's /readyz.")] = 90.0,
+    no_console: Annotated[bool, typer.Option("--no-console", help="Do not start the web console.")] = False,
+    console_port: Annotated[
+        int | None,
+        typer.Option(envvar="VIGIL_CONSOLE_PORT", help="Web console port (default 8100 if free; 0 = any free port)."),
+    ] = None,
 ) -> None:
-    """Start the broker, Postgres and the six services; stop them all on Ctrl-C."""
+    """Start the broker, Postgres, the six services and the web console; stop them all on Ctrl-C."""
     # Both explicitly: a shell that starts us in the background leaves SIGINT ignored, and Python keeps it that way.
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         launches = [] if no_services else default_launches(only, free_ports=free_ports)
-        with running_stack(
-            home,
-            services=launches,
-            broker_port=broker_port,
-            postgres_port=postgres_port,
-            database_url=database_url,
-            ready_timeout=ready_timeout,
-            echo=typer.echo,
-        ) as stack:
+        with (
+            running_stack(
+                home,
+                services=launches,
+                broker_port=broker_port,
+                postgres_port=postgres_port,
+                database_url=database_url,
+                ready_timeout=ready_timeout,
+                echo=typer.echo,
+            ) as stack,
+            contextlib.ExitStack() as web,
+        ):
+            if launches and not no_console:
+                port = 0 if free_ports and console_port is None else console_port
+                web.enter_context(running_console(stack, port=port, echo=typer.echo))
             _print_summary(stack)
             stack.supervise(threading.Event())
     except KeyboardInterrupt:
