@@ -213,3 +213,34 @@ def holm_reject(pvalues: list[float], alpha: float) -> list[bool]:
             break
         reject[i] = True
     return reject
+
+
+# -- multivariate drift and OOD scores (#21 items 2 and 4) ---------------------------------------------------------
+
+
+def pca_by_svd(ref: np.ndarray, variance_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Mean, population sd (1 for constant columns), right singular vectors and eigenvalues of the standardised
+    reference by SVD, and the number of components reaching ``variance_share``."""
+    mean = ref.mean(axis=0)
+    sd = ref.std(axis=0)
+    sd[sd == 0] = 1.0
+    z = (ref - mean) / sd
+    _, s, vt = np.linalg.svd(z, full_matrices=False)
+    eig = s**2 / ref.shape[0]
+    k = next(i + 1 for i, c in enumerate(np.cumsum(eig) / eig.sum()) if c >= variance_share - 1e-12)
+    return mean, sd, vt, eig, k
+
+
+def reconstruction_errors(ref: np.ndarray, x: np.ndarray, variance_share: float) -> np.ndarray:
+    """Row distance between standardised ``x`` and its projection back from the kept components (NannyML's way:
+    transform, inverse-transform, Euclidean norm of the difference)."""
+    mean, sd, vt, _, k = pca_by_svd(ref, variance_share)
+    z = (x - mean) / sd
+    back = (z @ vt[:k].T) @ vt[:k]
+    return np.linalg.norm(z - back, axis=1)
+
+
+def mahalanobis_kept(ref: np.ndarray, x: np.ndarray, variance_share: float) -> np.ndarray:
+    mean, sd, vt, eig, k = pca_by_svd(ref, variance_share)
+    coords = ((x - mean) / sd) @ vt[:k].T
+    return np.sqrt(np.sum(coords**2 / eig[:k], axis=1))
