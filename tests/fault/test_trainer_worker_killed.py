@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 from integration.trainer.trainer_support import (
+    marker_directory,
     markers,
     of_job,
     patient_dataset,
@@ -59,7 +60,7 @@ async def test_trainer_process_killed_mid_run_job_reaped_and_rerun_once(
 ) -> None:
     tokens: Tokens = make_tokens(tmp_path)
     common = {"dsn": fresh_db, "bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens}
-    marker_dir = tmp_path / "markers"
+    marker_dir = marker_directory(tmp_path / "markers")
     body = patient_dataset(tmp_path / "data")
     env = {
         **os.environ,

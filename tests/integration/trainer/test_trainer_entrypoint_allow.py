@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from integration.trainer.trainer_support import (
     PROBE,
+    marker_directory,
     markers,
     of_job,
     patient_dataset,
@@ -66,7 +67,7 @@ async def test_entrypoints_outside_the_allow_list_fail_without_being_imported(
 
     body = patient_dataset(tmp_path / "data")
     dataset = DatasetRef(dataset="patients", version=1, content_digest=body["content_digest"], uri=body["uri"])
-    marker_dir = tmp_path / "markers"
+    marker_dir = marker_directory(tmp_path / "markers")
     requests = {
         "shell": _request("shell", "os:system", dataset, {}),
         "hostile": _request("hostile", f"{HOSTILE_MODULE}:train", dataset, {}),

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from integration.trainer.trainer_support import (
+    marker_directory,
     markers,
     of_job,
     patient_dataset,
@@ -49,7 +50,7 @@ async def test_two_trainers_ten_jobs_each_runs_once_within_caps(
 ) -> None:
     tokens: Tokens = make_tokens(tmp_path)
     common: dict[str, Any] = {"dsn": fresh_db, "bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens}
-    marker_dir = tmp_path / "markers"
+    marker_dir = marker_directory(tmp_path / "markers")
     body = patient_dataset(tmp_path / "data")
     sched_settings = settings_for(
         SchedulerSettings, **common, scheduler_tick_interval_ms=100, scheduler_max_concurrent_jobs=GLOBAL_CAP

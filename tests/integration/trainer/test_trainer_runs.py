@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 from integration.trainer.trainer_support import (
+    marker_directory,
     markers,
     of_job,
     patient_dataset,
@@ -183,7 +184,7 @@ async def test_runner_killed_mid_run_is_retried_once_and_completes_once(
 ) -> None:
     common = _common(fresh_db, kafka_bootstrap, topic_prefix, tokens)
     body = patient_dataset(tmp_path / "data")
-    marker_dir = tmp_path / "markers"
+    marker_dir = marker_directory(tmp_path / "markers")
     async with (
         running(make_scheduler(settings_for(SchedulerSettings, **common, scheduler_tick_interval_ms=100))) as sched,
         running(make_trainer(trainer_settings(TrainerSettings, tmp_path, **common))) as trainer,

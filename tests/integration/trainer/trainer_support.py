@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,18 @@ def trainer_settings(
     }
     values.update(overrides)
     return settings_for(cls, dsn=dsn, bootstrap=bootstrap, prefix=prefix, tokens=tokens, **values)
+
+
+def marker_directory(path: Path) -> Path:
+    """A directory the probe may leave its markers in. Training runs in the sandbox under its own uid, which may
+    write nowhere outside its work directory unless let: so this one is world-writable (sticky) and reachable."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o1777)
+    for ancestor in path.parents:
+        mode = ancestor.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            ancestor.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    return path
 
 
 def markers(directory: Path) -> list[str]:
