@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "docs" / "benchmarks"
 sys.path.insert(0, str(REPO / "tests"))  # tests/support: the test infrastructure (embedded broker and Postgres)
 
-from support import testinfra  # noqa: E402
+from support import signing, testinfra  # noqa: E402
 
 FEATURES = tuple(f"f{i:02d}" for i in range(20))
 TREE_FEATURES = tuple(f"x{i:02d}" for i in range(30))
@@ -214,7 +214,9 @@ class Registry:
         await self.send(topics.MODELS, event.canonical_bytes(), model)
 
     async def send(self, topic: str, value: bytes, key: str) -> None:
-        await self.producer.send_and_wait(f"{self.prefix}{topic}", value, key=key.encode())
+        # Signed by the key allowed to produce the event (the registry's, the monitor's), as consumers require.
+        headers = signing.signed_headers(value)
+        await self.producer.send_and_wait(f"{self.prefix}{topic}", value, key=key.encode(), headers=headers)
 
 
 async def wait_serving(client: httpx.AsyncClient, name: str, version: int) -> None:
@@ -467,6 +469,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     """Infrastructure, the deployer and the bare app up; wrk's runs and the rollback rounds; everything down."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (make bench-gateway installs it: apt-get install -y wrk)")
+    signing.install()  # event keys for this run; the deployer finds them through VIGIL_EVENT_KEYS_DIR
     workdir = testinfra.make_workdir()
     kafka = testinfra.start_kafka(workdir)
     postgres = testinfra.start_postgres(workdir)

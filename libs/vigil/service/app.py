@@ -16,10 +16,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from vigil.service.auth import TokenStore
 from vigil.service.dlq_api import router as dlq_router
 from vigil.service.http_middleware import (
+    CLIENT_CLOSED_REQUEST,
     BodyLimitMiddleware,
     FastPathMiddleware,
     FastPaths,
@@ -111,6 +113,12 @@ def create_app(
 
 
 def _add_error_handler(app: FastAPI) -> None:
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        """A client that hangs up mid-request is no error of ours: one quiet line, no traceback."""
+        log.info("client disconnected mid-request", extra={"path": request.url.path})
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})

@@ -8,6 +8,7 @@ classes only wrap ``send`` / ``receive`` of the one ASGI call: the endpoint runs
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -29,11 +30,16 @@ from vigil.service.telemetry import spans_recorded
 HTTP_REQUESTS = Counter("vigil_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 HTTP_SECONDS = Histogram("vigil_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
 
+#: Status counted for a request whose client went away before its body arrived (nginx's "client closed request").
+#: Nobody receives it; it keeps such requests apart from the service's own errors in the metrics.
+CLIENT_CLOSED_REQUEST = 499
+
 #: The ``route`` label of requests no route matched (404s, bodies refused by Content-Length before routing): the
 #: raw path would give the metric one series per scanned URL.
 UNMATCHED = "unmatched"
 
 _tracer = trace.get_tracer("vigil.http")
+log = logging.getLogger(__name__)
 
 EndpointT = TypeVar("EndpointT", bound=Callable[..., Any])
 
@@ -315,15 +321,17 @@ class FastPathMiddleware:
             await self.app(scope, receive, send)
             return
         fast, params = found
+        scope["route"] = fast.route
+        scope["path_params"] = params
         try:
             body = await _read_body(receive)
-        except _Disconnected:
+        except _Disconnected:  # as the app answers a route that met ClientDisconnect (vigil.service.app)
+            log.info("client disconnected mid-request", extra={"path": scope["path"]})
+            await Response(status_code=CLIENT_CLOSED_REQUEST)(scope, receive, send)
             return
         except BodyTooLarge as exc:  # the route's own handling answers it in its own error format
             await self.app(scope, _raising(exc), send)
             return
-        scope["route"] = fast.route
-        scope["path_params"] = params
         response = await fast.handler(scope, params, body)
         if response is None:
             await self.app(scope, _replaying(body, receive), send)

@@ -136,3 +136,59 @@ def test_a_fast_path_an_earlier_route_would_shadow_is_refused(tmp_path: Path) ->
 
     with pytest.raises(ValueError, match="shadowed"):
         make(tmp_path, earlier, router)
+
+
+async def _hang_up_mid_body(app: FastAPI, path: str) -> list[dict[str, Any]]:
+    """One request whose client sends part of its body and disconnects; the messages the app sent."""
+    incoming = [
+        {"type": "http.request", "body": b"decline-part", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("path", ["/v1/things/f6/echo", "/v1/raw"])
+async def test_a_client_hanging_up_mid_body_is_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """Through the fast path and through a route reading the body itself: a 499 nobody receives, counted under the
+    route, and no error (no traceback) in the log."""
+    raw = APIRouter(prefix="/v1")
+
+    @raw.post("/raw")
+    async def read_it(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    seen.clear()
+    template = "/v1/things/{name}/echo" if "things" in path else "/v1/raw"
+    before = requests_total("POST", template, 499)
+    with caplog.at_level("INFO"):
+        sent = await _hang_up_mid_body(make(tmp_path, router, raw), path)
+    assert sent[0]["status"] == 499
+    assert requests_total("POST", template, 499) == before + 1
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert any(r.getMessage() == "client disconnected mid-request" for r in caplog.records)
+    assert seen == []  # the fast path never saw a partial body
