@@ -79,6 +79,14 @@ def lingering_child(ctx: TrainingContext) -> TrainingResult:
     return TrainingResult(artifact=json.dumps({"ok": True}).encode(), artifact_format="json", metrics={"ok": 1.0})
 
 
+def big_file(ctx: TrainingContext) -> TrainingResult:
+    """A file in our own directory larger than the file-size limit."""
+    with (ctx.workdir / "big").open("wb") as fh:
+        for _ in range(int(ctx.params["mb"])):
+            fh.write(b"\0" * (1 << 20))
+    return _breach(f"wrote {ctx.params['mb']} MB")
+
+
 def write_outside(ctx: TrainingContext) -> TrainingResult:
     """Write a file into each target directory; the run fails listing what was refused and what was written."""
     refused, written = [], []

@@ -4,17 +4,19 @@ and Postgres.
 Training requests go straight onto the broker, naming the entrypoints of ``sandbox_attacks`` (allow-listed for this
 trainer). Each tries one thing — the trainer's environment (its own and ``/proc/<trainer>/environ``), the stack's
 secrets in VIGIL_HOME (written by the stack's own code: ``admin.token``, the artifact keyring, the auditor's signing
-key), a TCP connection to the test's Postgres on 127.0.0.1, a fork bomb whose children linger (one outside the
-process group), files written outside the work directory, a forged result naming a file outside the work
-directory (absolute, ``../``, a symlink) — and every one fails with the refusal as the run's error, no secret in any
-run's log. Afterwards no process of any run is left, nothing was written outside, and a normal run in the same
-trainer succeeds: as the sandbox uid, with its memory request lowered to the operator's cap.
+key), a TCP connection to the test's Postgres on 127.0.0.1, a file beyond the size limit, a fork bomb whose
+children linger (one outside the process group), files written outside the work directory, a forged result naming
+a file outside the work directory (absolute, ``../``, a symlink) — and every one fails with the refusal as the
+run's error, no secret in any run's log. Afterwards no process of any run is left, nothing was written outside,
+and a normal run in the same trainer succeeds: as the sandbox uid, with its memory request lowered to the
+operator's cap.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -33,6 +35,7 @@ from vigil.events.catalog.training import TrainingRequested
 from vigil.stack.credentials import ensure_tokens
 from vigil.stack.state import StackPaths
 from vigil.trainer.app import make_app as make_trainer
+from vigil.trainer.sandbox import Sandbox, _grant_traverse, child_env
 from vigil.trainer.settings import TrainerSettings
 
 pytestmark = [
@@ -44,6 +47,7 @@ ATTACKS = "sandbox_attacks"
 SECRET_VAR = "VIGIL_TEST_SANDBOX_SECRET_TOKEN"
 MAX_PROCESSES = 24
 MEMORY_CAP_MB = 3072
+MAX_FILE_MB = 2
 
 
 def _request(model: str, entrypoint: str, dataset: DatasetRef, params: dict[str, Any], **kw: Any) -> TrainingRequested:
@@ -109,6 +113,7 @@ async def test_hostile_training_code_is_contained_and_the_trainer_unharmed(
                                  {"mode": "dotdot", "target": str(secrets[0])}),
         "forge-symlink": _request("forge-symlink", f"{ATTACKS}:forge_result", dataset,
                                   {"mode": "symlink", "target": str(secrets[1])}),
+        "big-file": _request("big-file", f"{ATTACKS}:big_file", dataset, {"mb": MAX_FILE_MB + 1}),
         "linger": _request("linger", f"{ATTACKS}:lingering_child", dataset, {}),
     }  # fmt: skip
     normal = _request("normal", PROBE, dataset, {"steps": 2}, memory_limit_mb=1_000_000)
@@ -116,7 +121,7 @@ async def test_hostile_training_code_is_contained_and_the_trainer_unharmed(
         TrainerSettings, home, dsn=fresh_db, bootstrap=kafka_bootstrap, prefix=topic_prefix, tokens=tokens,
         trainer_work_dir=work_dir, trainer_dataset_roots=[tmp_path / "data"],
         trainer_entrypoint_allow=[f"{ATTACKS}:*", PROBE], trainer_sandbox_max_processes=MAX_PROCESSES,
-        trainer_max_memory_limit_mb=MEMORY_CAP_MB,
+        trainer_max_memory_limit_mb=MEMORY_CAP_MB, trainer_sandbox_max_file_mb=MAX_FILE_MB,
         # One run at a time: RLIMIT_NPROC counts per uid, so a fork bomb starves concurrent runs of the same uid.
         trainer_workers=1,
     )  # fmt: skip
@@ -156,6 +161,7 @@ async def test_hostile_training_code_is_contained_and_the_trainer_unharmed(
     assert errors["keys"].startswith("PermissionError: refused: PermissionError"), errors["keys"]
     assert errors["keys"].count("PermissionError:") == 1 + len(secrets), errors["keys"]
     assert "Network is unreachable" in errors["network"], errors["network"]
+    assert "File too large" in errors["big-file"], errors["big-file"]
     # The kernel refused the fork bomb at the process limit (the runner itself counts too).
     started = int(errors["fork"].split("fork refused after ")[1].split(" ")[0])
     assert 0 < started < MAX_PROCESSES and "Resource temporarily unavailable" in errors["fork"], errors["fork"]
@@ -174,3 +180,41 @@ async def test_hostile_training_code_is_contained_and_the_trainer_unharmed(
     assert runs["normal"]["state"] == "succeeded", runs["normal"]["error"]
     assert f"address space {MEMORY_CAP_MB} MB" in all_logs["normal"][0], all_logs["normal"][0]
     assert "network none" in all_logs["normal"][0] and f"processes {MAX_PROCESSES}" in all_logs["normal"][0]
+
+
+def test_a_runner_without_root_says_it_is_degraded_in_its_log(tmp_path: Path, postgres_dsn: str) -> None:
+    """What a trainer not running as root gets: the runner cannot change uid, says so in the run's first log line,
+    and still takes the network away when the kernel lets an unprivileged user namespace be made."""
+    nobody = 65534
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    body = patient_dataset(workdir)
+    dataset_file = Path(urlsplit(body["uri"]).path)
+    for path in (workdir, dataset_file):
+        path.chmod(0o777 if path.is_dir() else 0o644)
+    _grant_traverse(workdir / "x")  # what a root trainer does for its work directory and interpreter
+    _grant_traverse(Path(os.path.realpath(sys.executable)))
+    spec = {
+        "run_id": new_id(), "job_id": new_id(), "model": "degraded", "entrypoint": f"{ATTACKS}:network",
+        "params": {"port": urlsplit(postgres_dsn).port or 5432}, "code_version": "git:test", "workdir": str(workdir),
+        "datasets": [{"dataset": "patients", "version": 1, "content_digest": body["content_digest"],
+                      "uri": body["uri"]}],
+        "staged_datasets": {"0": str(dataset_file)}, "dataset_roots": [], "memory_limit_mb": None,
+        "entrypoint_allow": [f"{ATTACKS}:*"],
+        "sandbox": Sandbox(None, None, 64, 64, None, degraded="test: not root").spec(None, 60, 1),
+    }  # fmt: skip
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    env = child_env(1, {"HOME": str(workdir), "PYTHONPATH": str(Path(__file__).parent)})
+    done = subprocess.run(
+        [sys.executable, "-m", "vigil.trainer.runner", str(workdir / "spec.json")],
+        user=nobody, group=nobody, extra_groups=[], cwd=workdir, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    first = done.stderr.splitlines()[0]
+    assert first.startswith(f"sandbox DEGRADED: same uid as the trainer ({nobody}): test: not root"), done.stderr
+    final = json.loads(done.stdout.splitlines()[-1])
+    assert final["type"] == "failed", final
+    if "network none (user + network namespace)" in first:
+        assert "Network is unreachable" in final["error"], final
+    else:
+        assert "network NOT isolated" in first, first
