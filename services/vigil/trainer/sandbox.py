@@ -223,10 +223,11 @@ def read_inside(workdir: Path, relative: str, max_bytes: int, owner: int | None)
             raise UnsafeOutput(f"output path {relative[:200]!r} cannot be opened: {exc}") from exc
     finally:
         os.close(fd)
+    info = os.fstat(leaf)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(leaf)
+        raise UnsafeOutput(f"output path {relative[:200]!r} is not a regular file")
     with os.fdopen(leaf, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeOutput(f"output path {relative[:200]!r} is not a regular file")
         if owner is not None and info.st_uid != owner:
             raise UnsafeOutput(f"output path {relative[:200]!r} is not the run's own file (owner {info.st_uid})")
         if info.st_size > max_bytes:
