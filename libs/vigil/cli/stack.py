@@ -15,7 +15,7 @@ import typer
 from vigil.stack.console import running_console
 from vigil.stack.state import StackPaths, redact_dsn
 from vigil.stack.status import stack_status
-from vigil.stack.supervisor import RunningStack, StackError, default_launches, running_stack
+from vigil.stack.supervisor import RunningStack, StackError, default_launches, parse_replicas, running_stack
 
 app = typer.Typer()
 
@@ -33,6 +33,8 @@ def _print_summary(stack: RunningStack) -> None:
     typer.echo(f"Vigil is up (home {stack.paths.home})")
     typer.echo(f"  {'broker':<10} {stack.bootstrap_servers}")
     typer.echo(f"  {'postgres':<10} {redact_dsn(stack.database_url)}")
+    for name, front in stack.fronts.items():
+        typer.echo(f"  {name:<10} {front.url}  (front of {len(stack.instances(name))} instances)")
     for svc in stack.services.values():
         typer.echo(f"  {svc.name:<10} {svc.url}  (log {svc.log_file})")
     typer.echo(f"  admin token in {stack.paths.admin_token}; state in {stack.paths.state_file}")
@@ -65,6 +67,15 @@ def up(
     free_ports: Annotated[
         bool, typer.Option("--free-ports", help="Put services on free ports instead of 8101–8106.")
     ] = False,
+    replicas: Annotated[
+        str | None,
+        typer.Option(
+            "--replicas",
+            help="Instances per service: N for all, or service=N,... (e.g. monitor=2,trainer=3). Instances share the "
+            "consumer group and listen on free ports; the service's port becomes a round-robin front over them.",
+            show_default=False,
+        ),
+    ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service's /readyz.")] = 90.0,
     no_console: Annotated[bool, typer.Option("--no-console", help="Do not start the web console.")] = False,
     console_port: Annotated[
@@ -77,7 +88,8 @@ def up(
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        launches = [] if no_services else default_launches(only, free_ports=free_ports)
+        counts = parse_replicas(replicas)
+        launches = [] if no_services else default_launches(only, free_ports=free_ports, replicas=counts)
         with (
             running_stack(
                 home,
@@ -119,6 +131,8 @@ def status(
         typer.echo(f"Vigil stack (home {report['home']}, supervisor pid {report['supervisor_pid']})")
         typer.echo(f"  {mark[report['broker']['healthy']]} {'broker':<10} {report['broker'].get('bootstrap_servers')}")
         typer.echo(f"  {mark[report['postgres']['healthy']]} {'postgres':<10} {report['postgres'].get('dsn')}")
+        for front in report.get("fronts", []):
+            typer.echo(f"  {mark[front['healthy']]} {front['name']:<10} {front['url']}  (front)")
         for svc in report["services"]:
-            typer.echo(f"  {mark[svc['healthy']]} {svc['name']:<10} {svc['url']}")
+            typer.echo(f"  {mark[svc['healthy']]} {svc['name']:<10} {svc['url']}  pid {svc['pid']}")
     raise typer.Exit(0 if report["healthy"] else 1)
