@@ -164,10 +164,15 @@ def _exit_like(status: int) -> NoReturn:
 
 
 def _unshare(cfg: dict[str, Any], notes: list[str]) -> bool:
-    """New net/pid/mount namespaces; as non-root through a user namespace mapping our own uid. True if made."""
+    """New net/pid/mount namespaces; as non-root through a user namespace mapping our own uid. True if made;
+    False (with a note saying so) where the kernel or a container refuses them."""
     flags = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWNS
     if os.geteuid() == 0:
-        _call("unshare", flags)
+        try:
+            _call("unshare", flags)
+        except OSError as exc:  # root without CAP_SYS_ADMIN (a container): the uid still changes, the network not
+            notes.append(f"network NOT isolated, no pid/mount namespace (unshare refused: {exc})")
+            return False
         notes.append("network none (own network namespace)")
         notes.append("own pid and mount namespaces")
         return True
@@ -194,11 +199,7 @@ def confine(spec: dict[str, Any], spec_path: str) -> NoReturn:
     else:
         cfg["degraded"] = True
         notes.append(f"same uid as the trainer ({os.geteuid()}): {cfg.get('why_degraded') or 'not root'}")
-    try:
-        cfg["namespaces"] = _unshare(cfg, notes)
-    except OSError as exc:
-        say(f"sandbox: could not create namespaces: {exc}")
-        os._exit(EXIT_CONFINE_FAILED)
+    cfg["namespaces"] = _unshare(cfg, notes)
     if not cfg["namespaces"]:
         cfg["degraded"] = True
     sys.stdout.flush()

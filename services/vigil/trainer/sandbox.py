@@ -116,7 +116,9 @@ class Sandbox:
         return {
             "uid": self.uid,
             "gid": self.gid,
-            "max_processes": self.max_processes,
+            # RLIMIT_NPROC counts every process and thread of the uid: with the trainer's own uid (degraded) that
+            # includes the trainer and, in an embedded stack, every service — no sane bound for the run alone.
+            "max_processes": self.max_processes if self.uid is not None else None,
             "max_file_mb": self.max_file_mb,
             # CPU seconds: the wall-clock timeout for every thread the run may use, plus slack for start-up.
             "cpu_s": math.ceil(timeout_s * max(1, threads)) + 30,
