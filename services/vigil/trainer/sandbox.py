@@ -35,6 +35,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,15 +83,18 @@ def _sandbox_user(name: str) -> tuple[int, int]:
         entry = pwd.getpwnam(name)
         return entry.pw_uid, entry.pw_gid
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    created = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise ConfineError(0, f"cannot create the sandbox user {name}: {created.stderr.strip()}") from None
-    return entry.pw_uid, entry.pw_gid
+    error = ""
+    for attempt in range(5):  # trainers starting at once race for /etc/passwd's lock: the loser tries again
+        created = subprocess.run(
+            [useradd, "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+        error = created.stderr.strip()
+        time.sleep(0.2 * (attempt + 1))
+    raise ConfineError(0, f"cannot create the sandbox user {name}: {error}")
 
 
 @dataclass(frozen=True)
