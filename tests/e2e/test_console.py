@@ -167,6 +167,18 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     expect(page.locator(".lineage")).to_contain_text("patient-risk v3")
     _shot(page, "model")
 
+    page.locator("#v3").get_by_role("link", name="training job, metrics and log").click()
+    expect(page.locator("#transitions")).to_contain_text("succeeded")
+    expect(page.locator('[data-chart="metric-0"][data-drawn] canvas')).to_be_visible()  # boosting rounds' loss
+    expect(page.get_by_role("heading", name="Run log")).to_be_visible()
+    _shot(page, "job")
+
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    expect(page.locator("#jobs tbody tr")).to_have_count(3)  # v1, v2 and v3 were each trained by one job
+    expect(page.locator("#jobs")).to_contain_text("succeeded")
+    expect(page.locator("#dead-letters")).to_be_visible()
+    _shot(page, "operations")
+
     page.goto(f"{scenario.console}/audit?subject=deployment/{DEPLOYMENT}&verify=true")
     chain = page.locator("#why-chain")
     for step in ("deployment.promoted", "model.version.registered", "data.updated", "retrain.requested"):

@@ -126,3 +126,21 @@ async def audit(
         why=why or "",
         checked=checked,
     )
+
+
+@router.get("/operations", response_class=HTMLResponse)
+async def operations(request: Request, session: SessionDep, up: UpstreamDep) -> Response:
+    """Training jobs and dead letters."""
+    data = await views.operations(up, session.token)
+    return page(request, "operations.html", session, **data)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def job(
+    request: Request,
+    job_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F-]+$")],
+    session: SessionDep,
+    up: UpstreamDep,
+) -> Response:
+    data = await views.job(up, session.token, job_id)
+    return page(request, "job.html", session, **data)

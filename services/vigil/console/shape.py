@@ -290,6 +290,7 @@ def version_row(v: dict[str, Any]) -> dict[str, Any]:
         "artifact_format": v.get("artifact_format"),
         "aliases": v.get("aliases") or [],
         "run_id": v.get("run_id"),
+        "job_id": v.get("job_id"),
         "code_version": v.get("code_version"),
     }
 
@@ -335,3 +336,27 @@ def feed_item(entry: dict[str, Any]) -> dict[str, Any] | None:
         "time": entry["event_time"],
         "event_id": entry["event_id"],
     }
+
+
+def step_charts(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A training run's per-step metrics as charts: one per metric name, x = step (points without a step are
+    final figures, listed elsewhere, not drawn)."""
+    by_name: dict[str, list[tuple[int, float]]] = {}
+    for p in points:
+        if p.get("step") is not None:
+            by_name.setdefault(p["name"], []).append((int(p["step"]), float(p["value"])))
+    charts: list[dict[str, Any]] = []
+    for name, pairs in sorted(by_name.items()):
+        pairs.sort()
+        charts.append(
+            {
+                "id": f"metric-{len(charts)}",
+                "title": name,
+                "unit": name,
+                "time": False,
+                "x": [step for step, _ in pairs],
+                "ends": [str(step) for step, _ in pairs],
+                "series": [{"label": name, "values": [value for _, value in pairs]}],
+            }
+        )
+    return charts

@@ -10,7 +10,13 @@ import asyncio
 from typing import Any
 
 from vigil.console import shape
-from vigil.console.upstream import Upstream, UpstreamError
+from vigil.console.upstream import MAX_ITEMS, Upstream, UpstreamError
+from vigil.stack.services import SERVICES
+
+SERVICE_NAMES = tuple(s.name for s in SERVICES)
+MAX_JOBS = 500
+#: Log lines of a run shown on its job's page (the newest ones).
+LOG_TAIL = 60
 
 
 async def overview(up: Upstream, token: str) -> dict[str, Any]:
@@ -109,3 +115,39 @@ async def verification(up: Upstream, token: str) -> dict[str, Any]:
         up.get("auditor", "/v1/keys", token),
     )
     return {"report": report, "checkpoint": checkpoints[-1] if checkpoints else None, "key": key}
+
+
+async def operations(up: Upstream, token: str) -> dict[str, Any]:
+    """Training jobs (newest first) and every service's dead letters with their reasons."""
+    jobs, *letters = await asyncio.gather(
+        up.items("scheduler", "/v1/jobs", token, limit=MAX_JOBS),
+        *(up.items(name, "/v1/dlq", token, limit=200, status="dead") for name in SERVICE_NAMES),
+    )
+    dead = [{**letter, "service": name} for name, found in zip(SERVICE_NAMES, letters, strict=True) for letter in found]
+    return {
+        "jobs": list(reversed(jobs)),
+        "dead": sorted(dead, key=lambda d: d["created_at"], reverse=True),
+    }
+
+
+async def job(up: Upstream, token: str, job_id: str) -> dict[str, Any]:
+    """One job with its state history, and its training run's per-step metrics and last log lines."""
+    detail = await up.get("scheduler", f"/v1/jobs/{job_id}", token)
+    metrics: list[Any] = []
+    logs: list[Any] = []
+    run = None
+    if detail.get("run_id"):
+        run_path = f"/v1/runs/{detail['run_id']}"
+        run = await up.get_or_none("trainer", run_path, token)
+        if run is not None:
+            metrics, logs = await asyncio.gather(
+                up.items("trainer", f"{run_path}/metrics", token, limit=MAX_ITEMS),
+                up.items("trainer", f"{run_path}/logs", token, limit=MAX_ITEMS),
+            )
+    return {
+        "job": detail,
+        "run": run,
+        "metric_charts": shape.step_charts(metrics),
+        "logs": logs[-LOG_TAIL:],
+        "log_lines": len(logs),
+    }

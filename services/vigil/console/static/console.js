@@ -26,10 +26,13 @@
                       points: { show: true, size: 5 } });
         data.push(s.values);
       });
+      var time = c.time !== false;
+      var x = time ? { time: true } : { time: false };
       var opts = {
         width: Math.max(280, el.clientWidth || 420), height: 200, series: series,
-        scales: c.unit === "share" ? { x: { time: true }, y: { range: shareRange } } : { x: { time: true } },
-        axes: [{ stroke: "#374151", grid: { stroke: "#e5e7eb" }, values: utcTimes },
+        scales: c.unit === "share" ? { x: x, y: { range: shareRange } } : { x: x },
+        axes: [time ? { stroke: "#374151", grid: { stroke: "#e5e7eb" }, values: utcTimes }
+                    : { stroke: "#374151", grid: { stroke: "#e5e7eb" }, label: "step" },
                { stroke: "#374151", grid: { stroke: "#e5e7eb" }, label: c.unit, size: 60 }],
         legend: { live: true }
       };
