@@ -20,6 +20,7 @@ from vigil.cli import (
     events,
     jobs,
     models,
+    monitor,
     stack,
     tokens,
     why,
@@ -43,6 +44,7 @@ app.add_typer(models.app, name="models")  # vigil models list|show
 app.add_typer(alias.app, name="alias")  # vigil alias set|history
 app.add_typer(deploy.app)  # vigil deploy, vigil promote, vigil rollback
 app.add_typer(jobs.app, name="jobs")  # vigil jobs [show ID]
+app.add_typer(monitor.app, name="monitor")  # vigil monitor show DEPLOYMENT
 app.add_typer(why.app)  # vigil why <event-id | entity>
 app.add_typer(tokens.app, name="tokens")  # vigil tokens create|list|revoke
 app.add_typer(artifact_keys.app, name="keys")  # vigil keys rotate|rewrap (artifact encryption keys)

@@ -18,6 +18,7 @@ import pytest
 from monitor_support import FEATURES, labels, monitor_settings, reference, run_monitor, sha, tokens_in, window_start
 
 from support.services import eventually
+from vigil.cli.monitor import window_rows
 from vigil.events import Envelope, make_event, topics
 from vigil.events.catalog.models import ModelVersionRegistered
 from vigil.events.catalog.streams import PredictionLogged
@@ -117,6 +118,8 @@ async def test_worse_canary_is_rolled_back_on_its_estimate_before_labels(
         assert est[1]["count"] == 1000 and est[2]["count"] == 1000 and est[2]["labelled"] == 0
         acc1, acc2 = est[1]["metrics"]["accuracy"], est[2]["metrics"]["accuracy"]
         assert acc2["upper"] < acc1["value"] and acc2["realised"] is None
+        shown = {row[1]: row for row in window_rows(page["items"])}  # what `vigil monitor show est` prints
+        assert shown[2][5].startswith(f"{acc2['value']:.4f} [") and shown[2][6] is None
         events = [e["data"] for e in await _of_type(mon, "monitor.window") if e["data"]["window"]["kind"] == "tumbling"]
         assert {e["version"]: e["estimated"]["metrics"]["accuracy"]["value"] for e in events} == {
             1: pytest.approx(acc1["value"]),
@@ -140,3 +143,6 @@ async def test_worse_canary_is_rolled_back_on_its_estimate_before_labels(
         assert after["metrics"]["accuracy"]["value"] == pytest.approx(acc2["value"])  # the estimate is kept
         assert abs(realised - acc2["value"]) < 0.05  # and it was right: calibrated on the version's own held-out rows
         assert len(await _of_type(mon, "rollback.requested")) == 1
+        page = (await mon.client.get("/v1/windows?deployment=est&kind=tumbling", headers=mon.h("viewer"))).json()
+        shown = {row[1]: row for row in window_rows([w for w in page["items"] if w["figures"]["labels"]])}
+        assert shown[2][6] == f"{realised:.4f}"

@@ -1,0 +1,80 @@
+"""``vigil monitor show DEPLOYMENT``: a deployment's health and its recent windows, label-free estimate vs realised.
+
+Why a command of its own: the question "is the canary worse?" is asked before labels arrive, and the answer the
+monitor has then is an estimate with a band (docs/monitor.md). This prints, per recent window and version, the
+estimated accuracy and ROC AUC with their ±3σ band beside the realised figure (``-`` until labels arrive), so a
+person sees both and how far apart they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
+
+import typer
+
+from vigil.cli import output
+from vigil.cli.client import HomeOpt, JsonOpt, Platform, TokenOpt, UrlOpt
+
+app = typer.Typer(help="The monitor: `vigil monitor show DEPLOYMENT`.", no_args_is_help=True)
+
+MON = "monitor"
+SHOWN_METRICS = ("accuracy", "roc_auc")
+COLUMNS = ("window start", "version", "variant", "predictions", "labels", *(
+    f"{m} {part}" for m in SHOWN_METRICS for part in ("estimate", "realised")
+))  # fmt: skip
+
+
+def estimate_cell(metric: Mapping[str, Any] | None) -> str:
+    """``0.8123 [0.79, 0.83]``: the estimate and its band; ``-`` without one."""
+    if not metric:
+        return "-"
+    return f"{metric['value']:.4f} [{metric['lower']:.3f}, {metric['upper']:.3f}]"
+
+
+def window_rows(windows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """One row per window (API items of ``GET /v1/windows``): estimate with band and realised per metric."""
+    rows = []
+    for w in windows:
+        fig = w["figures"]
+        est = ((fig.get("estimated") or {}).get("metrics")) or {}
+        quality = fig.get("quality") or {}
+        cells: list[Any] = []
+        for m in SHOWN_METRICS:
+            e = est.get(m)
+            realised = e.get("realised") if e else quality.get(m)
+            cells += [estimate_cell(e), None if realised is None else f"{realised:.4f}"]
+        rows.append(
+            (output.when(fig["start"]), fig["version"], fig["variant"], fig["predictions"], fig["labels"], *cells)
+        )
+    return rows
+
+
+@app.command()
+def show(
+    deployment: Annotated[str, typer.Argument(help="Deployment name.")],
+    last: Annotated[int, typer.Option(min=1, max=1000, help="How many recent tumbling windows to show.")] = 10,
+    home: HomeOpt = None,
+    token: TokenOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Health of DEPLOYMENT and its recent windows: label-free estimates (± 3σ) beside realised figures."""
+    platform = Platform(home, token, urls={MON: url})
+    health = platform.get(MON, f"/v1/deployments/{deployment}/health")
+    windows = platform.pages(MON, "/v1/windows", limit=100_000, deployment=deployment, kind="tumbling")[-last:]
+    if as_json:
+        output.emit_json({"health": health, "windows": windows})
+        return
+    con = output.console()
+    con.print(output.pairs([("deployment", deployment), ("status", health["status"]),
+                            ("policy version", health["policy_version"])]))  # fmt: skip
+    con.print(output.table(f"{deployment}: last {len(windows)} windows", COLUMNS, window_rows(windows)))
+    decisions = health.get("recent_decisions") or []
+    if decisions:
+        rows = [
+            (d["event_type"], d["payload"].get("verdict") or d["payload"].get("reason"),
+             d["payload"].get("detail") or d["payload"].get("reason"))
+            for d in decisions[:10]  # newest first
+        ]  # fmt: skip
+        con.print(output.table("recent decisions", ("event", "outcome", "why"), rows))
