@@ -244,3 +244,17 @@ def mahalanobis_kept(ref: np.ndarray, x: np.ndarray, variance_share: float) -> n
     mean, sd, vt, eig, k = pca_by_svd(ref, variance_share)
     coords = ((x - mean) / sd) @ vt[:k].T
     return np.sqrt(np.sum(coords**2 / eig[:k], axis=1))
+
+
+def crossfit_errors(ref: np.ndarray, variance_share: float, folds: int) -> np.ndarray:
+    """Each reference row's reconstruction error under axes fitted (by SVD) on the other consecutive blocks, with
+    the whole reference's standardisation and component count."""
+    mean, sd, _, _, k = pca_by_svd(ref, variance_share)
+    z = (ref - mean) / sd
+    out = []
+    for block in np.array_split(np.arange(ref.shape[0]), folds):
+        rest = np.delete(z, block, axis=0)
+        _, _, vt = np.linalg.svd(rest, full_matrices=False)
+        held = z[block]
+        out.append(np.linalg.norm(held - (held @ vt[:k].T) @ vt[:k], axis=1))
+    return np.concatenate(out)
