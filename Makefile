@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-report clean
+.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-scale bench-report clean
 
 venv: $(STAMP)
 
@@ -105,6 +105,10 @@ bench-gateway: $(STAMP)
 
 bench-audit: $(STAMP)
 	$(BIN)/python tests/bench/bench_audit.py
+
+## Monitor and auditor throughput with 1 and 2 instances of each (docs/benchmarks/scale.json; issue #24).
+bench-scale: $(STAMP)
+	$(BIN)/python tests/bench/bench_scale.py
 
 ## NannyML 0.13.1 without its dependency pins (see the bench-nannyml extra in pyproject.toml); usage analytics off.
 NANNYML_STAMP := $(VENV)/.nannyml-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
