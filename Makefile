@@ -120,6 +120,7 @@ $(NANNYML_STAMP): $(BENCH_STAMP)
 
 bench-monitoring: $(NANNYML_STAMP)
 	NML_DISABLE_USAGE_LOGGING=1 $(BIN)/python tests/bench/bench_monitoring_cbpe.py
+	NML_DISABLE_USAGE_LOGGING=1 $(BIN)/python tests/bench/bench_monitoring_drift.py
 
 bench-drift: $(BENCH_STAMP)
 	$(BIN)/python tests/bench/bench_drift.py

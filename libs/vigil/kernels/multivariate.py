@@ -24,6 +24,7 @@ hand-written loop, and it keeps this module free of compile time.
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -259,7 +260,10 @@ def fit_pca_reference(
     sd = filled.std(axis=0)
     scale = np.where(sd > 0, sd, 1.0)
     z = (filled - mean) / scale
-    blocks = np.array_split(np.arange(m), folds if m >= 2 * folds else 1)
+    n_blocks = folds if m >= 2 * folds else 1
+    sizes = [m // n_blocks + (i < m % n_blocks) for i in range(n_blocks)]  # np.array_split's sizes
+    edges = [0, *itertools.accumulate(sizes)]
+    blocks = [slice(lo, hi) for lo, hi in itertools.pairwise(edges)]  # consecutive blocks as slices: no copies
     grams = [z[b].T @ z[b] for b in blocks]
     gram = np.sum(grams, axis=0)
     eigenvalues, axes = _axes(gram / m)
@@ -272,7 +276,7 @@ def fit_pca_reference(
     else:
         parts = []
         for b, g in zip(blocks, grams, strict=True):
-            _, fold_axes = _axes((gram - g) / (m - b.size))
+            _, fold_axes = _axes((gram - g) / (m - (b.stop - b.start)))
             residual = z[b] @ fold_axes[k:].T
             parts.append(np.sqrt(np.einsum("ij,ij->i", residual, residual)))
         errors = np.concatenate(parts)
