@@ -175,6 +175,32 @@ def wrk(
     return WrkResult(rps=rps, requests=requests, p50_ms=p50, p99_ms=p99)
 
 
+def server_buckets(base: str, route: str) -> dict[float, float]:
+    """The deployer's own latency histogram for POST ``route`` (``vigil_http_request_seconds``): upper bound in
+    seconds → cumulative count. It times the request inside the app, from the first middleware to the last byte
+    handed to the server — no time waiting in the socket or the client's queue."""
+    buckets: dict[float, float] = {}
+    for line in httpx.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if (
+            line.startswith("vigil_http_request_seconds_bucket{")
+            and f'route="{route}"' in line
+            and 'method="POST"' in line
+        ):
+            le = re.search(r'le="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def server_quantile_ms(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound (ms) of the histogram bucket holding quantile ``q`` of the requests between two snapshots."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1]
+    for le, cumulative in counts:
+        if cumulative >= q * total:
+            return le * 1000
+    return float("inf")
+
+
 # ---------------------------------------------------------------------------------------------- setup
 async def wait_ready(client: httpx.AsyncClient) -> None:
     for _ in range(600):
@@ -399,7 +425,10 @@ def measure(base: str, bare: str, token: str, seconds: float, profile: Path | No
             ],
             stdout=subprocess.DEVNULL,
         )
+    predict_route, infer_route = "/v1/deployments/{name}/predict", "/v2/models/{name}/infer"
+    at_start = server_buckets(base, predict_route)
     run1 = wrk(predict, seconds=seconds, method="POST", body=b1, headers=auth)
+    results["server_p99_le_ms_batch1"] = server_quantile_ms(at_start, server_buckets(base, predict_route), 0.99)
     if sampler is not None:
         sampler.wait()
     results.update(
@@ -429,7 +458,9 @@ def measure(base: str, bare: str, token: str, seconds: float, profile: Path | No
         requests_sequential_batch256=seq256.requests,
     )
     time.sleep(3)
+    at_start = server_buckets(base, predict_route)
     run256 = wrk(predict, seconds=seconds, method="POST", body=b256, headers=auth)
+    results["server_p99_le_ms_batch256"] = server_quantile_ms(at_start, server_buckets(base, predict_route), 0.99)
     results.update(
         predict_rps_batch256=round(run256.rps, 1),
         rows_per_s_batch256=round(run256.rps * 256, 1),
@@ -439,6 +470,7 @@ def measure(base: str, bare: str, token: str, seconds: float, profile: Path | No
     )
     time.sleep(5)
     body, header_length = oip_binary_body(TREE_FEATURES, 256)
+    at_start = server_buckets(base, infer_route)
     tree = wrk(
         f"{base}/v2/models/tree/infer",
         seconds=seconds,
@@ -452,6 +484,7 @@ def measure(base: str, bare: str, token: str, seconds: float, profile: Path | No
     )
     results["onnx_tree_rows_per_s_batch256"] = round(tree.rps * 256, 1)
     results["onnx_tree_p99_ms_batch256"] = round(tree.p99_ms, 3)
+    results["server_p99_le_ms_onnx_tree"] = server_quantile_ms(at_start, server_buckets(base, infer_route), 0.99)
     time.sleep(5)
     tree_json = wrk(
         f"{base}/v1/deployments/tree/predict",
@@ -580,6 +613,9 @@ def write_outputs(results: dict[str, float], info: dict[str, Any]) -> None:
         f" {r['bare_fastapi_rps']:,} ({r['bare_fastapi_rps_before']:,} / {r['bare_fastapi_rps_after']:,}) |",
         f"| predict batch 1, requests/s (8 connections) | {r['predict_rps_batch1']:,} |",
         f"| predict batch 1, p50 / p99 (8 connections) | {r['p50_ms_batch1']} / {r['p99_ms_batch1']} ms |",
+        "| the deployer's own p99 (its request histogram: first middleware to last byte handed to the server;"
+        f" the bucket's upper bound), batch 1 / batch 256 / ONNX tree | {r['server_p99_le_ms_batch1']:g} /"
+        f" {r['server_p99_le_ms_batch256']:g} / {r['server_p99_le_ms_onnx_tree']:g} ms |",
         f"| OIP infer batch 1 (JSON, FP64 `[1, 20]`), requests/s | {r['oip_infer_rps_batch1']:,} |",
         f"| predict batch 256, requests/s / rows/s | {r['predict_rps_batch256']:,} / {r['rows_per_s_batch256']:,} |",
         f"| predict batch 256, p50 / p99 (8 connections) | {r['p50_ms_batch256']} / {r['p99_ms_batch256']} ms |",
@@ -605,27 +641,33 @@ def write_outputs(results: dict[str, float], info: dict[str, Any]) -> None:
         "broker, the deployer's consumer fetching it, the rollback's transaction, the NOTIFY, the gateway's",
         "refresh of its in-memory serving state, and the client's next request (docs/deployer.md, serving state).",
         "",
-        "## Where the time went (py-spy, 2026-12-06)",
+        "## Where the time went (py-spy)",
         "",
         "`--profile DIR` samples the deployer's event loop with py-spy during the batch-1 predict run. The loop was",
-        "100 % busy in every run (the gateway is CPU-bound on its one event loop). Shares of the loop's samples:",
+        "100 % busy in every run (the gateway is CPU-bound on its one event loop). Shares of the loop's samples at",
+        "batch 1: before the work of issue #18 (a966181), after the in-memory serving state (2026-12-06), and with",
+        "the route fast paths (2026-12-07, sampled at load 6-8):",
         "",
-        "| | before (a966181) | after |",
-        "|---|---|---|",
+        "| | a966181 | 2026-12-06 | fast paths |",
+        "|---|---|---|---|",
         "| loopback `send()` of the answer (the kernel delivers to wrk inside the call) + h11 + uvicorn | ~45 % |"
-        " ~45 % |",
+        " ~45 % | ~55 % (send ~35 %, h11 parsing ~18 %) |",
         "| Postgres read of the serving state: `fetchrow`, pool acquire, release with the connection's reset |"
-        " ~10 % + a round trip of latency | 0 (in memory, NOTIFY) |",
+        " ~10 % + a round trip of latency | 0 (in memory, NOTIFY) | 0 |",
         "| tracing with no exporter: FastAPI's native SERVER + operation spans and wrappers, our SERVER span |"
-        " ~8 % | 0 (no span unless recorded; FastAPI's off) |",
-        "| `RuntimeDep` (a plain `def`) run in a worker thread | ~3 % + thread wake-ups | 0 (coroutine) |",
-        "| FastAPI routing, dependency solving, body parsing and validation | ~15 % | ~15 % |",
-        "| bearer token (token file `stat`, sha256) | ~3 % | ~4 % |",
-        "| the route's own work (rows → matrix, model, ids, JSON, batcher hand-off) | ~11 % | ~12 % |",
-        "| prediction-log batcher (encode, produce) | ~2 % | ~2 % |",
+        " ~8 % | 0 (no span unless recorded; FastAPI's off) | ~2 % (the trace context still carried) |",
+        "| `RuntimeDep` (a plain `def`) run in a worker thread | ~3 % + thread wake-ups | 0 (coroutine) | 0 |",
+        "| FastAPI routing, dependency solving, body parsing and validation | ~15 % | ~15 % |"
+        " ~2 % (fast path: orjson + a plain shape check; no routing walk, no dependency graph) |",
+        "| bearer token (token file `stat`, sha256) | ~3 % | ~4 % | ~4 % |",
+        "| the route's own work (rows → matrix, model, ids, JSON, batcher hand-off) | ~11 % | ~12 % | ~20 % |",
+        "| prediction-log batcher (encode, produce) | ~2 % | ~2 % | ~3 % |",
         "",
-        "What is left is mostly the HTTP stack every route pays (h11, FastAPI's request handling) and the kernel's",
-        "loopback; uvicorn runs h11 here (no httptools / uvloop installed), for the bare route too.",
+        "Shares grow where the total shrank. What is left is mostly the HTTP stack every route pays (h11, the",
+        "kernel's loopback); uvicorn runs h11 on asyncio's loop here (no httptools / uvloop installed), for the",
+        "bare route too. At batch 256 and for the ONNX tree, encoding `prediction.logged` was the largest",
+        "share after the model (a quarter to a third of the loop): the batcher now checks and encodes each event",
+        "in one pass and splits an oversized batch before encoding it.",
         "",
         "## Machine",
         "",

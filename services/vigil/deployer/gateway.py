@@ -15,12 +15,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-import itertools
 import math
+import operator
 import random
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -112,6 +113,18 @@ def choose_variant(deployment: str, weight: int, key: str | None, rng: random.Ra
     return "candidate" if bucket < weight * (BUCKETS // 100) else "stable"
 
 
+_NUMBER_TYPES = frozenset({float, int})
+
+
+@functools.lru_cache(maxsize=256)
+def _getter(feature_names: tuple[str, ...]) -> Callable[[Mapping[str, object]], tuple[object, ...]]:
+    """A row's values in the model's feature order, looked up in C (a tuple, for one feature too)."""
+    if len(feature_names) == 1:
+        name = feature_names[0]
+        return lambda row: (row[name],)
+    return operator.itemgetter(*feature_names)
+
+
 def rows_to_matrix(
     feature_names: Sequence[str], rows: Sequence[Mapping[str, object]], *, max_rows: int
 ) -> npt.NDArray[np.float64]:
@@ -125,9 +138,9 @@ def rows_to_matrix(
     # conversion and one vectorised finiteness check. Anything else falls through to the row-by-row path below,
     # which finds the first offending row and names it.
     if all(row.keys() == expected for row in rows):
-        data = [[row[name] for name in feature_names] for row in rows]
-        if {type(v) for v in itertools.chain.from_iterable(data)} <= {float, int}:
-            fast = np.array(data, dtype=np.float64)
+        values = [v for row in map(_getter(tuple(feature_names)), rows) for v in row]
+        if set(map(type, values)) <= _NUMBER_TYPES:
+            fast = np.array(values, dtype=np.float64).reshape(len(rows), len(feature_names))
             if np.isfinite(fast).all():
                 return fast
     out = np.empty((len(rows), len(feature_names)), dtype=np.float64)

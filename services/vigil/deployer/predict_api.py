@@ -38,6 +38,10 @@ router = APIRouter(prefix="/v1/deployments", tags=["gateway"])
 Predictor = Annotated[Principal, Depends(PREDICTORS)]
 
 
+#: Bounds of a request's routing ``key`` (characters).
+KEY_LENGTH = (1, 256)
+
+
 class PredictRequest(BaseModel):
     """Exactly one of ``features`` (one row), ``instances`` (rows) or ``columns`` (column-major batch).
     ``key`` makes routing sticky: the same key gets the same version while the candidate's weight only grows."""
@@ -47,7 +51,7 @@ class PredictRequest(BaseModel):
     features: dict[str, Any] | None = None
     instances: list[dict[str, Any]] | None = None
     columns: dict[str, list[Any]] | None = None
-    key: str | None = Field(default=None, min_length=1, max_length=256)
+    key: str | None = Field(default=None, min_length=KEY_LENGTH[0], max_length=KEY_LENGTH[1])
 
 
 class Prediction(BaseModel):
@@ -65,6 +69,27 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+_FIELDS = frozenset(PredictRequest.model_fields)
+
+
+def _checked(parsed: Any) -> PredictRequest | None:
+    """``PredictRequest`` from JSON as orjson parsed it, when it plainly fits the model (its fields, their
+    container types, the key's length): the checks pydantic would make, without copying every row. None when in
+    doubt — pydantic then judges."""
+    if type(parsed) is not dict or not parsed.keys() <= _FIELDS:
+        return None
+    features, instances, columns, key = (parsed.get(f) for f in ("features", "instances", "columns", "key"))
+    if features is not None and type(features) is not dict:
+        return None
+    if instances is not None and (type(instances) is not list or any(type(row) is not dict for row in instances)):
+        return None
+    if columns is not None and (type(columns) is not dict or any(type(c) is not list for c in columns.values())):
+        return None
+    if key is not None and (type(key) is not str or not KEY_LENGTH[0] <= len(key) <= KEY_LENGTH[1]):
+        return None
+    return PredictRequest.model_construct(features=features, instances=instances, columns=columns, key=key)
+
+
 async def _predict_fast(scope: Scope, params: dict[str, str], raw: bytes) -> Response | None:
     """The route below without FastAPI's machinery, for an admitted request (:mod:`vigil.deployer.fastpath`) whose
     JSON body parses and validates; anything else (None) gets the route's full handling and its error answers."""
@@ -73,7 +98,8 @@ async def _predict_fast(scope: Scope, params: dict[str, str], raw: bytes) -> Res
     if runtime is None or not json_body(scope):
         return None
     try:
-        body = PredictRequest.model_validate(orjson.loads(raw))
+        parsed = orjson.loads(raw)
+        body = _checked(parsed) or PredictRequest.model_validate(parsed)
     except (orjson.JSONDecodeError, ValidationError):
         return None
     try:

@@ -132,3 +132,28 @@ def test_large_batches_are_split_below_the_record_limit() -> None:
         assert len(value) <= 1024 * 1024 and value == envelope.canonical_bytes()
         assert envelope.data["numeric"]["f3"] == part.numeric["f3"]
         check_outgoing(envelope)  # the contract holds (aligned columns, bounds)
+
+
+def test_a_batch_expected_to_pass_the_limit_is_split_before_it_is_encoded() -> None:
+    """With the bytes per row of an earlier event, the batch is cut into as many parts as its estimated size needs
+    (8 here, where halving a batch encoded whole would give 4), each under the limit, rows in order."""
+    rows = 6000
+    wide = tuple(f"f{i}" for i in range(20))
+    item = LogItem(
+        deployment="d",
+        model="m",
+        version=1,
+        variant="stable",
+        feature_names=wide,
+        matrix=np.random.default_rng(2).normal(size=(rows, 20)),
+        prediction_ids=[f"p{i}" for i in range(rows)],
+        latency_ms=1.5,
+        at=datetime.now(UTC),
+        outputs=np.ones(rows),
+        scores=np.full(rows, 0.7),
+    )
+    parts = _encode(_payload([item]), "vigil://deployer", "service:deployer", row_bytes=1024 * 1024 / 1000)
+    assert len(parts) == 8
+    assert [pid for p, _, _ in parts for pid in p.prediction_ids] == item.prediction_ids
+    for _part, envelope, value in parts:
+        assert len(value) <= 1024 * 1024 and value == envelope.canonical_bytes()
