@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from aiokafka import AIOKafkaConsumer
 from fault.loop_fault_support import STACK_ENV
 
 from vigil.stack.supervisor import RunningStack, ServiceProcess, default_launches, running_stack
@@ -99,6 +101,23 @@ async def assigned_partitions(stack: RunningStack, key: str, topic: str) -> set[
         if line.startswith("vigil_consumer_lag{") and f'topic="{topic}"' in line:
             out.add(int(line.split('partition="')[1].split('"')[0]))
     return out
+
+
+async def topic_ids(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[str]:
+    """The ``id`` of every record on ``topic`` (in log order per partition, duplicates kept)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    ids: list[str] = []
+    try:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                for r in records:
+                    ids.append(str(json.loads(r.value)["id"]))
+                    quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return ids
 
 
 def pause_figures(latencies_before: list[float], latencies_after: list[float]) -> dict[str, float]:

@@ -18,7 +18,6 @@ never asserted.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections import Counter
@@ -29,7 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from fault.failover_support import (
     assigned_partitions,
     client,
@@ -38,6 +37,7 @@ from fault.failover_support import (
     record,
     relay_lock_holder_port,
     replica_stack,
+    topic_ids,
 )
 
 from support.signing import signed_headers
@@ -97,23 +97,6 @@ async def _wait_all_recorded(auditor: httpx.AsyncClient, ids: set[str], *, timeo
         if {e["event_id"] for e in entries} >= ids or time.monotonic() > deadline:
             return entries
         await asyncio.sleep(0.5)
-
-
-async def _topic_ids(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[str]:
-    """The ``id`` of every record on ``topic`` (in log order per partition, duplicates kept)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    ids: list[str] = []
-    try:
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < idle_s:
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                for r in records:
-                    ids.append(str(json.loads(r.value)["id"]))
-                    quiet_since = time.monotonic()
-    finally:
-        await consumer.stop()
-    return ids
 
 
 def _control_event(i: int) -> tuple[str, bytes, bytes]:
@@ -294,7 +277,7 @@ async def test_outbox_relay_leader_killed_publishes_every_row_once_in_effect(
 
     on_bus: Counter[str] = Counter()
     for topic in {r["topic"] for r in rows}:
-        on_bus.update(i for i in await _topic_ids(stack.bootstrap_servers, topic) if i in outbox_ids)
+        on_bus.update(i for i in await topic_ids(stack.bootstrap_servers, topic) if i in outbox_ids)
     assert set(on_bus) == outbox_ids, f"{len(outbox_ids - set(on_bus))} outbox rows never reached the bus"
     sent_twice = sorted(i for i, n in on_bus.items() if n > 1)
 
