@@ -41,6 +41,8 @@ class VersionHealth(BaseModel):
     latency: dict[str, Any] | None
     error_rate: float | None
     fairness: dict[str, float]
+    #: label-free estimate (± band) beside the realised figures, when the version's profile carries a calibration
+    estimated: dict[str, Any] | None = None
 
 
 class DeploymentHealth(BaseModel):
@@ -104,6 +106,7 @@ async def _health(runtime: ServiceRuntime, deployment: str) -> DeploymentHealth:
                 latency=fig["latency"],
                 error_rate=fig["error_rate"],
                 fairness=fig["fairness"],
+                estimated=fig.get("estimated"),
             )
         )
     latest = {v.window["start"] for v in versions}

@@ -118,6 +118,8 @@ async def test_worse_canary_is_rolled_back_on_its_estimate_before_labels(
         assert est[1]["count"] == 1000 and est[2]["count"] == 1000 and est[2]["labelled"] == 0
         acc1, acc2 = est[1]["metrics"]["accuracy"], est[2]["metrics"]["accuracy"]
         assert acc2["upper"] < acc1["value"] and acc2["realised"] is None
+        health = (await mon.client.get("/v1/deployments/est/health", headers=mon.h("viewer"))).json()
+        assert {v["version"]: v["estimated"]["count"] for v in health["versions"]} == {1: 1000, 2: 1000}
         shown = {row[1]: row for row in window_rows(page["items"])}  # what `vigil monitor show est` prints
         assert shown[2][5].startswith(f"{acc2['value']:.4f} [") and shown[2][6] is None
         events = [e["data"] for e in await _of_type(mon, "monitor.window") if e["data"]["window"]["kind"] == "tumbling"]
