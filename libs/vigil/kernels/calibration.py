@@ -140,8 +140,8 @@ def _interp_kernel(s, kx, ky, out):  # type: ignore[no-untyped-def]
         elif x >= hi:
             out[i] = ky[k - 1]
         else:
-            c = np.int64((x - lo) / width)
-            j = start[c if c < cells else cells]
+            cell = np.int64((x - lo) / width)
+            j = start[cell if cell < cells else cells]
             while kx[j + 1] <= x:  # x < hi = kx[k - 1], so this stops inside the knots
                 j += 1
             out[i] = ky[j] + (ky[j + 1] - ky[j]) * (x - kx[j]) / (kx[j + 1] - kx[j])
