@@ -152,7 +152,7 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     expect(page.locator("table.data").filter(has_text="accuracy.drop").first).to_be_visible()
     expect(page.get_by_text("v1 → v2")).to_be_visible()
     expect(page.get_by_text("rolled_back")).to_be_visible()
-    for chart in ("traffic", "accuracy", "latency_p99"):
+    for chart in ("traffic", "accuracy", "roc_auc", "ece", "latency_p99", "max_psi"):
         expect(page.locator(f'[data-chart="{chart}"][data-drawn] canvas')).to_be_visible()  # uPlot drew it
     expect(page.locator("#drift")).to_contain_text("glucose")
     expect(page.get_by_role("link", name="Rollback…")).to_be_visible()
@@ -200,6 +200,9 @@ def test_viewer_sees_no_action_and_forged_actions_are_refused(browser: Browser, 
     expect(viewer.locator("#stable-version")).to_have_text(f"v{before['stable_version']}")
     expect(viewer.locator("nav.actions")).to_have_count(0)
     expect(viewer.get_by_role("link", name="Rollback…")).to_have_count(0)
+    missing = viewer.goto(f"{scenario.console}/deployments/no-such-deployment")
+    assert missing is not None and missing.status == 404  # the deployer's answer, as a page with its reason
+    expect(viewer.get_by_role("alert")).to_contain_text("no-such-deployment")
 
     action = f"{scenario.console}/deployments/{DEPLOYMENT}/actions/rollback"
     csrf = viewer.locator('form[action="/logout"] input[name=csrf]').get_attribute("value")
@@ -217,6 +220,50 @@ def test_viewer_sees_no_action_and_forged_actions_are_refused(browser: Browser, 
     assert outsider.status == 401
     assert _deployer(scenario)["stable_version"] == before["stable_version"]
     assert _deployer(scenario)["weights"] == before["weights"]
+
+
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def test_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> None:
+    """axe-core (installed from package-lock.json by make console-assets) finds no WCAG 2 A/AA violation — colour
+    contrast, labels, names, landmarks — on any page, and every page is reachable from the keyboard alone."""
+    assert AXE.is_file(), f"{AXE} is missing: run make console-assets"
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)  # to inject axe
+    page = context.new_page()
+    page.goto(f"{scenario.console}/login")
+    page.keyboard.type(scenario.officer)  # the token field has the focus on arrival
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
+    page.goto(f"{scenario.console}/operations")
+    job_link = page.locator("#jobs a").first.get_attribute("href")
+    paths = ["/login", "/", f"/deployments/{DEPLOYMENT}", f"/models/{MODEL}", "/operations", str(job_link),
+             f"/audit?subject=deployment/{DEPLOYMENT}&verify=true"]  # fmt: skip
+    problems = {}
+    for path in paths:
+        page.goto(f"{scenario.console}{path}")
+        page.wait_for_load_state("load")
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate(
+            "async () => (await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}}))"
+            ".violations.map(v => v.id + ': ' + v.nodes.length + ' × ' + v.nodes[0].html.slice(0, 120))"
+        )
+        if result:
+            problems[path] = result
+    assert problems == {}
+
+    # Keyboard: from the top of the deployment page, Tab reaches the skip link first, then the Rollback action.
+    page.goto(f"{scenario.console}/deployments/{DEPLOYMENT}")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Rollback…":
+            break
+    else:
+        raise AssertionError("Rollback… is not reachable with Tab")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name=f"Rollback {DEPLOYMENT}?")).to_be_visible()
 
 
 def test_rollback_from_the_console_happens_and_is_audited_live(browser: Browser, scenario: Scenario) -> None:

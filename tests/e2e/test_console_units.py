@@ -105,3 +105,10 @@ def test_moves_offered_fit_the_deployments_state() -> None:
     assert shape.possible_actions({"rollout": None, "previous_version": 1}) == ["rollback"]
     assert shape.possible_actions({"rollout": {"phase": "progressing"}}) == ["promote", "pause", "rollback"]
     assert shape.possible_actions({"rollout": {"phase": "paused"}}) == ["promote", "resume", "rollback"]
+
+
+def test_the_drift_chart_is_the_largest_feature_psi_of_each_window() -> None:
+    window = _window(1, "2026-12-06T10:00:08Z", 0.7)
+    window["figures"]["features"] = {"age": {"psi": 0.1}, "bmi": {"psi": 0.4}, "smoker": {"kind": "categorical"}}
+    drift = next(c for c in shape.window_charts([window]) if c["id"] == "max_psi")
+    assert drift["series"] == [{"label": "v1", "values": [0.4]}]

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vigil.console import actions, feed, pages
 from vigil.console.deps import HERE, NotSignedIn, page
-from vigil.console.sessions import SessionStore
+from vigil.console.sessions import COOKIE, SessionStore
 from vigil.console.settings import ConsoleSettings
 from vigil.console.upstream import Upstream, UpstreamError
 
@@ -81,7 +81,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     @app.exception_handler(UpstreamError)
     async def upstream_error(request: Request, exc: UpstreamError) -> Response:
         status_code = exc.status if 400 <= exc.status < 500 else 502
-        return page(request, "error.html", None, status_code=status_code, error=exc)
+        session = request.app.state.sessions.get(request.cookies.get(COOKIE))
+        return page(request, "error.html", session, status_code=status_code, error=exc)
 
     @app.get("/healthz", include_in_schema=False)
     @app.get("/readyz", include_in_schema=False)
@@ -97,4 +98,12 @@ def main() -> None:
     import uvicorn
 
     cfg = ConsoleSettings()
-    uvicorn.run(create_app(cfg), host=cfg.http_host, port=cfg.http_port, log_level="warning", access_log=False)
+    # Open live feeds never end by themselves: a stop waits for them at most two seconds.
+    uvicorn.run(
+        create_app(cfg),
+        host=cfg.http_host,
+        port=cfg.http_port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )

@@ -39,17 +39,32 @@ FEED_TYPES = frozenset(
     }
 )
 
-#: Window figures drawn per variant: (chart id, title, unit, how to read the value from a window's figures).
+#: Window figures drawn per variant: (chart id, title, unit, where the value is in a window's figures; ``max_psi``
+#: is the largest PSI over the window's features — how far the most shifted input moved).
 _CHARTS: tuple[tuple[str, str, str, str], ...] = (
     ("traffic", "Traffic (predictions per window)", "predictions", "predictions"),
     ("accuracy", "Accuracy on live labels", "accuracy", "quality.accuracy"),
+    ("roc_auc", "ROC AUC on live labels", "AUC", "quality.roc_auc"),
+    ("ece", "Calibration error (ECE)", "ECE", "quality.ece"),
     ("latency_p50", "Latency p50", "ms", "latency.p50_ms"),
     ("latency_p99", "Latency p99", "ms", "latency.p99_ms"),
     ("error_rate", "Error rate", "share", "error_rate"),
+    ("max_psi", "Drift: largest feature PSI", "PSI", "max_psi"),
 )
 
 
+def _max_psi(figures: dict[str, Any]) -> float | None:
+    values = [
+        float(f["psi"])
+        for f in (figures.get("features") or {}).values()
+        if isinstance(f, dict) and isinstance(f.get("psi"), int | float)
+    ]
+    return max(values) if values else None
+
+
 def _dig(figures: dict[str, Any], path: str) -> float | None:
+    if path == "max_psi":
+        return _max_psi(figures)
     value: Any = figures
     for part in path.split("."):
         if not isinstance(value, dict):
