@@ -13,8 +13,8 @@ Two scores per row, both in the reference's PCA space (:class:`vigil.kernels.mul
   correlation structure, where a Mahalanobis distance on the kept axes is blind.
 
 A row is out of distribution when either score exceeds its threshold, the reference's ``quantile`` (default 0.995)
-of that score. Both come from one matrix product per batch (scaling, centring and the 1/√λ weights fold into one
-``d × d`` matrix). ``reference_share`` is the share of reference rows flagged by the same rule (≈ 1 % at the
+of that score. Each score is one jitted pass over the batch (centring, scaling and the 1/√λ weights fold into one
+small matrix per score). ``reference_share`` is the share of reference rows flagged by the same rule (≈ 1 % at the
 default: two 0.5 % tails, fewer where they overlap), the baseline a window's share is compared with.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.kernels._common import F64Array
-from vigil.kernels.multivariate import PCAReference
+from vigil.kernels.multivariate import PCAReference, _norms, _rows
 
 __all__ = ["DEFAULT_OOD_QUANTILE", "OODReference", "OODState", "fit_ood"]
 
@@ -45,36 +45,23 @@ class OODReference:
     mahalanobis_threshold: float
     error_threshold: float
     reference_share: float
-    _matrix: F64Array = field(init=False, repr=False, compare=False)
-    _offset: F64Array = field(init=False, repr=False, compare=False)
+    _kept: F64Array = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.quantile < 1:
             raise ValueError("quantile must be in (0, 1)")
         p = self.pca
         k = p.n_components
-        weights = np.ones(p.n_features)
-        weights[:k] = 1.0 / np.sqrt(np.maximum(p.eigenvalues[:k], _MIN_VARIANCE))
-        matrix = ((p.axes * weights[:, None]) / p.scale).T  # (d, d): x ↦ x·matrix − offset
-        object.__setattr__(self, "_matrix", np.ascontiguousarray(matrix))
-        object.__setattr__(self, "_offset", p.mean @ matrix)
+        weights = 1.0 / np.sqrt(np.maximum(p.eigenvalues[:k], _MIN_VARIANCE))
+        kept = (p.axes[:k] * weights[:, None]) / p.scale  # (k, d): x ↦ kept·(x − μ)
+        object.__setattr__(self, "_kept", np.ascontiguousarray(kept))
 
     def scores(self, x: npt.ArrayLike) -> tuple[F64Array, F64Array]:
         """Each row's Mahalanobis distance on the kept axes and its reconstruction error. Non-finite values are
         imputed with the reference mean (so a row of NaN scores 0: missingness is the data-quality checks' job)."""
-        a = np.asarray(x, dtype=np.float64)
-        if a.ndim == 1:
-            a = a.reshape(1, -1)
-        if a.ndim != 2 or a.shape[1] != self.pca.n_features:
-            raise ValueError(f"expected rows of {self.pca.n_features} features")
-        bad = ~np.isfinite(a)
-        if bad.any():
-            a = np.where(bad, self.pca.mean, a)
-        s = a @ self._matrix
-        s -= self._offset
-        k = self.pca.n_components
-        maha = np.sqrt(np.einsum("ij,ij->i", s[:, :k], s[:, :k]))
-        err = np.sqrt(np.einsum("ij,ij->i", s[:, k:], s[:, k:]))
+        a = _rows(np.asarray(x).reshape(1, -1) if np.ndim(x) == 1 else x, self.pca.n_features)
+        maha, _ = _norms(a, self.pca.mean, self._kept)
+        err, _ = self.pca.row_errors(a)
         return maha, err
 
     def flags(self, x: npt.ArrayLike) -> npt.NDArray[np.bool_]:

@@ -166,3 +166,21 @@ def test_domain_classifier_sees_a_mean_shift_and_bounds_its_cost() -> None:
     assert res.n_reference == res.n_window == 2000 and res.drifted()
     with pytest.raises(ValueError, match="features"):
         domain_classifier_auroc(ref, shifted[:, :3])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_layouts_dtypes_and_the_threaded_split_agree(dtype: type, order: str) -> None:
+    """The jitted pass reads float32/float64 in either layout without a copy; a batch large enough to be split
+    across the worker threads gives the same errors and imputed count as the plain SVD reference."""
+    rng = np.random.default_rng(7)
+    ref = correlated(rng, 3000)
+    p = fit_pca_reference(ref)
+    x = np.asarray(correlated(rng, 70_000), dtype=dtype, order=order)  # above the 65,536-row threading cut
+    x[5, 2] = np.nan
+    x[69_999, 0] = np.inf
+    got, imputed = p.row_errors(x)
+    filled = x.astype(np.float64)
+    filled[5, 2], filled[69_999, 0] = p.mean[2], p.mean[0]
+    np.testing.assert_allclose(got, naive.reconstruction_errors(ref, filled, 0.65), rtol=1e-7, atol=1e-9)
+    assert imputed == 2
