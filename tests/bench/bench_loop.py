@@ -46,7 +46,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
-from support import testinfra  # noqa: E402
+from support import signing, testinfra  # noqa: E402
 from vigil.bus.consumer import ConsumerConfig, EventConsumer  # noqa: E402
 from vigil.bus.context import BatchContext, Delivery, HandlerContext  # noqa: E402
 from vigil.bus.outbox import OutboxRecord, OutboxRelay, enqueue_many  # noqa: E402
@@ -1190,6 +1190,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for trying it out")
     parser.add_argument("--out", type=Path, default=OUT, help="where loop.json and loop.md go")
     args = parser.parse_args()
+    signing.install()  # event keys for the in-process services of the canary run (VIGIL_EVENT_KEYS_DIR)
     if args.quick:
         args.events, args.events_per_event_handler, args.reps = 4_000, 1_000, 3
     info = machine_info()

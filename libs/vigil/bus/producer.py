@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -24,14 +24,8 @@ from vigil.bus.metrics import EVENTS_PRODUCED
 from vigil.bus.topics import TopicNamer
 from vigil.events.signing import MAX_BATCH, SigningKey, is_signed
 
-
-@dataclass(slots=True)
-class _Pending:
-    topic: str
-    value: bytes
-    key: bytes | None
-    headers: list[tuple[str, bytes]]
-    future: asyncio.Future[RecordMetadata]
+#: One record waiting to be signed: (physical topic, value, key, headers, the future ``send`` returned).
+_Pending = tuple[str, bytes, bytes | None, list[tuple[str, bytes]], "asyncio.Future[RecordMetadata]"]
 
 
 class BusProducer:
@@ -90,19 +84,20 @@ class BusProducer:
         self, topic: str, value: bytes, *, key: str | None = None, headers: Sequence[tuple[str, bytes]] = ()
     ) -> asyncio.Future[RecordMetadata]:
         """Queue one record for the logical ``topic``; returns the delivery future (await it for the ack)."""
-        physical = self.namer.physical(topic)
         counter = self._produced.get(topic)
         if counter is None:
             counter = self._produced[topic] = EVENTS_PRODUCED.labels(self.service, topic)
         counter.inc()
-        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        self._pending.append(
-            _Pending(physical, value, key.encode() if key is not None else None, list(headers), future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RecordMetadata] = loop.create_future()
+        pending = self._pending
+        pending.append(
+            (self.namer.physical(topic), value, key.encode() if key is not None else None, list(headers), future)
         )
-        if len(self._pending) >= MAX_BATCH:
+        if len(pending) >= MAX_BATCH:
             await self._hand_over()
-        elif len(self._pending) == 1:
-            task = asyncio.get_running_loop().create_task(self._hand_over())
+        elif len(pending) == 1:
+            task = loop.create_task(self._hand_over())
             self._flush_tasks.add(task)
             task.add_done_callback(self._flush_tasks.discard)
         return future
@@ -113,22 +108,24 @@ class BusProducer:
             batch, self._pending = self._pending, []
             if not batch:
                 return
-            to_sign = [p for p in batch if not is_signed(p.headers)] if self.signer is not None else []
-            if to_sign:
-                assert self.signer is not None
-                signed = self.signer.sign_values([p.value for p in to_sign])
-                self.signatures += (len(to_sign) + MAX_BATCH - 1) // MAX_BATCH
-                for p, extra in zip(to_sign, signed, strict=True):
-                    p.headers.extend(extra)
-            for i, p in enumerate(batch):
+            signer = self.signer
+            if signer is not None:
+                to_sign = [p for p in batch if not is_signed(p[3])]
+                if to_sign:
+                    signed = signer.sign_values([p[1] for p in to_sign])
+                    self.signatures += (len(to_sign) + MAX_BATCH - 1) // MAX_BATCH
+                    for p, extra in zip(to_sign, signed, strict=True):
+                        p[3].extend(extra)
+            send = self._producer.send
+            for i, (physical, value, key, headers, outer) in enumerate(batch):
                 try:
-                    inner = await self._producer.send(p.topic, p.value, key=p.key, headers=p.headers)
+                    inner = await send(physical, value, key=key, headers=headers)
                 except Exception as exc:
                     for rest in batch[i:]:
-                        if not rest.future.done():
-                            rest.future.set_exception(exc)
+                        if not rest[4].done():
+                            rest[4].set_exception(exc)
                     return
-                _chain(inner, p.future)
+                inner.add_done_callback(partial(_settle, outer))
 
     async def send_and_wait(
         self, topic: str, value: bytes, *, key: str | None = None, headers: Sequence[tuple[str, bytes]] = ()
@@ -146,17 +143,13 @@ class BusProducer:
         await self._producer.flush()
 
 
-def _chain(inner: asyncio.Future[RecordMetadata], outer: asyncio.Future[RecordMetadata]) -> None:
-    """Complete ``outer`` when aiokafka's delivery future completes."""
-
-    def done(f: asyncio.Future[RecordMetadata]) -> None:
-        if outer.done():
-            return
-        if f.cancelled():
-            outer.cancel()
-        elif (exc := f.exception()) is not None:
-            outer.set_exception(exc)
-        else:
-            outer.set_result(f.result())
-
-    inner.add_done_callback(done)
+def _settle(outer: asyncio.Future[RecordMetadata], inner: asyncio.Future[RecordMetadata]) -> None:
+    """Complete the future ``send`` returned when aiokafka's delivery future completes."""
+    if outer.done():
+        return
+    if inner.cancelled():
+        outer.cancel()
+    elif (exc := inner.exception()) is not None:
+        outer.set_exception(exc)
+    else:
+        outer.set_result(inner.result())

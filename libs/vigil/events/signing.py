@@ -159,13 +159,15 @@ class RecordVerifier:
     def verify(self, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> str:
         """The key id that signed ``value``, or SignatureRejected(unsigned / unknown_key / bad_signature / …)."""
         kid_raw = sig = proof = None
-        for k, v in headers or ():
-            if k == HEADER_KID:
-                kid_raw = v
+        for k, v in reversed(headers or ()):  # the producer appends them last
+            if k == HEADER_PROOF:
+                proof = v
             elif k == HEADER_SIG:
                 sig = v
-            elif k == HEADER_PROOF:
-                proof = v
+            elif k == HEADER_KID:
+                kid_raw = v
+                if sig is not None and proof is not None:
+                    break
         if kid_raw is None and sig is None and proof is None:
             raise SignatureRejected("unsigned", "the record carries no signature")
         if kid_raw is None or sig is None or proof is None:
