@@ -24,9 +24,17 @@ only where ``pg_hba.conf`` trusts it.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import importlib.util
+import json
+import os
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -92,12 +100,35 @@ async def provision(
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {_ident(role)}")
         await conn.execute(f"ALTER SCHEMA {schema} OWNER TO {_ident(role)}")
         await conn.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
+        await _own_existing(conn, service, role)
         if service == "auditor":
             writer = roles.audit_writer
             await _ensure_role(conn, writer, passwords.get(writer))
             await conn.execute(f"GRANT CONNECT, CREATE ON DATABASE {db} TO {_ident(writer)}")
             await conn.execute(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {_ident(writer)}")
     return roles
+
+
+async def _own_existing(conn: asyncpg.Connection, schema: str, role: str) -> None:
+    """Hand the role what an earlier, superuser-run start created in its schema (a home from before the roles)."""
+    relations = await conn.fetch(
+        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_get_userbyid(c.relowner) <> $2 "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') "
+        "AND d.classid = 'pg_class'::regclass AND c.relkind = 'S')",
+        schema, role,
+    )  # fmt: skip
+    kinds = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
+    for r in relations:
+        name = '"' + r["relname"].replace('"', '""') + '"'
+        await conn.execute(f"ALTER {kinds[r['relkind']]} {_ident(schema)}.{name} OWNER TO {_ident(role)}")
+    functions = await conn.fetch(
+        "SELECT p.oid::regprocedure::text AS signature FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = $1 AND pg_get_userbyid(p.proowner) <> $2",
+        schema, role,
+    )  # fmt: skip
+    for f in functions:
+        await conn.execute(f"ALTER ROUTINE {f['signature']} OWNER TO {_ident(role)}")
 
 
 async def restrict_audit_writer(conn: asyncpg.Connection, roles: ServiceRoles | None = None) -> None:
@@ -123,3 +154,66 @@ async def drop(conn: asyncpg.Connection, services: Iterable[str], roles: Service
         if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
             await conn.execute(f"DROP OWNED BY {_ident(name)} CASCADE")
             await conn.execute(f"DROP ROLE {_ident(name)}")
+
+
+def _with_user(dsn: str, user: str, password: str) -> str:
+    parts = urlsplit(dsn)
+    netloc = f"{user}:{password}@{parts.hostname or '127.0.0.1'}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _passwords(path: Path, names: Iterable[str]) -> dict[str, str]:
+    """The roles' passwords, kept in ``path`` (0600, in a 0700 directory) and generated once."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    known: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [n for n in names if n not in known]
+    if missing:
+        known |= {n: secrets.token_urlsafe(24) for n in missing}
+        scratch = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(known, fh)
+        os.replace(scratch, path)
+    return known
+
+
+def _auditor_migrations() -> Path:
+    """The auditor's migration files, found without importing the service (libs do not import services)."""
+    spec = importlib.util.find_spec("vigil.auditor")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the vigil.auditor package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "migrations"
+
+
+async def _prepare(superuser_dsn: str, services: list[str], passwords_file: Path) -> dict[str, str]:
+    from vigil.service.db import BUS_MIGRATIONS, create_pool, migrate
+
+    roles = ServiceRoles()
+    names = [*map(roles.owner, services), roles.audit_writer]
+    passwords = _passwords(passwords_file, names)
+    conn = await asyncpg.connect(superuser_dsn, timeout=10)
+    try:
+        await provision(conn, services, roles=roles, passwords=passwords)
+        dsns = {s: _with_user(superuser_dsn, roles.owner(s), passwords[roles.owner(s)]) for s in services}
+        if "auditor" in services:
+            # The owner applies the auditor's migrations now; the auditor then runs as the writer, for which the
+            # runtime's own migration step finds nothing to do.
+            pool = await create_pool(dsns["auditor"], "auditor", min_size=1, max_size=1, wait_s=10)
+            try:
+                await migrate(pool, "auditor", [("bus", BUS_MIGRATIONS), ("auditor", _auditor_migrations())])
+            finally:
+                await pool.close()
+            await restrict_audit_writer(conn, roles)
+            dsns["auditor"] = _with_user(superuser_dsn, roles.audit_writer, passwords[roles.audit_writer])
+    finally:
+        await conn.close()
+    return dsns
+
+
+def prepare_stack_roles(superuser_dsn: str, services: Iterable[str], passwords_file: Path) -> dict[str, str]:
+    """For ``vigil up`` on its embedded Postgres: roles provisioned (passwords kept in ``passwords_file``), the
+    auditor migrated by its owner and restricted; returns each service's DSN (the auditor's is the writer's)."""
+    wanted = list(dict.fromkeys(services))
+    # In a thread of its own: the caller may be inside an event loop (tests drive the stack from async code).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _prepare(superuser_dsn, wanted, passwords_file)).result()

@@ -8,6 +8,7 @@ Layout::
       admin.token         plaintext admin token, written once, mode 0600, reused on every restart
       tokens.json         sha256 digests of all tokens, read by every service
       keys/artifacts.json the artifact encryption keyring (0600), created once: encryption at rest is on by default
+      keys/postgres-roles.json  passwords of the services' Postgres roles (0600), created once
       postgres/           embedded Postgres data directory (kept across restarts)
       logs/               broker.log, broker.pid, postgres.log, <service>.log
 """
@@ -59,6 +60,11 @@ class StackPaths:
     def artifact_keyring(self) -> Path:
         """Where services look for the artifact keyring by default (``ServiceSettings.artifact_keyring_file``)."""
         return self.home / "keys" / "artifacts.json"
+
+    @property
+    def postgres_roles(self) -> Path:
+        """Passwords of the services' Postgres roles (0600, in the 0700 ``keys/``; ``vigil.stack.roles``)."""
+        return self.home / "keys" / "postgres-roles.json"
 
     @property
     def postgres_data(self) -> Path:

@@ -37,6 +37,7 @@ from vigil.stack.broker import EmbeddedBroker
 from vigil.stack.credentials import ensure_tokens
 from vigil.stack.front import FrontProxy
 from vigil.stack.postgres import EmbeddedPostgres
+from vigil.stack.roles import prepare_stack_roles
 from vigil.stack.services import DEFAULT_BROKER_PORT, SERVICES, ServiceSpec
 from vigil.stack.state import StackPaths, redact_dsn, write_state
 
@@ -501,6 +502,7 @@ def running_stack(
         echo(f"broker     {broker.bootstrap_servers}  (log {broker.log_file})")
 
         postgres: EmbeddedPostgres | None = None
+        service_dsns: dict[str, str] = {}  # a role per service on the embedded Postgres (vigil.stack.roles)
         if database_url is None:
             postgres = EmbeddedPostgres(paths.postgres_data, log_file=paths.postgres_log, durable=postgres_durable)
             postgres.stop_leftover()
@@ -508,7 +510,8 @@ def running_stack(
             stack.callback(postgres.stop)
             postgres.start()
             database_url = postgres.create_database(STACK_DATABASE)
-            echo(f"postgres   {database_url}  (data {postgres.data_dir})")
+            service_dsns = prepare_stack_roles(database_url, [s.name for s in SERVICES], paths.postgres_roles)
+            echo(f"postgres   {database_url}  (data {postgres.data_dir}; services connect as their own roles)")
         else:
             echo(f"postgres   {redact_dsn(database_url)}  (from DATABASE_URL)")
 
@@ -520,7 +523,7 @@ def running_stack(
                 base_env,
                 launch=launch,
                 paths=paths,
-                database_url=database_url,
+                database_url=service_dsns.get(launch.name, database_url),
                 bootstrap_servers=broker.bootstrap_servers,
                 token=tokens.services[launch.name],
             )
