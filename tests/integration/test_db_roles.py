@@ -1,7 +1,9 @@
 """Least-privilege database roles (issue #20 item 2): the auditor runs as an append-only writer.
 
-On a fresh database the superuser provisions a role per service (``vigil.stack.roles``); the auditor starts once as
-its owner role (which applies its migrations), the writer is restricted, and the auditor runs again as the writer,
+On a fresh database the auditor first starts as the superuser (a database from before the roles); then the
+superuser provisions a role per service (``vigil.stack.roles``), which hands the auditor's schema and every object in
+it to the auditor's owner role; the auditor runs as that owner, the writer is restricted, and the auditor runs as the
+writer,
 through the real broker: events are still recorded. Then, on the writer's own connection, every way to change the
 log — UPDATE, DELETE, TRUNCATE, ALTER TABLE … DISABLE TRIGGER, DROP, ``session_replication_role`` — is refused,
 on the checkpoints as on the log; the entries are unchanged; another service's role cannot even read the log.
@@ -62,10 +64,19 @@ async def test_the_auditor_runs_as_an_append_only_writer(
     common: dict[str, Any] = {"bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens, "home": tmp_path}
     admin = await asyncpg.connect(fresh_db)
     try:
-        await provision(admin, services, roles=roles, passwords=passwords)
+        # A database from before the roles: the auditor's first start, as the superuser, makes its schema.
+        async with auditor(dsn=fresh_db, **common):
+            pass
+        await provision(admin, services, roles=roles, passwords=passwords)  # hands those objects to the owner role
         async with auditor(dsn=owner_dsn, **common):
-            pass  # the owner's start applies the auditor's migrations
+            pass  # the owner can run the auditor (and would apply new migrations)
         await restrict_audit_writer(admin, roles)
+        leftovers = await admin.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'auditor' AND pg_get_userbyid(c.relowner) <> $1",
+            roles.owner("auditor"),
+        )
+        assert leftovers == [], f"still owned by someone else: {leftovers}"
 
         events = [event("rollback.requested"), event("model.version.registered")]
         async with auditor(dsn=writer_dsn, **common) as service:

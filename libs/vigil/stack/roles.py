@@ -112,7 +112,7 @@ async def provision(
 async def _own_existing(conn: asyncpg.Connection, schema: str, role: str) -> None:
     """Hand the role what an earlier, superuser-run start created in its schema (a home from before the roles)."""
     relations = await conn.fetch(
-        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.relname, c.relkind::text AS relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_get_userbyid(c.relowner) <> $2 "
         "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') "
         "AND d.classid = 'pg_class'::regclass AND c.relkind = 'S')",
