@@ -33,9 +33,11 @@ $(CONSOLE_VENDOR)/.installed: package-lock.json
 	   node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(CONSOLE_VENDOR)/
 	@touch $@
 
-## Debian's chromium for the console's browser tests (playwright drives it; no browser download).
+## Debian's chromium for the console's browser tests (playwright drives it; no browser download) and for printing
+## evidence packs to PDF; poppler-utils (pdftoppm, pdftotext) for the tests that read the PDF's first page.
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	command -v pdftoppm >/dev/null || (apt-get update && apt-get install -y poppler-utils)
 
 ## Start the embedded platform (broker, Postgres, six services, console) and drive the demo loop. Ctrl-C stops all.
 run: venv console-assets

@@ -12,6 +12,7 @@ from vigil.cli import (
     alias,
     artifact_keys,
     audit,
+    card,
     data,
     demo,
     deploy,
@@ -21,6 +22,7 @@ from vigil.cli import (
     jobs,
     models,
     monitor,
+    report,
     stack,
     tokens,
     why,
@@ -46,6 +48,8 @@ app.add_typer(deploy.app)  # vigil deploy, vigil promote, vigil rollback
 app.add_typer(jobs.app, name="jobs")  # vigil jobs [show ID]
 app.add_typer(monitor.app, name="monitor")  # vigil monitor show DEPLOYMENT
 app.add_typer(why.app)  # vigil why <event-id | entity>
+app.add_typer(report.app, name="report")  # vigil report model|verify (evidence packs)
+app.add_typer(card.app, name="card")  # vigil card show|edit|sign-off (model cards)
 app.add_typer(tokens.app, name="tokens")  # vigil tokens create|list|revoke
 app.add_typer(artifact_keys.app, name="keys")  # vigil keys rotate|rewrap (artifact encryption keys)
 event_keys.register(artifact_keys.app)  # vigil keys init-signers|issue-producer|issue-service|signers|revoke-signer

@@ -22,6 +22,8 @@ SERVICE_EVENTS: Final[dict[str, frozenset[str]]] = {
             "model.version.registered",
             "model.version.rejected",
             "model.alias.changed",
+            "model.card.edited",  # the card's human sections (PUT /v1/models/{m}/versions/{n}/card/{field})
+            "model.card.signed_off",  # and their sign-off by a deployer or admin (evidence packs, issue #23)
         }
     ),
     "scheduler": frozenset({"training.requested", "job.state_changed"}),

@@ -10,6 +10,7 @@ from vigil.events import topics
 from vigil.registry.aliases_api import router as aliases_router
 from vigil.registry.api import router
 from vigil.registry.artifacts_api import router as artifacts_router
+from vigil.registry.cards_api import router as cards_router
 from vigil.registry.handlers import build_handlers
 from vigil.registry.lineage_api import router as lineage_router
 from vigil.registry.models_api import router as models_router
@@ -23,7 +24,7 @@ DEFINITION = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     consumed_topics=[topics.DATA, topics.TRAINING, topics.DEPLOYMENTS],
     handlers=build_handlers,
-    routers=[router, models_router, aliases_router, artifacts_router, lineage_router],
+    routers=[router, models_router, aliases_router, artifacts_router, lineage_router, cards_router],
 )
 
 

@@ -1,5 +1,16 @@
 """The event catalogue: importing this package registers every payload class with the contract checker."""
 
-from vigil.events.catalog import access, audit, data, deployments, models, monitoring, security, streams, training
+from vigil.events.catalog import (
+    access,
+    audit,
+    cards,
+    data,
+    deployments,
+    models,
+    monitoring,
+    security,
+    streams,
+    training,
+)
 
-__all__ = ["access", "audit", "data", "deployments", "models", "monitoring", "security", "streams", "training"]
+__all__ = ["access", "audit", "cards", "data", "deployments", "models", "monitoring", "security", "streams", "training"]
