@@ -60,6 +60,7 @@ def test_services_connect_as_their_own_roles_across_restarts(tmp_path: Path) -> 
             secrets_file = stack.paths.postgres_roles
             assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
             assert stat.S_IMODE(secrets_file.parent.stat().st_mode) == 0o700
+            assert stat.S_IMODE(stack.paths.logs.stat().st_mode) == 0o700  # not readable by the training sandbox
             passwords = json.loads(secrets_file.read_text())
             host = stack.database_url.split("@", 1)[1]
             writer = f"postgresql://{roles.audit_writer}:{passwords[roles.audit_writer]}@{host}"

@@ -488,6 +488,7 @@ def running_stack(
                         f"port {port} for service {launch.name} is in use; stop whatever holds it or use free ports"
                     )
         paths.logs.mkdir(parents=True, exist_ok=True)
+        paths.logs.chmod(0o700)  # service logs carry run output and errors: not for other uids (training sandbox)
         tokens = ensure_tokens(paths, list(dict.fromkeys(launch.name for launch in launches)))
         ensure_keyring_file(paths.artifact_keyring)  # encryption at rest on by default; services find it in home
         ensure_keys(default_keys_dir(paths.home))  # event signing keys + trust store (docs/security.md), kept
