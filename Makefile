@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-scale bench-report clean
+.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-scale bench-report clean bench-console
 
 venv: $(STAMP)
 
@@ -88,7 +88,7 @@ $(BENCH_STAMP): $(STAMP)
 
 ## Benchmarks: results go to docs/benchmarks/<area>.json and .md (never part of pass/fail); the report gathers them
 ## into docs/benchmarks/README.md once every benchmark has run.
-bench: bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop
+bench: bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-console
 	$(MAKE) bench-report
 
 bench-report: $(STAMP)
@@ -104,6 +104,10 @@ bench-monitor: $(STAMP)
 bench-gateway: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python tests/bench/bench_gateway.py
+
+## First paint of each console page in headless Chromium after the demo's story (docs/benchmarks/console.*).
+bench-console: $(STAMP) console-assets browser
+	$(BIN)/python tests/bench/bench_console.py
 
 bench-audit: $(STAMP)
 	$(BIN)/python tests/bench/bench_audit.py
