@@ -30,6 +30,7 @@ from integration.trainer.trainer_support import (
 )
 
 from vigil.events import topics
+from vigil.stack.status import stack_status
 from vigil.stack.supervisor import RunningStack
 
 pytestmark = [pytest.mark.fault]
@@ -75,6 +76,10 @@ async def test_trainer_holding_the_lease_killed_job_rerun_once_by_the_survivor(s
         holder_pid = int(run["worker"].split(":")[1])
         (holder,) = [s for s in stack.instances("trainer") if s.pid == holder_pid]
         (survivor,) = [s for s in stack.instances("trainer") if s is not holder]
+        # vigil status names the lease holder.
+        report = await asyncio.to_thread(stack_status, stack.paths.home)
+        leases = {e["name"]: e.get("leases") for e in report["services"] if e["service"] == "trainer"}
+        assert leases == {holder.name: [run_id], survivor.name: []}, leases
         killed_at = time.time()
         assert await asyncio.to_thread(holder.kill) == -9
 

@@ -134,5 +134,6 @@ def status(
         for front in report.get("fronts", []):
             typer.echo(f"  {mark[front['healthy']]} {front['name']:<10} {front['url']}  (front)")
         for svc in report["services"]:
-            typer.echo(f"  {mark[svc['healthy']]} {svc['name']:<10} {svc['url']}  pid {svc['pid']}")
+            leases = f"  leases {len(svc['leases'])}" if "leases" in svc else ""
+            typer.echo(f"  {mark[svc['healthy']]} {svc['name']:<10} {svc['url']}  pid {svc['pid']}{leases}")
     raise typer.Exit(0 if report["healthy"] else 1)

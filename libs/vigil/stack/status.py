@@ -38,6 +38,38 @@ def _probe(client: httpx.Client, url: str) -> dict[str, Any]:
     return {"healthy": resp.status_code == 200, "status_code": resp.status_code}
 
 
+def _add_trainer_leases(
+    client: httpx.Client, services: list[dict[str, Any]], fronts: list[dict[str, Any]], token_file: Any
+) -> None:
+    """Give each trainer instance the runs whose lease it holds (``leases``: run ids), from the trainer's API.
+
+    A run's ``worker`` is ``host:pid:nonce``; the pid names the instance. Skipped quietly (no ``leases`` key) when the
+    trainer or the admin token cannot be read: status must answer even when the trainer is down."""
+    trainers = [s for s in services if s["service"] == "trainer" and s.get("healthy")]
+    front = next((f["url"] for f in fronts if f["name"] == "trainer" and f.get("healthy")), None)
+    url = front or (trainers[0]["url"] if trainers else None)
+    if url is None or not token_file:
+        return
+    try:
+        token = Path(str(token_file)).read_text().strip()
+        resp = client.get(
+            f"{url}/v1/runs", params={"state": "running", "limit": 500}, headers={"Authorization": f"Bearer {token}"}
+        )
+        runs = resp.json()["items"] if resp.status_code == 200 else None
+    except (OSError, httpx.HTTPError, ValueError, KeyError):
+        runs = None
+    if runs is None:
+        return
+    by_pid: dict[int, list[str]] = {}
+    for run in runs:
+        parts = str(run.get("worker") or "").split(":")
+        if len(parts) >= 2 and parts[1].isdigit():
+            by_pid.setdefault(int(parts[1]), []).append(str(run.get("run_id")))
+    for entry in services:
+        if entry["service"] == "trainer":
+            entry["leases"] = by_pid.get(int(entry.get("pid") or 0), [])
+
+
 def stack_status(home: Path | str | None = None, *, timeout: float = 2.0) -> dict[str, Any]:
     """A JSON-ready report; ``report["healthy"]`` is True only when everything is up."""
     paths = StackPaths.at(home)
@@ -63,6 +95,7 @@ def stack_status(home: Path | str | None = None, *, timeout: float = 2.0) -> dic
             services.append(entry | _probe(client, str(info.get("url"))))
         for name, info in dict(state.get("fronts", {})).items():
             fronts.append({"name": name, "url": info.get("url")} | _probe(client, str(info.get("url"))))
+        _add_trainer_leases(client, services, fronts, state.get("admin_token_file"))
     healthy = (
         supervisor_alive
         and broker["healthy"]
