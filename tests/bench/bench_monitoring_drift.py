@@ -222,7 +222,8 @@ def write_markdown(path: Path, r: dict[str, Any]) -> None:
         "## Calibrated drift alarms, multivariate drift, OOD rows",
         "",
         f"`tests/bench/bench_monitoring_drift.py`, measured {r['drift_bench_measured_at']} (load average "
-        f"{r['drift_bench_load_avg_1m']:.1f} at start on a shared 2-core machine), NannyML 0.13.1.",
+        f"{r['drift_bench_load_avg_1m']:.1f} at start, {r['drift_bench_load_avg_1m_at_end']:.1f} at the end, on a "
+        "shared 2-core machine: timings are only comparable within one run), NannyML 0.13.1.",
         "",
         f"**Alarm rates** over {int(r['drift_bench_alarm_windows']):,} windows per size; 20 numeric features (16 "
         "normal, 3 lognormal, 1 Poisson), 20,000-row reference. A window alarms when any feature is flagged. Clean "
