@@ -160,6 +160,21 @@ class Sandbox:
         }
 
 
+def warm_numba_cache() -> None:
+    """Compile (or load) the reference-profile kernels once in the trainer, into the trainer's numba cache, which
+    every run gets a private copy of. Without this, on a fresh machine every sandboxed run would compile them
+    cold (≈7 s of CPU here): a run may not write the shared cache — numba's cache is pickled code that the next
+    reader executes — so what a run compiles dies with it."""
+    try:
+        import numpy as np
+
+        from vigil.trainer.profiling import reference_profile_dict
+
+        reference_profile_dict(np.linspace(0.0, 1.0, 64).reshape(16, 4), ["a", "b", "c", "d"])
+    except Exception:  # a cold cache only costs time
+        log.warning("could not warm the numba cache for training runs", exc_info=True)
+
+
 def prepare(
     *,
     enabled: bool,

@@ -36,7 +36,7 @@ from vigil.events.catalog.training import Environment, TrainingCompleted, Traini
 from vigil.trainer import store
 from vigil.trainer.executor import Outcome, child_env, execute
 from vigil.trainer.runner import RunFailure, entrypoint_refusal, fetch_dataset
-from vigil.trainer.sandbox import Sandbox, prepare, read_inside
+from vigil.trainer.sandbox import Sandbox, prepare, read_inside, warm_numba_cache
 from vigil.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
         self.executed = 0
         self.sandbox: Sandbox | None = None
+        self._warm: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -113,6 +114,7 @@ class WorkerPool:
             max_file_mb=s.trainer_sandbox_max_file_mb,
             memory_cap_mb=s.trainer_max_memory_limit_mb,
         )
+        self._warm = asyncio.create_task(asyncio.to_thread(warm_numba_cache), name="trainer-numba-warm")
         for i in range(self.settings.trainer_workers):
             self._tasks.append(asyncio.create_task(self._work(f"{self.identity}/{i}"), name=f"trainer-worker-{i}"))
         self._tasks.append(asyncio.create_task(self._reap_forever(), name="trainer-reaper"))
@@ -124,6 +126,8 @@ class WorkerPool:
         for task in self._tasks:
             await cancel_and_wait(task)
         self._tasks.clear()
+        if self._warm is not None:
+            await cancel_and_wait(self._warm)  # its thread runs on to its end; nothing waits for it
 
     def wake(self) -> None:
         self._wake.set()
@@ -176,6 +180,8 @@ class WorkerPool:
         sandbox = self.sandbox
         assert sandbox is not None, "start() prepares the sandbox"
         try:
+            if self._warm is not None:
+                await asyncio.shield(self._warm)  # the run's copy of the numba cache should hold the kernels
             await asyncio.to_thread(sandbox.make_workdir, workdir)
             staged = await asyncio.to_thread(self._stage_datasets, run, workdir)
             extra_env = await asyncio.to_thread(sandbox.hand_over, workdir, os.environ.get("NUMBA_CACHE_DIR"))
