@@ -158,6 +158,15 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     expect(page.get_by_role("link", name="Rollback…")).to_be_visible()
     _shot(page, "deployment")
 
+    page.get_by_role("link", name="Monitoring detail").click()
+    v1 = page.locator("#features-v1")  # v1's newest window: the drift that made the monitor ask for a retrain
+    expect(v1).to_contain_text("psi > 0.2")
+    expect(v1.locator("tr.breached").first).to_contain_text("fired")
+    expect(page.locator("#features-v3")).to_be_visible()
+    expect(page.locator('[data-chart="prediction-hist"][data-drawn] canvas')).to_be_visible()
+    _shot(page, "monitoring")
+    page.go_back()
+
     page.get_by_role("link", name=MODEL).first.click()
     for version in ("v1", "v2", "v3"):
         expect(page.locator(f"#{version}")).to_be_visible()
@@ -237,7 +246,8 @@ def test_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> None:
     expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
     page.goto(f"{scenario.console}/operations")
     job_link = page.locator("#jobs a").first.get_attribute("href")
-    paths = ["/login", "/", f"/deployments/{DEPLOYMENT}", f"/models/{MODEL}", "/operations", str(job_link),
+    paths = ["/login", "/", f"/deployments/{DEPLOYMENT}", f"/deployments/{DEPLOYMENT}/monitoring", f"/models/{MODEL}",
+             "/operations", str(job_link),
              f"/audit?subject=deployment/{DEPLOYMENT}&verify=true"]  # fmt: skip
     problems = {}
     for path in paths:

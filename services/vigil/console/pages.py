@@ -144,3 +144,9 @@ async def job(
 ) -> Response:
     data = await views.job(up, session.token, job_id)
     return page(request, "job.html", session, **data)
+
+
+@router.get("/deployments/{name}/monitoring", response_class=HTMLResponse)
+async def monitoring(request: Request, name: Name, session: SessionDep, up: UpstreamDep) -> Response:
+    data = await views.monitoring(up, session.token, name)
+    return page(request, "monitoring.html", session, **data)

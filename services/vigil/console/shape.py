@@ -375,3 +375,79 @@ def step_charts(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return charts
+
+
+#: Statistics of a window's feature, in the order the monitoring page lists them.
+FEATURE_STATS = ("psi", "ks", "p_value", "js", "hellinger", "w1_norm", "chi2_pvalue")
+
+
+def feature_report(
+    windows: list[dict[str, Any]], health: dict[str, Any] | None, policy: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Per version, its newest window's every feature statistic, the drift rule that applies to the feature and
+    whether the monitor counted it drifted (its own word, from ``/health``), plus the prediction histogram."""
+    rule = ((policy or {}).get("policy") or {}).get("drift") or {}
+    drifted = {v["version"]: set(v.get("drifted_features") or []) for v in (health or {}).get("versions", [])}
+    newest: dict[int, dict[str, Any]] = {}
+    for w in windows:
+        fig = w["figures"]
+        if fig["version"] not in newest or fig["end"] > newest[fig["version"]]["end"]:
+            newest[fig["version"]] = fig
+    out = []
+    for version, fig in sorted(newest.items()):
+        rows = []
+        for feature, stats in sorted((fig.get("features") or {}).items()):
+            categorical = stats.get("kind") == "categorical"
+            statistic = rule.get("categorical_statistic" if categorical else "numeric_statistic", "psi")
+            threshold = rule.get("categorical_threshold" if categorical else "numeric_threshold")
+            op = "<" if statistic.endswith("pvalue") else ">"
+            rows.append(
+                {
+                    "feature": feature,
+                    "kind": stats.get("kind"),
+                    "count": stats.get("count"),
+                    "missing": stats.get("missing"),
+                    "stats": [stats.get(k) for k in FEATURE_STATS],
+                    "rule": f"{statistic} {op} {threshold}" if threshold is not None else statistic,
+                    "drifted": feature in drifted.get(version, set()),
+                }
+            )
+        hist = fig.get("prediction_hist") or []
+        out.append(
+            {
+                "version": version,
+                "variant": fig.get("variant"),
+                "window": {"start": fig["start"], "end": fig["end"]},
+                "predictions": fig.get("predictions"),
+                "rows": rows,
+                "prediction_psi": (fig.get("prediction_drift") or {}).get("psi"),
+                "prediction_drifted": "prediction" in drifted.get(version, set()),
+                "prediction_hist": hist,
+            }
+        )
+    return out
+
+
+def histogram_chart(report: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest window's prediction-score histogram of each version, as shares per score bin (one chart)."""
+    bins = max((len(r["prediction_hist"]) for r in report), default=0)
+    if bins == 0:
+        return []
+    series = []
+    for r in report:
+        hist = r["prediction_hist"]
+        total = sum(hist) or 1
+        values: list[float | None] = [h / total for h in hist] + [None] * (bins - len(hist))
+        series.append({"label": f"v{r['version']}", "values": values})
+    return [
+        {
+            "id": "prediction-hist",
+            "title": "Prediction scores (share of the window per bin)",
+            "unit": "share",
+            "time": False,
+            "x_label": "score bin",
+            "x": list(range(bins)),
+            "ends": [str(i) for i in range(bins)],
+            "series": series,
+        }
+    ]

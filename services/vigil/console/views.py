@@ -151,3 +151,22 @@ async def job(up: Upstream, token: str, job_id: str) -> dict[str, Any]:
         "logs": logs[-LOG_TAIL:],
         "log_lines": len(logs),
     }
+
+
+async def monitoring(up: Upstream, token: str, name: str) -> dict[str, Any]:
+    """A deployment's monitoring detail: the policy in force, every drift statistic per feature with its rule and
+    the monitor's verdict, the prediction histogram per version."""
+    dep, health, windows, policy = await asyncio.gather(
+        up.get("deployer", f"/v1/deployments/{name}", token),
+        up.get("monitor", f"/v1/deployments/{name}/health", token),
+        up.items("monitor", "/v1/windows", token, deployment=name, kind="tumbling"),
+        up.get("monitor", f"/v1/policies/{name}", token),
+    )
+    report = shape.feature_report(windows, health, policy)
+    return {
+        "dep": dep,
+        "policy": policy,
+        "report": report,
+        "charts": shape.histogram_chart(report),
+        "stat_names": shape.FEATURE_STATS,
+    }

@@ -32,7 +32,7 @@
         width: Math.max(280, el.clientWidth || 420), height: 200, series: series,
         scales: c.unit === "share" ? { x: x, y: { range: shareRange } } : { x: x },
         axes: [time ? { stroke: "#374151", grid: { stroke: "#e5e7eb" }, values: utcTimes }
-                    : { stroke: "#374151", grid: { stroke: "#e5e7eb" }, label: "step" },
+                    : { stroke: "#374151", grid: { stroke: "#e5e7eb" }, label: c.x_label || "step" },
                { stroke: "#374151", grid: { stroke: "#e5e7eb" }, label: c.unit, size: 60 }],
         legend: { live: true }
       };
