@@ -24,9 +24,10 @@ SERVICE_EVENTS: Final[dict[str, frozenset[str]]] = {
             "model.alias.changed",
             "model.card.edited",  # the card's human sections (PUT /v1/models/{m}/versions/{n}/card/{field})
             "model.card.signed_off",  # and their sign-off by a deployer or admin (evidence packs, issue #23)
+            "policy.gates.changed",  # PUT /v1/models/{m}/gates (issue #20 item 5: policy changes are audited)
         }
     ),
-    "scheduler": frozenset({"training.requested", "job.state_changed"}),
+    "scheduler": frozenset({"training.requested", "job.state_changed", "policy.retraining.changed"}),
     "trainer": frozenset({"training.started", "training.completed", "training.failed"}),
     "deployer": frozenset(
         {
@@ -50,6 +51,7 @@ SERVICE_EVENTS: Final[dict[str, frozenset[str]]] = {
             "rollback.requested",
             "retrain.requested",
             "analysis.verdict",
+            "policy.monitor.changed",
         }
     ),
     "auditor": frozenset(

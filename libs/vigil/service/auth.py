@@ -142,8 +142,11 @@ def require(*roles: Role) -> RoleRequirement:
     return RoleRequirement(*roles)
 
 
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER, Role.SCIENTIST, Role.DEPLOYER, Role.AUDITOR))]
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER, Role.SCIENTIST, Role.DEPLOYER, Role.RISK, Role.AUDITOR))]
 Scientist = Annotated[Principal, Depends(require(Role.SCIENTIST))]
 Deployer = Annotated[Principal, Depends(require(Role.DEPLOYER))]
+#: Who may change the policies that judge models — validation gates, monitor thresholds and actions: a deployer or
+#: a risk officer, not the scientist whose models they judge.
+PolicyEditor = Annotated[Principal, Depends(require(Role.DEPLOYER, Role.RISK))]
 Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]

@@ -28,8 +28,14 @@ class Role(StrEnum):
     """Roles, least to most privileged. ``admin`` implies every other role."""
 
     VIEWER = "viewer"
+    #: Serving clients: may call predict / infer and nothing else. Predictions are the traffic a canary is judged on,
+    #: so sending them is not a reader's right (issue #20 item 5).
+    PREDICTOR = "predictor"
     SCIENTIST = "scientist"
     DEPLOYER = "deployer"
+    #: Risk officers: read everything a viewer reads, and set gate and monitor policies (with deployers), which the
+    #: scientists whose models they judge may not.
+    RISK = "risk"
     AUDITOR = "auditor"
     ADMIN = "admin"
 

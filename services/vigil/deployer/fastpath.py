@@ -19,7 +19,7 @@ from vigil.service.runtime import ServiceRuntime
 from vigil.service.tokens import Role
 
 #: Who may generate production traffic (see ``predict_api``'s docstring): the requirement both routes declare.
-PREDICTORS: RoleRequirement = require(Role.VIEWER, Role.DEPLOYER)
+PREDICTORS: RoleRequirement = require(Role.PREDICTOR)
 
 _NAME = re.compile(NAME_PATTERN)
 

@@ -1,8 +1,8 @@
 """The serving gateway's route: ``POST /v1/deployments/{name}/predict``.
 
-Role: ``viewer`` or ``deployer`` (admin passes too). Serving clients are applications given a viewer token;
-scientists and auditors are left out on purpose — every answered request becomes production traffic the monitor
-judges canaries by, so generating it is a right of its own, not a side effect of reading.
+Role: ``predictor`` (admin passes too). Serving clients are applications given a predictor token; viewers,
+scientists, deployers and auditors are left out on purpose — every answered request becomes production traffic the
+monitor judges canaries by, so generating it is a right of its own, not a side effect of reading or deploying.
 
 The route parses the body (one row, rows, or columns), and calls :func:`vigil.deployer.serving.serve` — routing,
 model, checks, prediction and logging, shared with the Open Inference Protocol's ``/v2`` routes (``oip_api``).

@@ -6,27 +6,27 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from vigil.bus.context import Emitter
 from vigil.events.catalog.common import NAME_PATTERN
+from vigil.events.catalog.policies import MonitorPolicyChanged
 from vigil.monitor import store
 from vigil.monitor.decisions import replay as replay_policy
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.policy import Policy
-from vigil.service.auth import Principal, Scientist, Viewer, require
+from vigil.service.auth import PolicyEditor, Scientist, Viewer
 from vigil.service.bounds import BigIntCursor, Integer
 from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import Limit, Page
 from vigil.service.runtime import ServiceRuntime
-from vigil.service.tokens import Role
 
 MAX_REPLAY_WINDOWS = 5000  # a bounded what-if: narrow start/end to replay further back
 
 router = APIRouter(prefix="/v1", tags=["monitor"])
 
 DeploymentName = Annotated[str, Path(pattern=NAME_PATTERN, description="deployment name")]
-PolicyEditor = Annotated[Principal, Depends(require(Role.SCIENTIST, Role.DEPLOYER))]
 
 
 class VersionHealth(BaseModel):
@@ -164,9 +164,23 @@ async def get_policy(pool: PoolDep, deployment: DeploymentName, _user: Viewer) -
 
 @router.put("/policies/{deployment}", response_model=PolicyPublic)
 async def put_policy(runtime: RuntimeDep, deployment: DeploymentName, body: Policy, user: PolicyEditor) -> PolicyPublic:
-    """Store a new version of a deployment's policy (thresholds, minimum samples, actions)."""
+    """Store a new version of a deployment's policy (thresholds, minimum samples, actions), audited as
+    ``policy.monitor.changed`` with the policy before and after, in the same transaction. Needs ``deployer`` or
+    ``risk``: a scientist may not loosen the rules that roll their own model back."""
     async with runtime.pool.acquire() as conn, conn.transaction():
+        _, before, stored = await store.current_policy(conn, deployment)
         version = await store.put_policy(conn, deployment, body, user.name)
+        await Emitter(conn, runtime.source, user.actor).emit(
+            MonitorPolicyChanged(
+                deployment=deployment,
+                change="updated" if stored else "created",
+                policy_version=version,
+                # The default policy judged until now (version 1, not stored) is what this one replaces.
+                before=before.model_dump(mode="json"),
+                after=body.model_dump(mode="json"),
+                changed_by=user.actor,
+            )
+        )
     engine = runtime.parts.find(MonitorEngine)
     if engine is not None:
         engine.policies.forget(deployment)

@@ -21,13 +21,14 @@ from vigil.events.catalog.common import (
     Params,
 )
 from vigil.events.catalog.models import GateResult
+from vigil.events.catalog.policies import GatePolicyChanged
 from vigil.events.ids import new_id
 from vigil.registry import store
 from vigil.registry.artifact_check import check_artifact
 from vigil.registry.decisions import NewVersion, decide_candidate, ensure_model
 from vigil.registry.deps import ModelName, VersionNo, settings_of, store_of
 from vigil.registry.gates import GatePolicy, GateSpec
-from vigil.service.auth import Scientist, Viewer
+from vigil.service.auth import PolicyEditor, Scientist, Viewer
 from vigil.service.bounds import Integer, SafeText
 from vigil.service.deps import PoolDep, RuntimeDep
 from vigil.service.pagination import After, Limit, Page
@@ -318,12 +319,26 @@ async def get_gates(pool: PoolDep, name: ModelName, _user: Viewer) -> GatePolicy
 
 
 @router.put("/{name}/gates", response_model=GatePolicyPublic)
-async def put_gates(runtime: RuntimeDep, name: ModelName, body: GatePolicy, user: Scientist) -> GatePolicyPublic:
-    """Replace the model's gates; stored as a new policy version that later decisions name."""
+async def put_gates(runtime: RuntimeDep, name: ModelName, body: GatePolicy, user: PolicyEditor) -> GatePolicyPublic:
+    """Replace the model's gates; stored as a new policy version that later decisions name, and audited as
+    ``policy.gates.changed`` (before and after) in the same transaction. Needs ``deployer`` or ``risk``: the
+    scientist whose model the gates judge may not move them (separation of duties)."""
     async with runtime.pool.acquire() as conn, conn.transaction():
-        await ensure_model(Emitter(conn, runtime.source, user.actor), name, user.actor)
+        emitter = Emitter(conn, runtime.source, user.actor)
+        await ensure_model(emitter, name, user.actor)
         await store.lock_model(conn, name)
+        before = await store.current_policy(conn, name)
         row = await store.insert_policy(conn, name, body.model_dump(mode="json")["gates"], actor=user.actor)
+        await emitter.emit(
+            GatePolicyChanged(
+                model=name,
+                change="updated" if before is not None else "created",
+                policy_version=row["version"],
+                before={"gates": before["gates"]} if before is not None else None,
+                after={"gates": row["gates"]},
+                changed_by=user.actor,
+            )
+        )
     return GatePolicyPublic(**row)
 
 

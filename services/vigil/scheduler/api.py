@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field
@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from vigil.bus.context import Emitter
 from vigil.events import new_id
 from vigil.events.catalog.common import NAME_PATTERN, Params
+from vigil.events.catalog.policies import RetrainingPolicyChanged
 from vigil.scheduler import store
 from vigil.scheduler.cron import next_cron_time
 from vigil.scheduler.ticker import Ticker
@@ -95,12 +96,39 @@ def _policy(policy: store.Policy) -> PolicyPublic:
 
 
 @router.put("/policies/{model}", response_model=PolicyPublic)
-async def put_policy(pool: PoolDep, model: ModelName, body: store.PolicyBase, user: Scientist) -> PolicyPublic:
-    """Create or replace the retraining policy of a model."""
+async def put_policy(runtime: RuntimeDep, model: ModelName, body: store.PolicyBase, user: Scientist) -> PolicyPublic:
+    """Create or replace the retraining policy of a model (its trigger datasets, schedule, training entrypoint and
+    caps), audited as ``policy.retraining.changed`` with the policy before and after, in the same transaction."""
     values = {**body.model_dump(), "model": model, "next_cron_at": next_cron_time(body.cron) if body.cron else None}
-    async with pool.acquire() as conn, conn.transaction():
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        before = await store.get_policy(conn, model, lock=True)
         policy = await store.upsert_policy(conn, values, actor=user.actor)
+        await _audit_change(Emitter(conn, runtime.source, user.actor), model, before, policy, user.actor)
     return _policy(policy)
+
+
+async def _audit_change(
+    emitter: Emitter, model: str, before: store.Policy | None, after: store.Policy | None, actor: str
+) -> None:
+    """Emit ``policy.retraining.changed``: the settings a user can set, as they were and as they are."""
+    await emitter.emit(
+        RetrainingPolicyChanged(
+            model=model,
+            change="created" if before is None else "deleted" if after is None else "updated",
+            policy_version=after.revision if after is not None else None,
+            before=_settings(before),
+            after=_settings(after),
+            changed_by=actor,
+        )
+    )
+
+
+def _settings(policy: store.Policy | None) -> dict[str, Any] | None:
+    return (
+        None
+        if policy is None
+        else store.PolicyBase.model_validate(policy, from_attributes=True).model_dump(mode="json")
+    )
 
 
 @router.get("/policies", response_model=Page[PolicyPublic])
@@ -122,10 +150,13 @@ async def get_policy(pool: PoolDep, model: ModelName, _user: Viewer) -> PolicyPu
 
 
 @router.delete("/policies/{model}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_policy(pool: PoolDep, model: ModelName, _user: Scientist) -> Response:
-    """Delete a policy (its open window is dropped; existing jobs run on)."""
-    async with pool.acquire() as conn, conn.transaction():
+async def delete_policy(runtime: RuntimeDep, model: ModelName, user: Scientist) -> Response:
+    """Delete a policy (its open window is dropped; existing jobs run on); audited as ``policy.retraining.changed``."""
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        before = await store.get_policy(conn, model, lock=True)
         deleted = await store.delete_policy(conn, model)
+        if deleted:
+            await _audit_change(Emitter(conn, runtime.source, user.actor), model, before, None, user.actor)
     if not deleted:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy for model {model!r}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

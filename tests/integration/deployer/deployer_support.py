@@ -196,7 +196,7 @@ class Deployer:
         result: dict[str, Any] = await eventually(probe, what=what, timeout=timeout)
         return result
 
-    async def predict(self, name: str, body: dict[str, Any], role: str = "viewer") -> dict[str, Any]:
+    async def predict(self, name: str, body: dict[str, Any], role: str = "predictor") -> dict[str, Any]:
         r = await self.client.post(f"/v1/deployments/{name}/predict", json=body, headers=self.h(role))
         assert r.status_code == 200, r.text
         return dict(r.json())

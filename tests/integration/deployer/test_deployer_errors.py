@@ -68,7 +68,7 @@ async def test_a_candidate_that_errors_is_rolled_back_on_error_rate(
             if i % 4 == 0:
                 rows[7] = POISON
             r = await deployer.client.post(
-                "/v1/deployments/err/predict", json={"instances": rows}, headers=deployer.h("viewer")
+                "/v1/deployments/err/predict", json={"instances": rows}, headers=deployer.h("predictor")
             )
             codes[(r.status_code, r.json().get("version") if r.status_code == 200 else None)] += 1
             if r.status_code == 500:

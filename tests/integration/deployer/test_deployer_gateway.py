@@ -47,7 +47,7 @@ async def test_restart_serves_the_same_versions(start_deployer: StartDeployer) -
 async def test_bad_inputs_get_4xx_with_a_reason(deployer: Deployer) -> None:
     await deployer.create(name="bmi", model="bmi-model", auto_deploy="auto")
     r = await deployer.client.post(
-        "/v1/deployments/bmi/predict", json={"features": row(0)}, headers=deployer.h("viewer")
+        "/v1/deployments/bmi/predict", json={"features": row(0)}, headers=deployer.h("predictor")
     )
     assert r.status_code == 409 and "serves no version" in r.json()["detail"]
     await deployer.register_version("bmi-model", 1, linear(0.5))
@@ -58,7 +58,7 @@ async def test_bad_inputs_get_4xx_with_a_reason(deployer: Deployer) -> None:
     columns = {f: [row(i)[f] for i in range(4)] for f in row(0)}
     assert len((await deployer.predict("bmi", {"columns": columns}))["predictions"]) == 4
 
-    url, viewer = "/v1/deployments/bmi/predict", deployer.h("viewer")
+    url, predictor = "/v1/deployments/bmi/predict", deployer.h("predictor")
     cases: list[tuple[object, int, str]] = [
         ({"features": {"age": 40.0, "bmi": 22.0}}, 422, "missing features ['heart_rate']"),
         ({"features": {**row(0), "zip": 90210}}, 422, "unknown features ['zip']"),
@@ -70,7 +70,7 @@ async def test_bad_inputs_get_4xx_with_a_reason(deployer: Deployer) -> None:
         ({}, 422, "exactly one of"),
     ]
     for body, code, message in cases:
-        r = await deployer.client.post(url, json=body, headers=viewer)
+        r = await deployer.client.post(url, json=body, headers=predictor)
         assert r.status_code == code, (body, r.text)
         assert message in str(r.json()["detail"]), r.text
     # NaN and Infinity are not JSON; sent anyway (as Python's json writes them), they are refused too.
@@ -81,15 +81,16 @@ async def test_bad_inputs_get_4xx_with_a_reason(deployer: Deployer) -> None:
             "row 1: feature 'bmi' must be finite",
         ),
     ):
-        r = await deployer.client.post(url, content=raw, headers={**viewer, "Content-Type": "application/json"})
+        r = await deployer.client.post(url, content=raw, headers={**predictor, "Content-Type": "application/json"})
         assert r.status_code == 422 and message in r.json()["detail"], r.text
-    # Unknown deployment; hostile names; roles (scientists and auditors do not generate production traffic).
+    # Unknown deployment; hostile names; roles (only predictors send production traffic: issue #20 item 5).
     assert (
-        await deployer.client.post("/v1/deployments/nope/predict", json={"features": row(0)}, headers=viewer)
+        await deployer.client.post("/v1/deployments/nope/predict", json={"features": row(0)}, headers=predictor)
     ).status_code == 404
-    r = await deployer.client.post("/v1/deployments/..%2Fetc/predict", json={"features": row(0)}, headers=viewer)
+    r = await deployer.client.post("/v1/deployments/..%2Fetc/predict", json={"features": row(0)}, headers=predictor)
     assert r.status_code in (404, 422)
-    for role, code in (("scientist", 403), ("auditor", 403), ("nobody", 403), ("deployer", 200), ("admin", 200)):
+    roles = {"viewer": 403, "scientist": 403, "deployer": 403, "risk": 403, "auditor": 403, "nobody": 403}
+    for role, code in (*roles.items(), ("predictor", 200), ("admin", 200)):
         r = await deployer.client.post(url, json={"features": row(0)}, headers=deployer.h(role))
         assert r.status_code == code, role
     assert (await deployer.client.post(url, json={"features": row(0)})).status_code == 401
@@ -107,13 +108,13 @@ async def test_bad_inputs_get_4xx_with_a_reason(deployer: Deployer) -> None:
     r = await deployer.client.post("/v1/deployments", json={"name": "bmi", "model": "bmi-model"}, headers=d)
     assert r.status_code == 409
     assert (
-        await deployer.client.post("/v1/deployments", json={"name": "y", "model": "m"}, headers=viewer)
+        await deployer.client.post("/v1/deployments", json={"name": "y", "model": "m"}, headers=predictor)
     ).status_code == 403
 
     # Nothing above broke the service or dead-lettered anything.
     assert (await deployer.client.get("/readyz")).status_code == 200
 
     async def dlq_empty() -> bool:
-        return (await deployer.client.get("/v1/dlq", headers=viewer)).json()["items"] == []
+        return (await deployer.client.get("/v1/dlq", headers=deployer.h("viewer"))).json()["items"] == []
 
     assert await eventually(dlq_empty, what="no dead letters")

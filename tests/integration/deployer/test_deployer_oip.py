@@ -73,8 +73,8 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
     await deployer.wait_for("oip", "canary at 50%", lambda d: d["weights"]["candidate"] == 50)
 
     # A fresh dict per call: tritonclient's infer adds Inference-Header-Content-Length to the headers it is given.
-    def viewer() -> dict[str, str]:
-        return deployer.h("viewer")
+    def predictor() -> dict[str, str]:
+        return deployer.h("predictor")
 
     x = np.array([[row(i)[f] for f in FEATURES] for i in range(20)], dtype=np.float32).astype(np.float64)
     expected = {1: trees.predict_proba(x.astype(np.float32))[:, 1], 2: lm.predict_score(x)}
@@ -85,14 +85,14 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
 
     async with served(deployer.service.app) as url:
         # Health and metadata.
-        assert await triton(url, lambda c: c.is_server_live(headers=viewer()))
-        assert await triton(url, lambda c: c.is_server_ready(headers=viewer()))
-        assert await triton(url, lambda c: c.is_model_ready("oip", headers=viewer()))
-        assert not await triton(url, lambda c: c.is_model_ready("nope", headers=viewer()))
+        assert await triton(url, lambda c: c.is_server_live(headers=predictor()))
+        assert await triton(url, lambda c: c.is_server_ready(headers=predictor()))
+        assert await triton(url, lambda c: c.is_model_ready("oip", headers=predictor()))
+        assert not await triton(url, lambda c: c.is_model_ready("nope", headers=predictor()))
         assert not await triton(url, lambda c: c.is_server_live())  # no token: deny by default
-        server = await triton(url, lambda c: c.get_server_metadata(headers=viewer()))
+        server = await triton(url, lambda c: c.get_server_metadata(headers=predictor()))
         assert server["name"] == "vigil-deployer" and "binary_tensor_data" in server["extensions"]
-        meta = await triton(url, lambda c: c.get_model_metadata("oip", headers=viewer()))
+        meta = await triton(url, lambda c: c.get_model_metadata("oip", headers=predictor()))
         assert meta["name"] == "oip" and meta["versions"] == ["1", "2"] and meta["platform"] == "onnx_onnxv1"
         graph_input = meta["inputs"][0]
         assert len(meta["inputs"]) == 1 and graph_input["shape"] == [-1, 3] and graph_input["datatype"] == "FP32"
@@ -107,7 +107,7 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
                 matrix_input(graph_input["name"], x),
                 request_id="req-stable",
                 parameters={"key": stable_key},
-                headers=viewer(),
+                headers=predictor(),
             ),
         )
         answer = result.get_response()
@@ -122,7 +122,7 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
         result = await triton(
             url,
             lambda c: c.infer(
-                "oip", feature_inputs(x), outputs=outputs, parameters={"key": candidate_key}, headers=viewer()
+                "oip", feature_inputs(x), outputs=outputs, parameters={"key": candidate_key}, headers=predictor()
             ),
         )
         answer = result.get_response()
@@ -135,7 +135,7 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
         def split(c: httpclient.InferenceServerClient) -> Counter[str]:
             seen: Counter[str] = Counter()
             for i in range(40):
-                r = c.infer("oip", matrix_input("features", x[i % 20 : i % 20 + 1]), headers=viewer())
+                r = c.infer("oip", matrix_input("features", x[i % 20 : i % 20 + 1]), headers=predictor())
                 version = int(r.get_response()["model_version"])
                 assert abs(float(r.as_numpy("score")[0]) - expected[version][i % 20]) < 1e-6
                 seen[r.get_response()["parameters"]["variant"]] += 1
@@ -147,23 +147,23 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
         # Refused: the server's message reaches the client as InferenceServerException, and it is a 4xx.
         refusals: list[tuple[Callable[[httpclient.InferenceServerClient], Any], str, str]] = [
             (
-                lambda c: c.infer("oip", matrix_input("features", x[:, :2]), headers=viewer()),
+                lambda c: c.infer("oip", matrix_input("features", x[:, :2]), headers=predictor()),
                 "400",
                 "input 'features' has shape [20, 2]; expected [N, 3] (columns: age, bmi, heart_rate)",
             ),
             (
-                lambda c: c.infer("oip", [*feature_inputs(x)[:2], *matrix_input("zip", x[:, :1])], headers=viewer()),
+                lambda c: c.infer("oip", [*feature_inputs(x)[:2], *matrix_input("zip", x[:, :1])], headers=predictor()),
                 "400",
                 "unknown input 'zip'",
             ),
-            (lambda c: c.infer("nope", feature_inputs(x), headers=viewer()), "404", "no deployment nope"),
+            (lambda c: c.infer("nope", feature_inputs(x), headers=predictor()), "404", "no deployment nope"),
             (
-                lambda c: c.infer("oip", feature_inputs(x), headers=deployer.h("scientist")),
+                lambda c: c.infer("oip", feature_inputs(x), headers=deployer.h("viewer")),
                 "403",
-                "requires one of the roles: deployer, viewer",
+                "requires one of the roles: predictor",
             ),
             (
-                lambda c: c.infer("oip", feature_inputs(x), model_version="1", headers=viewer()),
+                lambda c: c.infer("oip", feature_inputs(x), model_version="1", headers=predictor()),
                 "400",
                 "versions are chosen by the deployment's traffic split",
             ),
@@ -176,7 +176,7 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
         nan = x[:3].copy()
         nan[1, 2] = np.nan
         with pytest.raises(InferenceServerException) as caught:
-            await triton(url, lambda c: c.infer("oip", matrix_input("features", nan), headers=viewer()))
+            await triton(url, lambda c: c.infer("oip", matrix_input("features", nan), headers=predictor()))
         assert caught.value.status() == "400"
         assert "row 1: input 'features' column 2 ('heart_rate') must be finite, got nan" in caught.value.message()
 
@@ -185,16 +185,16 @@ async def test_tritonclient_against_the_gateway(deployer: Deployer) -> None:
     url_infer = "/v2/models/oip/infer"
     cases: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
         ("POST", url_infer, b'{"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP64", '
-         b'"data": [1, NaN, 3]}]}', viewer(), 400, "row 0: input 'features' column 1 ('bmi') must be finite"),
+         b'"data": [1, NaN, 3]}]}', predictor(), 400, "row 0: input 'features' column 1 ('bmi') must be finite"),
         ("POST", url_infer, b'{"inputs": [{"name": "features", "shape": [3], "datatype": "FP32", '
-         b'"data": [1, 2, "x"]}]}', viewer(), 400, "input 'features': element 2 is not a number"),
+         b'"data": [1, 2, "x"]}]}', predictor(), 400, "input 'features': element 2 is not a number"),
         ("POST", url_infer, b'{"inputs": [{"name": "age", "shape": [2], "datatype": "INT64", "data": [1, 2, 3]}]}',
-         viewer(), 400, "input 'age': 3 values for shape [2] (expected 2)"),
-        ("POST", url_infer, b"{", viewer(), 400, "not JSON"),
+         predictor(), 400, "input 'age': 3 values for shape [2] (expected 2)"),
+        ("POST", url_infer, b"{", predictor(), 400, "not JSON"),
         ("POST", url_infer, b"{}", {}, 401, "missing bearer token"),
-        ("POST", "/v2/models/bad%20name/infer", b"{}", viewer(), 400, "invalid request"),
-        ("GET", "/v2/models/oip/versions/1", None, viewer(), 400, "versions are chosen by the deployment"),
-        ("GET", "/v2/repository/index", None, viewer(), 404, "no Open Inference Protocol route"),
+        ("POST", "/v2/models/bad%20name/infer", b"{}", predictor(), 400, "invalid request"),
+        ("GET", "/v2/models/oip/versions/1", None, predictor(), 400, "versions are chosen by the deployment"),
+        ("GET", "/v2/repository/index", None, predictor(), 404, "no Open Inference Protocol route"),
     ]  # fmt: skip
     for method, path, content, headers, status, message in cases:
         r = await deployer.client.request(method, path, content=content, headers=headers)

@@ -35,7 +35,7 @@ async def test_onnx_tree_model_serves_and_refuses_bad_input(deployer: Deployer) 
     by_columns = await deployer.predict("trees", {"columns": columns})
     assert [p["score"] for p in by_columns["predictions"]] == [p["score"] for p in answer["predictions"][:5]]
 
-    url, viewer = "/v1/deployments/trees/predict", deployer.h("viewer")
+    url, predictor = "/v1/deployments/trees/predict", deployer.h("predictor")
     cases: list[tuple[dict[str, Any], str]] = [
         ({"instances": [row(0), {"age": 40.0, "bmi": 22.0}]}, "row 1: missing features ['heart_rate']"),
         ({"instances": [row(0), {**row(1), "age": "forty"}]}, "row 1: feature 'age' must be a number, got str"),
@@ -44,7 +44,7 @@ async def test_onnx_tree_model_serves_and_refuses_bad_input(deployer: Deployer) 
         ({"features": {**row(0), "zip": 1}}, "row 0: unknown features ['zip']"),
     ]
     for body, message in cases:
-        r = await deployer.client.post(url, json=body, headers=viewer)
+        r = await deployer.client.post(url, json=body, headers=predictor)
         assert r.status_code == 422, (body, r.text)
         assert message in r.json()["detail"], r.text
 
@@ -74,7 +74,7 @@ async def test_onnx_typed_inputs_are_checked_per_feature(deployer: Deployer) -> 
     r = await deployer.client.post(
         "/v1/deployments/typed/predict",
         json={"instances": [{"age": 40, "bmi": 22.5, "heart_rate": 60.0}, {"age": 40.5, "bmi": 1.0, "heart_rate": 1}]},
-        headers=deployer.h("viewer"),
+        headers=deployer.h("predictor"),
     )
     assert r.status_code == 422
     assert "row 1: feature 'age' must be an integer (the model's input is int64), got 40.5" in r.json()["detail"]

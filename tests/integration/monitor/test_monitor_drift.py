@@ -63,7 +63,8 @@ async def test_drift_on_one_feature_is_detected_and_named(
         assert health["status"] == "degraded" and health["versions"][0]["drifted_features"] == ["f1"]
         lenient = {"drift": {"numeric_threshold": 50.0}}
         assert (await mon.client.put("/v1/policies/shop", json=lenient, headers=mon.h("viewer"))).status_code == 403
-        put = await mon.client.put("/v1/policies/shop", json=lenient, headers=mon.h("scientist"))
+        assert (await mon.client.put("/v1/policies/shop", json=lenient, headers=mon.h("scientist"))).status_code == 403
+        put = await mon.client.put("/v1/policies/shop", json=lenient, headers=mon.h("risk"))
         assert put.status_code == 200 and put.json()["version"] == 2
         current = (await mon.client.get("/v1/policies/shop", headers=mon.h("viewer"))).json()
         assert current["version"] == 2 and current["policy"]["drift"]["numeric_threshold"] == 50.0

@@ -92,10 +92,10 @@ async def test_worse_canary_is_rolled_back_on_its_estimate_before_labels(
     settings = monitor_settings(fresh_db, kafka_bootstrap, topic_prefix, tokens)
     async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
         policy = {"actions": {"on_estimated": "rollback"}}
-        put = await mon.client.put("/v1/policies/est", json=policy, headers=mon.h("scientist"))
+        put = await mon.client.put("/v1/policies/est", json=policy, headers=mon.h("deployer"))
         assert put.status_code == 200 and put.json()["policy"]["actions"]["on_estimated"] == "rollback"
         bad = {"actions": {"on_estimated": "sometimes"}}
-        assert (await mon.client.put("/v1/policies/est", json=bad, headers=mon.h("scientist"))).status_code == 422
+        assert (await mon.client.put("/v1/policies/est", json=bad, headers=mon.h("deployer"))).status_code == 422
         await mon.publish(topics.MODELS, _registered(1), _registered(2), key="m")
         at = window_start(time.time(), settings.window_s, ahead=2)
         stable, _, _ = _batch(1, "stable", at, 1000, seed=1)

@@ -29,7 +29,7 @@ async def test_training_completed_registered_rejected_and_deduplicated(registry:
     client = registry.client
     dataset = await registry.register_dataset("patients", "a", [{"name": "age", "type": "float"}])
 
-    r = await client.put("/v1/models/churn/gates", json=GATES, headers=registry.h("scientist"))
+    r = await client.put("/v1/models/churn/gates", json=GATES, headers=registry.h("risk"))
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2  # version 1 is the default policy the model was created with
 
@@ -159,7 +159,8 @@ async def test_manual_registration_goes_through_the_gates(registry: Registry) ->
 
     # A floor the next version misses → 422 with every gate's result, and the rejection is recorded.
     floor = {"gates": [{"name": "auc_floor", "kind": "metric_floor", "metric": "auc", "threshold": 0.95}]}
-    assert (await client.put("/v1/models/fraud/gates", json=floor, headers=sci)).status_code == 200
+    assert (await client.put("/v1/models/fraud/gates", json=floor, headers=sci)).status_code == 403  # not theirs
+    assert (await client.put("/v1/models/fraud/gates", json=floor, headers=registry.h("deployer"))).status_code == 200
     second = await upload(b'{"weights": [4, 5, 6]}')
     r = await client.post("/v1/models/fraud/versions", json={**body, "artifact_digest": second}, headers=sci)
     assert r.status_code == 422
@@ -181,12 +182,17 @@ async def test_manual_registration_goes_through_the_gates(registry: Registry) ->
     rejected = (await client.get("/v1/models/fraud/candidates?outcome=rejected", headers=sci)).json()["items"]
     assert len(rejected) == 1
     assert rejected[0]["decision_event_id"] == detail["decision_event_id"]
-    events = await registry.events_on("vigil.models", expect=2)
-    assert sorted(e["type"] for e in events) == ["model.version.registered", "model.version.rejected"]
+    events = await registry.events_on("vigil.models", expect=3)
+    # The gate change itself is audited too (issue #20 item 5), between the two decisions.
+    assert sorted(e["type"] for e in events) == [
+        "model.version.registered",
+        "model.version.rejected",
+        "policy.gates.changed",
+    ]
 
     # Invalid gate policies are refused with the reason.
     bad = {"gates": [{"name": "g", "kind": "metric_floor", "metric": "auc"}]}
-    r = await client.put("/v1/models/fraud/gates", json=bad, headers=sci)
+    r = await client.put("/v1/models/fraud/gates", json=bad, headers=registry.h("risk"))
     assert r.status_code == 422
     history = (await client.get("/v1/models/fraud/gates/versions", headers=sci)).json()["items"]
     assert [p["version"] for p in history] == [1, 2]

@@ -8,9 +8,22 @@ from vigil.events.catalog import (
     deployments,
     models,
     monitoring,
+    policies,
     security,
     streams,
     training,
 )
 
-__all__ = ["access", "audit", "cards", "data", "deployments", "models", "monitoring", "security", "streams", "training"]
+__all__ = [
+    "access",
+    "audit",
+    "cards",
+    "data",
+    "deployments",
+    "models",
+    "monitoring",
+    "policies",
+    "security",
+    "streams",
+    "training",
+]
