@@ -46,6 +46,9 @@ pytestmark = [
 ATTACKS = "sandbox_attacks"
 SECRET_VAR = "VIGIL_TEST_SANDBOX_SECRET_TOKEN"
 MAX_PROCESSES = 24
+#: A uid of this test's own, with no passwd entry (the setting takes a number so): RLIMIT_NPROC counts per uid, and
+#: other tests' runs as ``vigil-sandbox`` must not share this test's small budget.
+SANDBOX_UID = 64123
 MEMORY_CAP_MB = 3072
 MAX_FILE_MB = 2
 
@@ -122,6 +125,7 @@ async def test_hostile_training_code_is_contained_and_the_trainer_unharmed(
         trainer_work_dir=work_dir, trainer_dataset_roots=[tmp_path / "data"],
         trainer_entrypoint_allow=[f"{ATTACKS}:*", PROBE], trainer_sandbox_max_processes=MAX_PROCESSES,
         trainer_max_memory_limit_mb=MEMORY_CAP_MB, trainer_sandbox_max_file_mb=MAX_FILE_MB,
+        trainer_sandbox_user=str(SANDBOX_UID),
         # One run at a time: RLIMIT_NPROC counts per uid, so a fork bomb starves concurrent runs of the same uid.
         trainer_workers=1,
     )  # fmt: skip
@@ -150,7 +154,7 @@ async def test_hostile_training_code_is_contained_and_the_trainer_unharmed(
     for model, run in runs.items():
         text = json.dumps(run) + "\n".join(all_logs[model])
         assert secret not in text, f"{model}: the trainer's secret reached the run"
-        assert all_logs[model] and all_logs[model][0].startswith("sandbox: uid "), (model, all_logs[model][:3])
+        assert all_logs[model] and all_logs[model][0].startswith(f"sandbox: uid {SANDBOX_UID} "), all_logs[model][:3]
     for model in attacks:
         if model != "linger":
             assert runs[model]["state"] == "failed", (model, runs[model])
