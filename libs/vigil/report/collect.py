@@ -37,9 +37,16 @@ DECISION_TYPES = (
 VERSION_FIELDS = ("version", "candidate_version", "stable_version", "failed_version", "previous_version")
 
 NOT_YET_EVENTS = (
-    "Policy changes are not recorded as audited events yet (issue #20 item 5): the policies below are read from the "
-    "services' current policy APIs, with each version's own timestamp and author where the API keeps them, and the "
-    "history of how they changed cannot be proven from the audit log."
+    "Policy changes are audited events only from issue #20 item 5 on (policy.gates.changed, "
+    "policy.retraining.changed, policy.monitor.changed); the changes listed in section 6 are those the audit log "
+    "holds, and the policies in force are read from the services' current policy APIs, with each version's own "
+    "timestamp and author where the API keeps them. A change made before those events existed cannot be proven "
+    "from the audit log."
+)
+#: Where the services file their policy-change events (subject -> type), per model or deployment.
+POLICY_SUBJECTS = (
+    ("model/{model}/gates", "policy.gates.changed"),
+    ("model/{model}/retraining-policy", "policy.retraining.changed"),
 )
 
 
@@ -129,6 +136,7 @@ def build_model_pack(sources: Sources, model: str, version: int, *, built_by: st
         "deployments": _deployments_section(sources, audit, model, version),
         "aliases": _aliases_section(audit, model, version, found),
         "policies": _policies_section(sources, model, registered),
+        "policy_changes": _policy_changes(audit, model, sources),
         "human": _human_section(sources, audit, model, version),
     }
     return {
@@ -350,3 +358,21 @@ def sign_off_status(human: dict[str, Any]) -> dict[str, Any]:
         "signed_off_at": value(sign["time"]),
         "statement": data.get("statement", ""),
     }
+
+
+def _policy_changes(audit: AuditEntries, model: str, sources: Sources) -> list[dict[str, Any]]:
+    """Every audited change of the model's gate and retraining policies and of its deployments' monitor policies,
+    oldest first (empty where the services do not emit policy events yet)."""
+    subjects = [(subject.format(model=model), kind) for subject, kind in POLICY_SUBJECTS]
+    for dep in sources.pages("deployer", "/v1/deployments"):
+        if dep["model"] == model:
+            subjects.append((f"deployment/{dep['name']}/monitor-policy", "policy.monitor.changed"))
+    found: list[tuple[int, str]] = []
+    for subject, kind in subjects:
+        found += [(e["seq"], e["event_id"]) for e in audit.listed(subject=subject, type=kind)]
+    changes = []
+    for _seq, event_id in sorted(found):
+        event = audit.fetch(event_id)
+        if event is not None:
+            changes.append(event_facts(event_id, event))
+    return changes

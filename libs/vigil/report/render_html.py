@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from vigil.report.charts import max_psi, quality_and_drift_svg
-from vigil.report.cite import API, CITE, value
+from vigil.report.cite import API, CITE, from_api, value
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -67,10 +67,28 @@ def summary(event_type: str, data: dict[str, Any]) -> str:
             return f"{d.get('dataset')} {d.get('content_digest')} — {d.get('row_count')} rows from {d.get('producer')}"
         case "training.requested" | "training.completed":
             return f"job {d.get('job_id')} run {d.get('run_id', '')} {d.get('entrypoint', '')}".strip()
+        case "policy.gates.changed" | "policy.retraining.changed" | "policy.monitor.changed":
+            return f"{d.get('change')} (policy version {d.get('policy_version')}) by {d.get('changed_by')}"
         case "model.version.registered":
             return f"{d.get('model')} v{d.get('version')} ({d.get('artifact_format')}) {d.get('artifact_digest')}"
         case _:
             return ", ".join(f"{k}={_fmt(v)}" for k, v in list(d.items())[:6])
+
+
+VERSION_KEYS = ("version", "candidate_version", "stable_version", "failed_version")
+OPERATORS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
+
+
+def evidence_line(ev: dict[str, Any]) -> str:
+    """One measured fact behind a decision, as a reviewer reads it: what, value vs threshold, breached or not."""
+    what = ev.get("statistic", "?") + (f" [{ev['feature']}]" if ev.get("feature") else "")
+    test = f"{_fmt(ev.get('value'))} {OPERATORS.get(str(ev.get('operator')), '?')} {_fmt(ev.get('threshold'))}"
+    extra = [f"n={ev.get('sample_size')}"]
+    if ev.get("baseline") is not None:
+        extra.append(f"baseline {_fmt(ev['baseline'])}")
+    if ev.get("p_value") is not None:
+        extra.append(f"p={_fmt(ev['p_value'])}")
+    return f"{what}: {test}? {'BREACHED' if ev.get('breached') else 'no'} ({', '.join(extra)})"
 
 
 def render_html(pack: dict[str, Any]) -> str:
@@ -99,8 +117,11 @@ def render_html(pack: dict[str, Any]) -> str:
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     env.filters["fmt"] = _fmt
+    env.filters["evidence"] = evidence_line
     env.filters["v"] = value
     env.filters["pretty"] = lambda raw: json.dumps(raw, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    if pack.get("kind") == "deployment":
+        return _render_period(env, pack, shown, mark)
     deployments = pack["sections"].get("deployments") or []
     charts = {i: quality_and_drift_svg(d.get("windows") or []) for i, d in enumerate(deployments)}
     entries = sorted(pack["audit"]["entries"].values(), key=lambda r: int(r["entry"]["seq"]))
@@ -115,4 +136,36 @@ def render_html(pack: dict[str, Any]) -> str:
         charts={i: Markup(svg) if svg else None for i, svg in charts.items()},
         entries=entries,
         seqs=seqs,
+    )
+
+
+def _render_period(env: Environment, pack: dict[str, Any], shown: Any, mark: Any) -> str:
+    """A deployment's period report: the chart spans every version (one line per version and variant)."""
+    windows = pack["sections"].get("windows") or []
+    relabelled = []
+    for window in windows:
+        data = value(window["data"])
+        relabelled.append({"data": from_api("chart", {**data, "variant": f"v{data['version']} {data['variant']}"})})
+    svg = quality_and_drift_svg(relabelled)
+    versions = sorted(
+        {value(w["data"])["version"] for w in windows}
+        | {
+            v
+            for d in pack["sections"].get("decisions") or []
+            for k in VERSION_KEYS
+            if isinstance(v := (value(d["data"]) or {}).get(k), int)
+        }
+    )
+    entries = sorted(pack["audit"]["entries"].values(), key=lambda r: int(r["entry"]["seq"]))
+    return env.get_template("deployment.html.j2").render(
+        pack=pack,
+        s=pack["sections"],
+        shown=shown,
+        mark=mark,
+        summary=summary,
+        value=value,
+        max_psi=max_psi,
+        chart=Markup(svg) if svg else None,
+        entries=entries,
+        versions=[f"v{v}" for v in versions],
     )

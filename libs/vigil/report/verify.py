@@ -12,6 +12,7 @@ The first failure is reported naming the entry (seq, type, event id) — or the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from vigil.report.cite import API, CITE, PointerError, resolve, walk
@@ -104,6 +105,8 @@ def _check_facts(pack: dict[str, Any], entries: dict[str, Any], verdict: Verdict
             verdict.facts_from_apis.append(str(node[API]))
         else:
             return f"{path} holds {_short(node)}, neither cited from an audit entry nor marked as read from an API"
+    if pack.get("kind") == "deployment":
+        return _check_period(pack, entries)
     return _check_subject(pack, entries) or _check_status(pack)
 
 
@@ -139,4 +142,29 @@ def _check_status(pack: dict[str, Any]) -> str | None:
     if not expected["draft"] and status.get("signed_off_by") != expected["signed_off_by"]:
         claimed, signer = status.get("signed_off_by"), expected["signed_off_by"]
         return f"the pack names {claimed} as signer, but the cited sign-off is by {signer}"
+    return None
+
+
+def _check_period(pack: dict[str, Any], entries: dict[str, Any]) -> str | None:
+    """A period report's decisions and windows must be about its deployment and inside its period."""
+    subject = pack.get("subject") or {}
+    name = subject.get("deployment")
+    try:
+        start, end = (datetime.fromisoformat(str(subject[k]).replace("Z", "+00:00")) for k in ("from", "to"))
+    except (KeyError, ValueError) as exc:
+        return f"the pack's period is malformed ({exc})"
+    sections = pack.get("sections") or {}
+    for group in ("decisions", "windows"):
+        for index, facts in enumerate(sections.get(group) or []):
+            cite = (facts or {}).get("data") if isinstance(facts, dict) else None
+            if not isinstance(cite, dict) or CITE not in cite:
+                return f"sections.{group}[{index}] does not cite its event"
+            event_id = str(cite[CITE])
+            entry = entries[event_id]["entry"]
+            about = str(entry["subject"])
+            if about != f"deployment/{name}" and not about.startswith(f"deployment/{name}/"):
+                return f"{_name(event_id, entries)}: it is about {about}, not deployment {name}"
+            when = datetime.fromisoformat(str(entry["event_time"]).replace("Z", "+00:00"))
+            if not start <= when < end:
+                return f"{_name(event_id, entries)}: its time {entry['event_time']} is outside the report's period"
     return None
