@@ -1,0 +1,82 @@
+"""BusProducer signs what it hands over, in order, one signature per batch; replayed records keep their signature;
+dead letters keep the original's signing headers under other names."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from vigil.bus.dead_letters import DeadLetter
+from vigil.bus.producer import BusProducer
+from vigil.bus.topics import TopicNamer
+from vigil.events.signing import HEADER_SIG, MAX_BATCH, RecordVerifier, SigningKey
+
+pytestmark = pytest.mark.unit
+
+
+class FakeKafka:
+    """Stands in for AIOKafkaProducer: records what it was handed, acknowledges at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> asyncio.Future:
+        self.sent.append((topic, value, list(headers or [])))
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.set_result(len(self.sent))
+        return future
+
+
+def _producer(key: SigningKey | None) -> tuple[BusProducer, FakeKafka]:
+    producer = BusProducer("127.0.0.1:1", service="t", namer=TopicNamer("p."), signer=key)
+    fake = FakeKafka()
+    producer._producer = fake  # type: ignore[assignment]  # never started: no broker in a unit test
+    return producer, fake
+
+
+async def test_records_are_signed_in_batches_and_keep_their_order() -> None:
+    key = SigningKey.of("producer:t", Ed25519PrivateKey.generate())
+    producer, fake = _producer(key)
+    values = [f"event {i}".encode() for i in range(2 * MAX_BATCH + 44)]
+    futures = [await producer.send("vigil.data", v, key="k", headers=[("ce_type", b"x")]) for v in values]
+    assert await asyncio.gather(*futures) == list(range(1, len(values) + 1))
+    assert [v for _, v, _ in fake.sent] == values and {t for t, _, _ in fake.sent} == {"p.vigil.data"}
+    assert producer.signatures == 3
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    for _, value, headers in fake.sent:
+        assert headers[0] == ("ce_type", b"x")
+        assert verifier.verify(value, headers) == key.kid
+    assert verifier.signature_checks == 3
+
+
+async def test_a_replayed_record_keeps_its_original_signature() -> None:
+    original = SigningKey.of("producer:upstream", Ed25519PrivateKey.generate())
+    replayer = SigningKey.of("service:registry", Ed25519PrivateKey.generate())
+    headers = original.sign_values([b"replayed"])[0]
+    producer, fake = _producer(replayer)
+    await (await producer.send("vigil.data", b"replayed", headers=headers))
+    await (await producer.send("vigil.data", b"fresh"))
+    assert fake.sent[0][2] == headers
+    assert RecordVerifier({replayer.kid: replayer.private.public_key()}).verify(b"fresh", fake.sent[1][2])
+
+
+async def test_unsigned_producer_sends_no_signature() -> None:
+    producer, fake = _producer(None)
+    await (await producer.send("vigil.data", b"x"))
+    assert fake.sent[0][2] == [] and producer.signatures == 0
+
+
+def test_dead_letter_renames_the_originals_signing_headers() -> None:
+    key = SigningKey.of("producer:t", Ed25519PrivateKey.generate())
+    signed = key.sign_values([b"{}"])[0]
+    record = ConsumerRecord("p.vigil.data", 0, 7, 0, 0, b"k", b"{}", None, 2, 2, [("ce_type", b"x"), *signed])
+    letter = DeadLetter.from_record(
+        record, topic="vigil.data", group="g", reason="unsigned", error="e", attempts=1, event_id=None, event_type=None
+    )
+    names = [k for k, _ in letter.dlq_headers()]
+    assert HEADER_SIG not in names and f"dlq-orig-{HEADER_SIG}" in names and "ce_type" in names
+    assert letter.headers == [("ce_type", b"x"), *signed]  # a replay sends these, signature included
