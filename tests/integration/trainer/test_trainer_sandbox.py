@@ -4,12 +4,12 @@ and Postgres.
 Training requests go straight onto the broker, naming the entrypoints of ``sandbox_attacks`` (allow-listed for this
 trainer). Each tries one thing — the trainer's environment (its own and ``/proc/<trainer>/environ``), the stack's
 secrets in VIGIL_HOME (written by the stack's own code: ``admin.token``, the artifact keyring, the auditor's signing
-key), a TCP connection to the test's Postgres on 127.0.0.1, a file beyond the size limit, a fork bomb whose
-children linger (one outside the process group), files written outside the work directory, a forged result naming
-a file outside the work directory (absolute, ``../``, a symlink) — and every one fails with the refusal as the
-run's error, no secret in any run's log. Afterwards no process of any run is left, nothing was written outside,
-and a normal run in the same trainer succeeds: as the sandbox uid, with its memory request lowered to the
-operator's cap.
+key, the trainer's event signing key), a TCP connection to the test's Postgres on 127.0.0.1, a file beyond the
+size limit, a fork bomb whose children linger (one outside the process group), files written outside the work
+directory, a forged result naming a file outside the work directory (absolute, ``../``, a symlink) — and every one
+fails with the refusal as the run's error, no secret in any run's log. Afterwards no process of any run is left,
+nothing was written outside, and a normal run in the same trainer succeeds: as the sandbox uid, with its memory
+request lowered to the operator's cap.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from support.services import Tokens, eventually, make_tokens, running
 from vigil.artifacts.keyring import ensure_keyring_file
 from vigil.auditor.signing import load_signer
 from vigil.events import new_id
+from vigil.events.authority import service_principal
 from vigil.events.catalog.common import DatasetRef
 from vigil.events.catalog.training import TrainingRequested
+from vigil.events.trust import ensure_keys, private_key_path
 from vigil.stack.credentials import ensure_tokens
 from vigil.stack.state import StackPaths
 from vigil.trainer.app import make_app as make_trainer
@@ -67,7 +69,10 @@ def _stack_secrets(home: Path) -> list[Path]:
     ensure_keyring_file(paths.artifact_keyring)
     signing_key = home / "auditor" / "signing.key"
     load_signer(None, signing_key)
-    return [paths.admin_token, paths.artifact_keyring, signing_key]
+    event_keys = home / "keys" / "events"  # where `vigil up` keeps the services' event signing keys
+    ensure_keys(event_keys)
+    return [paths.admin_token, paths.artifact_keyring, signing_key,
+            private_key_path(event_keys, service_principal("trainer"))]  # fmt: skip
 
 
 def _run_processes(work_dir: Path) -> list[int]:
