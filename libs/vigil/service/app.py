@@ -212,4 +212,5 @@ def run(definition: ServiceDefinition) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        **settings.uvicorn_tls(),
     )

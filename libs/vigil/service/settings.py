@@ -7,8 +7,9 @@ are built in the lifespan or a factory, never at import time, so tests never rea
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,12 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8100
     http_max_body_bytes: int = 8 * 1024 * 1024
+    #: TLS for the HTTP API: a PEM certificate (chain) and its private key; both or neither. With a CA file as well,
+    #: clients must present a certificate it signed (mutual TLS). Without them the service speaks plain HTTP — keep
+    #: it on 127.0.0.1 or behind a TLS-terminating proxy (the default binds to loopback).
+    http_tls_certfile: Path | None = None
+    http_tls_keyfile: Path | None = None
+    http_tls_client_ca_file: Path | None = None
     home: Path = Path(".vigil")
     tokens_file: Path | None = None
     artifact_root: Path | None = None  # default <home>/artifacts; shared by trainer, registry and deployer
@@ -108,6 +115,19 @@ class ServiceSettings(BaseSettings):
             self.artifact_encryption_key,
             keyring_file=self.resolved_artifact_keyring_file(),
         )
+
+    def uvicorn_tls(self) -> dict[str, Any]:
+        """uvicorn's TLS arguments from the ``http_tls_*`` settings (empty: plain HTTP)."""
+        if (self.http_tls_certfile is None) != (self.http_tls_keyfile is None):
+            raise ValueError("set both VIGIL_HTTP_TLS_CERTFILE and VIGIL_HTTP_TLS_KEYFILE, or neither")
+        if self.http_tls_certfile is None:
+            if self.http_tls_client_ca_file is not None:
+                raise ValueError("VIGIL_HTTP_TLS_CLIENT_CA_FILE needs a server certificate (VIGIL_HTTP_TLS_CERTFILE)")
+            return {}
+        tls: dict[str, Any] = {"ssl_certfile": str(self.http_tls_certfile), "ssl_keyfile": str(self.http_tls_keyfile)}
+        if self.http_tls_client_ca_file is not None:
+            tls |= {"ssl_ca_certs": str(self.http_tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        return tls
 
     def production_refusals(self) -> list[str]:
         """Why these settings are unfit for ``environment=production`` (empty: fit). Services add their own."""
