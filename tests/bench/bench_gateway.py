@@ -87,8 +87,15 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines() or ["?"]
+    import importlib.util
+
+    import uvicorn
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return {
         "cpu": cpu,
+        "HTTP server (deployer and bare route alike)": f"uvicorn {uvicorn.__version__}, {http} on {loop}'s loop",
         "cores": os.cpu_count(),
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "platform": platform.platform(),

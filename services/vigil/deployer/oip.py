@@ -20,8 +20,10 @@ What the ``/v2`` routes (``oip_api``) need, kept pure so it is unit-tested on it
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,8 +120,29 @@ class InferRequest:
 
 
 # ---------------------------------------------------------------------------------------------- signature
+#: id(model) → (a weak reference to it, its signature): a served model's signature is built once, not per request
+#: (a tenth of an OIP batch-1 request's CPU), without keeping a model the model cache let go of alive.
+_SIGNATURES: dict[int, tuple[weakref.ref[Any], Signature]] = {}
+
+
 def signature_of(model: Model) -> Signature:
-    """The model's inputs and outputs as OIP tensor metadata (see the module docstring)."""
+    """The model's inputs and outputs as OIP tensor metadata (see the module docstring); cached per model."""
+    known = _SIGNATURES.get(id(model))
+    if known is not None and known[0]() is model:
+        return known[1]
+    signature = _signature_of(model)
+    key = id(model)
+
+    def forget(ref: weakref.ref[Any]) -> None:  # the model is gone: its id may be reused
+        if _SIGNATURES.get(key, (None,))[0] is ref:
+            del _SIGNATURES[key]
+
+    with contextlib.suppress(TypeError):  # a model that cannot be weakly referenced: built each time
+        _SIGNATURES[key] = (weakref.ref(model, forget), signature)
+    return signature
+
+
+def _signature_of(model: Model) -> Signature:
     features = tuple(model.feature_names)
     if isinstance(model, OnnxModel):
         sig = model.signature

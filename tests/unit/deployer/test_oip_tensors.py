@@ -312,3 +312,17 @@ def test_request_fields_are_kept() -> None:
     assert isinstance(request, InferRequest)
     assert (request.id, request.key, request.rows) == ("abc", "patient-7", 3)
     assert request.outputs == (RequestedOutput("score", False),) and not request.binary_output
+
+
+def test_a_models_signature_is_built_once_and_forgotten_with_the_model() -> None:
+    import gc
+
+    from vigil.deployer import oip as oip_module
+
+    model = linear()
+    first = oip_module.signature_of(model)
+    assert oip_module.signature_of(model) is first  # cached for the same model object
+    key = id(model)
+    del model
+    gc.collect()
+    assert key not in oip_module._SIGNATURES  # not kept alive, not served to a model that reuses its id
