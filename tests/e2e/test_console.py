@@ -159,10 +159,20 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     _shot(page, "deployment")
 
     page.get_by_role("link", name="Monitoring detail").click()
-    v1 = page.locator("#features-v1")  # v1's newest window: the drift that made the monitor ask for a retrain
-    expect(v1).to_contain_text("psi > 0.2")
-    expect(v1.locator("tr.breached").first).to_contain_text("fired")
-    expect(page.locator("#features-v3")).to_be_visible()
+    health = httpx.get(
+        f"{scenario.stack.url('monitor')}/v1/deployments/{DEPLOYMENT}/health",
+        headers={"Authorization": f"Bearer {scenario.admin}"},
+        timeout=10,
+    ).json()
+    for version in (1, 3):
+        table = page.locator(f"#features-v{version}")
+        expect(table).to_contain_text("psi > 0.2")  # the demo's drift rule, from the policy in force
+        expect(table.locator("tbody tr")).to_have_count(8)  # the patient-risk features
+        fired = sorted(table.locator("tr.breached th").all_inner_texts())
+        mine = [v for v in health["versions"] if v["version"] == version]
+        newest = max(v["window"]["end"] for v in mine)  # the window the page shows: the version's newest
+        said = sorted({f for v in mine if v["window"]["end"] == newest for f in v["drifted_features"]})
+        assert fired == [f for f in said if f != "prediction"], (version, fired, said)  # the monitor's own word
     expect(page.locator('[data-chart="prediction-hist"][data-drawn] canvas')).to_be_visible()
     _shot(page, "monitoring")
     page.go_back()

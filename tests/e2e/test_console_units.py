@@ -112,3 +112,20 @@ def test_the_drift_chart_is_the_largest_feature_psi_of_each_window() -> None:
     window["figures"]["features"] = {"age": {"psi": 0.1}, "bmi": {"psi": 0.4}, "smoker": {"kind": "categorical"}}
     drift = next(c for c in shape.window_charts([window]) if c["id"] == "max_psi")
     assert drift["series"] == [{"label": "v1", "values": [0.4]}]
+
+
+def test_monitoring_marks_what_the_monitor_counted_in_the_window_shown() -> None:
+    old = _window(1, "2026-12-06T10:00:08Z", 0.7)
+    new = _window(1, "2026-12-06T10:00:16Z", 0.7)
+    for w in (old, new):
+        w["figures"].update({"start": "x", "features": {"age": {"psi": 0.5, "kind": "numeric"}, "bmi": {"psi": 0.3}}})
+    health = {
+        "versions": [
+            {"version": 1, "window": {"end": "2026-12-06T10:00:08Z"}, "drifted_features": ["age", "bmi"]},
+            {"version": 1, "window": {"end": "2026-12-06T10:00:16Z"}, "drifted_features": ["age"]},
+        ]
+    }
+    policy = {"policy": {"drift": {"numeric_statistic": "ks", "numeric_threshold": 0.1}}}
+    (report,) = shape.feature_report([old, new], health, policy)
+    assert report["window"]["start"] == "x" and [r["feature"] for r in report["rows"]] == ["age", "bmi"]
+    assert [(r["drifted"], r["rule"]) for r in report["rows"]] == [(True, "ks > 0.1"), (False, "ks > 0.1")]

@@ -387,7 +387,9 @@ def feature_report(
     """Per version, its newest window's every feature statistic, the drift rule that applies to the feature and
     whether the monitor counted it drifted (its own word, from ``/health``), plus the prediction histogram."""
     rule = ((policy or {}).get("policy") or {}).get("drift") or {}
-    drifted = {v["version"]: set(v.get("drifted_features") or []) for v in (health or {}).get("versions", [])}
+    drifted: dict[tuple[int, str], set[str]] = {}  # the monitor's verdict per (version, window end)
+    for v in (health or {}).get("versions", []):
+        drifted.setdefault((v["version"], v["window"]["end"]), set()).update(v.get("drifted_features") or [])
     newest: dict[int, dict[str, Any]] = {}
     for w in windows:
         fig = w["figures"]
@@ -409,7 +411,7 @@ def feature_report(
                     "missing": stats.get("missing"),
                     "stats": [stats.get(k) for k in FEATURE_STATS],
                     "rule": f"{statistic} {op} {threshold}" if threshold is not None else statistic,
-                    "drifted": feature in drifted.get(version, set()),
+                    "drifted": feature in drifted.get((version, fig["end"]), set()),
                 }
             )
         hist = fig.get("prediction_hist") or []
@@ -421,7 +423,7 @@ def feature_report(
                 "predictions": fig.get("predictions"),
                 "rows": rows,
                 "prediction_psi": (fig.get("prediction_drift") or {}).get("psi"),
-                "prediction_drifted": "prediction" in drifted.get(version, set()),
+                "prediction_drifted": "prediction" in drifted.get((version, fig["end"]), set()),
                 "prediction_hist": hist,
             }
         )
