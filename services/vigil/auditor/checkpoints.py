@@ -13,7 +13,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -25,13 +26,18 @@ from vigil.bus.outbox import enqueue
 from vigil.events import make_event
 from vigil.events.catalog.audit import AuditCheckpoint
 
-if TYPE_CHECKING:
-    from vigil.auditor.witness import WitnessFile
-
 log = logging.getLogger(__name__)
 
 CHECKPOINT_LOCK = 0x5649_4749_4C43_4B50  # "VIGILCKP": one checkpoint writer at a time (not the chain lock)
 ACTOR = "svc:auditor"
+
+
+class CheckpointWitness(Protocol):
+    """Where checkpoints are copied outside the database (``vigil.auditor.witness.WitnessFile``)."""
+
+    path: Path
+
+    async def catch_up(self, conn: asyncpg.Connection) -> int: ...
 
 
 class ChainBroken(RuntimeError):
@@ -202,7 +208,7 @@ class Checkpointer(BackgroundLoop):
         source: str,
         every_entries: int,
         interval_s: float,
-        witness: WitnessFile | None = None,
+        witness: CheckpointWitness | None = None,
     ) -> None:
         super().__init__("audit-checkpointer")
         self.witness = witness
