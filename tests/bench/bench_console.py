@@ -41,6 +41,7 @@ TARGET_FIRST_PAINT_MS = 1000.0
 PAGES = {
     "overview": "/",
     "deployment": "/deployments/patient-risk",
+    "monitoring": "/deployments/patient-risk/monitoring",
     "model": "/models/patient-risk-clf",
     "audit_why_verify": "/audit?subject=deployment/patient-risk&verify=true",
     "jobs": "/operations",

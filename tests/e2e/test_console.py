@@ -141,6 +141,7 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     row = page.locator(f'tr[data-deployment="{DEPLOYMENT}"]')
     expect(row.locator("td.stable")).to_have_text("v3")
     expect(row).to_contain_text("stable 100 % · candidate 0 %")
+    expect(row).to_contain_text("predictions)")  # the latest window's traffic of the served version
     expect(page.locator("#feed li").first).to_be_visible()  # the feed opened with the story's decisions
     expect(page.locator("#feed")).to_contain_text("deployment.promoted")
     _shot(page, "overview")

@@ -129,3 +129,28 @@ def test_monitoring_marks_what_the_monitor_counted_in_the_window_shown() -> None
     (report,) = shape.feature_report([old, new], health, policy)
     assert report["window"]["start"] == "x" and [r["feature"] for r in report["rows"]] == ["age", "bmi"]
     assert [(r["drifted"], r["rule"]) for r in report["rows"]] == [(True, "ks > 0.1"), (False, "ks > 0.1")]
+
+
+def test_overview_rows_carry_the_served_versions_traffic_and_accuracy() -> None:
+    dep = {
+        "name": "d",
+        "model": "m",
+        "strategy": "canary",
+        "stable_version": 1,
+        "candidate_version": 2,
+        "weights": {"stable": 50, "candidate": 50},
+        "rollout": {"phase": "progressing", "step_index": 1, "steps": [{}, {}, {}]},
+    }
+    window = {"start": "2026-12-06T10:00:00Z", "end": "2026-12-06T10:00:08Z"}
+    health = {"status": "ok", "versions": [
+        {"version": 1, "variant": "stable", "window": window, "predictions": 40, "labels": 40,
+         "quality": {"accuracy": 0.75}, "drifted_features": []},
+        {"version": 0, "variant": "stable", "window": window, "predictions": 9, "labels": 0, "quality": {},
+         "drifted_features": ["age"]},  # no longer served: left out
+        {"version": 2, "variant": "candidate", "window": window, "predictions": 8, "labels": 0, "quality": {},
+         "drifted_features": ["bmi"]},
+    ]}  # fmt: skip
+    row = shape.deployment_row(dep, health)
+    assert (row["phase"], row["step"], row["steps"]) == ("progressing", 2, 3)
+    assert [(v["version"], v["per_s"], v["accuracy"]) for v in row["variants"]] == [(1, 5.0, 0.75), (2, 1.0, None)]
+    assert row["drifted"] == ["bmi"]

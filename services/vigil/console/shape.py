@@ -77,6 +77,17 @@ def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def _rate(version_health: dict[str, Any]) -> float | None:
+    """Predictions per second in the version's latest window (count over the window's length)."""
+    window = version_health.get("window") or {}
+    try:
+        seconds = _ts(window["end"]) - _ts(window["start"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    count = version_health.get("predictions")
+    return count / seconds if seconds > 0 and isinstance(count, int | float) else None
+
+
 def deployment_row(dep: dict[str, Any], health: dict[str, Any] | None) -> dict[str, Any]:
     """One overview line: versions, weights, rollout step, latest accuracy per variant, drift status."""
     rollout = dep.get("rollout")
@@ -95,6 +106,7 @@ def deployment_row(dep: dict[str, Any], health: dict[str, Any] | None) -> dict[s
                 "labels": v.get("labels"),
                 "drifted": v.get("drifted_features") or [],
                 "p99": (v.get("latency") or {}).get("p99_ms"),
+                "per_s": _rate(v),
             }
         )
     return {
