@@ -11,7 +11,8 @@ address, so one client cannot be cut from it alone.
   survivor applies them; the zombie is resumed and more batches follow. The window closes once, every prediction
   counted exactly once.
 - **Outbox relay**: the registry instance holding its relay's lock is paused inside the relay's transaction (the
-  lock is checked still held after the stop) while announcements go to the other instance. While it sleeps nobody
+  broker frozen for a moment so the transaction waits for acks; the lock checked still held after the stop) while
+  announcements go to the other instance. While it sleeps nobody
   publishes that outbox (the lock is held by a live connection: measured, not asserted); after it resumes every
   row reaches the bus exactly once — never two publishers for one row.
 """
@@ -171,68 +172,73 @@ async def test_paused_relay_lock_holder_resumed_publishes_no_row_twice(stack: Ru
     data_dir = stack.paths.home / "data"
     data_dir.mkdir(exist_ok=True)
     conn = await asyncpg.connect(stack.database_url)
-    paused: dict[str, object] = {}
-    attempts = {"missed": 0}
     announced = 0
 
-    async def announce(c: httpx.AsyncClient, n: int) -> None:
+    async def announce(name: str, n: int) -> None:
         nonlocal announced
         body = patient_risk.write_dataset(data_dir / f"z{n}.csv", rows=40, seed=n) | {
             "dataset": f"zombie-{uuid.uuid4().hex[:8]}"
         }
-        await loop.announce(c, stack.admin_token, body)
+        await loop.announce(clients[name], stack.admin_token, body)
         announced += 1
 
-    async def watch_and_pause() -> None:
-        while not paused:
-            port = await relay_lock_holder_port(conn, "registry")
-            holder = owner_of_connection(stack, port) if port else None
-            if holder is not None and announced >= 5:
-                _pause(holder)
-                # Asleep inside the relay's transaction (the lock still held by its connection), or try again.
-                if await relay_lock_holder_port(conn, "registry") == port:
-                    paused["svc"] = holder
-                    paused["at"] = time.monotonic()
-                    return
-                _resume(holder)
-                attempts["missed"] += 1
-            await asyncio.sleep(0.003)
+    async def pending() -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM registry.outbox WHERE published_at IS NULL"))
 
     headers = {"Authorization": f"Bearer {stack.admin_token}"}
     clients = {
         s.name: httpx.AsyncClient(base_url=s.url, timeout=30.0, trust_env=False, headers=headers)
         for s in stack.instances("registry")
     }
-    watcher = asyncio.create_task(watch_and_pause())
+    names = list(clients)
+    broker_pid = stack.broker.pid
+    assert broker_pid is not None
+    asleep: ServiceProcess | None = None
     try:
         n = 0
-        while not paused and n < 600:  # alternate instances until the watcher has caught the lock holder
-            await announce(list(clients.values())[n % 2], n)
+        for _ in range(3):
+            for name in names:
+                await announce(name, n)
+                n += 1
+        # The broker frozen for a moment: the next relay transaction holds its lock while it waits for the acks, so
+        # the holder is found and stopped inside that transaction — not a race against a few milliseconds.
+        os.kill(broker_pid, signal.SIGSTOP)
+        try:
+            await announce(names[n % 2], n)  # the API commits to Postgres only; the relay is what waits
             n += 1
-        await watcher
-        assert paused, "no registry instance was seen holding the relay lock"
-        holder = paused["svc"]
-        assert isinstance(holder, ServiceProcess)
-        (other,) = [c for name, c in clients.items() if name != holder.name]
+            deadline = time.monotonic() + 30
+            holder: ServiceProcess | None = None
+            while holder is None:
+                assert time.monotonic() < deadline, "no registry instance was seen holding the relay lock"
+                port = await relay_lock_holder_port(conn, "registry")
+                holder = owner_of_connection(stack, port) if port else None
+                await asyncio.sleep(0.02)
+            _pause(holder)
+            asleep = holder
+            paused_at = time.monotonic()
+            assert await relay_lock_holder_port(conn, "registry") == port  # asleep inside the transaction
+        finally:
+            os.kill(broker_pid, signal.SIGCONT)
+        (other,) = [name for name in clients if name != holder.name]
         try:
             for _ in range(20):  # through the instance that still runs (the front would also hand the sleeper turns)
                 await announce(other, n)
                 n += 1
-            await asyncio.sleep(max(0.0, PAUSE_S - (time.monotonic() - float(paused["at"]))))  # type: ignore[arg-type]
-            pending_while_paused = await conn.fetchval(
-                "SELECT count(*) FROM registry.outbox WHERE published_at IS NULL"
-            )
+            await asyncio.sleep(max(0.0, PAUSE_S - (time.monotonic() - paused_at)))
+            pending_while_paused = await pending()
         finally:
             _resume(holder)
+            asleep = None
         resumed_at = time.monotonic()
         deadline = resumed_at + 90
-        while await conn.fetchval("SELECT count(*) FROM registry.outbox WHERE published_at IS NULL"):
+        while await pending():
             assert time.monotonic() < deadline, "rows left unpublished after the resume"
             await asyncio.sleep(0.2)
         drained_s = time.monotonic() - resumed_at
         rows = await conn.fetch("SELECT event_id, topic FROM registry.outbox")
     finally:
-        watcher.cancel()
+        if asleep is not None:  # a failed check above must not leave a stopped process behind
+            _resume(asleep)
         for c in clients.values():
             await c.aclose()
         await conn.close()
@@ -251,7 +257,6 @@ async def test_paused_relay_lock_holder_resumed_publishes_no_row_twice(stack: Ru
             "pause_s": PAUSE_S,
             "rows_pending_at_end_of_pause": pending_while_paused,
             "resume_to_all_published_s": round(drained_s, 3),
-            "pauses_that_missed_the_transaction": attempts["missed"],
             "outbox_rows": len(outbox_ids),
         },
     )
