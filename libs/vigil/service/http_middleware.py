@@ -1,4 +1,5 @@
-"""Pure-ASGI HTTP middleware every service runs: request metrics + SERVER spans, and the request body limit.
+"""Pure-ASGI HTTP middleware every service runs: request metrics + SERVER spans, the request body limit, and the
+fast paths a hot route may declare (:func:`fast_path`: answered without FastAPI's routing and dependency solving).
 
 Why not Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``): it runs the rest of the app in a task
 group behind memory streams, re-wraps ``receive`` and the response body, and so costs a large share of a cheap
