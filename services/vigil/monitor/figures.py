@@ -63,7 +63,9 @@ def compute_figures(
             reference.categorical is None
         ):
             for name, rec in drift_report(reference, window, _ALL_STATS).features().items():
-                features[name] = {k: rec.get(k) for k in (*_FEATURE_FIELDS, "w1_norm", "chi2_pvalue", "kind")}
+                features[name] = {
+                    k: rec.get(k) for k in (*_FEATURE_FIELDS, "w1_norm", "chi2_pvalue", "test_pvalue", "kind")
+                }
     prediction_drift = None
     hist = st.prediction_hist
     if hist is not None and baseline_hist is not None and len(baseline_hist) == hist.size:

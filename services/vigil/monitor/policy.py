@@ -30,7 +30,12 @@ class _Part(BaseModel):
 
 
 class DriftRule(_Part):
-    """Per-feature drift: ``statistic > threshold`` (``chi2_pvalue``: ``p < threshold``) on enough rows."""
+    """Per-feature drift: ``statistic > threshold`` (``chi2_pvalue``: ``p < threshold``) on enough rows, and — unless
+    ``alpha`` is None — the feature's test (KS for numeric features, an exact per-category test for categorical ones)
+    rejecting "no drift" after a Holm correction across the features judged in the window, at family-wise level
+    ``alpha``. The effect size alone flags clean windows at small sample sizes (PSI's expectation under no drift
+    grows like (bins − 1)(1/n + 1/m)); the test keeps the false-alarm rate per window at or below ``alpha`` at every
+    size (docs/kernels.md, "Calibrated alarms")."""
 
     numeric_statistic: DriftStatistic = "psi"
     numeric_threshold: float = Field(default=0.2, gt=0)
@@ -38,6 +43,7 @@ class DriftRule(_Part):
     categorical_threshold: float = Field(default=0.2, gt=0)
     prediction_threshold: float = Field(default=0.2, gt=0)  # PSI of the prediction histogram
     min_samples: int = Field(default=200, ge=1, le=INT_MAX)
+    alpha: float | None = Field(default=0.01, gt=0, lt=0.5)
     consecutive_windows: int = Field(default=1, ge=1, le=100)
     # None = every feature of the reference profile
     features: Annotated[list[Annotated[SafeText, Field(max_length=256)]], Field(max_length=4096)] | None = None

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 from scipy import special
 
 from vigil.events.catalog.common import Evidence
+from vigil.kernels.drift import holm_adjusted
 from vigil.monitor.figures import Figures, window_of
 from vigil.monitor.policy import Policy
 
@@ -52,9 +54,15 @@ def evidence(
 
 
 def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
-    """Features (and ``prediction``) that drifted in this window under ``policy``, with evidence."""
+    """Features (and ``prediction``) that drifted in this window under ``policy``, with evidence.
+
+    A feature is judged when it has ``min_samples`` rows (and is listed, if the rule lists features). It drifted when
+    its effect size passes the threshold and, with ``alpha`` set, its test's p-value — Holm-adjusted over the
+    features judged in this window, the prediction histogram included — is at most ``alpha``. Figures stored before
+    the test's p-value was kept (no ``test_pvalue``) are judged on the effect size alone, as they were then.
+    """
     rule = policy.drift
-    out: dict[str, Evidence] = {}
+    judged: list[tuple[str, str, float, float, Operator, int, float | None]] = []
     for name, f in fig.get("features", {}).items():
         if rule.features is not None and name not in rule.features:
             continue
@@ -68,23 +76,30 @@ def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
         if value is None or not math.isfinite(value):
             continue
         op: Operator = "lt" if stat == "chi2_pvalue" else "gt"
-        breached = value < threshold if op == "lt" else value > threshold
-        if breached:
-            out[name] = evidence(fig, stat, value, threshold, op, True, count, feature=name)
+        judged.append((name, stat, value, threshold, op, count, _finite_or_none(f.get("test_pvalue"))))
     pd = fig.get("prediction_drift")
     count = int(pd.get("count") or 0) if pd else 0
-    if pd and pd.get("psi") is not None and count >= rule.min_samples and pd["psi"] > rule.prediction_threshold:
-        out["prediction"] = evidence(
-            fig,
-            "prediction.psi",
-            pd["psi"],
-            rule.prediction_threshold,
-            "gt",
-            True,
-            pd["count"],
-            feature="prediction",
-        )
+    if pd and pd.get("psi") is not None and count >= rule.min_samples:
+        judged.append(
+            ("prediction", "prediction.psi", pd["psi"], rule.prediction_threshold, "gt", count,
+             _finite_or_none(pd.get("p_value")))
+        )  # fmt: skip
+    alpha = rule.alpha
+    adjusted = holm_adjusted([np.nan if p is None else p for *_, p in judged]) if alpha is not None else None
+    out: dict[str, Evidence] = {}
+    for i, (feature, statistic, v, limit, operator, n, raw_p) in enumerate(judged):
+        breached = v < limit if operator == "lt" else v > limit
+        p_value = raw_p
+        if alpha is not None and adjusted is not None and raw_p is not None:
+            p_value = float(adjusted[i])
+            breached = breached and p_value <= alpha
+        if breached:
+            out[feature] = evidence(fig, statistic, v, limit, operator, True, n, feature=feature, p_value=p_value)
     return out
+
+
+def _finite_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 # -- SLOs --------------------------------------------------------------------------------------------------------

@@ -45,6 +45,38 @@ def test_false_positive_rate_over_clean_windows_is_below_one_percent() -> None:
     assert rate <= 0.01
 
 
+@pytest.mark.parametrize("rows", [30, 50, 200])
+def test_small_windows_stay_quiet_when_clean_and_still_catch_a_large_shift(rows: int) -> None:
+    """The calibrated rule in the monitor (issue #21 item 3): with ``min_samples`` lowered to the window size, clean
+    windows drawn from the reference raise drift in at most alpha of them, where the effect size alone (alpha None)
+    flags most of them at 30 rows; a shift of one standard deviation in one feature is still caught."""
+    rng = np.random.default_rng(rows)
+    calibrated = Policy(drift=DriftRule(min_samples=rows))
+    effect_only = Policy(drift=DriftRule(min_samples=rows, alpha=None))
+    windows = 400
+    clean = [_fig(rng.normal(size=(rows, 5)), i) for i in range(windows)]
+    false_alarms = sum(bool(evaluate(calibrated, 1, fig)) for fig in clean) / windows
+    assert false_alarms <= 0.01
+    if rows == 30:
+        assert sum(bool(evaluate(effect_only, 1, fig)) for fig in clean) / windows > 0.5  # the old rule
+    shifted = rng.normal(size=(rows, 5))
+    shifted[:, 2] += 1.0 if rows >= 200 else 2.0
+    drift = [d.payload for d in evaluate(calibrated, 1, _fig(shifted)) if d.payload.TYPE == "drift.detected"]
+    assert drift and drift[0].features == ["f2"]
+    ev = drift[0].evidence[0]
+    assert ev.p_value is not None and ev.p_value <= 0.01  # Holm-adjusted over the window's features
+
+
+def test_figures_without_a_test_pvalue_are_judged_on_the_effect_size_as_before() -> None:
+    x = np.random.default_rng(9).normal(size=(1_000, 5))
+    x[:, 1] += 0.75
+    fig = _fig(x)
+    for f in fig["features"].values():
+        f.pop("test_pvalue")  # a window stored before the p-value was kept
+    drift = [d.payload for d in evaluate(DEFAULT_POLICY, 1, fig) if d.payload.TYPE == "drift.detected"]
+    assert drift and drift[0].features == ["f1"]
+
+
 def test_one_shifted_feature_is_detected_and_only_it_is_named() -> None:
     rng = np.random.default_rng(2)
     hits = 0
