@@ -30,9 +30,11 @@ run's log says what isolation the run got (``sandbox: …`` or ``sandbox DEGRADE
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
+import select
 import signal
 import sys
 from pathlib import Path
@@ -129,8 +131,11 @@ def _exec_confined(spec_path: str) -> NoReturn:
     os.execv(sys.executable, [sys.executable, "-m", "vigil.trainer.runner", spec_path, CONFINED_FLAG])
 
 
-def _enter_child(cfg: dict[str, Any], workdir: str, spec_path: str, notes: list[str]) -> NoReturn:
-    """Stage 2, pid 1 of the new namespaces: mounts, limits, uid, exec. Never returns; exits 97 on failure."""
+def _enter_child(cfg: dict[str, Any], workdir: str, spec_path: str, notes: list[str], parent_alive: int) -> NoReturn:
+    """Stage 2, pid 1 of the new namespaces: mounts, limits, uid, exec. Never returns; exits 97 on failure.
+
+    ``parent_alive`` is the read end of a pipe whose write end only stage 1 holds: readable (EOF) once stage 1 is
+    gone — the check that closes the window before our own parent-death signal was set."""
     try:
         if cfg.get("namespaces"):
             mounts = _private_mounts(workdir)
@@ -145,6 +150,10 @@ def _enter_child(cfg: dict[str, Any], workdir: str, spec_path: str, notes: list[
             if os.geteuid() == 0 or os.getuid() == 0:
                 raise ConfineError(0, "still root after setresuid")
         prctl(PR_SET_NO_NEW_PRIVS, 1)
+        # Die with stage 1 (and so with the worker). Set after the uid change, which clears it; kept across exec.
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([parent_alive], [], [], 0)[0]:
+            os._exit(EXIT_CONFINE_FAILED)  # stage 1 died before the signal was armed: nobody would stop us
         os.chdir(workdir)
         say(("sandbox DEGRADED: " if cfg.get("degraded") else "sandbox: ") + "; ".join(notes))
         _exec_confined(spec_path)
@@ -204,9 +213,12 @@ def confine(spec: dict[str, Any], spec_path: str) -> NoReturn:
         cfg["degraded"] = True
     sys.stdout.flush()
     sys.stderr.flush()
+    alive_r, alive_w = os.pipe()  # not inherited across exec; the write end lives as long as stage 1
     pid = os.fork()
     if pid == 0:
-        _enter_child(cfg, spec["workdir"], spec_path, notes)
+        os.close(alive_w)
+        _enter_child(cfg, spec["workdir"], spec_path, notes, alive_r)
+    os.close(alive_r)
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -214,3 +226,21 @@ def confine(spec: dict[str, Any], spec_path: str) -> NoReturn:
         except InterruptedError:
             continue
     _exit_like(status)
+
+
+def main(argv: list[str]) -> NoReturn:
+    """``python -m vigil.trainer.confine <spec.json>``: stage 1 without the runner's imports (≈1 s of pydantic and
+    friends that stage 2 loads anyway); what the worker starts. The runner does the same when started by hand."""
+    import json
+
+    spec = json.loads(Path(argv[1]).read_text())
+    with contextlib.suppress(OSError):
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the worker
+    parent = spec.get("parent_pid")
+    if parent is not None and os.getppid() != parent:
+        os._exit(EXIT_CONFINE_FAILED)
+    confine(spec, argv[1])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -121,7 +121,8 @@ async def execute(
     proc = await asyncio.create_subprocess_exec(
         python,
         "-m",
-        "vigil.trainer.runner",
+        # Confined runs start at the sandbox's stage 1, which then execs the runner (vigil.trainer.confine).
+        "vigil.trainer.confine" if spec.get("sandbox") else "vigil.trainer.runner",
         str(spec_path),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

@@ -136,6 +136,9 @@ class WorkerPool:
 
     async def _work(self, worker: str) -> None:
         poll = self.settings.trainer_poll_interval_ms / 1000
+        if self._warm is not None:
+            # Before the first claim, not after: a claimed run's lease is not renewed until it starts executing.
+            await asyncio.shield(self._warm)  # each run's copy of the numba cache should hold the kernels
         while True:
             try:
                 run = await self._claim(worker)
@@ -180,8 +183,6 @@ class WorkerPool:
         sandbox = self.sandbox
         assert sandbox is not None, "start() prepares the sandbox"
         try:
-            if self._warm is not None:
-                await asyncio.shield(self._warm)  # the run's copy of the numba cache should hold the kernels
             await asyncio.to_thread(sandbox.make_workdir, workdir)
             staged = await asyncio.to_thread(self._stage_datasets, run, workdir)
             extra_env = await asyncio.to_thread(sandbox.hand_over, workdir, os.environ.get("NUMBA_CACHE_DIR"))
