@@ -5,7 +5,8 @@ running Python between ``fork`` and ``exec`` can deadlock; the runner is a fresh
 starts as the trainer's uid, so it still may create namespaces and change uid, and it has nothing secret to lose:
 its environment is the clean one the worker built, its only input the spec file.
 
-Stage 1 (the runner the worker started, trainer's uid, :func:`confine`):
+Stage 1 (``python -m vigil.trainer.confine <spec>``, what the worker starts — or the runner, started by hand — as
+the trainer's uid, :func:`confine`):
 
 1. ``unshare(CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWNS)`` — a network namespace with only a loopback that is down
    (any connect, 127.0.0.1 included, fails), a pid namespace (its first child is init there: when it exits, the
