@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from vigil.cli.demo import _play
 from vigil.cli.main import app
 from vigil.demo.story import StoryConfig
 from vigil.report.cite import CITE
+from vigil.report.collect import DECISION_TYPES
 from vigil.service.tokens import Role, issue_token, update_tokens
 from vigil.stack.supervisor import RunningStack, default_launches, running_stack
 
@@ -127,10 +129,21 @@ def _write_and_sign_card(stack: RunningStack, version: int) -> None:
 
 
 def _covered(story: Story) -> bool:
-    """The newest decision about the deployment is under a signed checkpoint (packs cite only covered entries)."""
-    newest = story.pages("auditor", "/v1/entries", subject=f"deployment/{DEPLOYMENT}")[-1]["seq"]
+    """The newest decision about the deployment and the card's sign-off are under a signed checkpoint (packs cite
+    only covered entries)."""
+    seqs = [story.pages("auditor", "/v1/entries", subject=f"deployment/{DEPLOYMENT}")[-1]["seq"]]
+    card = story.get("registry", f"/v1/models/{MODEL}/versions/{story.promoted}/card")
+    response = httpx.get(
+        f"{story.stack.url('auditor')}/v1/events/{card['sign_off']['event_id']}",
+        timeout=30,
+        headers={"Authorization": f"Bearer {story.stack.admin_token}"},
+    )
+    if response.status_code == 404:
+        return False  # not audited yet
+    response.raise_for_status()
+    seqs.append(response.json()["seq"])
     checkpoints = story.pages("auditor", "/v1/checkpoints")
-    return bool(checkpoints) and checkpoints[-1]["to_seq"] >= newest
+    return bool(checkpoints) and checkpoints[-1]["to_seq"] >= max(seqs)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +160,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         extra_env=env,
         echo=lambda _msg: None,
     ) as stack:
+        began = datetime.now(UTC)
         outcome = asyncio.run(_play(stack, config, Console(file=io.StringIO(), width=160)))
         assert outcome.ok, outcome.failure
         assert outcome.promoted_candidate and outcome.rejected_candidate
@@ -160,6 +174,21 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
                 "report", "model", MODEL, "--version", str(version), "--out", str(out), "--pdf", "--home", str(home)
             )
             assert code == 0, text
+        code, text = cli(
+            "report",
+            "deployment",
+            DEPLOYMENT,
+            "--from",
+            began.isoformat(),
+            "--to",
+            datetime.now(UTC).isoformat(),
+            "--out",
+            str(out),
+            "--pdf",
+            "--home",
+            str(home),
+        )
+        assert code == 0, text
         yield probe
 
 
@@ -382,5 +411,47 @@ def test_pdf_first_page_renders(story: Story) -> None:
         for version in (story.promoted, story.rolled_back):
             for suffix in (".json", ".html", ".pdf"):
                 shutil.copy(story.out / f"{MODEL}-v{version}{suffix}", target)
+        for period in story.out.glob(f"{DEPLOYMENT}-2*.*"):
+            shutil.copy(period, target)
         shutil.copy(signed_png, target)
         shutil.copy(draft_png, target)
+        (target / "auditor-public-key.txt").write_text(story.key + "\n")  # to run `report verify` on the examples
+
+
+def test_period_report_of_the_deployment(story: Story) -> None:
+    (path,) = story.out.glob(f"{DEPLOYMENT}-2*.json")
+    pack = json.loads(path.read_text())
+    assert pack["kind"] == "deployment"
+    size = pack["audit"]["checkpoint"]["to_seq"]
+    subject = pack["subject"]
+    # Every decision the auditor holds about the deployment in the period (under the checkpoint), in order.
+    audited = [
+        e
+        for e in story.pages(
+            "auditor", "/v1/entries", subject=f"deployment/{DEPLOYMENT}", since=subject["from"], until=subject["to"]
+        )
+        if e["seq"] <= size and e["event_type"] in DECISION_TYPES
+    ]
+    assert [d["data"][CITE] for d in pack["sections"]["decisions"]] == [e["event_id"] for e in audited]
+    # The rollback of v2 is an incident, with its causes walked back
+    rollbacks = [i for i in pack["sections"]["incidents"] if _v(i["event"]["type"]) == "deployment.rolled_back"]
+    assert rollbacks and _v(rollbacks[0]["event"]["data"])["failed_version"] == story.rolled_back
+    # (through the monitor's rollback.requested or the analysis step's Failed verdict, whichever came first) back to
+    # the registration of the failed version and on to its data.
+    causes = [(_v(step["type"]), _v(step["data"])) for step in rollbacks[0]["why"]]
+    assert ("model.version.registered", story.rolled_back) in [(t, d.get("version")) for t, d in causes], causes
+    assert "data.updated" in [t for t, _d in causes]
+    # What served at the end is what the deployer serves now: v3.
+    assert _v(pack["sections"]["served"]["at_end"])["stable_version"] == story.promoted
+    assert story.get("deployer", f"/v1/deployments/{DEPLOYMENT}")["stable_version"] == story.promoted
+    versions = {_v(w["data"])["version"] for w in pack["sections"]["windows"]}
+    assert {story.promoted, story.rolled_back} <= versions
+
+    code, text = cli("report", "verify", str(path), "--public-key", story.key)
+    assert code == 0, text
+    # A period cut short after the fact: the decisions past its new end are caught, the entry named.
+    shortened = copy.deepcopy(pack)
+    last = pack["sections"]["decisions"][-1]
+    shortened["subject"]["to"] = _v(last["time"])
+    code, text = _verify(story, shortened, story.key, "period")
+    assert code == 1 and "outside the report's period" in text and last["data"][CITE] in text, text

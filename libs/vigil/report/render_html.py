@@ -69,6 +69,13 @@ def summary(event_type: str, data: dict[str, Any]) -> str:
             return f"job {d.get('job_id')} run {d.get('run_id', '')} {d.get('entrypoint', '')}".strip()
         case "policy.gates.changed" | "policy.retraining.changed" | "policy.monitor.changed":
             return f"{d.get('change')} (policy version {d.get('policy_version')}) by {d.get('changed_by')}"
+        case "monitor.window":
+            accuracy = (d.get("quality") or {}).get("accuracy")
+            return (
+                f"v{d.get('version')} {d.get('variant')}, window from {(d.get('window') or {}).get('start')}:"
+                f" {d.get('predictions')} predictions, {d.get('labels')} labels, accuracy {_fmt(accuracy)},"
+                f" max PSI {_fmt(max_psi(d))}"
+            )
         case "model.version.registered":
             return f"{d.get('model')} v{d.get('version')} ({d.get('artifact_format')}) {d.get('artifact_digest')}"
         case _:
