@@ -231,3 +231,31 @@ def test_html_marks_every_fact_with_its_origin(signed: tuple[dict[str, Any], str
     assert "DRAFT" in html[: html.index("<h2>")]
     assert 'href="#entry-2"' in html and 'id="entry-3"' in html
     assert resolve(pack["audit"]["entries"]["ev-2"]["event"], "/data/gates/0/value") == 0.91
+
+
+def test_period_pack_refuses_events_outside_its_period_or_deployment() -> None:
+    key = Ed25519PrivateKey.generate()
+    events = [
+        {**_event(1, "deployment.promoted", {"deployment": "d", "version": 2}), "subject": "deployment/d"},
+        {
+            **_event(2, "deployment.rolled_back", {"deployment": "other", "failed_version": 3}),
+            "subject": "deployment/other",
+        },
+    ]
+    checkpoint, records = _signed_log(events, key)
+    public = base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    pack = {
+        "format": FORMAT,
+        "kind": "deployment",
+        "subject": {"deployment": "d", "from": "2026-01-01T00:00:00+00:00", "to": "2026-01-03T00:00:00+00:00"},
+        "status": {"draft": False},
+        "audit": {"checkpoint": checkpoint, "entries": records, "not_covered": []},
+        "sections": {"decisions": [{"data": cited("ev-1", events[0], "/data")}], "windows": []},
+    }
+    assert verify_pack(pack, public).ok
+    late = copy.deepcopy(pack)
+    late["subject"].update({"from": "2025-12-31T00:00:00+00:00", "to": "2026-01-01T00:00:00+00:00"})  # end excluded
+    assert "entry 1 (deployment.promoted, event ev-1): its time" in str(verify_pack(late, public).problem)
+    foreign = copy.deepcopy(pack)
+    foreign["sections"]["decisions"].append({"data": cited("ev-2", events[1], "/data")})
+    assert "it is about deployment/other, not deployment d" in str(verify_pack(foreign, public).problem)
