@@ -11,6 +11,7 @@ from vigil.service.app import create_app
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime
 from vigil.trainer.api import router
 from vigil.trainer.handlers import build_handlers
+from vigil.trainer.log_expiry import LogExpiry
 from vigil.trainer.settings import TrainerSettings
 from vigil.trainer.worker import WorkerPool
 
@@ -21,10 +22,12 @@ async def start_workers(runtime: ServiceRuntime) -> None:
     assert isinstance(settings, TrainerSettings)
     workers = runtime.parts.add(WorkerPool(runtime.pool, settings, runtime.source))
     await workers.start()
+    await runtime.parts.add(LogExpiry(runtime.pool, settings.trainer_log_retention_days)).start()
 
 
 async def stop_workers(runtime: ServiceRuntime) -> None:
     """Stop the workers; the pool stays a part, so a handler still running may wake it (a no-op once stopped)."""
+    await runtime.parts.get(LogExpiry).stop()
     await runtime.parts.get(WorkerPool).stop()
 
 

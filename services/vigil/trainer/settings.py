@@ -38,7 +38,12 @@ class TrainerSettings(DatasetRootsSettings):
     trainer_max_metric_points: int = Field(default=100_000, ge=1)
     #: Reference profiles up to this size travel inside ``training.completed``; larger ones are stored as
     #: artifacts and referenced by URI.
-    trainer_profile_inline_max_bytes: int = Field(default=262_144, ge=1024)
+    #: Reference profiles (raw quantiles, min/max, top categories of the training data) travel in events only by
+    #: digest and URI, stored as artifacts: inline, they would be copied into the six-year audit log. A profile up to
+    #: this many bytes is inlined instead (0: never).
+    trainer_profile_inline_max_bytes: int = Field(default=0, ge=0)
+    #: Run log lines (whatever training code printed) are deleted after this many days; 0 keeps them forever.
+    trainer_log_retention_days: float = Field(default=30.0, ge=0)
     #: ``file://`` dataset URIs must point inside one of the dataset roots (upstream events name the files, so
     #: without a fence a data.updated could make the trainer read any file). The shared ``dataset_roots``
     #: (``VIGIL_DATASET_ROOTS``, which the registry checks announcements against; default the home directory)

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 import pytest
 from integration.trainer.trainer_support import (
@@ -38,6 +39,7 @@ from vigil.scheduler.app import make_app as make_scheduler
 from vigil.scheduler.settings import SchedulerSettings
 from vigil.trainer.app import make_app as make_trainer
 from vigil.trainer.examples import breast_cancer
+from vigil.trainer.log_expiry import LogExpiry
 from vigil.trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.integration
@@ -97,6 +99,8 @@ async def test_breast_cancer_example_end_to_end(
         assert (
             await trainer.client.get(f"/v1/runs/{run['run_id']}/artifacts/model", headers=viewer)
         ).status_code == 403
+        (profile_ref,) = [a for a in arts if a["kind"] == "reference_profile"]
+        stored_profile = trainer.runtime.settings.artifact_store().get(profile_ref["digest"])
         model = await trainer.client.get(
             f"/v1/runs/{run['run_id']}/artifacts/model", headers=tokens.headers("deployer")
         )
@@ -112,9 +116,13 @@ async def test_breast_cancer_example_end_to_end(
     assert data["datasets"][0]["content_digest"] == body["content_digest"]
     assert data["environment"]["python"].startswith("3.")
     assert data["params"] == {"epochs": 200, "seed": 1}
-    profile = DatasetProfile.from_dict(data["reference_profile"])
+    # The profile (quantiles, min/max of the training data) travels by digest, never inline into the audit log.
+    assert data["reference_profile"] is None
+    assert data["reference_profile_uri"] == "vigil-artifact://" + data["reference_profile_digest"]
+    raw_profile = stored_profile  # read through the trainer's artifact store before it stopped
+    assert digest_of(raw_profile) == data["reference_profile_digest"]
+    profile = DatasetProfile.from_dict(orjson.loads(raw_profile))
     assert profile.numeric is not None and len(profile.numeric.names) == 30
-    assert digest_of(_canonical(data["reference_profile"])) == data["reference_profile_digest"]
     assert len(data["signature"]) == 30
     # Causal chain: completed ← requested ← the dataset announcement.
     (requested,) = of_job(events, job["id"], "training.requested")
@@ -212,6 +220,18 @@ async def test_runner_killed_mid_run_is_retried_once_and_completes_once(
         assert len(markers(marker_dir)) == 2  # the killed execution and exactly one re-run
         logs = (await trainer.client.get(f"/v1/runs/{run_id}/logs", headers=tokens.headers("viewer"))).json()["items"]
         assert any("probe: job" in line["line"] for line in logs)
+        # Logs expire after trainer_log_retention_days (30): backdated past it, the next check deletes them and only
+        # them; the runs stay.
+        expiry = trainer.runtime.parts.get(LogExpiry)
+        assert await expiry.tick() == 0
+        async with trainer.runtime.pool.acquire() as conn:
+            await conn.execute("UPDATE run_logs SET at = now() - interval '31 days' WHERE run_id = $1", run_id)
+        assert await expiry.tick() == len(logs)
+        assert (await trainer.client.get(f"/v1/runs/{run_id}/logs", headers=tokens.headers("viewer"))).json()[
+            "items"
+        ] == []
+        runs_after = await trainer.client.get("/v1/runs", params={"job_id": job_id}, headers=tokens.headers("viewer"))
+        assert len(runs_after.json()["items"]) == 2
         await asyncio.sleep(1.0)
         assert len(markers(marker_dir)) == 2
 
@@ -235,9 +255,3 @@ def _breast_cancer_xy() -> tuple[Any, Any]:
 
     data = load_breast_cancer()
     return data.data, 1 - data.target
-
-
-def _canonical(value: Any) -> bytes:
-    from vigil.events import canonical_json
-
-    return canonical_json(value)
