@@ -18,6 +18,13 @@ import pytest
 # Before anything imports numba: cache compiled kernels in the repo, not beside site-packages.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
+# CPython 3.11.7 can raise "SystemError: AST constructor recursion depth mismatch" from ast.parse once C code has left
+# the interpreter's recursion counter off (seen after TLS handshakes failed in-process). pytest parses a plugin's
+# module when it is first imported, and schemathesis's pytest plugin imports this one only at session finish, so a
+# session whose tests all passed could still end with that error. Imported here, it is parsed while the counter is
+# sound. (Seen twice in this suite, 2026-12-07; the TLS test now runs its server in a process of its own.)
+import schemathesis.reporting.html.writer  # noqa: F401
+
 from support import signing, testinfra
 
 # Event signing keys for every service and test producer of this run (VIGIL_EVENT_KEYS_DIR, inherited by workers
