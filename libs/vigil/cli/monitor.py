@@ -3,7 +3,8 @@
 Why a command of its own: the question "is the canary worse?" is asked before labels arrive, and the answer the
 monitor has then is an estimate with a band (docs/monitor.md). This prints, per recent window and version, the
 estimated accuracy and ROC AUC with their ±3σ band beside the realised figure (``-`` until labels arrive), so a
-person sees both and how far apart they are.
+person sees both and how far apart they are. When the version's profile carries a PCA reference, two more columns:
+the multivariate reconstruction error with its band (``*`` when outside) and the share of out-of-distribution rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ MON = "monitor"
 SHOWN_METRICS = ("accuracy", "roc_auc")
 COLUMNS = ("window start", "version", "variant", "predictions", "labels", *(
     f"{m} {part}" for m in SHOWN_METRICS for part in ("estimate", "realised")
-))  # fmt: skip
+), "multivariate error", "OOD share")  # fmt: skip
+
+
+def multivariate_cells(mv: Mapping[str, Any] | None) -> tuple[str, str]:
+    """``2.31 [2.05, 2.11] *`` (``*``: outside the band) and ``1.64 %`` (reference ``0.98 %``); ``-`` without."""
+    if not mv or mv.get("error") is None:
+        return "-", "-"
+    band = f"{mv['error']:.3f} [{mv['lower']:.3f}, {mv['upper']:.3f}]" + (" *" if mv.get("drifted") else "")
+    share = mv.get("ood_share")
+    ref = mv.get("ood_reference_share")
+    ood = "-" if share is None else f"{100 * share:.2f} %" + ("" if ref is None else f" (ref {100 * ref:.2f} %)")
+    return band, ood
 
 
 def estimate_cell(metric: Mapping[str, Any] | None) -> str:
@@ -44,6 +56,7 @@ def window_rows(windows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
             e = est.get(m)
             realised = e.get("realised") if e else quality.get(m)
             cells += [estimate_cell(e), None if realised is None else f"{realised:.4f}"]
+        cells += multivariate_cells(fig.get("multivariate"))
         rows.append(
             (output.when(fig["start"]), fig["version"], fig["variant"], fig["predictions"], fig["labels"], *cells)
         )

@@ -43,6 +43,8 @@ class VersionHealth(BaseModel):
     fairness: dict[str, float]
     #: label-free estimate (± band) beside the realised figures, when the version's profile carries a calibration
     estimated: dict[str, Any] | None = None
+    #: multivariate reconstruction error with its band, and the OOD share, when the profile carries a PCA reference
+    multivariate: dict[str, Any] | None = None
 
 
 class DeploymentHealth(BaseModel):
@@ -107,6 +109,7 @@ async def _health(runtime: ServiceRuntime, deployment: str) -> DeploymentHealth:
                 error_rate=fig["error_rate"],
                 fairness=fig["fairness"],
                 estimated=fig.get("estimated"),
+                multivariate=fig.get("multivariate"),
             )
         )
     latest = {v.window["start"] for v in versions}

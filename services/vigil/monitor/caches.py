@@ -1,5 +1,5 @@
-"""Read-through caches of what the monitor looks up per batch: reference profiles (and their calibration maps)
-and policies.
+"""Read-through caches of what the monitor looks up per batch: reference profiles (their calibration maps and
+PCA/OOD references) and policies.
 
 Both are small, change rarely and are read on every batch and every close; a miss goes to Postgres (and, for a
 profile too large to travel inline, to the artifact store, digest-verified).
@@ -16,9 +16,11 @@ import asyncpg
 import orjson
 
 from vigil.artifacts import ArtifactError, ArtifactStore
+from vigil.kernels.ood import OODReference
 from vigil.kernels.profile import DatasetProfile
 from vigil.monitor import store
 from vigil.monitor.estimates import ReferenceCalibration, parse_calibration
+from vigil.monitor.multivariate import parse_multivariate
 from vigil.monitor.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class ReferenceCache:
         self._retry_s = max(retry_s, 0.5)
         self._entries: dict[tuple[str, int], tuple[float, DatasetProfile | None, str | None]] = {}
         self._calibrations: dict[tuple[str, int], ReferenceCalibration | None] = {}
+        self._multivariate: dict[tuple[str, int], OODReference | None] = {}
 
     async def get(self, model: str, version: int) -> tuple[DatasetProfile | None, str | None]:
         """(profile, digest) of a version; (None, None) while the monitor has not seen it registered."""
@@ -52,15 +55,21 @@ class ReferenceCache:
                 log.error("unusable reference profile", extra={"model": model, "version": version, "error": repr(exc)})
         self._entries[(model, version)] = (now, profile, digest)
         self._calibrations[(model, version)] = parse_calibration(body) if profile is not None else None
+        self._multivariate[(model, version)] = parse_multivariate(body, profile) if profile is not None else None
         return profile, digest
 
     def calibration(self, model: str, version: int) -> ReferenceCalibration | None:
         """The calibration map of a version's profile as last read by :meth:`get` (None: none, or not read yet)."""
         return self._calibrations.get((model, version))
 
+    def multivariate(self, model: str, version: int) -> OODReference | None:
+        """The PCA reference + OOD thresholds of a version's profile as last read by :meth:`get` (None: none)."""
+        return self._multivariate.get((model, version))
+
     def forget(self, model: str, version: int) -> None:
         self._entries.pop((model, version), None)
         self._calibrations.pop((model, version), None)
+        self._multivariate.pop((model, version), None)
 
     def _from_store(self, uri: str, digest: str | None) -> dict[str, Any] | None:
         named = uri.removeprefix("vigil-artifact://")

@@ -119,7 +119,10 @@ class WindowCloser(PeriodicTask):
                 _, policy = await engine.policies.get(conn, st.deployment)
                 baseline = await store.baseline_hist(conn, st.deployment, st.version, policy.drift.min_samples)
                 attribute = policy.fairness.attribute or engine.settings.fairness_attribute
-                fig = compute_figures(st, ref, baseline_hist=baseline, sensitive_attribute=attribute)
+                fig = compute_figures(
+                    st, ref, baseline_hist=baseline, sensitive_attribute=attribute,
+                    multivariate=engine.references.multivariate(st.model, st.version),
+                )  # fmt: skip
                 revision = 0 if row is None else int(row["revision"]) + 1
                 env = await emitter.emit(window_event(fig, revision))
                 await store.save_window(conn, fig, revision, env.id)
@@ -182,7 +185,9 @@ class WindowCloser(PeriodicTask):
             merged = parts[0]
             for w in parts[1:]:
                 merged = merged.merge(w)
-            fig = compute_figures(merged, ref, kind="rolling")
+            fig = compute_figures(
+                merged, ref, kind="rolling", multivariate=self.engine.references.multivariate(st.model, st.version)
+            )
             env = await emitter.emit(window_event(fig, 0))
             await store.save_window(conn, fig, 0, env.id)
             WINDOWS_CLOSED.labels("rolling").inc()

@@ -13,11 +13,19 @@ from typing import Any
 import numpy as np
 
 from vigil.events.catalog.common import Window
-from vigil.events.catalog.monitoring import EstimatedPerformance, FeatureDrift, LatencyFigures, MonitorWindow
+from vigil.events.catalog.monitoring import (
+    EstimatedPerformance,
+    FeatureDrift,
+    LatencyFigures,
+    MonitorWindow,
+    MultivariateDrift,
+)
 from vigil.kernels.drift import categorical_drift
+from vigil.kernels.ood import OODReference
 from vigil.kernels.profile import CategoricalProfile, DatasetProfile
 from vigil.kernels.report import DriftThresholds, drift_report
 from vigil.monitor.estimates import estimated_figures
+from vigil.monitor.multivariate import multivariate_figures
 from vigil.monitor.state import WindowState
 
 Figures = dict[str, Any]
@@ -49,9 +57,11 @@ def compute_figures(
     kind: str = "tumbling",
     baseline_hist: list[int] | None = None,
     sensitive_attribute: str | None = None,
+    multivariate: OODReference | None = None,
 ) -> Figures:
     """Every figure of ``st``: drift vs ``reference``, prediction drift vs ``baseline_hist``, quality, latency,
-    errors, fairness and the label-free performance estimate beside the realised figures (estimates.py). Missing
+    errors, fairness, the label-free performance estimate beside the realised figures (estimates.py) and, with the
+    version's PCA reference, the multivariate reconstruction error and OOD share (multivariate.py). Missing
     inputs give missing figures (None / absent), never zeros that look like data."""
     features: dict[str, Any] = {}
     if reference is not None and (st.numeric is not None or st.categorical is not None):
@@ -131,6 +141,7 @@ def compute_figures(
         "sensitive_attribute": sensitive_attribute if st.fairness is not None else None,
         "reference_profile_digest": st.reference_digest,
         "estimated": estimated_figures(st),
+        "multivariate": multivariate_figures(st, multivariate),
     }
 
 
@@ -167,4 +178,5 @@ def window_event(fig: Figures, revision: int) -> MonitorWindow:
         sensitive_attribute=fig.get("sensitive_attribute"),
         reference_profile_digest=fig.get("reference_profile_digest"),
         estimated=EstimatedPerformance.model_validate(fig["estimated"]) if fig.get("estimated") else None,
+        multivariate=MultivariateDrift.model_validate(fig["multivariate"]) if fig.get("multivariate") else None,
     )

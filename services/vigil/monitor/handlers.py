@@ -76,6 +76,7 @@ async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
     key = window_key(p.deployment, p.version, p.variant, start)
     ref, digest = await engine.references.get(p.model, p.version)
     calibration = engine.references.calibration(p.model, p.version)
+    multivariate = engine.references.multivariate(p.model, p.version)
     attribute = await engine.fairness_attribute(work.conn, p.deployment)
 
     def new_window() -> WindowState:
@@ -91,7 +92,10 @@ async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
     else:
         if st.reference_digest is None:
             st.reference_digest = digest
-        cols = fold_predictions(st, p, ref, prediction_bins=bins, fairness_attribute=attribute, calibration=calibration)
+        cols = fold_predictions(
+            st, p, ref, prediction_bins=bins, fairness_attribute=attribute, calibration=calibration,
+            multivariate=multivariate,
+        )  # fmt: skip
         ROWS.labels("predictions", "applied").inc(p.rows)
     work.touch(key)
     work.add_join(p.deployment, key, delivery.envelope.id, cols)

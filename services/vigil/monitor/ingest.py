@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vigil.kernels.ood import OODReference
 from vigil.kernels.profile import DatasetProfile, categorical_window, encode_categories, numeric_profile
 from vigil.monitor.estimates import ReferenceCalibration, fold_estimate
+from vigil.monitor.multivariate import fold_multivariate
 from vigil.monitor.state import WindowState
 
 _POSITIVE = ("1", "true", "True", "yes", "positive")
@@ -84,9 +86,11 @@ def fold_predictions(
     prediction_bins: int,
     fairness_attribute: str | None,
     calibration: ReferenceCalibration | None = None,
+    multivariate: OODReference | None = None,
 ) -> BatchColumns:
     """Fold one ``prediction.logged`` batch into ``st``; return the columns the label join keeps. With the
-    version's ``calibration``, the served scores also feed the label-free performance estimate."""
+    version's ``calibration``, the served scores also feed the label-free performance estimate; with its
+    ``multivariate`` reference, the numeric rows feed the PCA reconstruction error and the OOD counts."""
     n = len(payload.prediction_ids)
     if reference is not None and reference.numeric is not None:
         names = reference.numeric.names
@@ -95,6 +99,7 @@ def fold_predictions(
             x[:, j] = float_column(payload.numeric.get(name), n)
         wp = numeric_profile(x, reference.numeric.edges)
         st.numeric = wp if st.numeric is None else st.numeric.merge(wp)
+        fold_multivariate(st, x, multivariate)
     groups = np.full(n, -1, dtype=np.int16)
     if reference is not None and reference.categorical is not None:
         cat = reference.categorical

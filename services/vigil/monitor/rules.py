@@ -95,6 +95,15 @@ def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
             breached = breached and p_value <= alpha
         if breached:
             out[feature] = evidence(fig, statistic, v, limit, operator, True, n, feature=feature, p_value=p_value)
+    mv = fig.get("multivariate") if rule.multivariate else None
+    if mv and mv.get("drifted") and int(mv.get("count") or 0) >= rule.min_samples and mv.get("error") is not None:
+        below = mv.get("lower") is not None and mv["error"] < mv["lower"]
+        limit = mv["lower"] if below else mv.get("upper")
+        if limit is not None:
+            out["multivariate"] = evidence(
+                fig, "multivariate.reconstruction_error", float(mv["error"]), float(limit), "lt" if below else "gt",
+                True, int(mv["count"]), feature="multivariate", baseline=_finite_or_none(mv.get("reference_error")),
+            )  # fmt: skip
     return out
 
 

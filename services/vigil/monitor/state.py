@@ -3,7 +3,8 @@
 Never raw rows: numeric features are bin counts on the version's reference edges (plus exact moments), categorical
 features frequency tables on the reference vocabulary, predictions a small histogram, latency a DDSketch, quality
 score histograms and a confusion matrix, fairness per-group counters, and (when the version's reference profile
-carries a calibration map) the label-free performance estimate's sums (estimates.py). Each folds a batch in one
+carries a calibration map) the label-free performance estimate's sums (estimates.py), and (when it carries a PCA
+reference) the reconstruction-error sums and out-of-distribution row counts (multivariate.py). Each folds a batch in one
 pass and merges exactly, so the rolling long window is the merge of its tumbling windows.
 
 The state is a row of ``window_state`` in Postgres (window_store.py), written in the same transaction as the inbox
@@ -25,6 +26,8 @@ import orjson
 from vigil.kernels.encoding import decode_array, encode_array
 from vigil.kernels.estimation import EstimationState
 from vigil.kernels.fairness import GroupRates
+from vigil.kernels.multivariate import ReconstructionState
+from vigil.kernels.ood import OODState
 from vigil.kernels.profile import CategoricalProfile, DatasetProfile, NumericProfile
 from vigil.kernels.quality import BinaryClassificationState, ConfusionMatrix
 from vigil.kernels.sketch import LatencySketch
@@ -61,6 +64,8 @@ class WindowState:
     confusion: ConfusionMatrix = field(default_factory=lambda: ConfusionMatrix(2))
     fairness: GroupRates | None = None
     estimation: EstimationState | None = None
+    reconstruction: ReconstructionState | None = None  # multivariate drift: rows, Σ error, Σ error² (PCA reference)
+    ood: OODState | None = None  # rows and out-of-distribution rows (PCA reference's thresholds)
     predictions: int = 0
     labels: int = 0
     errors: int = 0
@@ -93,6 +98,8 @@ class WindowState:
             out.estimation = self.estimation  # thresholds differ only across profiles; keep one, never mix
         else:
             out.estimation = _merge_opt(self.estimation, other.estimation)
+        out.reconstruction = _merge_opt(self.reconstruction, other.reconstruction)
+        out.ood = _merge_opt(self.ood, other.ood)
         out.confusion = self.confusion.merge(other.confusion)
         if (
             self.fairness is not None
@@ -130,6 +137,8 @@ class WindowState:
             "quality": self.quality.to_dict() if self.quality is not None else None,
             "fairness": self.fairness.to_dict() if self.fairness is not None else None,
             "estimation": self.estimation.to_dict() if self.estimation is not None else None,
+            "reconstruction": self.reconstruction.to_dict() if self.reconstruction is not None else None,
+            "ood": self.ood.to_dict() if self.ood is not None else None,
             "prediction_hist": encode_array(self.prediction_hist, shrink_counts=True)
             if self.prediction_hist is not None
             else None,
@@ -158,6 +167,8 @@ class WindowState:
         st.quality = BinaryClassificationState.from_dict(d["quality"]) if d.get("quality") else None
         st.fairness = GroupRates.from_dict(d["fairness"]) if d.get("fairness") else None
         st.estimation = EstimationState.from_dict(d["estimation"]) if d.get("estimation") else None  # absent: older
+        st.reconstruction = ReconstructionState.from_dict(d["reconstruction"]) if d.get("reconstruction") else None
+        st.ood = OODState.from_dict(d["ood"]) if d.get("ood") else None
         if d.get("prediction_hist"):
             st.prediction_hist = decode_array(d["prediction_hist"], dtype=np.int64, name="prediction_hist")
         if d.get("numeric") and reference is not None and reference.numeric is not None:

@@ -8,6 +8,12 @@ carries ``"calibration"`` — the map from served score to probability that the 
 (:func:`vigil.kernels.calibration.choose_calibrator`: identity, isotonic or Platt, whichever has the lowest
 cross-fitted calibration error on those rows), the decision threshold and how many rows it was fitted on. The key
 sits beside the profile's own; readers that do not know it ignore it, and profiles without it keep working.
+
+Multivariate drift and out-of-distribution rows: with at least :data:`MIN_MULTIVARIATE_ROWS` rows and two numeric
+features, the profile also carries ``"multivariate"`` — the reference's PCA (standardisation, axes, cross-fitted
+reconstruction-error band; :func:`vigil.kernels.multivariate.fit_pca_reference`) with the per-row OOD thresholds
+fitted on the same rows (:func:`vigil.kernels.ood.fit_ood`), as ``OODReference.to_dict()``. No sample of reference
+rows is kept (``sample_rows=0``): the profile stays a few kB, so the monitor does not run the domain classifier.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from typing import Any
 
 #: Fewer held-out rows than this give a calibration map too noisy to estimate anything with: none is stored.
 MIN_CALIBRATION_ROWS = 50
+#: Fewer reference rows than this give a PCA band (ten cross-fitted blocks, 500-row chunks) too rough to judge with.
+MIN_MULTIVARIATE_ROWS = 200
 
 
 def reference_profile_dict(
@@ -38,6 +46,9 @@ def reference_profile_dict(
         raise ValueError(f"profile features must be 2-D (rows × features), got shape {x.shape}")
     profile = DatasetProfile.build(numeric=x, numeric_names=list(names) if names is not None else None)
     out = profile.to_dict()
+    multivariate = multivariate_dict(x, profile.numeric.names if profile.numeric is not None else None)
+    if multivariate is not None:
+        out["multivariate"] = multivariate
     if calibration_scores is not None and calibration_labels is not None:
         cal = calibration_dict(calibration_scores, calibration_labels, decision_threshold)
         if cal is not None:
@@ -63,3 +74,18 @@ def calibration_dict(scores: Any, labels: Any, decision_threshold: float = 0.5) 
         return None
     cal = choose_calibrator(s, y)
     return {**cal.to_dict(), "threshold": float(decision_threshold), "rows": int(s.size)}
+
+
+def multivariate_dict(x: Any, names: Sequence[str] | None) -> dict[str, Any] | None:
+    """The profile's ``multivariate`` entry (PCA reference + OOD thresholds), or None when the rows cannot support
+    one (fewer than two features or :data:`MIN_MULTIVARIATE_ROWS` rows)."""
+    import numpy as np
+
+    from vigil.kernels.multivariate import fit_pca_reference
+    from vigil.kernels.ood import fit_ood
+
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] < 2 or a.shape[0] < MIN_MULTIVARIATE_ROWS or names is None:
+        return None
+    pca = fit_pca_reference(a, tuple(names), sample_rows=0)
+    return fit_ood(pca, a).to_dict()

@@ -74,6 +74,28 @@ class EstimatedPerformance(Record):
     metrics: dict[EstimatedMetricName, EstimatedMetric] = Field(default_factory=dict, max_length=5)
 
 
+class MultivariateDrift(Record):
+    """Multivariate drift and out-of-distribution rows of a window, against the version's reference PCA.
+
+    ``error``: mean reconstruction error (standardised units) of the window's ``count`` rows; ``lower``/``upper``:
+    the ±3σ band of a clean window of that many rows (from cross-fitted reference chunks; ``lower`` may be
+    negative); ``drifted``: the error lies outside it. ``ood_share``: share of rows past either per-row threshold
+    (reference 99.5th percentiles), beside ``ood_reference_share``, the reference's own share under the same rule."""
+
+    count: int = Field(ge=0)
+    error: Stat | None = None
+    lower: float | None = None
+    upper: float | None = None
+    reference_error: Stat | None = None
+    drifted: bool | None = None
+    imputed: int = Field(default=0, ge=0)
+    components: int = Field(default=0, ge=0)
+    ood_count: int = Field(default=0, ge=0)
+    ood_flagged: int = Field(default=0, ge=0)
+    ood_share: float | None = Field(default=None, ge=0, le=1)
+    ood_reference_share: float | None = Field(default=None, ge=0, le=1)
+
+
 class _MonitorEvent(EventPayload):
     TOPIC: ClassVar[str] = topics.MONITORING
     KEY_FIELD: ClassVar[str] = "deployment"
@@ -89,8 +111,9 @@ class _MonitorEvent(EventPayload):
 class MonitorWindow(_MonitorEvent):
     """The figures of one closed window for one served version: drift, quality (once labels arrived), latency,
     errors and fairness, and — when the version's reference profile carries a calibration map — the label-free
-    performance estimate beside the realised figures. Late labels re-emit the window with updated quality figures
-    (same window, higher ``revision``)."""
+    performance estimate beside the realised figures; when it carries a PCA reference, the multivariate
+    reconstruction error with its band and the share of out-of-distribution rows. Late labels re-emit the window
+    with updated quality figures (same window, higher ``revision``)."""
 
     TYPE: ClassVar[str] = "monitor.window"
 
@@ -110,6 +133,7 @@ class MonitorWindow(_MonitorEvent):
     sensitive_attribute: FeatureName | None = None
     reference_profile_digest: Digest | None = None
     estimated: EstimatedPerformance | None = None
+    multivariate: MultivariateDrift | None = None
 
     def subject(self) -> str:
         return f"deployment/{self.deployment}/v{self.version}"
