@@ -254,6 +254,13 @@ def test_pack_holds_what_the_apis_say(story: Story) -> None:
     rollout = rollouts[_v(promoted["data"])["rollout_id"]]
     assert rollout["candidate_version"] == story.promoted and rollout["phase"] == "promoted"
 
+    # Comparison: the stable version of the version's rollout, with that version's registered metrics.
+    comparison = pack["sections"]["comparison"]
+    assert _v(comparison["version"]) == rollout["stable_version"] == _v(comparison["against"])
+    previous = story.get("registry", f"/v1/models/{MODEL}/versions/{rollout['stable_version']}")
+    assert _v(comparison["metrics"]) == previous["metrics"]
+    assert comparison["metrics"][CITE] == previous["registered_event_id"]
+
     # Monitoring: one window per (variant, start), the newest revision, as the auditor holds it.
     windows = deployment["windows"]
     assert windows

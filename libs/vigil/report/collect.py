@@ -135,10 +135,12 @@ def build_model_pack(sources: Sources, model: str, version: int, *, built_by: st
         "lineage": _lineage_section(sources, audit, registered_id, model, version),
         "deployments": _deployments_section(sources, audit, model, version),
         "aliases": _aliases_section(audit, model, version, found),
+        "comparison": {},
         "policies": _policies_section(sources, model, registered),
         "policy_changes": _policy_changes(audit, model, sources),
         "human": _human_section(sources, audit, model, version),
     }
+    sections["comparison"] = _comparison(sources, audit, model, sections["deployments"])
     return {
         "format": FORMAT,
         "kind": "model",
@@ -376,3 +378,25 @@ def _policy_changes(audit: AuditEntries, model: str, sources: Sources) -> list[d
         if event is not None:
             changes.append(event_facts(event_id, event))
     return changes
+
+
+def _comparison(sources: Sources, audit: AuditEntries, model: str, deployments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The version this one was rolled out against (the stable side of its first rollout) and that version's
+    registered metrics, both cited: the offline part of "compared with the champion it replaced"."""
+    for dep in deployments:
+        for decision in dep["decisions"]:
+            data = value(decision.get("data"))
+            if value(decision.get("type")) != "deployment.rollout.started" or not data.get("stable_version"):
+                continue
+            previous = sources.get_or_none("registry", f"/v1/models/{model}/versions/{data['stable_version']}")
+            event = None if previous is None else audit.fetch(previous["registered_event_id"])
+            if event is None:
+                return {}
+            eid, rollout = previous["registered_event_id"], decision["data"]
+            return {
+                "against": cited(rollout["$cite"], audit.entries[rollout["$cite"]]["event"], "/data/stable_version"),
+                "version": cited(eid, event, "/data/version"),
+                "metrics": cited(eid, event, "/data/metrics"),
+                "gates": cited(eid, event, "/data/gates"),
+            }
+    return {}
