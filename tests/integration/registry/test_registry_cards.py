@@ -3,12 +3,15 @@ sign-off of the card as it stands, and one ``model.card.*`` event on ``vigil.mod
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from registry_support import Registry, training_completed
+from typer.testing import CliRunner
 
-from support.services import eventually
+from support.services import eventually, served
+from vigil.cli.main import app as vigil_cli
 from vigil.events.catalog.cards import CARD_FIELDS, card_digest
 
 pytestmark = pytest.mark.integration
@@ -90,3 +93,53 @@ async def test_card_edits_and_sign_off_are_events(registry: Registry) -> None:
     assert last["card_sha256"] == card_digest({**texts, "risks": "Drift; label delay."})
     with pytest.raises(Exception, match="append-only"):
         await registry.fetchval("DELETE FROM model_card_edits")
+
+
+async def test_card_cli_shows_draft_then_signed(registry: Registry) -> None:
+    """``vigil card edit|sign-off|show`` against the registry on a real port (the commands a reviewer types)."""
+    dataset = await registry.register_dataset("cli-card-patients", "b", [{"name": "age", "type": "float"}])
+    await registry.publish(
+        "vigil.training",
+        training_completed("clicard", "run-1", metrics={"auc": 0.8}, datasets=[dataset]),
+        key="clicard",
+    )
+
+    async def registered() -> Any:
+        r = await registry.client.get("/v1/models/clicard/versions/1", headers=registry.h("viewer"))
+        return r.status_code == 200
+
+    await eventually(registered, timeout=20, what="version 1")
+    tokens = registry.tokens.by_role
+    async with served(registry.service.app) as url:
+
+        def cli(*args: str, role: str = "admin") -> tuple[int, str]:
+            result = CliRunner().invoke(vigil_cli, [*args, "--url", url, "--token", tokens[role]])
+            return result.exit_code, result.output
+
+        code, out = await asyncio.to_thread(cli, "card", "show", "clicard", "--version", "1")
+        assert code == 0 and "DRAFT: not signed off" in out and "-- not written --" in out, out
+        code, out = await asyncio.to_thread(
+            cli, "card", "edit", "clicard", "--version", "1", "--field", "colour", "--text", "x"
+        )
+        assert code == 2 and "--field must be one of" in out, out
+        for field in CARD_FIELDS:
+            code, out = await asyncio.to_thread(
+                cli,
+                "card",
+                "edit",
+                "clicard",
+                "--version",
+                "1",
+                "--field",
+                field,
+                "--text",
+                f"{field} text",
+                role="scientist",
+            )
+            assert code == 0 and "revision 1" in out, out
+        code, out = await asyncio.to_thread(cli, "card", "sign-off", "clicard", "--version", "1", role="viewer")
+        assert code == 1 and "403" in out, out
+        code, out = await asyncio.to_thread(cli, "card", "sign-off", "clicard", "--version", "1", role="deployer")
+        assert code == 0 and "signed off by user:test-deployer (deployer)" in out, out
+        code, out = await asyncio.to_thread(cli, "card", "show", "clicard", "--version", "1")
+        assert code == 0 and "signed off by user:test-deployer (deployer)" in out and "risks text" in out, out
