@@ -33,6 +33,7 @@ from vigil.monitor.batch import HELD_DROPPED, ROWS
 from vigil.monitor.decisions import evaluate
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.figures import Figures, compute_figures, window_event
+from vigil.monitor.gauges import export_window
 from vigil.monitor.handlers import STREAM_TOPICS
 from vigil.monitor.state import WindowState
 from vigil.service.periodic import PeriodicTask
@@ -123,6 +124,7 @@ class WindowCloser(PeriodicTask):
                     st, ref, baseline_hist=baseline, sensitive_attribute=attribute,
                     multivariate=engine.references.multivariate(st.model, st.version),
                 )  # fmt: skip
+                export_window(fig)
                 revision = 0 if row is None else int(row["revision"]) + 1
                 env = await emitter.emit(window_event(fig, revision))
                 await store.save_window(conn, fig, revision, env.id)

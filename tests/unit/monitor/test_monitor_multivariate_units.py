@@ -120,3 +120,32 @@ def test_cli_cells() -> None:
     assert multivariate_cells(None) == ("-", "-")
     row = window_rows([{"figures": fig}])[0]
     assert len(row) == len(COLUMNS) and row[COLUMNS.index("multivariate error")] == band
+
+
+def test_gauges_carry_the_window_figures_for_the_drift_dashboard() -> None:
+    from prometheus_client import REGISTRY
+
+    from vigil.monitor.gauges import export_window
+
+    fig = {**_figures(_rows(1000, 7, flip=True)), "deployment": "gauge-test", "version": 4, "variant": "candidate"}
+    fig["quality"] = {"accuracy": 0.81}
+    fig["estimated"] = {
+        "count": 1000,
+        "threshold": 0.5,
+        "labelled": 0,
+        "metrics": {"roc_auc": {"value": 0.9, "std": 0.01, "lower": 0.87, "upper": 0.93, "realised": None}},
+    }
+    export_window(fig)
+    who = {"deployment": "gauge-test", "version": "4", "variant": "candidate"}
+
+    def value(name: str, **extra: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {**who, **extra})
+
+    mv = fig["multivariate"]
+    assert value("vigil_monitor_multivariate_error") == pytest.approx(mv["error"])
+    assert value("vigil_monitor_multivariate_error_upper") == pytest.approx(mv["upper"])
+    assert value("vigil_monitor_ood_rows_ratio") == pytest.approx(mv["ood_share"])
+    assert value("vigil_monitor_ood_reference_ratio") == pytest.approx(mv["ood_reference_share"])
+    assert value("vigil_monitor_estimated_performance_lower", metric="roc_auc") == 0.87
+    assert value("vigil_monitor_realised_performance", metric="accuracy") == 0.81
+    assert value("vigil_monitor_realised_performance", metric="roc_auc") is None  # no labels: no realised series
