@@ -34,6 +34,9 @@ def test_demo_fast_reaches_the_end_of_the_story(tmp_path: Path) -> None:
     assert "verified ✓" in output
     # Every chapter ended, in order, with what the platform did by itself.
     assert "v2 rolled back by the" in output
+    # …and the story says which signal stopped it, and what the label-free estimate said before the labels
+    assert " on live labels (" in output or " before its labels (" in output
+    assert "label-free estimate of accuracy in the same window: v2 " in output
     assert "retrain.requested (drift)" in output
     assert "v3 (gradient-boosted trees, ONNX) trained on the fresh extract" in output  # a non-linear model, served
     assert "v3 promoted after a Successful canary; registry champion = v3" in output

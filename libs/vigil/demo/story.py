@@ -376,7 +376,37 @@ class Story:
         event = await self._audited_after("deployment.rolled_back", lambda e: e["data"]["failed_version"] == candidate)
         self.outcome.rollback_event = event
         by = event["data"]["trigger"]
-        return f"v{candidate} rolled back by the {by} ({_evidence(event)}); v{stable} serves 100 %"
+        self.say(f"  {await self._estimate_note(candidate, stable)}")
+        return f"v{candidate} rolled back by the {by} on {_signal(event)} ({_evidence(event)}); v{stable} serves 100 %"
+
+    async def _estimate_note(self, candidate: int, stable: int | None) -> str:
+        """What the label-free estimate (CBPE) said about the canary, and why the monitor waited for labels.
+
+        The demo's monitor policy leaves ``actions.on_estimated`` off: v2's fault is a changed relation between the
+        features and the outcome (concept drift), and CBPE estimates each model's accuracy from its own calibrated
+        scores under the relation it was calibrated on — the one fault class it cannot see. Printing the estimate
+        beside the realised figure shows that, from the monitor's own windows."""
+        r = await self.clients.monitor.get(
+            "/v1/windows", params={"deployment": self.names.deployment, "kind": "tumbling"}, headers=self._h()
+        )
+        figures = [w["figures"] for w in r.json().get("items", [])]
+        by_start = {(f["version"], f["start"]): f for f in figures}
+        for f in figures:
+            est = ((f.get("estimated") or {}).get("metrics") or {}).get("accuracy")
+            base = by_start.get((stable, f["start"]))
+            base_est = ((base or {}).get("estimated") or {}).get("metrics", {}).get("accuracy") if base else None
+            if f["version"] != candidate or est is None or base_est is None:
+                continue
+            realised = est.get("realised")
+            seen = f", realised {realised:.3f} on labels" if isinstance(realised, float) else ""
+            return (
+                f"label-free estimate of accuracy in the same window: v{candidate} {est['value']:.3f} "
+                f"[{est['lower']:.3f}, {est['upper']:.3f}]{seen}, v{stable} {base_est['value']:.3f} — the estimate "
+                "assumes the feature→outcome relation each model was calibrated on, and "
+                f"v{candidate}'s fault is that relation: the estimate cannot see it, so the monitor waited for labels "
+                "(actions.on_estimated is off)"
+            )
+        return "no label-free estimate of the canary's window (its profile has no calibration): labels decided"
 
     async def _world_moves(self) -> str:
         assert self.traffic is not None
@@ -548,6 +578,14 @@ def _subject_is(event: dict[str, Any], names: Names) -> bool:
     """Does this event concern this run's model or deployment (an earlier demo run may share the stack)?"""
     data = event.get("data", {})
     return data.get("deployment") == names.deployment or data.get("model") == names.model
+
+
+def _signal(event: dict[str, Any]) -> str:
+    """Which signal stopped a version: its label-free estimate (evidence ``estimated.*``) or live labels."""
+    statistics = [str(e.get("statistic")) for e in event["data"].get("evidence", []) if e.get("breached")]
+    if any(s.startswith("estimated.") for s in statistics):
+        return "its label-free estimate, before its labels"
+    return "live labels"
 
 
 def _evidence(event: dict[str, Any]) -> str:
