@@ -97,6 +97,12 @@ async def test_worse_canary_is_rolled_back_on_its_estimate_before_labels(
         bad = {"actions": {"on_estimated": "sometimes"}}
         assert (await mon.client.put("/v1/policies/est", json=bad, headers=mon.h("deployer"))).status_code == 422
         await mon.publish(topics.MODELS, _registered(1), _registered(2), key="m")
+
+        async def both_stored() -> bool:  # models and predictions are separate topics: the profiles must be in first
+            rows = await mon.fetch("SELECT count(*) AS n FROM reference_profiles WHERE model = 'm'")
+            return rows[0]["n"] == 2
+
+        await eventually(both_stored, timeout=60, what="reference profiles stored")
         at = window_start(time.time(), settings.window_s, ahead=2)
         stable, _, _ = _batch(1, "stable", at, 1000, seed=1)
         cand, c_ids, c_truth = _batch(2, "candidate", at, 1000, seed=2)
