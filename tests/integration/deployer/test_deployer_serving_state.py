@@ -72,12 +72,20 @@ async def test_a_rollback_holds_from_the_first_request_after_its_notification(de
             heard_at, payload = await asyncio.wait_for(heard.get(), 30)
             if '"candidate_version":null' in payload and '"name":"hold"' in payload:
                 break
-        # The first request after the notification reached a listener: stable answers.
+        # The gateway's own listener gets the same notification on its own connection, a moment earlier or later
+        # (a loaded machine decides which socket is read first): wait for it to have applied the route — nothing
+        # else is waited for — and the very next request must be answered by stable, from no cache but that route.
+        serving = deployer.service.runtime.parts.get(ServingState)
+
+        async def applied() -> bool:
+            route = serving._routes.get("hold")
+            return route is not None and route.candidate_version is None
+
+        await eventually(applied, what="the gateway applied the rollback's notification", interval=0.001)
         answer = await deployer.predict("hold", {"features": row(1)})
         assert answer["version"] == 1 and answer["variant"] == "stable"
     finally:
         await listener.close()
-    serving = deployer.service.runtime.parts.get(ServingState)
     lag_ms = (serving.applied_at["hold"] - heard_at) * 1000
     print(f"rollback: gateway applied the route {lag_ms:+.2f} ms after the test's own listener heard it")
 
