@@ -5,7 +5,8 @@ Run: ``.venv/bin/python tests/bench/bench_monitor.py`` (not collected by pytest)
 
 - ``predictions_per_s``: the CPU path of one ``prediction.logged`` record, everything the bus consumer and
   ``handlers.on_prediction_logged`` do outside I/O — decode (the bus's contract check and the payload model), fold
-  into the window state (20 numeric features binned on 1 024 reference bins, prediction histogram, latency sketch),
+  into the window state (20 numeric features binned on 1 024 reference bins, prediction histogram, latency sketch,
+  the label-free estimate and the multivariate/OOD fold: the reference profile is built by the trainer's code),
   build the label-join columns and add them to the index, and serialise the window state and the join batch (the
   two Postgres values written per batch). Single process (the binning kernel may use both cores); records of
   2 200 rows (what fits in 1 MiB with 20 float64 features and 32-char ids). Broker and Postgres I/O are not
@@ -34,6 +35,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +49,14 @@ from vigil.events.catalog.streams import PredictionLogged  # noqa: E402
 from vigil.events.contracts import decode_event_deferred  # noqa: E402
 from vigil.kernels.profile import DatasetProfile  # noqa: E402
 from vigil.monitor.decisions import evaluate  # noqa: E402
+from vigil.monitor.estimates import parse_calibration  # noqa: E402
 from vigil.monitor.figures import compute_figures  # noqa: E402
 from vigil.monitor.ingest import fold_predictions  # noqa: E402
 from vigil.monitor.joins import JoinIndex, encode_batch  # noqa: E402
+from vigil.monitor.multivariate import parse_multivariate  # noqa: E402
 from vigil.monitor.policy import DEFAULT_POLICY  # noqa: E402
 from vigil.monitor.state import WindowState  # noqa: E402
+from vigil.trainer.profiling import reference_profile_dict  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
 ROWS = 2_200  # with 32-char ids and full-precision floats this is what fits in 1 MiB
@@ -87,7 +92,13 @@ def _decode(raw: bytes) -> PredictionLogged:
     return payload
 
 
-def bench_ingest(ref: DatasetProfile, records: list[bytes], seconds: float = 8.0) -> dict[str, float]:
+def bench_ingest(
+    ref: DatasetProfile, records: list[bytes], seconds: float = 8.0, body: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """See ``predictions_per_s``; with ``body`` (the profile as the trainer stores it), its calibration map and
+    multivariate reference are applied too, as the service applies them."""
+    calibration = parse_calibration(body) if body is not None else None
+    multivariate = parse_multivariate(body, ref) if body is not None else None
     st = WindowState("bench", "m", 1, "stable", 0, 60_000)
     index = JoinIndex()
     decode_s = fold_s = 0.0
@@ -99,7 +110,10 @@ def bench_ingest(ref: DatasetProfile, records: list[bytes], seconds: float = 8.0
         t0 = time.perf_counter()
         payload = _decode(raw)
         t1 = time.perf_counter()
-        cols = fold_predictions(st, payload, ref, prediction_bins=10, fairness_attribute=None)
+        cols = fold_predictions(
+            st, payload, ref, prediction_bins=10, fairness_attribute=None, calibration=calibration,
+            multivariate=multivariate,
+        )  # fmt: skip
         index.add(st.key, cols)
         encode_batch(st.key, cols)
         st.to_bytes()
@@ -158,7 +172,7 @@ def bench_false_positives(ref: DatasetProfile, rng: np.random.Generator, windows
 
 
 async def _stream_end_to_end(
-    ref: DatasetProfile, rng: np.random.Generator, bootstrap: str, dsn: str, tmp: Path, records_n: int
+    body: dict[str, Any], rng: np.random.Generator, bootstrap: str, dsn: str, tmp: Path, records_n: int
 ) -> dict[str, float]:
     """See ``predictions_per_s_end_to_end`` in the module docstring."""
     from aiokafka import AIOKafkaProducer
@@ -171,7 +185,6 @@ async def _stream_end_to_end(
 
     prefix = testinfra.unique_name("bench.") + "."
     deployments = [f"bench-{i}" for i in range(4)]
-    body = ref.to_dict()
     registered = make_event(
         ModelVersionRegistered(
             model="m", version=1, source="manual", artifact_digest="sha256:" + "0" * 64,
@@ -231,13 +244,13 @@ def _applied_rows() -> float:
     return REGISTRY.get_sample_value("vigil_monitor_rows_total", {"stream": "predictions", "outcome": "applied"}) or 0.0
 
 
-def bench_stream_end_to_end(ref: DatasetProfile, rng: np.random.Generator, records_n: int = 360) -> dict[str, float]:
+def bench_stream_end_to_end(body: dict[str, Any], rng: np.random.Generator, records_n: int = 360) -> dict[str, float]:
     workdir = testinfra.make_workdir()
     kafka = testinfra.start_kafka(workdir)
     postgres = testinfra.start_postgres(workdir)
     try:
         _name, dsn = postgres.create_database()
-        return asyncio.run(_stream_end_to_end(ref, rng, kafka.bootstrap_servers, dsn, workdir, records_n))
+        return asyncio.run(_stream_end_to_end(body, rng, kafka.bootstrap_servers, dsn, workdir, records_n))
     finally:
         postgres.close()
         kafka.close()
@@ -248,14 +261,23 @@ def main() -> None:
     signing.install()  # event keys for the in-process monitor (VIGIL_EVENT_KEYS_DIR), as the tests' conftest does
     load_at_start = os.getloadavg()[0]
     rng = np.random.default_rng(0)
-    ref = DatasetProfile.build(np.asfortranarray(rng.normal(size=(100_000, len(FEATURES)))), numeric_names=FEATURES)
+    # The reference profile as the trainer stores it (#21): bins, a calibration map (label-free estimates) and the
+    # PCA/OOD reference (multivariate drift and OOD share) — the monitor applies all three on every batch.
+    x = np.asfortranarray(rng.normal(size=(100_000, len(FEATURES))))
+    held = 1 / (1 + np.exp(-x[:5_000, 0]))
+    profile = reference_profile_dict(
+        x, FEATURES, calibration_scores=held, calibration_labels=(rng.random(5_000) < held).astype(int)
+    )
+    profile = json.loads(json.dumps(profile))  # as it travels
+    assert "calibration" in profile and "multivariate" in profile
+    ref = DatasetProfile.from_dict(profile)
     records = [_batch(rng) for _ in range(16)]
-    bench_ingest(ref, records, seconds=1.0)  # warm up (numba cache, allocators)
+    bench_ingest(ref, records, seconds=1.0, body=profile)  # warm up (numba cache, allocators)
     results = {
-        **bench_ingest(ref, records),
+        **bench_ingest(ref, records, body=profile),
         **bench_decision(ref, rng),
         **bench_false_positives(ref, rng),
-        **bench_stream_end_to_end(ref, rng),
+        **bench_stream_end_to_end(profile, rng),
         "features": float(len(FEATURES)),
         "rows_per_record": float(ROWS),
         "load_avg_1m_at_start": load_at_start,
