@@ -632,6 +632,19 @@ def test_k8s_deployment_and_service(name: str, monkeypatch: pytest.MonkeyPatch) 
     assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(spec.port, "http")]
 
 
+def test_k8s_runs_two_of_each_service_with_a_disruption_budget() -> None:
+    """What the failover tests showed (#24): each service carries on when one of two instances dies."""
+    deployments = _by_kind("Deployment")
+    budgets = _by_kind("PodDisruptionBudget")
+    for name in SERVICE_NAMES:
+        deployment = deployments[f"vigil-{name}"]
+        assert deployment["spec"]["replicas"] == 2, name
+        budget = budgets[f"vigil-{name}"]["spec"]
+        assert budget["minAvailable"] == 1
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert budget["selector"]["matchLabels"].items() <= pod_labels.items(), name
+
+
 def test_k8s_covers_no_unknown_service() -> None:
     assert set(_by_kind("Deployment")) == {f"vigil-{n}" for n in SERVICE_NAMES}
     assert set(_by_kind("Service")) == {f"vigil-{n}" for n in SERVICE_NAMES}
