@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from rich.console import Console
 
 from vigil.cli.demo import _play
 from vigil.demo.story import StoryConfig
+from vigil.report.verify import verify_pack
 from vigil.service.tokens import Role, TokenRecord, issue_token, update_tokens
 from vigil.stack.console import running_console
 from vigil.stack.supervisor import RunningStack, default_launches, running_stack
@@ -186,6 +188,19 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     expect(page.locator("#v3 table.gates")).to_contain_text("pass")
     expect(page.locator(".lineage")).to_contain_text("patient-risk v3")
     _shot(page, "model")
+
+    # The evidence pack (#23) downloads from the model page and verifies offline with the auditor's key alone.
+    with page.expect_download() as html_download:
+        page.locator("#v3").get_by_role("link", name="document").click()
+    assert MODEL in Path(html_download.value.path()).read_text()
+    with page.expect_download() as json_download:
+        page.locator("#v3").get_by_role("link", name="facts and proofs", exact=False).click()
+    pack = json.loads(Path(json_download.value.path()).read_text())
+    key = httpx.get(
+        f"{scenario.stack.url('auditor')}/v1/keys", headers={"Authorization": f"Bearer {scenario.admin}"}, timeout=10
+    ).json()["public_key_hex"]
+    verdict = verify_pack(pack, key)
+    assert verdict.ok and verdict.entries_checked > 0, verdict.problem
 
     page.locator("#v3").get_by_role("link", name="training job, metrics and log").click()
     expect(page.locator("#transitions")).to_contain_text("succeeded")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -10,6 +12,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from vigil.console import access, views
 from vigil.console.deps import SessionDep, UpstreamDep, page, settings, store
 from vigil.console.sessions import COOKIE, Session
+from vigil.console.upstream import UpstreamError
+from vigil.report.collect import build_model_pack
+from vigil.report.render_html import render_html
+from vigil.report.sources import ReportError, Sources
 
 router = APIRouter()
 
@@ -94,6 +100,37 @@ async def confirm(
 async def model(request: Request, name: Name, session: SessionDep, up: UpstreamDep) -> Response:
     data = await views.model(up, session.token, name)
     return page(request, "model.html", session, name=name, **data)
+
+
+@router.get("/models/{name}/versions/{version}/evidence-pack.{kind}")
+async def evidence_pack(
+    name: Name,
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    kind: Annotated[str, Path(pattern="^(html|json)$")],
+    session: SessionDep,
+    up: UpstreamDep,
+) -> Response:
+    """The version's evidence pack (issue #23) as a download — the readable document (``html``) or the facts with
+    their proofs (``json``, what ``vigil report verify`` checks offline). Built by ``vigil.report`` from the services'
+    APIs with the signed-in user's own token, exactly as ``vigil report model`` builds it, so it needs the auditor role
+    (the pack cites audit entries with their inclusion proofs)."""
+
+    def build() -> dict[str, Any]:
+        with Sources(up.urls, session.token) as sources:
+            return build_model_pack(sources, name, version, built_by="the Vigil console")
+
+    try:
+        pack = await asyncio.to_thread(build)  # the builder's reads are synchronous: keep them off the loop
+    except ReportError as exc:
+        text = str(exc)
+        code = next((c for c in (403, 404, 401) if f"answered {c}" in text), 0)
+        raise UpstreamError("report", code or 502, text) from exc
+    disposition = {"Content-Disposition": f'attachment; filename="{name}-v{version}-evidence-pack.{kind}"'}
+    if kind == "json":
+        return Response(
+            json.dumps(pack, indent=1, ensure_ascii=False), media_type="application/json", headers=disposition
+        )
+    return HTMLResponse(render_html(pack), headers=disposition)
 
 
 @router.get("/audit", response_class=HTMLResponse)
