@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -190,10 +191,19 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     _shot(page, "model")
 
     # The evidence pack (#23) downloads from the model page and verifies offline with the auditor's key alone.
-    with page.expect_download() as html_download:
-        page.locator("#v3").get_by_role("link", name="document").click()
-    assert MODEL in Path(html_download.value.path()).read_text()
-    with page.expect_download() as json_download:
+    # A version registered moments ago is not under a signed checkpoint yet: the console says so (503, Retry-After)
+    # until the auditor's next checkpoint (at most its interval, 60 s by default), then serves the pack.
+    links = page.locator("#v3").get_by_role("link")
+    html_href, json_href = (links.filter(has_text=t).get_attribute("href") for t in ("document", "facts and proofs"))
+    assert html_href and json_href
+    deadline = time.monotonic() + 150
+    while (answer := page.request.get(f"{scenario.console}{html_href}", timeout=120_000)).status == 503:
+        assert "signed checkpoint" in answer.text() and answer.headers["retry-after"] == "10"
+        assert time.monotonic() < deadline, "no checkpoint covered v3's registration in 150 s"
+        time.sleep(2)
+    assert answer.ok, (answer.status, answer.text()[-1500:])
+    assert "attachment" in answer.headers["content-disposition"] and MODEL in answer.text()
+    with page.expect_download() as json_download:  # and as a user gets it: the link, a real browser download
         page.locator("#v3").get_by_role("link", name="facts and proofs", exact=False).click()
     pack = json.loads(Path(json_download.value.path()).read_text())
     key = httpx.get(

@@ -104,6 +104,7 @@ async def model(request: Request, name: Name, session: SessionDep, up: UpstreamD
 
 @router.get("/models/{name}/versions/{version}/evidence-pack.{kind}")
 async def evidence_pack(
+    request: Request,
     name: Name,
     version: Annotated[int, Path(ge=1, le=2**31 - 1)],
     kind: Annotated[str, Path(pattern="^(html|json)$")],
@@ -123,6 +124,11 @@ async def evidence_pack(
         pack = await asyncio.to_thread(build)  # the builder's reads are synchronous: keep them off the loop
     except ReportError as exc:
         text = str(exc)
+        if "not covered by a signed checkpoint" in text:  # a fresh version: the auditor signs within its interval
+            error = UpstreamError("report", 503, text)
+            response = page(request, "error.html", session, status_code=503, error=error)
+            response.headers["Retry-After"] = "10"
+            return response
         code = next((c for c in (403, 404, 401) if f"answered {c}" in text), 0)
         raise UpstreamError("report", code or 502, text) from exc
     disposition = {"Content-Disposition": f'attachment; filename="{name}-v{version}-evidence-pack.{kind}"'}
