@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -61,8 +62,6 @@ class Keyring:
     def single(cls, key: bytes) -> Keyring:
         """A keyring of one key given directly (``VIGIL_ARTIFACT_ENCRYPTION_KEY``); its id is derived from the key
         (a hash prefix, never the key), so the same key always has the same id."""
-        import hashlib
-
         key_id = "static-" + hashlib.sha256(b"vigil-artifact-key-id\0" + key).hexdigest()[:12]
         return cls(current=key_id, keys={key_id: key})
 

@@ -38,7 +38,8 @@ def iso(ts: int | float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _finite(v: Any) -> float | None:
+def finite(v: Any) -> float | None:
+    """A figure as a float, or None when it is missing or not finite (JSON and events have no NaN)."""
     return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
@@ -84,11 +85,11 @@ def compute_figures(
             d = categorical_drift(_hist_profile(base), _hist_profile(hist))
             prediction_drift = {
                 "count": int(hist.sum()),
-                "psi": _finite(d.psi[0]),
-                "js": _finite(d.js[0]),
-                "chi2": _finite(d.chi2[0]),
-                "hellinger": _finite(d.hellinger[0]),
-                "p_value": _finite(d.chi2_pvalue[0]),
+                "psi": finite(d.psi[0]),
+                "js": finite(d.js[0]),
+                "chi2": finite(d.chi2[0]),
+                "hellinger": finite(d.hellinger[0]),
+                "p_value": finite(d.chi2_pvalue[0]),
             }
     quality: dict[str, float] = {}
     cm = st.confusion.metrics()
@@ -152,7 +153,7 @@ def window_of(fig: Figures) -> Window:
 def window_event(fig: Figures, revision: int) -> MonitorWindow:
     """The ``monitor.window`` payload of stored figures."""
     features = {
-        name: FeatureDrift(**{k: f.get(k) if k in ("count", "missing") else _finite(f.get(k)) for k in _FEATURE_FIELDS})
+        name: FeatureDrift(**{k: f.get(k) if k in ("count", "missing") else finite(f.get(k)) for k in _FEATURE_FIELDS})
         for name, f in fig["features"].items()
     }
     pd = fig.get("prediction_drift")

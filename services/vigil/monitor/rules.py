@@ -16,7 +16,7 @@ from scipy import special
 
 from vigil.events.catalog.common import Evidence
 from vigil.kernels.drift import holm_adjusted
-from vigil.monitor.figures import Figures, window_of
+from vigil.monitor.figures import Figures, finite, window_of
 from vigil.monitor.policy import Policy
 
 Operator = Literal["gt", "ge", "lt", "le"]
@@ -76,13 +76,13 @@ def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
         if value is None or not math.isfinite(value):
             continue
         op: Operator = "lt" if stat == "chi2_pvalue" else "gt"
-        judged.append((name, stat, value, threshold, op, count, _finite_or_none(f.get("test_pvalue"))))
+        judged.append((name, stat, value, threshold, op, count, finite(f.get("test_pvalue"))))
     pd = fig.get("prediction_drift")
     count = int(pd.get("count") or 0) if pd else 0
     if pd and pd.get("psi") is not None and count >= rule.min_samples:
         judged.append(
             ("prediction", "prediction.psi", pd["psi"], rule.prediction_threshold, "gt", count,
-             _finite_or_none(pd.get("p_value")))
+             finite(pd.get("p_value")))
         )  # fmt: skip
     alpha = rule.alpha
     adjusted = holm_adjusted([np.nan if p is None else p for *_, p in judged]) if alpha is not None else None
@@ -102,13 +102,9 @@ def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
         if limit is not None:
             out["multivariate"] = evidence(
                 fig, "multivariate.reconstruction_error", float(mv["error"]), float(limit), "lt" if below else "gt",
-                True, int(mv["count"]), feature="multivariate", baseline=_finite_or_none(mv.get("reference_error")),
+                True, int(mv["count"]), feature="multivariate", baseline=finite(mv.get("reference_error")),
             )  # fmt: skip
     return out
-
-
-def _finite_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 # -- SLOs --------------------------------------------------------------------------------------------------------
