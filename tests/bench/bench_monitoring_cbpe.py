@@ -39,12 +39,12 @@ import datetime as dt
 import json
 import os
 import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monitoring_results import median_seconds, merge_results, replace_section
 
 from vigil.datasets.patient_risk import generate
 from vigil.kernels.calibration import Calibrator, choose_calibrator, fit_isotonic
@@ -121,15 +121,6 @@ def nml_values(result: Any) -> dict[str, np.ndarray]:
     return {m: df[(col, "value")].to_numpy(dtype=float) for m, col in NML_METRICS.items()}
 
 
-def timed(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def run(analysis_rows: int, vigil_repeats: int, nml_repeats: int) -> dict[str, Any]:
     d = make_data(analysis_rows)
     ref, an = nml_frames(d)
@@ -164,11 +155,13 @@ def run(analysis_rows: int, vigil_repeats: int, nml_repeats: int) -> dict[str, A
             out[f"cbpe_abs_error_vs_realised_nannyml_{m}_c{size}"] = round(float(np.nanmean(np.abs(n - r))), 6)
             inside = np.abs(v - r) <= 3 * sd
             out[f"cbpe_band_coverage_{m}_c{size}"] = round(float(np.mean(inside[np.isfinite(r)])), 4)
-        t_v = timed(lambda s=size, c=calibrate: run_vigil(d["s_ref"], d["y_ref"], d["s_an"], s, c), vigil_repeats)
-        t_n = timed(lambda s=size: run_nannyml(ref, an, s), nml_repeats)
+        t_v = median_seconds(
+            lambda s=size, c=calibrate: run_vigil(d["s_ref"], d["y_ref"], d["s_an"], s, c), vigil_repeats
+        )
+        t_n = median_seconds(lambda s=size: run_nannyml(ref, an, s), nml_repeats)
         cal = fit_isotonic(d["s_ref"], d["y_ref"]) if calibrate else Calibrator("identity")
-        e_v = timed(lambda s=size, c=cal: vigil_estimate(c, d["s_an"], s), vigil_repeats)
-        e_n = timed(lambda c=cbpe: c.estimate(an), nml_repeats)
+        e_v = median_seconds(lambda s=size, c=cal: vigil_estimate(c, d["s_an"], s), vigil_repeats)
+        e_n = median_seconds(lambda c=cbpe: c.estimate(an), nml_repeats)
         out[f"cbpe_vigil_estimate_seconds_c{size}"] = round(e_v, 5)
         out[f"cbpe_nannyml_estimate_seconds_c{size}"] = round(e_n, 4)
         out[f"cbpe_speedup_estimate_only_c{size}"] = round(e_n / e_v, 1)
@@ -227,8 +220,8 @@ def monitor_fold_cost(records: int, repeats: int) -> dict[str, float]:
     off: list[float] = []
     on: list[float] = []
     for _ in range(repeats):  # alternating, so a change of load on the shared machine hits both alike
-        off.append(timed(lambda: run(None), 1))
-        on.append(timed(lambda: run(cal), 1))
+        off.append(median_seconds(lambda: run(None), 1))
+        on.append(median_seconds(lambda: run(cal), 1))
     t_off, t_on = statistics.median(off), statistics.median(on)
     return {
         "cbpe_monitor_fold_rows_per_s_without": round(records * rows / t_off),
@@ -305,15 +298,7 @@ def write_markdown(path: Path, r: dict[str, Any]) -> None:
         "medians). The end-to-end monitor benchmark (`make bench-monitor`) was not re-run with estimates on.",
         MD_END,
     ]
-    section = "\n".join(lines) + "\n"
-    text = path.read_text() if path.exists() else "# Monitoring benchmarks\n\n"
-    if MD_START in text and MD_END in text:
-        head, rest = text.split(MD_START, 1)
-        tail = rest.split(MD_END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, "\n".join(lines) + "\n", MD_START, MD_END)
 
 
 def main() -> None:
@@ -330,10 +315,7 @@ def main() -> None:
     results.update(monitor_fold_cost(60 if args.quick else 100, 3 if args.quick else 11))
     results["cbpe_quick"] = float(args.quick)
     json_path = out_dir / "monitoring.json"
-    current = json.loads(json_path.read_text()) if json_path.exists() else {}
-    current = {k: v for k, v in current.items() if not k.startswith("cbpe_")}
-    current.update(results)
-    json_path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    merge_results(json_path, results, ("cbpe_",))
     write_markdown(out_dir / "monitoring.md", results)
     print(json.dumps(results, indent=1))
     print(f"wrote {json_path} and {out_dir / 'monitoring.md'}")

@@ -32,13 +32,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monitoring_results import median_seconds, merge_results, replace_section
 from scipy.spatial.transform import Rotation
 
 from vigil.kernels.multivariate import ReconstructionState, domain_classifier_auroc, fit_pca_reference
@@ -160,15 +159,6 @@ def speed_data(ref_rows: int, analysis_rows: int, seed: int = 5) -> tuple[np.nda
     return ref, an
 
 
-def timed(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def speed(analysis_rows: int, vigil_repeats: int, nml_repeats: int) -> dict[str, float]:
     import nannyml as nml
     import pandas as pd
@@ -189,15 +179,15 @@ def speed(analysis_rows: int, vigil_repeats: int, nml_repeats: int) -> dict[str,
         return calc.calculate(an_df)
 
     vigil()  # warm (BLAS threads, imports)
-    v = timed(vigil, vigil_repeats)
-    floor = timed(lambda: an.sum(), vigil_repeats)  # one plain read of the analysis rows: no method beats it
-    n = timed(nannyml, nml_repeats)
+    v = median_seconds(vigil, vigil_repeats)
+    floor = median_seconds(lambda: an.sum(), vigil_repeats)  # one plain read of the analysis rows: no method beats it
+    n = median_seconds(nannyml, nml_repeats)
     pca = fit_pca_reference(ref)
     ood = fit_ood(pca, ref)
-    t_ood = timed(lambda: OODState().update(ood, an), vigil_repeats)
+    t_ood = median_seconds(lambda: OODState().update(ood, an), vigil_repeats)
     clean = OODState().update(ood, an[: len(an) // 2])
     shifted = OODState().update(ood, an[len(an) // 2 :])
-    t_domain = timed(lambda: domain_classifier_auroc(pca.sample, an[-chunk:]), 3)
+    t_domain = median_seconds(lambda: domain_classifier_auroc(pca.sample, an[-chunk:]), 3)
     return {
         "pca_drift_vigil_seconds": v,
         "pca_drift_nannyml_seconds": n,
@@ -266,15 +256,7 @@ def write_markdown(path: Path, r: dict[str, Any]) -> None:
         f"the shifted half (0.5σ on 5 of 20 features) {r['ood_share_shifted_half']:.4f}.",
         MD_END,
     ]
-    section = "\n".join(lines) + "\n"
-    text = path.read_text() if path.exists() else "# Monitoring benchmarks\n\n"
-    if MD_START in text and MD_END in text:
-        head, rest = text.split(MD_START, 1)
-        tail = rest.split(MD_END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, "\n".join(lines) + "\n", MD_START, MD_END)
 
 
 def main() -> None:
@@ -297,10 +279,7 @@ def main() -> None:
     results.update(speed(rows, v_rep, n_rep))
     results["drift_bench_load_avg_1m_at_end"] = os.getloadavg()[0]
     json_path = out_dir / "monitoring.json"
-    current = json.loads(json_path.read_text()) if json_path.exists() else {}
-    current = {k: v for k, v in current.items() if not k.startswith(OWN_PREFIXES)}
-    current.update(results)
-    json_path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    merge_results(json_path, results, OWN_PREFIXES)
     write_markdown(out_dir / "monitoring.md", results)
     print(json.dumps(results, indent=1))
     print(f"wrote {json_path} and {out_dir / 'monitoring.md'}")
