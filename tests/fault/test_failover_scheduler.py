@@ -67,11 +67,14 @@ async def test_scheduler_instance_killed_while_data_arrives_each_model_trains_on
         for i in range(MODELS):
             r = await scheduler.put(f"/v1/policies/fo-m{i}", json=policy([f"fo-d{i}"], params=params))
             assert r.status_code == 200, r.text
-        # Warm-up on datasets no policy watches, until scheduler-2 (the later member) consumes a partition.
-        for i in range(60):
+        # Warm-up on datasets no policy watches (each a different key, so records reach every partition) until both
+        # instances have consumed from partitions of their own: an instance shows a partition only once a record
+        # arrived on it after the group settled, so waiting for scheduler-2 alone could leave scheduler-1 unseen.
+        for i in range(120):
             await publish(bootstrap, "", [fake_registered(f"fo-warm-{i}", 1)])
             await asyncio.sleep(0.25)
-            if await assigned_partitions(stack, "scheduler-2", topics.DATA):
+            owned = [await assigned_partitions(stack, f"scheduler-{n}", topics.DATA) for n in (1, 2)]
+            if all(owned):
                 break
         assert await assigned_partitions(stack, "scheduler-2", topics.DATA), "scheduler-2 never got a partition"
         victim_partitions = await assigned_partitions(stack, "scheduler-1", topics.DATA)
