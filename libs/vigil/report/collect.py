@@ -13,7 +13,7 @@ from typing import Any
 
 from vigil.events.catalog.cards import CARD_FIELDS, card_digest
 from vigil.report.cite import PointerError, cited, from_api, pointer_to, resolve, value
-from vigil.report.sources import ReportError, Sources
+from vigil.report.sources import NotCheckpointedYet, ReportError, Sources
 
 FORMAT = "vigil.evidence-pack/v1"
 
@@ -122,7 +122,7 @@ def build_model_pack(sources: Sources, model: str, version: int, *, built_by: st
     registered_id = found["registered_event_id"]
     registered = audit.fetch(registered_id)
     if registered is None:
-        raise ReportError(
+        raise NotCheckpointedYet(
             f"the registration of {model} v{version} (event {registered_id}) is not covered by a signed checkpoint yet;"
             " build the pack after the auditor's next checkpoint"
         )

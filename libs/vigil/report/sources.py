@@ -14,6 +14,11 @@ class ReportError(Exception):
     """A problem building or checking a pack, said in one line a person can act on."""
 
 
+class NotCheckpointedYet(ReportError):
+    """What the pack must cite is not under a signed checkpoint yet: the same request succeeds after the auditor's
+    next checkpoint (callers may say "try again" rather than "failed")."""
+
+
 class Sources:
     """Synchronous JSON reads from the six services (``urls``: service name → base URL)."""
 

@@ -15,7 +15,7 @@ from vigil.console.sessions import COOKIE, Session
 from vigil.console.upstream import UpstreamError
 from vigil.report.collect import build_model_pack
 from vigil.report.render_html import render_html
-from vigil.report.sources import ReportError, Sources
+from vigil.report.sources import NotCheckpointedYet, ReportError, Sources
 
 router = APIRouter()
 
@@ -122,13 +122,12 @@ async def evidence_pack(
 
     try:
         pack = await asyncio.to_thread(build)  # the builder's reads are synchronous: keep them off the loop
+    except NotCheckpointedYet as exc:  # a fresh version: the auditor signs within its checkpoint interval
+        response = page(request, "error.html", session, status_code=503, error=UpstreamError("report", 503, str(exc)))
+        response.headers["Retry-After"] = "10"
+        return response
     except ReportError as exc:
         text = str(exc)
-        if "not covered by a signed checkpoint" in text:  # a fresh version: the auditor signs within its interval
-            error = UpstreamError("report", 503, text)
-            response = page(request, "error.html", session, status_code=503, error=error)
-            response.headers["Retry-After"] = "10"
-            return response
         code = next((c for c in (403, 404, 401) if f"answered {c}" in text), 0)
         raise UpstreamError("report", code or 502, text) from exc
     disposition = {"Content-Disposition": f'attachment; filename="{name}-v{version}-evidence-pack.{kind}"'}
