@@ -15,6 +15,7 @@ from vigil.monitor.closer import WindowCloser
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.handlers import on_batch
 from vigil.monitor.settings import MonitorSettings
+from vigil.monitor.window_state_api import router as window_state_router
 from vigil.service.app import create_app
 from vigil.service.runtime import ServiceDefinition, ServiceRuntime
 
@@ -42,7 +43,7 @@ DEFINITION = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     consumed_topics=[topics.MODELS, topics.PREDICTIONS, topics.LABELS, topics.METRICS],
     batch_handler=_batch_handler,
-    routers=[router],
+    routers=[router, window_state_router],
     on_start=_start_closer,
     on_stop=_stop_closer,
 )

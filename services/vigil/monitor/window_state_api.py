@@ -1,0 +1,102 @@
+"""Read-only views of a window's kept state (``/v1``): feature histograms against the reference, per-group rates.
+
+Why a route of its own: ``/v1/windows`` serves the figures (statistics), which is what policies judge; a person
+looking at a drift also wants to *see* the two distributions, and the fairness gaps' per-group figures. Both come
+from the window state the monitor keeps in Postgres for ``label_horizon_s`` after a window ends (state.py), read
+against the version's reference profile — nothing is recomputed from rows, nothing is written. Shaping is in
+distributions.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel
+
+from vigil.events.catalog.common import NAME_PATTERN
+from vigil.kernels.profile import DatasetProfile
+from vigil.monitor import store
+from vigil.monitor.distributions import MAX_BINS, feature_distributions, group_rates
+from vigil.monitor.engine import MonitorEngine
+from vigil.monitor.state import WindowState, window_key
+from vigil.service.auth import Viewer
+from vigil.service.bounds import Integer
+from vigil.service.deps import RuntimeDep
+
+router = APIRouter(prefix="/v1", tags=["monitor"])
+
+
+class Distributions(BaseModel):
+    deployment: str
+    version: int
+    variant: str
+    window: dict[str, str]
+    #: equal-width display bins of a numeric feature with many distinct values (distributions.py)
+    max_bins: int
+    features: list[dict[str, Any]]
+    #: the sensitive attribute of the fairness gaps, None when the window has no per-group counts
+    sensitive_attribute: str | None
+    groups: list[dict[str, Any]]
+
+
+@router.get("/deployments/{deployment}/versions/{version}/distributions", response_model=Distributions)
+async def distributions(
+    runtime: RuntimeDep,
+    deployment: Annotated[str, Path(pattern=NAME_PATTERN)],
+    version: Annotated[Integer, Path(ge=1)],
+    _user: Viewer,
+    start: Annotated[datetime | None, Query(description="window start (default: the version's newest)")] = None,
+) -> Distributions:
+    """A closed tumbling window of one version (its newest, or the one starting at ``start``): each feature's
+    histogram beside the reference's on the same bins (counts and shares), and the per-group rates behind its
+    fairness gaps. 404 when the window is unknown or its state is no longer kept (older than the label horizon)."""
+    async with runtime.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT variant, model, window_start, figures FROM windows WHERE deployment = $1 AND version = $2 "
+            "AND kind = 'tumbling' AND ($3::timestamptz IS NULL OR window_start = $3) "
+            "ORDER BY window_start DESC, variant LIMIT 1",
+            deployment,
+            version,
+            start,
+        )
+        if row is None:
+            raise HTTPException(404, f"no closed window of {deployment} v{version}" + (f" at {start}" if start else ""))
+        start_ms = round(row["window_start"].timestamp() * 1000)
+        raw = await conn.fetchval(
+            "SELECT state FROM window_state WHERE key = $1",
+            window_key(deployment, version, row["variant"], start_ms),
+        )
+    if raw is None:
+        raise HTTPException(404, "the window's state is no longer kept (older than the monitor's label horizon)")
+    engine = runtime.parts.find(MonitorEngine)
+    if engine is None:
+        raise HTTPException(503, "the monitor's engine is not running in this instance")
+    reference, _ = await engine.references.get(row["model"], version)
+    if reference is None:
+        raise HTTPException(404, f"no reference profile of {row['model']} v{version}")
+    try:
+        state = WindowState.from_bytes(bytes(raw), reference)
+    except ValueError as exc:
+        raise HTTPException(409, f"the window's state does not fit the reference profile: {exc}") from exc
+    fig = store._json(row["figures"])
+    return Distributions(
+        deployment=deployment,
+        version=version,
+        variant=row["variant"],
+        window={"start": fig["start"], "end": fig["end"]},
+        max_bins=MAX_BINS,
+        features=feature_distributions(reference, DatasetProfile(state.numeric, state.categorical)),
+        sensitive_attribute=fig.get("sensitive_attribute") if state.fairness is not None else None,
+        groups=_groups(state, reference, fig.get("sensitive_attribute")),
+    )
+
+
+def _groups(state: WindowState, reference: DatasetProfile, attribute: str | None) -> list[dict[str, Any]]:
+    """Per-group rates, the groups named by the attribute's reference categories (then "other")."""
+    cat = reference.categorical
+    if state.fairness is None or attribute is None or cat is None or attribute not in cat.names:
+        return []
+    names = [str(c) for c in cat.categories[cat.names.index(attribute)].tolist()] + ["other"]
+    return group_rates(state.fairness, names)
