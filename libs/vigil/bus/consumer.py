@@ -236,6 +236,8 @@ class EventConsumer:
         """
         topic = self.namer.logical(tp.topic)
         trust = self.trust
+        if trust is not None:
+            trust.refresh()  # keys issued or revoked since the last look apply without a restart (rate-limited)
         deliveries: list[tuple[ConsumerRecord, Delivery]] = []
         for record in records:
             signer = None

@@ -3,7 +3,7 @@
 Every event on the bus is signed (docs/security.md). ``vigil up`` creates a key per service and the ``local``
 producer key in ``<home>/keys/events`` (or ``VIGIL_EVENT_KEYS_DIR``); these commands manage that directory: issue a key
 for an upstream system (limited to the upstream event types it names), rotate a service's key, list what the trust
-store holds, and revoke a key. Consumers read the trust store when they start: restart them after a change.
+store holds, and revoke a key. Running consumers pick up a change within about a second, without a restart.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def revoke_signer(
     home: HomeOpt = None,
     directory: DirOpt = None,
 ) -> None:
-    """Stop trusting a key (its trust entries are removed); consumers refuse its records after their restart."""
+    """Stop trusting a key (its trust entries are removed); running consumers refuse its records within a second."""
     if not (len(kid) == 16 and all(c in "0123456789abcdef" for c in kid)):
         fail(f"not a key id: {kid!r}")
     removed = revoke(_keys_dir(home, directory), kid)

@@ -7,13 +7,17 @@ settings)::
     private/<principal>.key        {"kid", "principal", "seed" (hex)}                                      0600
 
 A principal is ``service-<name>`` or ``producer-<name>`` in file names (``service:<name>`` inside). Consumers read
-``trust/`` at start; a service reads its own ``private/`` file. Rotation adds a key (the old trust entry stays until
+``trust/`` at start and again whenever its entries change (looked at no more than once a second, and at once when a
+record names a key they do not know), so a producer key issued or a key revoked takes effect in running services
+without a restart; a service reads its own ``private/`` file. Rotation adds a key (the old trust entry stays until
 revoked, so records in flight still verify). See docs/security.md.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,17 @@ from vigil.events.signing import RecordVerifier, SignatureRejected, SigningKey, 
 
 #: The producer key ``vigil up`` issues for local upstream traffic (the demo, scripts, tests).
 LOCAL_PRODUCER = "local"
+#: How often a consumer looks for changed trust entries in the normal course (a directory listing and a stat each).
+RELOAD_INTERVAL_S = 1.0
+#: How soon after its last look a record signed by an unknown key makes the store look again: a new producer's first
+#: record is not refused for arriving in the second after its key was issued, while a flood of records under made-up
+#: key ids costs at most one listing per this interval.
+UNKNOWN_KEY_RECHECK_S = 0.05
+
+_log = logging.getLogger(__name__)
+
+#: What identifies the state of a trust directory: each entry's name, size and modification time.
+Fingerprint = tuple[tuple[str, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -45,9 +60,21 @@ class TrustedKey:
 
 
 class TrustStore:
-    """Public keys by id, with the authorisation table applied: verify a record, then authorise its type."""
+    """Public keys by id, with the authorisation table applied: verify a record, then authorise its type.
 
-    def __init__(self, keys: Iterable[TrustedKey]) -> None:
+    A store loaded from a directory (:meth:`load`) follows it: :meth:`refresh` re-reads the entries when any was
+    added, removed or rewritten. A directory that no longer reads cleanly (a half-copied or over-reaching entry) keeps
+    the keys last read and logs why — a typo in one entry must not make a running service refuse every record.
+    """
+
+    def __init__(self, keys: Iterable[TrustedKey], directory: Path | None = None) -> None:
+        self.directory = directory
+        self._checks_before = 0
+        self._install(keys)
+        self._fingerprint = _fingerprint(directory) if directory is not None else ()
+        self._looked_at = time.monotonic()
+
+    def _install(self, keys: Iterable[TrustedKey]) -> None:
         self.keys = {k.kid: k for k in keys}
         self._verifier = RecordVerifier({k.kid: k.public for k in self.keys.values()})
 
@@ -56,15 +83,49 @@ class TrustStore:
         """Read every ``*.json`` entry of ``directory``; a malformed or over-reaching entry raises ValueError."""
         if not directory.is_dir():
             raise FileNotFoundError(f"no trust store at {directory}: create one with `vigil keys init`")
-        return cls(_read_entry(path) for path in sorted(directory.glob("*.json")))
+        return cls(_read_entries(directory), directory=directory)
+
+    def refresh(self, *, min_interval: float = RELOAD_INTERVAL_S) -> bool:
+        """Re-read the directory if its entries changed and ``min_interval`` passed since the last look; True when
+        the keys were replaced."""
+        now = time.monotonic()
+        if self.directory is None or now - self._looked_at < min_interval:
+            return False
+        self._looked_at = now
+        fingerprint = _fingerprint(self.directory)
+        if fingerprint == self._fingerprint:
+            return False
+        try:
+            keys = list(_read_entries(self.directory))
+        except (OSError, ValueError) as exc:
+            _log.error("trust store %s changed but does not read cleanly; keeping the keys read before: %s",
+                       self.directory, exc)  # fmt: skip
+            self._fingerprint = fingerprint  # logged once per change, not once per look
+            return False
+        before = set(self.keys)
+        self._checks_before += self._verifier.signature_checks
+        self._install(keys)
+        self._fingerprint = fingerprint
+        _log.info("trust store %s reloaded: %d keys added, %d removed",
+                  self.directory, len(set(self.keys) - before), len(before - set(self.keys)))  # fmt: skip
+        return True
 
     @property
     def signature_checks(self) -> int:
         """Ed25519 verifications done so far (one per distinct signed batch)."""
-        return self._verifier.signature_checks
+        return self._checks_before + self._verifier.signature_checks
 
     def verify(self, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None) -> TrustedKey:
-        """The signer of a record, or SignatureRejected. Does not look at the event type (see :meth:`authorise`)."""
+        """The signer of a record, or SignatureRejected. Does not look at the event type (see :meth:`authorise`).
+
+        A key the store does not know makes it look at its directory again first (rate-limited): the key may
+        have been issued after the last look.
+        """
+        try:
+            return self.keys[self._verifier.verify(value, headers)]
+        except SignatureRejected as exc:
+            if exc.reason != "unknown_key" or not self.refresh(min_interval=UNKNOWN_KEY_RECHECK_S):
+                raise
         return self.keys[self._verifier.verify(value, headers)]
 
     @staticmethod
@@ -74,6 +135,23 @@ class TrustStore:
             raise SignatureRejected(
                 "unauthorised_signer", f"{signer.principal} (key {signer.kid}) may not produce {event_type[:100]}"
             )
+
+
+def _fingerprint(directory: Path) -> Fingerprint:
+    entries = []
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.endswith(".json"):
+                    with_stat = entry.stat()
+                    entries.append((entry.name, with_stat.st_size, with_stat.st_mtime_ns))
+    except FileNotFoundError:
+        return ()
+    return tuple(sorted(entries))
+
+
+def _read_entries(directory: Path) -> list[TrustedKey]:
+    return [_read_entry(path) for path in sorted(directory.glob("*.json"))]
 
 
 def _read_entry(path: Path) -> TrustedKey:
@@ -140,9 +218,10 @@ def issue_key(keys_dir: Path, principal: str, events: Iterable[str] = ()) -> Sig
     }
     if listed:
         entry["events"] = sorted(listed)
-    (trust_dir(keys_dir) / f"{_file_name(principal)}.{key.kid}.json").write_bytes(
-        orjson.dumps(entry, option=orjson.OPT_INDENT_2)
-    )
+    entry_path = trust_dir(keys_dir) / f"{_file_name(principal)}.{key.kid}.json"
+    entry_tmp = entry_path.with_suffix(".tmp")  # renamed into place: running consumers never read half an entry
+    entry_tmp.write_bytes(orjson.dumps(entry, option=orjson.OPT_INDENT_2))
+    os.replace(entry_tmp, entry_path)
     os.replace(tmp, private_path)
     return key
 
@@ -167,7 +246,7 @@ def ensure_keys(
 
 
 def revoke(keys_dir: Path, kid: str) -> list[Path]:
-    """Remove every trust entry of key ``kid`` (consumers stop trusting it at their next start)."""
+    """Remove every trust entry of key ``kid`` (running consumers stop trusting it within about a second)."""
     removed = []
     for path in trust_dir(keys_dir).glob(f"*.{kid}.json"):
         path.unlink()
