@@ -1,0 +1,130 @@
+"""TLS to the broker (issue #20 items 1 and 4): a service configured with ``VIGIL_KAFKA_SECURITY_PROTOCOL=SSL`` and
+the ``ssl_*`` options runs its whole bus — topic check, producer, broker-epoch watch, consumer — over mutual TLS, and
+a client trusting another CA, or presenting no certificate, or speaking plain Kafka, is refused.
+
+The broker is the embedded one behind a TLS-terminating proxy that it advertises (``support/tls_broker.py``): TLS is
+real on every connection the clients open; the broker itself is not a TLS listener of Kafka's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from support.probe import PROBE
+from support.services import eventually, running_definition, settings_for
+from support.signing import signed_headers
+from support.tls_broker import TlsBroker, start_tls_broker
+from vigil.bus.client_options import KafkaSecurity
+from vigil.bus.topics import EPOCH_TOPIC, ensure_topics
+from vigil.events import make_event
+from vigil.events.catalog.data import DataUpdated
+from vigil.service.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    broker = start_tls_broker(tmp_path_factory.mktemp("tls-broker"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def mutual_tls(broker: TlsBroker, ca: Path | None = None) -> KafkaSecurity:
+    return KafkaSecurity(
+        security_protocol="SSL",
+        ssl_cafile=str(ca or broker.ca.cert),
+        ssl_certfile=str(broker.client.cert),
+        ssl_keyfile=str(broker.client.key),
+    )
+
+
+async def test_a_service_runs_its_bus_over_mutual_tls(tls_broker: TlsBroker, fresh_db: str, topic_prefix: str) -> None:
+    settings = settings_for(
+        ServiceSettings,
+        dsn=fresh_db,
+        bootstrap=tls_broker.bootstrap,
+        prefix=topic_prefix,
+        service_name="probe",
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=str(tls_broker.ca.cert),
+        kafka_ssl_certfile=str(tls_broker.client.cert),
+        kafka_ssl_keyfile=str(tls_broker.client.key),
+    )
+    security = settings.kafka_security()
+    assert security == mutual_tls(tls_broker)
+    async with running_definition(PROBE, settings) as probe:  # topics, producer, epoch watch, consumer: all TLS
+        event = make_event(
+            DataUpdated(
+                dataset="patients",
+                content_digest="sha256:" + "ab" * 32,
+                uri="file:///patients/v1.parquet",
+                row_count=10,
+                producer="ehr",
+            ),
+            source="test://upstream",
+            actor="system:test",
+        )
+        value = event.canonical_bytes()
+        producer = AIOKafkaProducer(bootstrap_servers=tls_broker.bootstrap, **security.client_kwargs())
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                f"{topic_prefix}vigil.data", value, key=b"patients", headers=signed_headers(value)
+            )
+        finally:
+            await producer.stop()
+
+        async def applied() -> int:
+            async with probe.runtime.pool.acquire() as conn:
+                return int(await conn.fetchval("SELECT count(*) FROM effects WHERE event_id = $1", event.id))
+
+        await eventually(applied, what="the signed event, sent and consumed over TLS, verified and applied")
+        # The service's own producer wrote its broker-epoch sentinel over TLS too.
+        assert await first_value(tls_broker.bootstrap, f"{topic_prefix}{EPOCH_TOPIC}", security) is not None
+
+
+async def first_value(bootstrap: str, topic: str, security: KafkaSecurity, timeout: float = 60.0) -> bytes | None:
+    """The first record's value on ``topic`` read over ``security`` (None if none came in ``timeout``)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, **security.client_kwargs()
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        value: bytes = record.value
+                        if value.startswith(b"probe:"):
+                            return value
+    except TimeoutError:
+        return None
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize("client", ["another CA", "no client certificate", "plaintext"])
+async def test_a_client_the_tls_listener_must_refuse(
+    tls_broker: TlsBroker, topic_prefix: str, client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    security = {
+        "another CA": mutual_tls(tls_broker, ca=tls_broker.other_ca.cert),
+        "no client certificate": KafkaSecurity(security_protocol="SSL", ssl_cafile=str(tls_broker.ca.cert)),
+        "plaintext": KafkaSecurity(),
+    }[client]
+    caplog.set_level(logging.ERROR, logger="aiokafka")
+    with pytest.raises(Exception, match="Unable to bootstrap"):
+        await ensure_topics(tls_broker.bootstrap, [f"{topic_prefix}vigil.data"], 1, 1, security=security)
+    if client == "another CA":  # refused because the client could not verify the broker, not for another reason
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    # The same request with the right options goes through: the refusal was the options', not the broker's state.
+    await ensure_topics(tls_broker.bootstrap, [f"{topic_prefix}vigil.data"], 1, 1, security=mutual_tls(tls_broker))
