@@ -9,11 +9,12 @@ record carries the time it was applied, and the figures (median before the kill,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,49 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from fault.loop_fault_support import STACK_ENV
 
+from support.netns import Namespace
 from vigil.stack.supervisor import RunningStack, ServiceProcess, default_launches, running_stack
 
 
 @contextlib.contextmanager
 def replica_stack(
-    home: Path, replicas: Mapping[str, int], extra_env: Mapping[str, str] | None = None
+    home: Path,
+    replicas: Mapping[str, int],
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    netns: Namespace | None = None,
+    inside: Sequence[str] = (),
 ) -> Iterator[RunningStack]:
-    """The named services (``replicas``: service → instances) with a broker and Postgres of their own."""
+    """The named services (``replicas``: service → instances) with a broker and Postgres of their own.
+
+    With ``netns``, the broker and Postgres listen on its two host-side addresses (every instance reaches them
+    there) and the instances named in ``inside`` (keys such as ``monitor-2``) run in the namespace, on its address.
+    """
+    launches = default_launches(list(replicas), free_ports=True, replicas=replicas)
+    where: dict[str, Any] = {}
+    if netns is not None:
+        launches = [
+            dataclasses.replace(lh, host=netns.ns_ip, prefix=netns.prefix) if lh.key in inside else lh
+            for lh in launches
+        ]
+        where = {
+            "broker_host": netns.broker_ip,
+            "postgres_host": netns.postgres_ip,
+            "postgres_clients": (netns.subnet,),
+        }
+    assert set(inside) <= {lh.key for lh in launches}, f"no such instances: {set(inside)}"
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("DATABASE_URL", raising=False)
         mp.delenv("VIGIL_DATABASE_URL", raising=False)
         with running_stack(
             home,
-            services=default_launches(list(replicas), free_ports=True, replicas=replicas),
+            services=launches,
             broker_port=0,
             postgres_port=0,
             postgres_durable=False,
             ready_timeout=180.0,
             extra_env={**STACK_ENV, **(extra_env or {})},
+            **where,
         ) as stack:
             yield stack
 
@@ -91,6 +116,35 @@ async def relay_lock_holder_port(conn: asyncpg.Connection, schema: str) -> int |
     return port
 
 
+async def relay_lock_holder_addr(conn: asyncpg.Connection, schema: str) -> str | None:
+    """The client address of the backend that holds ``schema``'s relay lock right now, if any (tells an instance
+    in a network namespace — tests/support/netns.py — from those on the host)."""
+    classid, objid = relay_lock_parts(schema)
+    addr = await conn.fetchval(
+        "SELECT host(a.client_addr) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid "
+        "AND l.objsubid = 1",
+        classid,
+        objid,
+    )
+    return str(addr) if addr is not None else None
+
+
+async def audit_entries(auditor: httpx.AsyncClient, **filters: Any) -> list[dict[str, Any]]:
+    """Every entry of the auditor's chain matching ``filters`` (all pages)."""
+    items: list[dict[str, Any]] = []
+    after: int | None = None
+    while True:
+        params = {**filters, "limit": 500} | ({"after": after} if after is not None else {})
+        r = await auditor.get("/v1/entries", params=params)
+        r.raise_for_status()
+        page = r.json()
+        items.extend(page["items"])
+        if not page.get("next"):
+            return items
+        after = int(page["next"])
+
+
 async def assigned_partitions(stack: RunningStack, key: str, topic: str) -> set[int]:
     """Partitions of ``topic`` the instance ``key`` has consumed records from (its ``vigil_consumer_lag`` series):
     valid as "owns" when the group was stable before the first record was sent."""
@@ -118,6 +172,26 @@ async def topic_ids(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[
     finally:
         await consumer.stop()
     return ids
+
+
+async def topic_records(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[dict[str, Any]]:
+    """Every record on ``topic`` as parsed JSON (duplicates kept; records that are not JSON objects skipped)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                for r in records:
+                    with contextlib.suppress(ValueError):
+                        value = json.loads(r.value)
+                        if isinstance(value, dict):
+                            out.append(value)
+                    quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
 
 
 def pause_figures(latencies_before: list[float], latencies_after: list[float]) -> dict[str, float]:

@@ -69,6 +69,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 class EmbeddedBroker(LocalServer):
     """A Tansu broker process bound to ``127.0.0.1:<port>`` with in-memory storage.
 
+    ``host``: another local address to listen on and advertise instead (the broker names one address to its
+    clients, so all of them reach it there: a partition test puts it on a veth address that one instance in a
+    network namespace can be cut from).
+
     ``port=None`` picks a free port at first start and keeps it for restarts. ``log_file`` receives the broker's
     output; a pid file beside it lets the next run stop a broker orphaned by a crashed supervisor.
     """
@@ -82,8 +86,9 @@ class EmbeddedBroker(LocalServer):
         log_file: Path | None = None,
         pid_file: Path | None = None,
         ready_timeout: float = 20.0,
+        host: str = _HOST,
     ) -> None:
-        super().__init__(port)
+        super().__init__(port, host)
         if log_file is None:
             log_file = Path(tempfile.mkdtemp(prefix="vigil-broker-")) / "broker.log"
         self.log_file = log_file
@@ -94,7 +99,7 @@ class EmbeddedBroker(LocalServer):
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` for Kafka clients."""
-        return f"{_HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> EmbeddedBroker:
@@ -103,8 +108,8 @@ class EmbeddedBroker(LocalServer):
             return self
         self.stop_leftover()
         if self._port is None:
-            self._port = free_port(_HOST)
-        url = f"tcp://{_HOST}:{self._port}"
+            self._port = free_port(self.host)
+        url = f"tcp://{self.host}:{self._port}"
         argv = [
             self._binary,
             "broker",
@@ -121,7 +126,7 @@ class EmbeddedBroker(LocalServer):
         self.pid_file.write_text(f"{self._proc.pid}\n{self._port}\n")
         try:
             wait_until(
-                lambda: kafka_metadata_ok(_HOST, self.port),
+                lambda: kafka_metadata_ok(self.host, self.port),
                 timeout=self.ready_timeout,
                 what=f"embedded broker on {self.bootstrap_servers}",
                 abort=self._died,

@@ -1,4 +1,5 @@
-"""What the embedded broker and Postgres have in common: one child process on ``127.0.0.1:<port>``.
+"""What the embedded broker and Postgres have in common: one child process on ``127.0.0.1:<port>`` (or another local
+address the caller names).
 
 The port is chosen at first start (or before it, after a leftover process freed the usual one) and kept across
 restarts; ``pid``/``running`` ask the child itself, never a pid file. Subclasses start and stop their process.
@@ -22,8 +23,9 @@ class LocalServer(ABC):
     #: How errors and reprs name it ("the broker", "Postgres").
     what: str = "the server"
 
-    def __init__(self, port: int | None) -> None:
+    def __init__(self, port: int | None, host: str = HOST) -> None:
         self._port = port
+        self._host = host
         self._proc: subprocess.Popen[bytes] | None = None
 
     @abstractmethod
@@ -35,7 +37,8 @@ class LocalServer(ABC):
     # -- addresses -------------------------------------------------------------------------------------------------
     @property
     def host(self) -> str:
-        return HOST
+        """The address it listens on: loopback, or one the caller chose (a veth address: tests/support/netns.py)."""
+        return self._host
 
     @property
     def port(self) -> int:

@@ -134,6 +134,8 @@ class EmbeddedPostgres(LocalServer):
 
     ``port=None`` picks a free port at first start and keeps it across restarts. ``durable=False`` turns off fsync
     and friends: much faster for tests, still safe across a clean ``restart()``, unsafe across a machine crash.
+    ``host`` is another local address to listen on instead of loopback, and ``clients`` the networks (CIDR) that may
+    connect there as 127.0.0.1 may (a partition test's veth subnet: tests/support/netns.py).
     """
 
     what = "Postgres"
@@ -147,8 +149,11 @@ class EmbeddedPostgres(LocalServer):
         durable: bool = True,
         max_connections: int = 200,
         ready_timeout: float = 60.0,
+        host: str = _HOST,
+        clients: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(port)
+        super().__init__(port, host)
+        self.clients = clients
         self.data_dir = Path(data_dir).absolute()
         self.log_file = log_file if log_file is not None else self.data_dir.parent / f"{self.data_dir.name}.log"
         self.durable = durable
@@ -160,7 +165,7 @@ class EmbeddedPostgres(LocalServer):
     @property
     def dsn(self) -> str:
         """Superuser DSN to the ``postgres`` maintenance database."""
-        return f"postgresql://{_SUPERUSER}@{_HOST}:{self.port}/postgres"
+        return f"postgresql://{_SUPERUSER}@{self.host}:{self.port}/postgres"
 
     def dsn_for(self, database: str) -> str:
         """Superuser DSN to ``database``."""
@@ -175,15 +180,16 @@ class EmbeddedPostgres(LocalServer):
         self.stop_leftover()
         if not (self.data_dir / "PG_VERSION").is_file():
             self._initdb()
+        self._allow_clients()
         self._own_data_dir()
         if self._port is None:
-            self._port = free_port(_HOST)
+            self._port = free_port(self.host)
         argv = [
             str(self._bin / "postgres"),
             "-D",
             str(self.data_dir),
             "-h",
-            _HOST,
+            self.host,
             "-p",
             str(self._port),
             "-c",
@@ -206,7 +212,7 @@ class EmbeddedPostgres(LocalServer):
             wait_until(
                 self._ready,
                 timeout=self.ready_timeout,
-                what=f"embedded Postgres on {_HOST}:{self._port}",
+                what=f"embedded Postgres on {self.host}:{self._port}",
                 abort=self._died,
             )
         except StackError as exc:
@@ -232,7 +238,7 @@ class EmbeddedPostgres(LocalServer):
         drop_database(self.dsn, name)
 
     def __repr__(self) -> str:
-        where = f"{_HOST}:{self._port}" if self._port is not None else "unstarted"
+        where = f"{self.host}:{self._port}" if self._port is not None else "unstarted"
         return f"EmbeddedPostgres({self.data_dir}, {where}, pid={self.pid})"
 
     # -- internals -------------------------------------------------------------------------------------------------
@@ -247,7 +253,19 @@ class EmbeddedPostgres(LocalServer):
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         except FileNotFoundError:
             return False
-        return len(lines) >= 8 and lines[7].strip() == "ready" and tcp_connectable(_HOST, self.port)
+        return len(lines) >= 8 and lines[7].strip() == "ready" and tcp_connectable(self.host, self.port)
+
+    def _allow_clients(self) -> None:
+        """A ``pg_hba.conf`` line for each of ``clients``, with the method the 127.0.0.1 line has (kept if there)."""
+        if not self.clients:
+            return
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        loopback = next((ln.split() for ln in lines if ln.split()[:4] == ["host", "all", "all", "127.0.0.1/32"]), None)
+        method = " ".join(loopback[4:]) if loopback else "trust"
+        missing = [f"host all all {c} {method}" for c in self.clients if f"host all all {c} {method}" not in lines]
+        if missing:
+            hba.write_text("\n".join([*lines, *missing]) + "\n")
 
     def _halt(self, *, immediate: bool, timeout: float = 30.0) -> None:
         if self._proc is None:

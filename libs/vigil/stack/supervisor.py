@@ -69,6 +69,9 @@ class ServiceLaunch:
 
     With replicas, each instance is one launch: ``instance`` 1..N, its own free ``port``, and ``front_port`` — the
     service's one address, a :class:`FrontProxy` over the instances. ``instance`` 0 is the only instance.
+
+    ``host`` is the address the instance listens on, and ``prefix`` what its command line starts with: a partition
+    test runs one instance inside a network namespace (``ip netns exec NS``) on that namespace's address.
     """
 
     name: str
@@ -76,6 +79,8 @@ class ServiceLaunch:
     module: str
     instance: int = 0
     front_port: int | None = None
+    host: str = _HOST
+    prefix: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -150,14 +155,15 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{_HOST}:{self.launch.port}"
+        return f"http://{self.launch.host}:{self.launch.port}"
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def start(self) -> None:
-        self.proc = spawn([sys.executable, "-m", self.launch.module], log_file=self.log_file, env=self.env)
+        argv = [*self.launch.prefix, sys.executable, "-m", self.launch.module]
+        self.proc = spawn(argv, log_file=self.log_file, env=self.env)
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is not None:
@@ -347,7 +353,7 @@ def _service_env(
         {
             "PYTHONUNBUFFERED": "1",
             "VIGIL_SERVICE_NAME": launch.name,
-            "VIGIL_HTTP_HOST": _HOST,
+            "VIGIL_HTTP_HOST": launch.host,
             "VIGIL_HTTP_PORT": str(launch.port),
             "VIGIL_DATABASE_URL": database_url,
             "VIGIL_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -439,13 +445,13 @@ def _shielded() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _pick_port(preferred: int | None, default: int, what: str, echo: Echo) -> int:
+def _pick_port(preferred: int | None, default: int, what: str, echo: Echo, host: str = _HOST) -> int:
     """An explicit port is used as given (0 = free); the default is used when free, else a free one."""
     if preferred is not None:
-        return preferred or free_port(_HOST)
-    if port_is_free(default, _HOST):
+        return preferred or free_port(host)
+    if port_is_free(default, host):
         return default
-    port = free_port(_HOST)
+    port = free_port(host)
     echo(f"{what}: port {default} is busy (another process listens on it), using {port}")
     return port
 
@@ -462,6 +468,9 @@ def running_stack(
     ready_timeout: float = 90.0,
     extra_env: Mapping[str, str] | None = None,
     echo: Echo = _quiet,
+    broker_host: str = _HOST,
+    postgres_host: str = _HOST,
+    postgres_clients: tuple[str, ...] = (),
 ) -> Iterator[RunningStack]:
     """Start broker, Postgres and services; yield the running stack; stop everything in reverse order.
 
@@ -470,6 +479,8 @@ def running_stack(
     ``database_url``: use this Postgres instead of starting the embedded one (default: ``VIGIL_DATABASE_URL`` or
     ``DATABASE_URL`` from the environment). ``postgres_durable=False`` runs the embedded Postgres without fsync
     (default: durable unless ``VIGIL_POSTGRES_FSYNC=off``). ``extra_env`` is added to each service's environment.
+    ``broker_host`` / ``postgres_host``: a local address other than 127.0.0.1 to run them on, and
+    ``postgres_clients`` the networks (CIDR) Postgres lets in there (see tests/support/netns.py).
     """
     paths = StackPaths.at(home)
     launches = list(default_launches() if services is None else services)
@@ -495,9 +506,9 @@ def running_stack(
 
         # A broker or Postgres that a killed run of this home left behind is stopped before the ports are chosen:
         # it holds the usual port only until then, and must not push the new one off it.
-        broker = EmbeddedBroker(log_file=paths.broker_log, pid_file=paths.broker_pid)
+        broker = EmbeddedBroker(log_file=paths.broker_log, pid_file=paths.broker_pid, host=broker_host)
         broker.stop_leftover()
-        broker.port = _pick_port(broker_port, DEFAULT_BROKER_PORT, "broker", echo)
+        broker.port = _pick_port(broker_port, DEFAULT_BROKER_PORT, "broker", echo, broker_host)
         stack.callback(broker.stop)
         broker.start()
         echo(f"broker     {broker.bootstrap_servers}  (log {broker.log_file})")
@@ -505,9 +516,15 @@ def running_stack(
         postgres: EmbeddedPostgres | None = None
         service_dsns: dict[str, str] = {}  # a role per service on the embedded Postgres (vigil.stack.roles)
         if database_url is None:
-            postgres = EmbeddedPostgres(paths.postgres_data, log_file=paths.postgres_log, durable=postgres_durable)
+            postgres = EmbeddedPostgres(
+                paths.postgres_data,
+                log_file=paths.postgres_log,
+                durable=postgres_durable,
+                host=postgres_host,
+                clients=postgres_clients,
+            )
             postgres.stop_leftover()
-            postgres.port = _pick_port(postgres_port, DEFAULT_POSTGRES_PORT, "postgres", echo)
+            postgres.port = _pick_port(postgres_port, DEFAULT_POSTGRES_PORT, "postgres", echo, postgres_host)
             stack.callback(postgres.stop)
             postgres.start()
             database_url = postgres.create_database(STACK_DATABASE)
