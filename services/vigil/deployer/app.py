@@ -1,8 +1,9 @@
 """Deployer service definition: rollouts (canary, blue-green, shadow) and the serving gateway.
 
-Besides the skeleton's parts, the deployer runs four of its own, added to ``runtime.parts`` in ``on_start``: the
-serving state (``ServingState``, what each deployment serves, in memory), the model cache (``ModelCache``), the
-prediction batcher (``PredictionBatcher``) and the rollout ticker (``Ticker``).
+Besides the skeleton's parts, the deployer runs five of its own, added to ``runtime.parts`` in ``on_start``: the
+serving state (``ServingState``, what each deployment serves, in memory), the model cache (``ModelCache``), each
+served version's OOD reference (``OODReferences``), the prediction batcher (``PredictionBatcher``) and the rollout
+ticker (``Ticker``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vigil.deployer.control import SERVICE_ACTOR
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.handlers import build_handlers
 from vigil.deployer.oip_api import router as oip_router
+from vigil.deployer.ood_scoring import OODReferences
 from vigil.deployer.predict_api import router as predict_router
 from vigil.deployer.serving_state import ServingState
 from vigil.deployer.settings import DeployerSettings
@@ -29,7 +31,8 @@ FLUSH_ON_STOP_S = 10.0
 
 
 async def on_start(runtime: ServiceRuntime) -> None:
-    """Serving state → model cache → prediction batcher → rollout ticker (which resumes timers stored in Postgres)."""
+    """Serving state → model cache → OOD references → prediction batcher → rollout ticker (which resumes timers
+    stored in Postgres)."""
     settings = runtime.settings
     assert isinstance(settings, DeployerSettings)
     serving = runtime.parts.add(
@@ -44,6 +47,7 @@ async def on_start(runtime: ServiceRuntime) -> None:
             onnx_max_bytes=settings.onnx_max_bytes,
         )
     )
+    references = runtime.parts.add(OODReferences(runtime.pool, models.store))
     batcher = runtime.parts.add(
         PredictionBatcher(
             runtime.producer,
@@ -53,6 +57,7 @@ async def on_start(runtime: ServiceRuntime) -> None:
             max_rows=settings.gateway_log_max_rows,
             flush_ms=settings.gateway_log_flush_ms,
             max_queued_rows=settings.gateway_log_max_queued_rows,
+            references=references,
         )
     )
     await batcher.start()

@@ -5,7 +5,9 @@ already holds ``max_queued_rows`` rows the item is dropped and counted (``vigil_
 serving must not stall because the broker is slow. The task groups items per (deployment, version, variant) and
 sends one column-major ``prediction.logged`` per group when it reaches ``max_rows`` rows or ``flush_ms`` after its
 first row, splitting any event that would exceed the 1 MiB record limit. Mirrored (shadow) requests are computed
-here too, so a shadow model never adds latency to the client's answer.
+here too, so a shadow model never adds latency to the client's answer (their OOD scores too, under the shadow
+version's own reference). Rows scored for OOD carry ``ood`` and ``ood_scores``; a group whose requests were not all
+scored sends neither (the monitor then computes the share itself).
 
 The gateway's own errors after routing (the model failed or answered NaN, its artifact is unreadable, the input
 does not fit the routed version) are counted here as well, per deployment × version × variant × reason, and sent
@@ -35,6 +37,7 @@ from prometheus_client import Counter
 from vigil.bus.aio import cancel_and_wait
 from vigil.bus.producer import BusProducer
 from vigil.deployer.gateway import ModelCache
+from vigil.deployer.ood_scoring import OODReferences, RowScores
 from vigil.events import Envelope, check_outgoing, make_event
 from vigil.events.catalog.streams import MAX_ROWS, MetricObserved, PredictionLogged
 from vigil.events.contracts import MAX_EVENT_BYTES, encode_outgoing
@@ -82,6 +85,7 @@ class LogItem:
     outputs: npt.NDArray[np.float64] | None = None
     scores: npt.NDArray[np.float64] | None = None
     shadow_digest: str | None = None  # mirrored: the candidate's artifact, run in the background
+    ood: RowScores | None = None  # per-row OOD scores and flags (None: the version has no OOD reference)
 
     @property
     def rows(self) -> int:
@@ -119,9 +123,11 @@ class PredictionBatcher:
         max_rows: int = 2_000,
         flush_ms: int = 200,
         max_queued_rows: int = 200_000,
+        references: OODReferences | None = None,
     ) -> None:
         self.producer = producer
         self.models = models
+        self.references = references  # scores mirrored rows under the shadow version's OOD reference
         self.source = source
         self.actor = actor
         self.max_rows = min(max_rows, MAX_ROWS)
@@ -266,6 +272,9 @@ class PredictionBatcher:
         started = time.perf_counter()
         _infer(item, model)
         item.latency_ms = (time.perf_counter() - started) * 1000
+        if self.references is not None:
+            scorer = await self.references.scorer(item.model, item.version, model.feature_names)
+            item.ood = scorer.score(item.matrix) if scorer is not None else None
         return True
 
     async def _send(self, items: Sequence[LogItem]) -> None:
@@ -300,6 +309,7 @@ def _payload(items: Sequence[LogItem]) -> PredictionLogged:
     for item in items:
         latency.extend([item.latency_ms] * item.rows)
         ids.extend(item.prediction_ids)
+    ood_scores, ood = _ood_columns(items)
     return PredictionLogged.model_construct(
         deployment=first.deployment,
         model=first.model,
@@ -313,7 +323,21 @@ def _payload(items: Sequence[LogItem]) -> PredictionLogged:
         outputs=outputs.tolist(),
         scores=scores,
         latency_ms=latency,
+        ood_scores=ood_scores,
+        ood=ood,
     )
+
+
+def _ood_columns(items: Sequence[LogItem]) -> tuple[list[float] | None, list[bool] | None]:
+    """The group's ``ood_scores`` and ``ood`` columns; (None, None) unless every request in it was scored."""
+    scored = [i.ood for i in items if i.ood is not None]
+    if len(scored) != len(items):
+        return None, None
+    if len(scored) == 1:
+        rows = scored[0]
+    else:
+        rows = RowScores(np.concatenate([o.scores for o in scored]), np.concatenate([o.flags for o in scored]))
+    return rows.logged_scores(), rows.flags.tolist()
 
 
 #: Split a batch ahead of encoding when its estimated size passes this share of the record limit (the estimate is
@@ -356,6 +380,8 @@ def _rows(payload: PredictionLogged, lo: int, hi: int) -> PredictionLogged:
             "numeric": {k: v[lo:hi] for k, v in payload.numeric.items()},
             "outputs": payload.outputs[lo:hi],
             "scores": payload.scores[lo:hi] if payload.scores is not None else None,
+            "ood_scores": payload.ood_scores[lo:hi] if payload.ood_scores is not None else None,
+            "ood": payload.ood[lo:hi] if payload.ood is not None else None,
             "latency_ms": payload.latency_ms[lo:hi],
             "first_at": payload.first_at,
             "last_at": payload.last_at,

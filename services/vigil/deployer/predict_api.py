@@ -58,6 +58,9 @@ class Prediction(BaseModel):
     prediction_id: str
     output: float
     score: float | None
+    #: True: the input is unlike the version's training data (its reference's OOD rule, docs/deployer.md); null
+    #: when the version has no OOD reference.
+    ood: bool | None = None
 
 
 class PredictResponse(BaseModel):
@@ -142,9 +145,9 @@ async def answer(runtime: ServiceRuntime, name: str, body: PredictRequest) -> Re
         served = await serve(runtime, name, build, key=body.key, requested_rows=requested_rows)
     except ServeError as exc:
         raise HTTPException(exc.status, exc.message) from exc
-    scores: list[float | None] = (
-        served.scores.tolist() if served.scores is not None else [None] * len(served.prediction_ids)
-    )
+    n = len(served.prediction_ids)
+    scores: list[float | None] = served.scores.tolist() if served.scores is not None else [None] * n
+    ood: list[bool | None] = served.ood.flags.tolist() if served.ood is not None else [None] * n
     # orjson straight to bytes: a 256-row answer is serialised in microseconds, with no model round-trip.
     return Response(
         orjson.dumps(
@@ -155,8 +158,8 @@ async def answer(runtime: ServiceRuntime, name: str, body: PredictRequest) -> Re
                 "variant": served.variant,
                 "request_id": served.request_id,
                 "predictions": [
-                    {"prediction_id": pid, "output": out, "score": sc}
-                    for pid, out, sc in zip(served.prediction_ids, served.outputs.tolist(), scores, strict=True)
+                    {"prediction_id": pid, "output": out, "score": sc, "ood": o}
+                    for pid, out, sc, o in zip(served.prediction_ids, served.outputs.tolist(), scores, ood, strict=True)
                 ],
             }
         ),

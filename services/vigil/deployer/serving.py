@@ -6,8 +6,9 @@ the input matrix for the routed model, and turn :class:`ServeError` / :class:`Se
 
 Per request: look up the deployment's serving state in memory (:mod:`vigil.deployer.serving_state`: pushed by
 NOTIFY at every commit that changes it, so a rollback holds from the next request on every replica), pick the
-variant (sticky by ``key``), load the model by digest (cached), build and
-check the input, predict — then hand the rows to the background batcher (and, when the deployment mirrors, a copy
+variant (sticky by ``key``), load the model by digest (cached), build and check the input, predict, score each
+row's distance from the training data (:mod:`vigil.deployer.ood_scoring`, when the version's reference profile
+has an OOD reference) — then hand the rows to the background batcher (and, when the deployment mirrors, a copy
 for the candidate) without waiting for either. Failures after routing are counted against the routed version and
 variant (the monitor's canary error-rate test reads them).
 """
@@ -27,6 +28,7 @@ from vigil.artifacts import ArtifactError
 from vigil.deployer import store
 from vigil.deployer.batcher import ErrorItem, ErrorReason, LogItem, PredictionBatcher, utc_now
 from vigil.deployer.gateway import InputError, ModelCache, TooLarge, Variant, choose_variant
+from vigil.deployer.ood_scoring import OODReferences, RowScores
 from vigil.deployer.serving_state import ServingState
 from vigil.events import new_id
 from vigil.modelformat import Model, ModelFormatError, ModelInputError
@@ -78,6 +80,7 @@ class Served:
     model: Model
     outputs: npt.NDArray[np.float64]
     scores: npt.NDArray[np.float64] | None  # None for a regressor (its output is the value)
+    ood: RowScores | None = None  # None when the version has no OOD reference
 
 
 async def current_route(runtime: ServiceRuntime, name: str) -> store.Route:
@@ -99,6 +102,7 @@ async def serve(
     request that fails before its matrix exists)."""
     started = time.perf_counter()
     models = runtime.parts.get(ModelCache)
+    references = runtime.parts.get(OODReferences)
     batcher = runtime.parts.get(PredictionBatcher)
     route = await current_route(runtime, name)
 
@@ -144,6 +148,7 @@ async def serve(
         failed("model_error", len(matrix))
         raise ServeError("model_error", f"model v{version} failed on this input: {exc}") from exc
 
+    ood = await _ood(references, route.model, version, model, matrix)
     classifier = model.task != "regression"
     # One UUIDv7 per request; row i is ``<request id>-<i>`` (unique, time-ordered, and it names its request).
     request_id = new_id()
@@ -163,6 +168,7 @@ async def serve(
             at=now,
             outputs=outputs,
             scores=scores if classifier else None,
+            ood=ood,
         )
     )
     if route.mirror and route.candidate_version is not None and route.candidate_digest is not None:
@@ -190,4 +196,20 @@ async def serve(
         model=model,
         outputs=outputs,
         scores=scores if classifier else None,
+        ood=ood,
     )
+
+
+async def _ood(
+    references: OODReferences, model_name: str, version: int, model: Model, matrix: npt.NDArray[np.float64]
+) -> RowScores | None:
+    """The rows' OOD scores under the version's reference; None without one. Never fails the request: a scoring
+    problem is logged and the rows go out unscored (the monitor then computes the share itself)."""
+    scorer = await references.scorer(model_name, version, model.feature_names)
+    if scorer is None:
+        return None
+    try:
+        return scorer.score(matrix)
+    except Exception as exc:
+        log.error("OOD scoring failed", extra={"model": model_name, "version": version, "error": repr(exc)})
+        return None

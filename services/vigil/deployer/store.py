@@ -50,6 +50,25 @@ async def get_model_version(conn: asyncpg.Connection, model: str, version: int) 
     return await conn.fetchrow("SELECT * FROM model_versions WHERE model = $1 AND version = $2", model, version)
 
 
+async def reference_of_version(
+    conn: asyncpg.Connection, model: str, version: int
+) -> tuple[Any, str | None, str | None] | None:
+    """(the inline reference profile's ``multivariate`` entry, the stored profile's URI, its digest) as the
+    version's ``model.version.registered`` carried them; None for a version not registered here. Only that entry
+    leaves Postgres, not the whole profile."""
+    row = await conn.fetchrow(
+        "SELECT registered_event->'data'->'reference_profile'->'multivariate' AS multivariate,"
+        " registered_event->'data'->>'reference_profile_uri' AS uri,"
+        " registered_event->'data'->>'reference_profile_digest' AS digest"
+        " FROM model_versions WHERE model = $1 AND version = $2",
+        model,
+        version,
+    )
+    if row is None:
+        return None
+    return row["multivariate"], row["uri"], row["digest"]
+
+
 async def mark_version_failed(conn: asyncpg.Connection, model: str, version: int) -> None:
     await conn.execute("UPDATE model_versions SET status = 'failed' WHERE model = $1 AND version = $2", model, version)
 

@@ -99,7 +99,7 @@ def fold_predictions(
             x[:, j] = float_column(payload.numeric.get(name), n)
         wp = numeric_profile(x, reference.numeric.edges)
         st.numeric = wp if st.numeric is None else st.numeric.merge(wp)
-        fold_multivariate(st, x, multivariate)
+        fold_multivariate(st, x, multivariate, getattr(payload, "ood", None))
     groups = np.full(n, -1, dtype=np.int16)
     if reference is not None and reference.categorical is not None:
         cat = reference.categorical

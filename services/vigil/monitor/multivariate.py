@@ -47,14 +47,21 @@ def parse_multivariate(body: Any, reference: DatasetProfile | None) -> OODRefere
     return ood
 
 
-def fold_multivariate(st: WindowState, x: npt.NDArray[np.float64], ref: OODReference | None) -> None:
-    """Fold a batch's numeric rows (columns in the reference's order) into the window's PCA-error and OOD states."""
+def fold_multivariate(
+    st: WindowState, x: npt.NDArray[np.float64], ref: OODReference | None, logged: list[bool] | None = None
+) -> None:
+    """Fold a batch's numeric rows (columns in the reference's order) into the window's PCA-error and OOD states.
+    ``logged``: the gateway's per-row OOD flags (``prediction.logged`` ``ood``, the same reference's rule), counted
+    instead of recomputed; events without them are scored here."""
     if ref is None or x.shape[0] == 0:
         return
     pca = ref.pca
     errors, imputed = pca.row_errors(x)
-    maha, _ = _norms(x, pca.mean, ref._kept)
-    flagged = int(np.count_nonzero((maha > ref.mahalanobis_threshold) | (errors > ref.error_threshold)))
+    if logged is not None and len(logged) == errors.size:
+        flagged = sum(logged)
+    else:
+        maha, _ = _norms(x, pca.mean, ref._kept)
+        flagged = int(np.count_nonzero((maha > ref.mahalanobis_threshold) | (errors > ref.error_threshold)))
     rec = st.reconstruction if st.reconstruction is not None else ReconstructionState()
     rec.count += int(errors.size)
     rec.total += float(errors.sum())

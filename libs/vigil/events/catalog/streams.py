@@ -35,6 +35,9 @@ class PredictionLogged(EventPayload):
     Row ``i`` of every column belongs to ``prediction_ids[i]``. ``outputs`` is what the model returned (class or
     value); ``scores`` the positive-class probability of a classifier, used for AUC and calibration.
     ``latency_ms`` is per row: rows served by one request share that request's latency.
+    ``ood`` flags rows unlike the version's training data (its reference profile's OOD rule) and ``ood_scores`` is
+    each row's larger OOD score as a multiple of its threshold (> 1: beyond it); both absent when the gateway did
+    not score the rows (the version has no OOD reference).
     """
 
     TYPE: ClassVar[str] = "prediction.logged"
@@ -57,6 +60,8 @@ class PredictionLogged(EventPayload):
     outputs: list[Output] = Field(max_length=MAX_ROWS)
     scores: list[float | None] | None = Field(default=None, max_length=MAX_ROWS)
     latency_ms: list[Annotated[float, Field(ge=0)]] = Field(max_length=MAX_ROWS)
+    ood_scores: list[Annotated[float, Field(ge=0)]] | None = Field(default=None, max_length=MAX_ROWS)
+    ood: list[bool] | None = Field(default=None, max_length=MAX_ROWS)
 
     @model_validator(mode="after")
     def _columns_aligned(self) -> PredictionLogged:
@@ -64,6 +69,10 @@ class PredictionLogged(EventPayload):
         columns: dict[str, int] = {"outputs": len(self.outputs), "latency_ms": len(self.latency_ms)}
         if self.scores is not None:
             columns["scores"] = len(self.scores)
+        if self.ood_scores is not None:
+            columns["ood_scores"] = len(self.ood_scores)
+        if self.ood is not None:
+            columns["ood"] = len(self.ood)
         columns.update({f"numeric.{k}": len(v) for k, v in self.numeric.items()})
         columns.update({f"categorical.{k}": len(v) for k, v in self.categorical.items()})
         ragged = sorted(name for name, n in columns.items() if n != rows)
