@@ -207,10 +207,16 @@ def render_script(*, partitions: int, replication_factor: int, topic_prefix: str
             f" --partitions {count} --replication-factor {replication_factor}{configs}"
         )
     lines.append('echo "== ACLs"')
+    # One call (one JVM) per principal, resource type, pattern and operation, naming every resource it applies to.
+    batches: dict[tuple[str, str, str, str], list[str]] = {}
     for rule in all_acls(topic_prefix=topic_prefix, group_prefix=group_prefix):
+        key = (rule.principal, rule.resource_type, rule.pattern, rule.operation)
+        batches.setdefault(key, []).append(rule.name)
+    for (principal, resource_type, pattern, operation), names in batches.items():
+        resources = "".join(f" --{resource_type} {q(name)}" for name in names)
         lines.append(
-            f"admin kafka-acls.sh --add --allow-principal {q(rule.principal)} --operation {rule.operation}"
-            f" --{rule.resource_type} {q(rule.name)} --resource-pattern-type {rule.pattern}"
+            f"admin kafka-acls.sh --add --allow-principal {q(principal)} --operation {operation}{resources}"
+            f" --resource-pattern-type {pattern}"
         )
     lines.append('echo "Vigil Kafka users, topics and ACLs applied"')
     return "\n".join(lines) + "\n"

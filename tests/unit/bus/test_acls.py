@@ -163,17 +163,13 @@ def test_init_script_applies_users_topics_and_acls(tmp_path: Path, fake_kafka_bi
         assert call[call.index("--partitions") + 1] == ("1" if topic == EPOCH_TOPIC else "6")
     # Every ACL, and nothing else.
     added = set()
-    for call in (c for c in calls if c[0] == "kafka-acls.sh"):
-        kind = next(a for a in ("--topic", "--group") if a in call)
-        added.add(
-            (
-                call[call.index("--allow-principal") + 1],
-                kind[2:],
-                call[call.index(kind) + 1],
-                call[call.index("--resource-pattern-type") + 1],
-                call[call.index("--operation") + 1],
-            )
-        )
+    for call in (c for c in calls if c[0] == "kafka-acls.sh"):  # one call may name several resources
+        principal = call[call.index("--allow-principal") + 1]
+        operation = call[call.index("--operation") + 1]
+        pattern = call[call.index("--resource-pattern-type") + 1]
+        for i, arg in enumerate(call):
+            if arg in ("--topic", "--group"):
+                added.add((principal, arg[2:], call[i + 1], pattern, operation))
     assert added == {(r.principal, r.resource_type, r.name, r.pattern, r.operation) for r in all_acls()}
     # The super user's client config carried its password; the script removed it when done.
     seen = (tmp_path / "config.seen").read_text()
