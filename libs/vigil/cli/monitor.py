@@ -4,7 +4,9 @@ Why a command of its own: the question "is the canary worse?" is asked before la
 monitor has then is an estimate with a band (docs/monitor.md). This prints, per recent window and version, the
 estimated accuracy and ROC AUC with their ±3σ band beside the realised figure (``-`` until labels arrive), so a
 person sees both and how far apart they are. When the version's profile carries a PCA reference, two more columns:
-the multivariate reconstruction error with its band (``*`` when outside) and the share of out-of-distribution rows.
+the multivariate reconstruction error with its band (``*`` when outside) and the share of out-of-distribution rows;
+and the domain classifier's AUROC (window rows vs reference rows, 0.5 = indistinguishable) with the upper end of its
+band under no drift (``*`` when it judged the window drifted), or why there is none.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ MON = "monitor"
 SHOWN_METRICS = ("accuracy", "roc_auc")
 COLUMNS = ("window start", "version", "variant", "predictions", "labels", *(
     f"{m} {part}" for m in SHOWN_METRICS for part in ("estimate", "realised")
-), "multivariate error", "OOD share")  # fmt: skip
+), "multivariate error", "OOD share", "domain AUROC")  # fmt: skip
 
 
 def multivariate_cells(mv: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -35,6 +37,17 @@ def multivariate_cells(mv: Mapping[str, Any] | None) -> tuple[str, str]:
     ref = mv.get("ood_reference_share")
     ood = "-" if share is None else f"{100 * share:.2f} %" + ("" if ref is None else f" (ref {100 * ref:.2f} %)")
     return band, ood
+
+
+def domain_cell(mv: Mapping[str, Any] | None) -> str:
+    """``0.874 (band ≤ 0.530) *`` (``*``: drifted); ``n/a: <reason>`` when the figure could not be computed; ``-``
+    without one (no PCA reference, a rolling window, or figures from before the classifier)."""
+    dc = (mv or {}).get("domain_classifier")
+    if not dc:
+        return "-"
+    if dc.get("auroc") is None:
+        return f"n/a: {dc.get('reason') or 'not computed'}"
+    return f"{dc['auroc']:.3f} (band ≤ {dc['upper']:.3f})" + (" *" if dc.get("drifted") else "")
 
 
 def estimate_cell(metric: Mapping[str, Any] | None) -> str:
@@ -57,6 +70,7 @@ def window_rows(windows: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
             realised = e.get("realised") if e else quality.get(m)
             cells += [estimate_cell(e), None if realised is None else f"{realised:.4f}"]
         cells += multivariate_cells(fig.get("multivariate"))
+        cells.append(domain_cell(fig.get("multivariate")))
         rows.append(
             (output.when(fig["start"]), fig["version"], fig["variant"], fig["predictions"], fig["labels"], *cells)
         )

@@ -13,6 +13,7 @@ compile the others):
 - :mod:`vigil.kernels.report` — a full drift report over all features, with calibrated verdicts.
 - :mod:`vigil.kernels.multivariate` — PCA reconstruction-error drift (mergeable per window) and a domain classifier.
 - :mod:`vigil.kernels.ood` — per-row out-of-distribution scores and thresholds from the reference.
+- :mod:`vigil.kernels.reservoir` — a bounded uniform row sample, the same for any batching and merge (bottom-k).
 - :mod:`vigil.kernels.quality` — confusion matrix, ROC/PR AUC from score histograms, log loss, ECE, MAE/RMSE.
 - :mod:`vigil.kernels.sketch` — a mergeable relative-error latency quantile sketch.
 - :mod:`vigil.kernels.fairness` — demographic parity and equalized-odds gaps over a sensitive attribute.

@@ -43,7 +43,8 @@ class VersionHealth(BaseModel):
     fairness: dict[str, float]
     #: label-free estimate (± band) beside the realised figures, when the version's profile carries a calibration
     estimated: dict[str, Any] | None = None
-    #: multivariate reconstruction error with its band, and the OOD share, when the profile carries a PCA reference
+    #: multivariate reconstruction error with its band, the OOD share and the domain classifier's AUROC
+    #: (``domain_classifier``), when the profile carries a PCA reference
     multivariate: dict[str, Any] | None = None
 
 

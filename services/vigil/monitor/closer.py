@@ -13,6 +13,11 @@ after the window's end still count.
 so a candidate is judged against its stable window's figures): figures from the state, ``monitor.window`` with a
 revision number, decisions from the policy (deduplicated by key, so a retried close emits nothing twice), and the
 rolling long window. Windows and held labels past their horizon are deleted afterwards.
+
+**The domain classifier** (domain.py) takes ~0.4 s per window, so it runs on a worker thread before the group's
+lock is taken (the batches go on meanwhile); the close under the lock finds its result cached, or — when a batch
+changed the window's sample in between — awaits a fresh one. Tumbling windows only: the rolling window re-judges
+rows its tumbling windows were judged on.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from vigil.events import Envelope, new_id
 from vigil.monitor import store, window_store
 from vigil.monitor.batch import HELD_DROPPED, ROWS
 from vigil.monitor.decisions import evaluate
+from vigil.monitor.domain import DomainOpinions
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.figures import Figures, compute_figures, window_event
 from vigil.monitor.gauges import export_window
@@ -59,9 +65,14 @@ class WindowCloser(PeriodicTask):
         self.engine = engine
         self.consumer = consumer
         self.source = source
+        self.opinions = DomainOpinions()
 
     async def tick(self) -> int:
         return await self.close_due()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.opinions.close()
 
     async def close_due(self, now: float | None = None) -> int:
         """One pass; returns how many window figures it stored."""
@@ -80,6 +91,7 @@ class WindowCloser(PeriodicTask):
             groups[(r["deployment"], int(r["start_ms"]))].append(r["key"])
         closed = 0
         for (_, _), keys in sorted(groups.items(), key=lambda kv: kv[0][1]):
+            await self._prepare_domain(keys)
             async with engine.lock:
                 closed += await self._close_group(keys)
         await self._expire(now_ms)
@@ -95,6 +107,18 @@ class WindowCloser(PeriodicTask):
         if self.consumer is None:
             return {}
         return {k: at - CAUGHT_UP_SLACK_MS for k, at in self.consumer.caught_up_ms().items() if k[0] in STREAM_TOPICS}
+
+    async def _prepare_domain(self, keys: list[str]) -> None:
+        """Run the domain classifier of due windows before the lock (results cached in :attr:`opinions`)."""
+        engine = self.engine
+        if engine.settings.domain_sample_rows <= 0:
+            return
+        async with engine.pool.acquire() as conn:
+            raw = await window_store.load_states(conn, keys)
+        for data in raw.values():
+            st = WindowState.from_bytes(data, None)
+            await engine.references.get(st.model, st.version)
+            await self.opinions.figures(st, engine.references.multivariate(st.model, st.version))
 
     async def _close_group(self, keys: list[str]) -> int:
         engine = self.engine
@@ -120,9 +144,10 @@ class WindowCloser(PeriodicTask):
                 _, policy = await engine.policies.get(conn, st.deployment)
                 baseline = await store.baseline_hist(conn, st.deployment, st.version, policy.drift.min_samples)
                 attribute = policy.fairness.attribute or engine.settings.fairness_attribute
+                mvref = engine.references.multivariate(st.model, st.version)
+                domain = await self.opinions.figures(st, mvref) if engine.settings.domain_sample_rows > 0 else None
                 fig = compute_figures(
-                    st, ref, baseline_hist=baseline, sensitive_attribute=attribute,
-                    multivariate=engine.references.multivariate(st.model, st.version),
+                    st, ref, baseline_hist=baseline, sensitive_attribute=attribute, multivariate=mvref, domain=domain,
                 )  # fmt: skip
                 export_window(fig)
                 revision = 0 if row is None else int(row["revision"]) + 1

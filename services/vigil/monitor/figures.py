@@ -59,11 +59,13 @@ def compute_figures(
     baseline_hist: list[int] | None = None,
     sensitive_attribute: str | None = None,
     multivariate: OODReference | None = None,
+    domain: dict[str, Any] | None = None,
 ) -> Figures:
     """Every figure of ``st``: drift vs ``reference``, prediction drift vs ``baseline_hist``, quality, latency,
     errors, fairness, the label-free performance estimate beside the realised figures (estimates.py) and, with the
-    version's PCA reference, the multivariate reconstruction error and OOD share (multivariate.py). Missing
-    inputs give missing figures (None / absent), never zeros that look like data."""
+    version's PCA reference, the multivariate reconstruction error and OOD share (multivariate.py), with the
+    ``domain`` classifier's figures (domain.py; computed by the closer) inside that block. Missing inputs give
+    missing figures (None / absent), never zeros that look like data."""
     features: dict[str, Any] = {}
     if reference is not None and (st.numeric is not None or st.categorical is not None):
         window = DatasetProfile(
@@ -119,6 +121,9 @@ def compute_figures(
         for name, value in st.fairness.metrics().items():
             if math.isfinite(value):
                 fairness[name] = float(value)
+    mv = multivariate_figures(st, multivariate)
+    if mv is not None and domain is not None:
+        mv["domain_classifier"] = domain
     return {
         "deployment": st.deployment,
         "model": st.model,
@@ -142,7 +147,7 @@ def compute_figures(
         "sensitive_attribute": sensitive_attribute if st.fairness is not None else None,
         "reference_profile_digest": st.reference_digest,
         "estimated": estimated_figures(st),
-        "multivariate": multivariate_figures(st, multivariate),
+        "multivariate": mv,
     }
 
 

@@ -1,5 +1,6 @@
 """Prometheus gauges of the latest closed tumbling window per served version: label-free estimate vs realised
-performance, multivariate reconstruction error with its band, and the share of out-of-distribution rows.
+performance, multivariate reconstruction error with its band, the share of out-of-distribution rows, and the domain
+classifier's AUROC with the upper end of its band under no drift.
 
 Why gauges of figures the API already serves: the Grafana drift dashboard (infra/grafana/dashboards/drift.json)
 plots them over time next to the decision counters, and Prometheus only reads what ``/metrics`` exports. Set once per
@@ -43,6 +44,15 @@ OOD_REFERENCE_RATIO = Gauge(
     "vigil_monitor_ood_reference_ratio", "Share of the reference's own rows flagged by the same OOD rule", list(_WHO)
 )
 
+DC_AUROC = Gauge(
+    "vigil_monitor_domain_classifier_auroc",
+    "Domain classifier AUROC (window sample vs reference sample) of the latest closed window; 0.5 = no drift",
+    list(_WHO),
+)
+DC_UPPER = Gauge(
+    "vigil_monitor_domain_classifier_auroc_upper", "Upper end of the AUROC's 3-sigma band under no drift", list(_WHO)
+)
+
 
 def export_window(fig: dict[str, Any]) -> None:
     """Set the gauges from a tumbling window's figures (figures.py); blocks the window lacks are left as they were."""
@@ -67,3 +77,7 @@ def export_window(fig: dict[str, Any]) -> None:
         OOD_RATIO.labels(*who).set(mv["ood_share"])
     if mv.get("ood_reference_share") is not None:
         OOD_REFERENCE_RATIO.labels(*who).set(mv["ood_reference_share"])
+    dc = mv.get("domain_classifier") or {}
+    if dc.get("auroc") is not None:
+        DC_AUROC.labels(*who).set(dc["auroc"])
+        DC_UPPER.labels(*who).set(dc["upper"])

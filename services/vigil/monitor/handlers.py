@@ -94,7 +94,7 @@ async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
             st.reference_digest = digest
         cols = fold_predictions(
             st, p, ref, prediction_bins=bins, fairness_attribute=attribute, calibration=calibration,
-            multivariate=multivariate,
+            multivariate=multivariate, sample_rows=engine.settings.domain_sample_rows,
         )  # fmt: skip
         ROWS.labels("predictions", "applied").inc(p.rows)
     work.touch(key)

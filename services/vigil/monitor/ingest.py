@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from vigil.kernels.ood import OODReference
 from vigil.kernels.profile import DatasetProfile, categorical_window, encode_categories, numeric_profile
+from vigil.monitor.domain import SAMPLE_ROWS, fold_sample
 from vigil.monitor.estimates import ReferenceCalibration, fold_estimate
 from vigil.monitor.multivariate import fold_multivariate
 from vigil.monitor.state import WindowState
@@ -87,11 +88,14 @@ def fold_predictions(
     fairness_attribute: str | None,
     calibration: ReferenceCalibration | None = None,
     multivariate: OODReference | None = None,
+    sample_rows: int = SAMPLE_ROWS,
 ) -> BatchColumns:
     """Fold one ``prediction.logged`` batch into ``st``; return the columns the label join keeps. With the
     version's ``calibration``, the served scores also feed the label-free performance estimate; with its
-    ``multivariate`` reference, the numeric rows feed the PCA reconstruction error and the OOD counts."""
+    ``multivariate`` reference, the numeric rows feed the PCA reconstruction error and the OOD counts, and up to
+    ``sample_rows`` of them the window's sample for the domain classifier (domain.py)."""
     n = len(payload.prediction_ids)
+    hashes = id_hashes(payload.prediction_ids)
     if reference is not None and reference.numeric is not None:
         names = reference.numeric.names
         x = np.empty((n, len(names)), dtype=np.float64, order="F")
@@ -99,6 +103,7 @@ def fold_predictions(
             x[:, j] = float_column(payload.numeric.get(name), n)
         wp = numeric_profile(x, reference.numeric.edges)
         st.numeric = wp if st.numeric is None else st.numeric.merge(wp)
+        fold_sample(st, x, hashes, multivariate, sample_rows)
         fold_multivariate(st, x, multivariate, getattr(payload, "ood", None))
     groups = np.full(n, -1, dtype=np.int16)
     if reference is not None and reference.categorical is not None:
@@ -127,4 +132,4 @@ def fold_predictions(
         fold_estimate(st, scores, calibration)
     st.latency.update(np.asarray(payload.latency_ms, dtype=np.float64))
     st.predictions += n
-    return BatchColumns(id_hashes(payload.prediction_ids), scores.astype(np.float32), preds.astype(np.int8), groups)
+    return BatchColumns(hashes, scores.astype(np.float32), preds.astype(np.int8), groups)

@@ -49,6 +49,10 @@ class DriftRule(_Part):
     #: reference band, on at least ``min_samples`` rows. Off by default: on clean windows from skewed features the
     #: band let up to 1.2 % of windows out (docs/monitor.md, "Multivariate drift and OOD"), above ``alpha``.
     multivariate: bool = False
+    #: Also flag the window (as feature ``domain_classifier``) when the domain classifier judged it drifted (AUROC
+    #: above 0.55 and 3 null deviations above 0.5) on a sample of at least ``min_samples`` rows. Off by default:
+    #: a second opinion to read beside the others before it acts (docs/monitor.md, "Multivariate drift and OOD").
+    domain_classifier: bool = False
     # None = every feature of the reference profile
     features: Annotated[list[Annotated[SafeText, Field(max_length=256)]], Field(max_length=4096)] | None = None
 

@@ -16,6 +16,7 @@ from scipy import special
 
 from vigil.events.catalog.common import Evidence
 from vigil.kernels.drift import holm_adjusted
+from vigil.monitor.domain import MIN_AUROC
 from vigil.monitor.figures import Figures, finite, window_of
 from vigil.monitor.policy import Policy
 
@@ -103,6 +104,14 @@ def drifted_features(policy: Policy, fig: Figures) -> dict[str, Evidence]:
             out["multivariate"] = evidence(
                 fig, "multivariate.reconstruction_error", float(mv["error"]), float(limit), "lt" if below else "gt",
                 True, int(mv["count"]), feature="multivariate", baseline=finite(mv.get("reference_error")),
+            )  # fmt: skip
+    dc = (fig.get("multivariate") or {}).get("domain_classifier") if rule.domain_classifier else None
+    if dc and dc.get("drifted") and dc.get("auroc") is not None:
+        n = int(dc.get("n_window") or 0)
+        if n >= rule.min_samples:
+            out["domain_classifier"] = evidence(
+                fig, "multivariate.domain_classifier_auroc", float(dc["auroc"]), max(MIN_AUROC, float(dc["upper"])),
+                "gt", True, n, feature="domain_classifier", baseline=0.5,
             )  # fmt: skip
     return out
 

@@ -36,5 +36,8 @@ class MonitorSettings(ServiceSettings):
     fairness_attribute: str | None = None
     #: Decoded window states kept in memory (least recently used dropped first; the rows in Postgres are the truth).
     state_cache_windows: int = Field(default=256, ge=8)
+    #: Numeric rows of each window kept as a uniform sample for the domain classifier's AUROC at close (domain.py);
+    #: 0 = no sample and no classifier. 1 000 rows of 20 features add 80 kB to the window state written per batch.
+    domain_sample_rows: int = Field(default=1000, ge=0, le=10_000)
     #: Policies are re-read from Postgres at most this often per deployment (the API invalidates at once).
     policy_cache_s: float = Field(default=5.0, ge=0)

@@ -1,17 +1,19 @@
 """Window state: what the monitor keeps per deployment × version × variant × window — mergeable kernel states only.
 
-Never raw rows: numeric features are bin counts on the version's reference edges (plus exact moments), categorical
-features frequency tables on the reference vocabulary, predictions a small histogram, latency a DDSketch, quality
-score histograms and a confusion matrix, fairness per-group counters, and (when the version's reference profile
-carries a calibration map) the label-free performance estimate's sums (estimates.py), and (when it carries a PCA
-reference) the reconstruction-error sums and out-of-distribution row counts (multivariate.py). Each folds a batch in one
-pass and merges exactly, so the rolling long window is the merge of its tumbling windows.
+Raw rows only in one bounded sample: numeric features are bin counts on the version's reference edges (plus exact
+moments), categorical features frequency tables on the reference vocabulary, predictions a small histogram, latency
+a DDSketch, quality score histograms and a confusion matrix, fairness per-group counters, and (when the version's
+reference profile carries a calibration map) the label-free performance estimate's sums (estimates.py), and (when it
+carries a PCA reference) the reconstruction-error sums and out-of-distribution row counts (multivariate.py) and a
+uniform sample of at most 1 000 numeric rows for the domain classifier (domain.py: the rows of smallest hashed
+prediction id; deleted with the window at the label horizon). Each folds a batch in one pass and merges exactly, so
+the rolling long window is the merge of its tumbling windows.
 
 The state is a row of ``window_state`` in Postgres (window_store.py), written in the same transaction as the inbox
 rows of the events folded into it: a redelivered event is refused by the inbox, so the state needs no record of
-what it applied. Serialised form: JSON bytes with arrays as base64 of zlib (the kernels' encoding). Reference edges
-are *not* stored (they are the reference profile's, 20 × 1024 floats): the state is rebuilt against the reference
-when read back.
+what it applied. Serialised form: JSON bytes with arrays as base64 of zlib (the kernels' encoding; the sample's
+float rows as plain base64, which zlib barely shrinks). Reference edges are *not* stored (they are the reference
+profile's, 20 × 1024 floats): the state is rebuilt against the reference when read back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from vigil.kernels.multivariate import ReconstructionState
 from vigil.kernels.ood import OODState
 from vigil.kernels.profile import CategoricalProfile, DatasetProfile, NumericProfile
 from vigil.kernels.quality import BinaryClassificationState, ConfusionMatrix
+from vigil.kernels.reservoir import RowReservoir
 from vigil.kernels.sketch import LatencySketch
 
 LATENCY_MIN_MS = 1e-3
@@ -66,6 +69,7 @@ class WindowState:
     estimation: EstimationState | None = None
     reconstruction: ReconstructionState | None = None  # multivariate drift: rows, Σ error, Σ error² (PCA reference)
     ood: OODState | None = None  # rows and out-of-distribution rows (PCA reference's thresholds)
+    sample: RowReservoir | None = None  # ≤ 1 000 numeric rows for the domain classifier (bottom-k by id hash)
     predictions: int = 0
     labels: int = 0
     errors: int = 0
@@ -100,6 +104,10 @@ class WindowState:
             out.estimation = _merge_opt(self.estimation, other.estimation)
         out.reconstruction = _merge_opt(self.reconstruction, other.reconstruction)
         out.ood = _merge_opt(self.ood, other.ood)
+        if self.sample is not None and other.sample is not None and self.sample.n_features != other.sample.n_features:
+            out.sample = self.sample  # features differ only across profiles; keep one, never mix
+        else:
+            out.sample = _merge_opt(self.sample, other.sample)
         out.confusion = self.confusion.merge(other.confusion)
         if (
             self.fairness is not None
@@ -139,6 +147,7 @@ class WindowState:
             "estimation": self.estimation.to_dict() if self.estimation is not None else None,
             "reconstruction": self.reconstruction.to_dict() if self.reconstruction is not None else None,
             "ood": self.ood.to_dict() if self.ood is not None else None,
+            "sample": self.sample.to_dict() if self.sample is not None else None,
             "prediction_hist": encode_array(self.prediction_hist, shrink_counts=True)
             if self.prediction_hist is not None
             else None,
@@ -169,6 +178,7 @@ class WindowState:
         st.estimation = EstimationState.from_dict(d["estimation"]) if d.get("estimation") else None  # absent: older
         st.reconstruction = ReconstructionState.from_dict(d["reconstruction"]) if d.get("reconstruction") else None
         st.ood = OODState.from_dict(d["ood"]) if d.get("ood") else None
+        st.sample = RowReservoir.from_dict(d["sample"]) if d.get("sample") else None  # absent: older states
         if d.get("prediction_hist"):
             st.prediction_hist = decode_array(d["prediction_hist"], dtype=np.int64, name="prediction_hist")
         if d.get("numeric") and reference is not None and reference.numeric is not None:

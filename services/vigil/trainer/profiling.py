@@ -12,8 +12,9 @@ sits beside the profile's own; readers that do not know it ignore it, and profil
 Multivariate drift and out-of-distribution rows: with at least :data:`MIN_MULTIVARIATE_ROWS` rows and two numeric
 features, the profile also carries ``"multivariate"`` — the reference's PCA (standardisation, axes, cross-fitted
 reconstruction-error band; :func:`vigil.kernels.multivariate.fit_pca_reference`) with the per-row OOD thresholds
-fitted on the same rows (:func:`vigil.kernels.ood.fit_ood`), as ``OODReference.to_dict()``. No sample of reference
-rows is kept (``sample_rows=0``): the profile stays a few kB, so the monitor does not run the domain classifier.
+fitted on the same rows (:func:`vigil.kernels.ood.fit_ood`), as ``OODReference.to_dict()``, with a seeded uniform
+sample of :data:`REFERENCE_SAMPLE_ROWS` reference rows: the monitor's domain classifier tells each closed window's
+rows from them (services/vigil/monitor/domain.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 MIN_CALIBRATION_ROWS = 50
 #: Fewer reference rows than this give a PCA band (ten cross-fitted blocks, 500-row chunks) too rough to judge with.
 MIN_MULTIVARIATE_ROWS = 200
+#: Reference rows kept for the domain classifier. 2 000 × 20 float64 features add ~0.4 MB of base64 to the profile,
+#: so a profile sent inline still fits the bus's 1 MiB event limit.
+REFERENCE_SAMPLE_ROWS = 2000
 
 
 def reference_profile_dict(
@@ -87,5 +91,5 @@ def multivariate_dict(x: Any, names: Sequence[str] | None) -> dict[str, Any] | N
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] < 2 or a.shape[0] < MIN_MULTIVARIATE_ROWS or names is None:
         return None
-    pca = fit_pca_reference(a, tuple(names), sample_rows=0)
+    pca = fit_pca_reference(a, tuple(names), sample_rows=REFERENCE_SAMPLE_ROWS)
     return fit_ood(pca, a).to_dict()

@@ -74,13 +74,33 @@ class EstimatedPerformance(Record):
     metrics: dict[EstimatedMetricName, EstimatedMetric] = Field(default_factory=dict, max_length=5)
 
 
+class DomainClassifier(Record):
+    """The domain classifier's second opinion on a closed window: the out-of-fold AUROC of a small gradient-boosted
+    tree model telling ``n_window`` window rows (a uniform sample of the window's ``window_rows``) from ``n_reference``
+    reference rows; 0.5 = indistinguishable. ``null_sd``: its Mann–Whitney spread under no drift, ``z`` =
+    (auroc − 0.5) / null_sd, ``lower``/``upper`` = 0.5 ∓ 3·null_sd; ``drifted``: AUROC above 0.55 and z above 3.
+    ``auroc`` is null when either sample is too small or the classifier could not run, with ``reason`` saying why."""
+
+    auroc: float | None = Field(default=None, ge=0, le=1)
+    null_sd: Stat | None = None
+    z: float | None = None
+    lower: float | None = Field(default=None, ge=0, le=1)
+    upper: float | None = Field(default=None, ge=0, le=1)
+    drifted: bool | None = None
+    n_reference: int = Field(default=0, ge=0)
+    n_window: int = Field(default=0, ge=0)
+    window_rows: int = Field(default=0, ge=0)
+    reason: Text | None = None
+
+
 class MultivariateDrift(Record):
     """Multivariate drift and out-of-distribution rows of a window, against the version's reference PCA.
 
     ``error``: mean reconstruction error (standardised units) of the window's ``count`` rows; ``lower``/``upper``:
     the ±3σ band of a clean window of that many rows (from cross-fitted reference chunks; ``lower`` may be
     negative); ``drifted``: the error lies outside it. ``ood_share``: share of rows past either per-row threshold
-    (reference 99.5th percentiles), beside ``ood_reference_share``, the reference's own share under the same rule."""
+    (reference 99.5th percentiles), beside ``ood_reference_share``, the reference's own share under the same rule.
+    ``domain_classifier``: the classifier's AUROC (closed tumbling windows; absent in older events)."""
 
     count: int = Field(ge=0)
     error: Stat | None = None
@@ -94,6 +114,7 @@ class MultivariateDrift(Record):
     ood_flagged: int = Field(default=0, ge=0)
     ood_share: float | None = Field(default=None, ge=0, le=1)
     ood_reference_share: float | None = Field(default=None, ge=0, le=1)
+    domain_classifier: DomainClassifier | None = None
 
 
 class _MonitorEvent(EventPayload):
