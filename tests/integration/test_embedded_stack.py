@@ -213,6 +213,14 @@ async def _fetch_one(dsn: str, sql: str) -> object:
 # -- vigil up / vigil status -------------------------------------------------------------------------------------
 
 
+def _superuser_dsn(state: dict[str, Any], paths: StackPaths) -> str:
+    """The state file names Postgres without its password (``***``); the superuser's is in the home's keys (0600)."""
+    dsn = str(state["postgres"]["dsn"])
+    assert "***" in dsn and paths.postgres_superuser.read_text().strip() not in dsn
+    assert stat.S_IMODE(paths.postgres_superuser.stat().st_mode) == 0o600
+    return dsn.replace("***", paths.postgres_superuser.read_text().strip())
+
+
 async def test_vigil_up_no_services_starts_stops_and_keeps_state(workdir: Path) -> None:
     home = workdir / "home"
     paths = StackPaths(home)
@@ -230,7 +238,7 @@ async def test_vigil_up_no_services_starts_stops_and_keeps_state(workdir: Path) 
     assert report["postgres"]["healthy"] is True
     assert stat.S_IMODE(paths.admin_token.stat().st_mode) == 0o600
     token = paths.admin_token.read_text()
-    conn = await asyncpg.connect(state["postgres"]["dsn"])
+    conn = await asyncpg.connect(_superuser_dsn(state, paths))
     try:
         await conn.execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
     finally:
@@ -248,7 +256,7 @@ async def test_vigil_up_no_services_starts_stops_and_keeps_state(workdir: Path) 
     state = wait_for_state(paths, proc)
     try:
         assert paths.admin_token.read_text() == token
-        assert await _fetch_one(state["postgres"]["dsn"], "SELECT v FROM kept") == 42
+        assert await _fetch_one(_superuser_dsn(state, paths), "SELECT v FROM kept") == 42
     finally:
         stop_cli(proc, signal.SIGINT)
 

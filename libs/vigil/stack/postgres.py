@@ -7,8 +7,12 @@ one server per data directory between processes. Here one object owns one server
 the server runs as an unprivileged OS user (``vigil-postgres``, created on demand, or ``VIGIL_POSTGRES_OS_USER``)
 that owns the data directory.
 
-Authentication is ``trust`` for the ``postgres`` superuser, and the server listens on 127.0.0.1 only (no unix
-socket): this is a development and test database, never a production one.
+Every connection authenticates with a password (SCRAM-SHA-256; ``pg_hba.conf`` is Vigil's, rewritten at each
+start). The ``postgres`` superuser's password is generated once and kept in a 0600 file beside the data directory
+(or where the caller says: ``vigil up`` keeps it under ``<home>/keys``), so the superuser stays with whoever owns
+that file — the services log in as their own roles (``vigil.stack.roles``), and training code running under
+another uid can read neither. A cluster made by an earlier version with ``trust`` is moved to passwords at its
+first start here. The server listens on 127.0.0.1 only (no unix socket): a development and test database.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -29,7 +34,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -54,6 +59,12 @@ _HOST = "127.0.0.1"
 _SUPERUSER = "postgres"
 _DEFAULT_OS_USER = "vigil-postgres"
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: pg_hba.conf, rewritten at every start: a password for everyone, from loopback (``clients`` add their networks).
+_HBA = """# Written by Vigil (vigil.stack.postgres) at every start: edits here are replaced.
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+host    all       all   127.0.0.1/32   scram-sha-256
+host    all       all   ::1/128        scram-sha-256
+"""
 T = TypeVar("T")
 
 
@@ -149,6 +160,7 @@ class EmbeddedPostgres(LocalServer):
         durable: bool = True,
         max_connections: int = 200,
         ready_timeout: float = 60.0,
+        superuser_password_file: Path | None = None,
         host: str = _HOST,
         clients: tuple[str, ...] = (),
     ) -> None:
@@ -156,6 +168,11 @@ class EmbeddedPostgres(LocalServer):
         self.clients = clients
         self.data_dir = Path(data_dir).absolute()
         self.log_file = log_file if log_file is not None else self.data_dir.parent / f"{self.data_dir.name}.log"
+        self.superuser_password_file = (
+            superuser_password_file
+            if superuser_password_file is not None
+            else self.data_dir.parent / f"{self.data_dir.name}.superuser"
+        )
         self.durable = durable
         self.max_connections = max_connections
         self.ready_timeout = ready_timeout
@@ -164,8 +181,13 @@ class EmbeddedPostgres(LocalServer):
 
     @property
     def dsn(self) -> str:
-        """Superuser DSN to the ``postgres`` maintenance database."""
-        return f"postgresql://{_SUPERUSER}@{self.host}:{self.port}/postgres"
+        """Superuser DSN (with its password) to the ``postgres`` maintenance database."""
+        return f"postgresql://{_SUPERUSER}:{quote(self.superuser_password, safe='')}@{self.host}:{self.port}/postgres"
+
+    @property
+    def superuser_password(self) -> str:
+        """The superuser's password, from its file (made, 0600, the first time it is asked for)."""
+        return _read_or_make_secret(self.superuser_password_file)
 
     def dsn_for(self, database: str) -> str:
         """Superuser DSN to ``database``."""
@@ -180,6 +202,11 @@ class EmbeddedPostgres(LocalServer):
         self.stop_leftover()
         if not (self.data_dir / "PG_VERSION").is_file():
             self._initdb()
+        # A cluster from before passwords (trust for all) starts once more on its old rules, just long enough for
+        # the superuser to get a password; every later connection needs one.
+        trusting = _hba_trusts(self.data_dir / "pg_hba.conf")
+        if not trusting:
+            self._write_hba()
         self._allow_clients()
         self._own_data_dir()
         if self._port is None:
@@ -218,7 +245,47 @@ class EmbeddedPostgres(LocalServer):
         except StackError as exc:
             self._halt(immediate=True)
             raise StackError(f"{exc}\n--- {self.log_file} ---\n{tail(self.log_file)}") from None
+        if trusting:
+            self._move_to_passwords()
         return self
+
+    def _write_hba(self) -> None:
+        hba = self.data_dir / "pg_hba.conf"
+        if not hba.is_file() or hba.read_text() != _HBA:
+            hba.write_text(_HBA)
+            hba.chmod(0o600)
+            if self._os_user is not None:  # the server, not root, reads it
+                os.chown(hba, self._os_user.pw_uid, self._os_user.pw_gid)
+
+    def _move_to_passwords(self) -> None:
+        """Give the superuser its password over a (still trusted) connection, then require passwords and reload."""
+        password = self.superuser_password
+        bare = f"postgresql://{_SUPERUSER}@{self.host}:{self.port}/postgres"
+
+        async def set_password() -> None:
+            conn = await asyncpg.connect(bare, timeout=10)
+            try:
+                sql = await conn.fetchval("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
+                                          _SUPERUSER, password)  # fmt: skip
+                await conn.execute(sql)
+                self._write_hba()
+                self._allow_clients()
+                self._own_data_dir()
+                await conn.execute("SELECT pg_reload_conf()")
+            finally:
+                await conn.close()
+
+        async def refused_without() -> bool:
+            try:
+                conn = await asyncpg.connect(bare, timeout=5)
+            except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
+                return True
+            await conn.close()
+            return False
+
+        _run_sync(set_password)
+        wait_until(lambda: _run_sync(refused_without), timeout=30, what="Postgres to require passwords after reload")
+        _log.warning("embedded Postgres %s used trust authentication; it now requires passwords", self.data_dir)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit). Data stays."""
@@ -292,17 +359,27 @@ class EmbeddedPostgres(LocalServer):
         parent = self.data_dir.parent
         parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{self.data_dir.name}-initdb-", dir=parent))
+        pwfile: Path | None = None
         try:
             if self._os_user is not None:
                 _make_traversable(scratch, self._bin)
                 os.chown(scratch, self._os_user.pw_uid, self._os_user.pw_gid)
+            # initdb reads the superuser's password from a file: one beside the scratch directory (initdb wants
+            # that empty), only for the length of the call.
+            pwfile = parent / f".{self.data_dir.name}-pwfile-{os.getpid()}"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(self.superuser_password + "\n")
+            if self._os_user is not None:
+                os.chown(pwfile, self._os_user.pw_uid, self._os_user.pw_gid)
             argv = [
                 str(self._bin / "initdb"),
                 "-D",
                 str(scratch),
                 "-U",
                 _SUPERUSER,
-                "--auth=trust",
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
                 "--encoding=UTF8",
                 "--no-locale",
                 "--no-instructions",
@@ -329,6 +406,8 @@ class EmbeddedPostgres(LocalServer):
         finally:
             if scratch.exists():
                 shutil.rmtree(scratch, ignore_errors=True)
+            if pwfile is not None:
+                pwfile.unlink(missing_ok=True)
 
     def _own_data_dir(self) -> None:
         """Make the data directory belong to the server's OS user, mode 0700 (Postgres insists)."""
@@ -341,6 +420,34 @@ class EmbeddedPostgres(LocalServer):
                     for name in dirs + files:
                         os.lchown(os.path.join(root, name), uid, gid)
         self.data_dir.chmod(0o700)
+
+
+def _hba_trusts(hba: Path) -> bool:
+    """Whether an existing cluster's pg_hba.conf lets anyone in without a password (an older Vigil's cluster)."""
+    if not hba.is_file():
+        return False
+    for line in hba.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[-1] == "trust":
+            return True
+    return False
+
+
+def _read_or_make_secret(path: Path) -> str:
+    """A secret kept in ``path`` (0600): read it, or make it (exclusively, so two starts agree on one)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return secret
 
 
 def _server_os_user() -> pwd.struct_passwd | None:

@@ -9,6 +9,7 @@ Layout::
       tokens.json         sha256 digests of all tokens, read by every service
       keys/artifacts.json the artifact encryption keyring (0600), created once: encryption at rest is on by default
       keys/postgres-roles.json  passwords of the services' Postgres roles (0600), created once
+      keys/postgres-superuser   the embedded Postgres superuser's password (0600), created once
       postgres/           embedded Postgres data directory (kept across restarts)
       logs/               broker.log, broker.pid, postgres.log, <service>.log
 """
@@ -65,6 +66,11 @@ class StackPaths:
     def postgres_roles(self) -> Path:
         """Passwords of the services' Postgres roles (0600, in the 0700 ``keys/``; ``vigil.stack.roles``)."""
         return self.home / "keys" / "postgres-roles.json"
+
+    @property
+    def postgres_superuser(self) -> Path:
+        """The embedded Postgres superuser's password (0600; ``vigil.stack.postgres``): only ``vigil up`` uses it."""
+        return self.home / "keys" / "postgres-superuser"
 
     @property
     def postgres_data(self) -> Path:

@@ -522,6 +522,7 @@ def running_stack(
                 durable=postgres_durable,
                 host=postgres_host,
                 clients=postgres_clients,
+                superuser_password_file=paths.postgres_superuser,
             )
             postgres.stop_leftover()
             postgres.port = _pick_port(postgres_port, DEFAULT_POSTGRES_PORT, "postgres", echo, postgres_host)
@@ -529,7 +530,10 @@ def running_stack(
             postgres.start()
             database_url = postgres.create_database(STACK_DATABASE)
             service_dsns = prepare_stack_roles(database_url, [s.name for s in SERVICES], paths.postgres_roles)
-            echo(f"postgres   {database_url}  (data {postgres.data_dir}; services connect as their own roles)")
+            echo(
+                f"postgres   {redact_dsn(database_url)}  (data {postgres.data_dir}; superuser password in "
+                f"{postgres.superuser_password_file}; services connect as their own roles)"
+            )
         else:
             echo(f"postgres   {redact_dsn(database_url)}  (from DATABASE_URL)")
 
