@@ -9,12 +9,14 @@ real on every connection the clients open; the broker itself is not a TLS listen
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from typer.testing import CliRunner
 
 from support.probe import PROBE
 from support.services import eventually, running_definition, settings_for
@@ -22,11 +24,15 @@ from support.signing import signed_headers
 from support.tls_broker import TlsBroker, start_tls_broker
 from vigil.bus.client_options import KafkaSecurity
 from vigil.bus.topics import EPOCH_TOPIC, ensure_topics
+from vigil.cli.main import app as cli_app
 from vigil.events import make_event
 from vigil.events.catalog.data import DataUpdated
 from vigil.service.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
+
+#: ``vigil events tail`` reads logical (unprefixed) topics; this module's broker is its own.
+DATA_TOPIC = "vigil.data"
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +134,47 @@ async def test_a_client_the_tls_listener_must_refuse(
         assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
     # The same request with the right options goes through: the refusal was the options', not the broker's state.
     await ensure_topics(tls_broker.bootstrap, [f"{topic_prefix}vigil.data"], 1, 1, security=mutual_tls(tls_broker))
+
+
+def test_vigil_events_tail_reads_over_tls_with_the_services_options(tls_broker: TlsBroker) -> None:
+    """``vigil events tail`` is a client too: it takes the ``VIGIL_KAFKA_*`` options the services read, and without
+    them it cannot read from a TLS-only broker."""
+    event = make_event(
+        DataUpdated(
+            dataset="tls-tail",
+            content_digest="sha256:" + "c" * 64,
+            uri="file:///tls-tail",
+            row_count=1,
+            producer="tests",
+        ),
+        source="test://tls",
+        actor="system:test",
+    )
+    security = mutual_tls(tls_broker)
+
+    async def publish() -> None:
+        await ensure_topics(tls_broker.bootstrap, [DATA_TOPIC], 1, 1, security=security)
+        producer = AIOKafkaProducer(bootstrap_servers=tls_broker.bootstrap, **security.client_kwargs())
+        await producer.start()
+        try:
+            value = event.canonical_bytes()
+            await producer.send_and_wait(DATA_TOPIC, value, headers=signed_headers(value))
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    args = ["events", "tail", "--topic", DATA_TOPIC, "--from-beginning", "--limit", "1", "--json"]
+    env = {
+        "VIGIL_KAFKA_BOOTSTRAP_SERVERS": tls_broker.bootstrap,
+        "VIGIL_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "VIGIL_KAFKA_SSL_CAFILE": str(tls_broker.ca.cert),
+        "VIGIL_KAFKA_SSL_CERTFILE": str(tls_broker.client.cert),
+        "VIGIL_KAFKA_SSL_KEYFILE": str(tls_broker.client.key),
+    }
+    result = CliRunner().invoke(cli_app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["id"] == event.id
+
+    plain = CliRunner().invoke(cli_app, args, env={"VIGIL_KAFKA_BOOTSTRAP_SERVERS": tls_broker.bootstrap})
+    assert plain.exit_code == 1, plain.output
+    assert "cannot reach the broker" in plain.output

@@ -7,8 +7,10 @@ follow Kafka's and aiokafka's. Signing events (docs/security.md) does not depend
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, cast, get_args
 
 from aiokafka.helpers import create_ssl_context
 
@@ -32,6 +34,25 @@ class KafkaSecurity:
         sasl = self.security_protocol.startswith("SASL")
         if sasl and (not self.sasl_mechanism or not self.sasl_plain_username or self.sasl_plain_password is None):
             raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_plain_username and _password")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+        """The options a service would read (``VIGIL_KAFKA_SECURITY_PROTOCOL``, ``VIGIL_KAFKA_SASL_*``,
+        ``VIGIL_KAFKA_SSL_*``), for the clients that are not services: ``vigil events tail``, the demo's upstream
+        producers. ValueError names a protocol or mechanism Kafka does not have."""
+        env = os.environ if environ is None else environ
+        values = {f.name: env.get(f"VIGIL_KAFKA_{f.name.upper()}") or None for f in fields(cls)}
+        protocol = values.pop("security_protocol") or "PLAINTEXT"
+        if protocol not in get_args(SecurityProtocol):
+            raise ValueError(f"VIGIL_KAFKA_SECURITY_PROTOCOL={protocol!r}: not one of {get_args(SecurityProtocol)}")
+        mechanism = values.pop("sasl_mechanism")
+        if mechanism is not None and mechanism not in get_args(SaslMechanism):
+            raise ValueError(f"VIGIL_KAFKA_SASL_MECHANISM={mechanism!r}: not one of {get_args(SaslMechanism)}")
+        return cls(
+            security_protocol=cast(SecurityProtocol, protocol),
+            sasl_mechanism=cast(SaslMechanism | None, mechanism),
+            **values,
+        )
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer / AIOKafkaAdminClient."""

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from aiokafka import AIOKafkaConsumer
 
+from vigil.bus.client_options import KafkaSecurity
 from vigil.cli.client import HomeOpt, bootstrap_servers
 from vigil.events import ContractError, decode_event
 from vigil.events import topics as logical
@@ -50,7 +51,11 @@ async def _tail(
     raw: bool,
 ) -> None:
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=servers, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest"
+        *topics,
+        bootstrap_servers=servers,
+        group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        **KafkaSecurity.from_env().client_kwargs(),  # a secured broker: the VIGIL_KAFKA_* options services read
     )
     try:
         await consumer.start()

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka import AIOKafkaProducer
 
+from vigil.bus.client_options import KafkaSecurity
 from vigil.events import make_event, topics
 from vigil.events.catalog.streams import LabelObserved, ObservedLabel
 from vigil.events.signing import SigningKey
@@ -129,7 +130,7 @@ class LabelPublisher:
         actor: str = "system:demo-outcomes",
         signer: SigningKey | None = None,
     ) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **KafkaSecurity.from_env().client_kwargs())
         self._topic = f"{topic_prefix}{topics.LABELS}"
         self._actor = actor
         # Consumers apply only signed events (docs/security.md): by default the stack's local producer key.

@@ -30,6 +30,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from vigil.bus.aio import cancel_and_wait
+from vigil.bus.client_options import KafkaSecurity
 from vigil.datasets import patient_risk
 from vigil.demo import loop
 from vigil.demo.traffic import Population, TrafficSimulator
@@ -492,7 +493,7 @@ class Story:
         envelope = make_event(
             DataUpdated.model_validate(update), source="demo://ehr-export", actor="system:demo-ehr-export", cause=cause
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **KafkaSecurity.from_env().client_kwargs())
         await producer.start()
         try:
             value = envelope.canonical_bytes()
