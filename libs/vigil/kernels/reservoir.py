@@ -78,6 +78,9 @@ class RowReservoir:
     seen: int = 0
     priority: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, dtype=np.uint64), repr=False)
     rows: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32), repr=False)
+    #: The base64 of ``priority`` and ``rows`` as last encoded or read: reused until the kept rows change (late in a
+    #: busy window most batches change nothing, yet the state is written after each).
+    _encoded: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.capacity <= _MAX_CAPACITY:
@@ -112,6 +115,7 @@ class RowReservoir:
         chosen = first[: self.capacity]
         self.priority = unique[: self.capacity]
         self.rows = np.ascontiguousarray(rows[chosen])
+        self._encoded = None
 
     def update(self, x: npt.ArrayLike, keys: npt.ArrayLike) -> RowReservoir:
         """Offer a batch of rows ``x`` (rows × ``n_features``) named by ``keys`` (one uint64 per row); returns self."""
@@ -146,6 +150,8 @@ class RowReservoir:
 
     # -- serialisation -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        if self._encoded is None:
+            self._encoded = (_b64(self.priority.astype("<u8", copy=False)), _b64(self.rows.astype("<f4", copy=False)))
         return {
             "format": "vigil.row_reservoir",
             "version": 1,
@@ -154,8 +160,8 @@ class RowReservoir:
             "seed": self.seed,
             "seen": self.seen,
             "size": self.size,
-            "priority": _b64(self.priority.astype("<u8", copy=False)),
-            "rows": _b64(self.rows.astype("<f4", copy=False)),
+            "priority": self._encoded[0],
+            "rows": self._encoded[1],
         }
 
     @classmethod
@@ -168,4 +174,6 @@ class RowReservoir:
             raise ValueError("row reservoir size or features out of range")
         prio = _unb64(data["priority"], "<u8", size, "priority").astype(np.uint64)
         rows = _unb64(data["rows"], "<f4", size * d, "rows").astype(np.float32).reshape(size, d)
-        return cls(capacity, d, int(data["seed"]), int(data["seen"]), prio, rows)
+        out = cls(capacity, d, int(data["seed"]), int(data["seen"]), prio, rows)
+        out._encoded = (data["priority"], data["rows"])  # validated above: written back as read until rows change
+        return out

@@ -136,6 +136,11 @@ def test_round_trip_and_refusal_of_malformed_states() -> None:
     np.testing.assert_array_equal(back.rows, r.rows)  # NaN kept where it was
     assert np.isnan(back.rows).sum() == np.isnan(r.rows).sum()
     d = r.to_dict()
+    more, more_keys = _stream(400, seed=6)
+    back.update(more, more_keys)  # a state read back, then changed: its encoding follows the change
+    again = RowReservoir.from_dict(back.to_dict())
+    assert again.priority.tolist() == back.priority.tolist() != r.priority.tolist()
+    np.testing.assert_array_equal(again.rows, back.rows)
     bad_states = [
         ({"size": 201}, "out of range"),
         ({"size": 150}, "expected 150 values"),
