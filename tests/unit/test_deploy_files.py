@@ -22,6 +22,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, AliasPath
 
+from vigil.bus.acls import kafka_user
 from vigil.service.settings import ServiceSettings
 from vigil.stack.services import SERVICES, ServiceSpec
 
@@ -594,6 +595,10 @@ def test_k8s_deployment_and_service(name: str, monkeypatch: pytest.MonkeyPatch) 
     db_ref = env["VIGIL_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert db_ref["name"]
     assert db_ref["key"]
+    # Its own Kafka user, the one the ACLs are written for, with the password from a Secret.
+    assert env["VIGIL_KAFKA_SASL_PLAIN_USERNAME"]["value"] == kafka_user(name)
+    kafka_ref = env["VIGIL_KAFKA_SASL_PLAIN_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert (kafka_ref["name"], kafka_ref["key"]) == ("vigil-kafka", f"{name}-password")
     literal = {k: str(e["value"]) for k, e in env.items() if "value" in e}
     full_env = {**_configmap_env(), **literal}
     names = env_names(settings_class(name))
