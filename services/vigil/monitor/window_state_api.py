@@ -9,7 +9,7 @@ distributions.py.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -52,6 +52,8 @@ async def distributions(
     """A closed tumbling window of one version (its newest, or the one starting at ``start``): each feature's
     histogram beside the reference's on the same bins (counts and shares), and the per-group rates behind its
     fairness gaps. 404 when the window is unknown or its state is no longer kept (older than the label horizon)."""
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)  # a start without a zone is UTC, as the figures' times are
     async with runtime.pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT variant, model, window_start, figures FROM windows WHERE deployment = $1 AND version = $2 "

@@ -35,7 +35,7 @@ async def test_distributions_show_the_shift_and_the_groups(
         at = window_start(time.time(), settings.window_s, ahead=4)  # ahead: the consumer may still be joining
         made = [batch("shop", "churn", 1, "stable", at, ROWS // 2, seed=20 + s, shift={"f1": 1.5}) for s in range(2)]
         await mon.publish(topics.PREDICTIONS, *(m[0] for m in made), key="shop")
-        for event, ids, (truth, _) in made:
+        for _, ids, (truth, _) in made:
             await mon.publish(topics.LABELS, *labels("shop", ids, truth), key="shop")
 
         async def labelled_window() -> dict | None:
