@@ -5,7 +5,7 @@ same topics, counts the logged flags in its window's OOD share.
 Three versions, one deployment each: the profile inline in ``model.version.registered`` (``oodi``), the profile
 stored as an artifact and named by URI and digest (``oods``, as for a profile too large to travel inline), and no
 profile at all (``oodn``: served as before, no flags, no error). Each request sends a typical row (the training
-mean) and a row 50σ out on one feature.
+mean) and a row 50σ out on one feature, through the predict route (and once through the Open Inference Protocol).
 """
 
 from __future__ import annotations
@@ -135,6 +135,16 @@ async def test_ood_flags_are_logged_per_row_and_counted_by_the_monitor(deployer:
             scores = dict(zip(data["prediction_ids"], data["ood_scores"], strict=True))
             assert (flags[ids[0]], flags[ids[1]]) == (False, True)
             assert scores[ids[0]] < 1 < scores[ids[1]], scores  # multiples of the reference's thresholds
+
+        # The Open Inference Protocol's requests are scored the same way (the flag is in the logged event only).
+        data_rows = [TYPICAL[f] for f in FEATURES] + [FAR[f] for f in FEATURES]
+        infer = {"inputs": [{"name": "features", "shape": [2, 3], "datatype": "FP64", "data": data_rows}]}
+        r = await deployer.client.post("/v2/models/oods/infer", json=infer, headers=deployer.h("predictor"))
+        assert r.status_code == 200, r.text
+        request_id = r.json()["parameters"]["request_id"]
+        data = await _logged(deployer, "oods", [f"{request_id}-0", f"{request_id}-1"])
+        flags = dict(zip(data["prediction_ids"], data["ood"], strict=True))
+        assert (flags[f"{request_id}-0"], flags[f"{request_id}-1"]) == (False, True)
 
         plain = await deployer.predict("oodn", {"instances": [TYPICAL, FAR]})  # no profile: no flag, no error
         assert [p["ood"] for p in plain["predictions"]] == [None, None]
