@@ -102,6 +102,7 @@ def deployment_row(dep: dict[str, Any], health: dict[str, Any] | None) -> dict[s
                 "version": v["version"],
                 "variant": v["variant"],
                 "accuracy": (v.get("quality") or {}).get("accuracy"),
+                "estimated": ((v.get("estimated") or {}).get("metrics") or {}).get("accuracy"),
                 "predictions": v.get("predictions"),
                 "labels": v.get("labels"),
                 "drifted": v.get("drifted_features") or [],

@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 from vigil.console import shape
+from vigil.console.monitoring_view import estimate_charts, monitoring_detail
 from vigil.console.upstream import MAX_ITEMS, Upstream, UpstreamError
 from vigil.stack.services import SERVICES
 
@@ -55,6 +56,7 @@ async def deployment(up: Upstream, token: str, name: str) -> dict[str, Any]:
         "alerts": shape.open_alerts(health, shape.serving(dep)),
         "charts": shape.window_charts(windows),
         "drift": shape.drift_table(windows),
+        "estimate_charts": estimate_charts(windows),
     }
 
 
@@ -169,4 +171,5 @@ async def monitoring(up: Upstream, token: str, name: str) -> dict[str, Any]:
         "report": report,
         "charts": shape.histogram_chart(report),
         "stat_names": shape.FEATURE_STATS,
+        **await monitoring_detail(up, token, name, windows, policy),
     }

@@ -1,0 +1,227 @@
+"""What the monitoring page adds to the drift table: each feature's histogram against its reference, quality and
+calibration over time (the label-free estimate with its band beside the realised accuracy), fairness gaps per group.
+
+Reads only the monitor's public API (``/v1/windows`` figures, ``/v1/deployments/<d>/versions/<v>/distributions``)
+with the user's token. Shaping is pure, so unit tests pin it down; charts are data for ``static/monitoring.js``
+(uPlot), and every chart's figures are also in a table beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from vigil.console.upstream import Upstream
+
+#: Quality figures drawn per version over time besides accuracy: (figure key, chart title).
+CALIBRATION = (("ece", "Calibration error (ECE)"), ("brier", "Brier score"))
+#: The fairness gaps the monitor's policy judges, with the policy field that holds each one's threshold.
+GAPS = (
+    ("demographic_parity_difference", "max_demographic_parity_difference", "Demographic parity difference"),
+    ("equalized_odds_difference", "max_equalized_odds_difference", "Equalized odds difference"),
+)
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _tick(label: str) -> str:
+    """A short axis tick for a display bin: its lower bound to three digits (``[27.66, 31.2)`` → ``27.7``,
+    ``< 27.66`` → ``<27.7``), or the label itself (a category)."""
+    for prefix, shown in (("[", ""), ("< ", "<"), ("> ", ">"), ("= ", "")):
+        if label.startswith(prefix):
+            try:
+                return shown + f"{float(label[len(prefix) :].split(',')[0]):.3g}"
+            except ValueError:
+                return label
+    return label
+
+
+def histograms(dist: dict[str, Any] | None, version: int) -> list[dict[str, Any]]:
+    """One chart per feature of a version's newest window: reference and window shares on the same bins."""
+    if not dist:
+        return []
+    out = []
+    for i, f in enumerate(dist["features"]):
+        ref, win = f["reference"], f["window"]
+        out.append(
+            {
+                "id": f"hist-v{version}-{i}",
+                "kind": "hist",
+                "feature": f["name"],
+                "feature_kind": f["kind"],
+                "title": f"{f['name']}: reference vs window (v{version})",
+                "bins": f["bins"],
+                "ticks": [_tick(b) for b in f["bins"]],
+                "series": [
+                    {"label": "reference (training)", "values": ref["shares"]},
+                    {"label": f"window v{version}", "values": win["shares"]},
+                ],
+                "n": {"reference": sum(ref["counts"]), "window": sum(win["counts"])},
+                "missing": {"reference": ref["missing"], "window": win["missing"]},
+            }
+        )
+    return out
+
+
+def _by_version(windows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for w in sorted(windows, key=lambda w: w["figures"]["end"]):
+        out.setdefault(w["figures"]["version"], []).append(w["figures"])
+    return out
+
+
+def quality_rows(windows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Per version, per window (oldest first): estimated accuracy with its ±3σ band, realised accuracy (once
+    labels arrived) and whether it lies inside the band, calibration figures."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for version, figs in _by_version(windows).items():
+        rows = []
+        for fig in figs:
+            est = ((fig.get("estimated") or {}).get("metrics") or {}).get("accuracy") or {}
+            quality = fig.get("quality") or {}
+            realised = est.get("realised") if est else None
+            realised = realised if realised is not None else quality.get("accuracy")
+            inside = None
+            if est and realised is not None:
+                inside = est["lower"] <= realised <= est["upper"]
+            rows.append(
+                {
+                    "end": fig["end"],
+                    "variant": fig.get("variant"),
+                    "predictions": fig.get("predictions"),
+                    "labels": fig.get("labels"),
+                    "estimate": est.get("value"),
+                    "lower": est.get("lower"),
+                    "upper": est.get("upper"),
+                    "realised": realised,
+                    "inside": inside,
+                    **{key: quality.get(key) for key, _ in CALIBRATION},
+                }
+            )
+        out[version] = rows
+    return out
+
+
+def quality_charts(rows: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per version, estimated accuracy with its band and realised accuracy over time; then one chart per
+    calibration figure with one line per version (a window without the figure is a gap)."""
+    charts: list[dict[str, Any]] = []
+    for version, rs in sorted(rows.items()):
+        if not any(r["estimate"] is not None or r["realised"] is not None for r in rs):
+            continue
+        charts.append(
+            {
+                "id": f"quality-v{version}",
+                "kind": "band",
+                "title": f"Accuracy of v{version}: estimated (±3σ band) and realised",
+                "unit": "accuracy",
+                "x": [_ts(r["end"]) for r in rs],
+                "series": [
+                    {"label": "estimated", "values": [r["estimate"] for r in rs]},
+                    {"label": "band low (−3σ)", "values": [r["lower"] for r in rs]},
+                    {"label": "band high (+3σ)", "values": [r["upper"] for r in rs]},
+                    {"label": "realised", "values": [r["realised"] for r in rs]},
+                ],
+            }
+        )
+    ends = sorted({r["end"] for rs in rows.values() for r in rs})
+    at = {e: i for i, e in enumerate(ends)}
+    for key, title in CALIBRATION:
+        series = []
+        for version, rs in sorted(rows.items()):
+            values: list[float | None] = [None] * len(ends)
+            for r in rs:
+                values[at[r["end"]]] = r[key]
+            if any(v is not None for v in values):
+                series.append({"label": f"v{version}", "values": values})
+        if series:
+            charts.append({"id": f"quality-{key}", "kind": "lines", "title": title, "unit": key.upper(),
+                           "x": [_ts(e) for e in ends], "series": series})  # fmt: skip
+    return charts
+
+
+def fairness(
+    windows: list[dict[str, Any]], dists: dict[int, dict[str, Any] | None], policy: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The fairness rule in force; per version its newest window's gaps against their thresholds and its
+    per-group rates; and the gaps over time (one chart per gap, a line per version plus the threshold)."""
+    rule = ((policy or {}).get("policy") or {}).get("fairness") or {}
+    versions = []
+    for version, figs in sorted(_by_version(windows).items()):
+        fig = figs[-1]
+        fair = fig.get("fairness") or {}
+        dist = dists.get(version) or {}
+        if not fair and not dist.get("groups"):
+            continue
+        count = int(fair.get("count", 0))
+        versions.append(
+            {
+                "version": version,
+                "end": fig["end"],
+                "attribute": fig.get("sensitive_attribute") or dist.get("sensitive_attribute"),
+                "count": count,
+                "judged": count >= int(rule.get("min_samples", 0)),
+                "gaps": [
+                    {
+                        "name": label,
+                        "value": fair.get(key),
+                        "threshold": rule.get(limit),
+                        "breached": fair.get(key) is not None
+                        and rule.get(limit) is not None
+                        and fair[key] > rule[limit]
+                        and count >= int(rule.get("min_samples", 0)),
+                    }
+                    for key, limit, label in GAPS
+                ],
+                "groups": [g for g in dist.get("groups") or [] if g["n"] > 0],
+            }
+        )
+    ends = sorted({f["end"] for figs in _by_version(windows).values() for f in figs if f.get("fairness")})
+    at = {e: i for i, e in enumerate(ends)}
+    charts = []
+    for key, limit, label in GAPS:
+        series: list[dict[str, Any]] = []
+        for version, figs in sorted(_by_version(windows).items()):
+            values: list[float | None] = [None] * len(ends)
+            for f in figs:
+                if (f.get("fairness") or {}).get(key) is not None:
+                    values[at[f["end"]]] = f["fairness"][key]
+            if any(v is not None for v in values):
+                series.append({"label": f"v{version}", "values": values})
+        if series and rule.get(limit) is not None:
+            series.append({"label": "threshold", "values": [rule[limit]] * len(ends), "threshold": True})
+            charts.append({"id": f"fair-{key}", "kind": "lines", "title": label, "unit": "gap",
+                           "x": [_ts(e) for e in ends], "series": series})  # fmt: skip
+    return {"rule": rule, "versions": versions, "charts": charts}
+
+
+async def monitoring_detail(
+    up: Upstream, token: str, name: str, windows: list[dict[str, Any]], policy: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The monitoring page's histograms, quality and fairness: one distributions call per version shown."""
+    versions = sorted(_by_version(windows))
+    found = await asyncio.gather(
+        *(up.get_or_none("monitor", f"/v1/deployments/{name}/versions/{v}/distributions", token) for v in versions)
+    )
+    dists = dict(zip(versions, found, strict=True))
+    hist = {v: histograms(dists[v], v) for v in versions}
+    rows = quality_rows(windows)
+    quality = quality_charts(rows)
+    fair = fairness(windows, dists, policy)
+    charts = [c for v in versions for c in hist[v]] + quality + fair["charts"]
+    return {
+        "histograms": hist,
+        "distribution_windows": {v: (d or {}).get("window") for v, d in dists.items()},
+        "quality_rows": rows,
+        "quality_charts": quality,
+        "fairness": fair,
+        "monitoring_charts": charts,
+    }
+
+
+def estimate_charts(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The deployment page's estimated-vs-realised accuracy charts (one per version, band drawn)."""
+    return [c for c in quality_charts(quality_rows(windows)) if c["kind"] == "band"]
