@@ -23,11 +23,12 @@ monitoring.md are touched; other benchmarks own the rest):
   the labels and raw scores); the method's own error, for both tools.
 - ``cbpe_band_coverage_<metric>_c<size>``: share of chunks whose realised figure lies in Vigil's ±3σ band.
 - ``cbpe_vigil_seconds_c<size>`` / ``cbpe_nannyml_seconds_c<size>``: median wall time of fit + estimate over all
-  chunks (Vigil: isotonic fit on the reference, calibrate the analysis scores, one EstimationState per chunk,
-  estimate; NannyML: ``CBPE.fit`` on the reference + ``estimate`` on the analysis frame without labels, for the same
-  five metrics); ``cbpe_speedup_vs_nannyml`` the smallest ratio over the sizes (goal ≥ 100×);
-  ``cbpe_*_estimate_seconds_c<size>`` and ``cbpe_speedup_estimate_only_c<size>`` the same without the fit. Model
-  scoring and data generation are outside every timing.
+  chunks (Vigil: isotonic fit on the reference, then ``EstimationState.chunks`` — calibrate each analysis score and
+  fold it into its chunk's state in one pass — and each chunk's estimate; NannyML: ``CBPE.fit`` on the reference +
+  ``estimate`` on the analysis frame without labels, for the same five metrics); ``cbpe_speedup_vs_nannyml`` the
+  smallest ratio over the sizes (goal ≥ 100×); ``cbpe_*_estimate_seconds_c<size>`` and
+  ``cbpe_speedup_estimate_only_c<size>`` the same without the fit. Model scoring and data generation are outside
+  every timing.
 
 Not a test: pytest does not collect it, and timings are never asserted.
 """
@@ -81,11 +82,9 @@ def make_data(analysis_rows: int) -> dict[str, np.ndarray]:
 
 
 def vigil_estimate(cal: Calibrator, s_an: np.ndarray, size: int) -> list[dict[str, tuple[float, float]]]:
-    p = cal.apply(s_an)
-    return [
-        EstimationState(THRESHOLD).update(s_an[i : i + size], p[i : i + size]).estimate()
-        for i in range(0, s_an.size, size)
-    ]
+    """Calibrate every analysis score and fold it into its chunk's state in one pass, then each chunk's estimate
+    (the same figures as ``cal.apply`` + one ``EstimationState.update`` per chunk; the unit tests check that)."""
+    return [state.estimate() for state in EstimationState.chunks(s_an, cal, size, THRESHOLD)]
 
 
 def run_vigil(s_ref: np.ndarray, y_ref: np.ndarray, s_an: np.ndarray, size: int, calibrate: bool) -> Any:
@@ -271,12 +270,12 @@ def write_markdown(path: Path, r: dict[str, Any]) -> None:
         )
     lines += [
         "",
-        "Timed (median of repeats): Vigil = isotonic fit on the reference + calibrate the analysis scores + one "
-        "`EstimationState` per chunk + `estimate()`; NannyML = `CBPE.fit(reference)` (which also runs its "
-        "cross-validated `needs_calibration` check and reference-chunk thresholds) + `estimate(analysis)` without "
-        "labels, same five metrics. Estimate only: the fitted map/estimator applied to the analysis set (Vigil: "
-        "calibrate + one state per chunk + `estimate()`; NannyML: `estimate`). Scoring the model and generating data "
-        "are outside both.",
+        "Timed (median of repeats): Vigil = isotonic fit on the reference + `EstimationState.chunks` (calibrate "
+        "each analysis score and fold it into its chunk's state, one pass) + `estimate()` per chunk; NannyML = "
+        "`CBPE.fit(reference)` (which also runs its cross-validated `needs_calibration` check and reference-chunk "
+        "thresholds) + `estimate(analysis)` without labels, same five metrics. Estimate only: the fitted "
+        "map/estimator applied to the analysis set (Vigil: `EstimationState.chunks` + `estimate()` per chunk; "
+        "NannyML: `estimate`). Scoring the model and generating data are outside both.",
         "",
         "Mean |estimate − realised| over the chunks (the method's own error; realised from labels and raw scores), "
         "and the share of chunks whose realised figure lies inside Vigil's ±3σ Bernoulli band:",

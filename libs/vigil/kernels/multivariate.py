@@ -81,59 +81,184 @@ def _filled(x: F64Array, mean: F64Array) -> tuple[F64Array, int]:
 
 
 _ROW_SIGS = [
-    f"int64({dt}[{lay}], float64[::1], float64[:, ::1], int64, int64, float64[::1])"
+    f"int64({dt}[{lay}], float64[::1], float64[::1], float64[:, ::1], boolean, int64, int64, float64[::1])"
+    for dt in ("float64", "float32")
+    for lay in (":, ::1", "::1, :")
+]
+_CHUNK_SIGS = [
+    f"void({dt}[{lay}], float64[::1], float64[::1], float64[:, ::1], boolean, int64, int64, int64, float64[:, ::1])"
     for dt in ("float64", "float32")
     for lay in (":, ::1", "::1, :")
 ]
 _PARALLEL_ROWS = 65_536  # below this a batch runs inline (a thread hand-off costs more than it saves)
+_MAX_FLOAT = float(np.finfo(np.float64).max)
 
 
-@njit("float64(float64[::1], float64[:, ::1])", cache=True, nogil=True, fastmath=FASTMATH)
-def _sum_sq_dots(cen, proj_t):  # type: ignore[no-untyped-def]
-    """``Σ_j (cen · proj_t[j])²`` — over finite values only, so fast-math (vectorised reductions) is safe here."""
-    total = 0.0
-    for j in range(proj_t.shape[0]):
-        s = 0.0
-        for f in range(cen.size):
-            s += cen[f] * proj_t[j, f]
-        total += s * s
-    return total
-
-
-@njit(_ROW_SIGS, cache=True, nogil=True)
-def _projected_norms(x, mean, proj_t, lo, hi, out):  # type: ignore[no-untyped-def]
-    """For rows ``lo:hi``: ``out[i] = ‖proj_t · (x_i − μ)‖`` with non-finite values taken as the mean; returns how
-    many values were imputed. ``proj_t`` is ``(r, d)``: axes scaled by 1/σ. One read of each value, no temporaries;
-    centring before the product keeps precision when a feature's mean dwarfs its spread. This loop decides what is
-    missing, so it runs without fast-math (which would fold the finiteness test away); the dot products do not."""
-    d = x.shape[1]
-    cen = np.empty(d)
+@njit(cache=True, nogil=True)
+def _row_sq_imputed(x, i, mean, inv, axes, kept, z):  # type: ignore[no-untyped-def]
+    """One row's squared error as in :func:`_errors_into`, non-finite values taken as the mean (standardised 0); returns
+    (squared error, values imputed). Strict arithmetic: this is the path that decides what is missing."""
+    d = mean.size
     bad = 0
-    for i in range(lo, hi):
+    nz = 0.0
+    for f in range(d):
+        v = float(x[i, f])
+        if np.isfinite(v):
+            z[f] = (v - mean[f]) * inv[f]
+        else:
+            z[f] = 0.0
+            bad += 1
+        nz += z[f] * z[f]
+    acc = 0.0
+    for j in range(axes.shape[0]):
+        s = 0.0
         for f in range(d):
-            v = float(x[i, f])
-            if np.isfinite(v):
-                cen[f] = v - mean[f]
-            else:
-                cen[f] = 0.0
-                bad += 1
-        out[i] = np.sqrt(_sum_sq_dots(cen, proj_t))
+            s += z[f] * axes[j, f]
+        acc += s * s
+    return (nz - acc if kept else acc), bad
+
+
+@njit(_ROW_SIGS, cache=True, nogil=True, fastmath=FASTMATH)
+def _errors_into(x, mean, inv, axes, kept, lo, hi, out):  # type: ignore[no-untyped-def]
+    """``out[i − lo]`` = reconstruction error of rows ``lo:hi``; returns how many values were imputed.
+
+    With ``z = (x − μ)·inv``, the squared error is ``‖z‖² − Σ_j (z·a_j)²`` over the kept axes ``a_j`` (orthonormal,
+    so Pythagoras) when ``kept``, otherwise ``Σ_j (z·a_j)²`` over the given (discarded) axes — the caller passes
+    whichever set is smaller; clipped at 0. Four rows at a time, so each axis weight loaded serves four independent
+    sums (a row at a time, one dot product's chain of dependent adds is the bottleneck); all in one function, since
+    a call per tile with its array arguments costs more than the tile.
+
+    Fast-math (the narrowed set: reassociation and contraction only) for the arithmetic, but what is missing is
+    decided by plain comparisons it cannot fold: a NaN or ±inf among a row's values makes its ``‖z‖²`` fail
+    ``≤ max float``, and that row is redone by :func:`_row_sq_imputed` (the mean in place of non-finite values)."""
+    d = mean.size
+    zt = np.empty((d, 4))
+    z = np.empty(d)
+    sign = -1.0 if kept else 1.0
+    base = 1.0 if kept else 0.0
+    bad = 0
+    i = lo
+    while i + 4 <= hi:
+        n0 = n1 = n2 = n3 = 0.0
+        for f in range(d):
+            m = mean[f]
+            s = inv[f]
+            c0 = (x[i, f] - m) * s
+            c1 = (x[i + 1, f] - m) * s
+            c2 = (x[i + 2, f] - m) * s
+            c3 = (x[i + 3, f] - m) * s
+            zt[f, 0] = c0
+            zt[f, 1] = c1
+            zt[f, 2] = c2
+            zt[f, 3] = c3
+            n0 += c0 * c0
+            n1 += c1 * c1
+            n2 += c2 * c2
+            n3 += c3 * c3
+        e0 = base * n0
+        e1 = base * n1
+        e2 = base * n2
+        e3 = base * n3
+        for j in range(axes.shape[0]):
+            y0 = y1 = y2 = y3 = 0.0
+            for f in range(d):
+                w = axes[j, f]
+                y0 += zt[f, 0] * w
+                y1 += zt[f, 1] * w
+                y2 += zt[f, 2] * w
+                y3 += zt[f, 3] * w
+            e0 += sign * (y0 * y0)
+            e1 += sign * (y1 * y1)
+            e2 += sign * (y2 * y2)
+            e3 += sign * (y3 * y3)
+        if n0 <= _MAX_FLOAT and n1 <= _MAX_FLOAT and n2 <= _MAX_FLOAT and n3 <= _MAX_FLOAT:
+            out[i - lo] = np.sqrt(e0) if e0 > 0.0 else 0.0
+            out[i + 1 - lo] = np.sqrt(e1) if e1 > 0.0 else 0.0
+            out[i + 2 - lo] = np.sqrt(e2) if e2 > 0.0 else 0.0
+            out[i + 3 - lo] = np.sqrt(e3) if e3 > 0.0 else 0.0
+        else:
+            for t in range(4):
+                v, nb = _row_sq_imputed(x, i + t, mean, inv, axes, kept, z)
+                bad += nb
+                out[i + t - lo] = np.sqrt(v) if v > 0.0 else 0.0
+        i += 4
+    while i < hi:
+        v, nb = _row_sq_imputed(x, i, mean, inv, axes, kept, z)
+        bad += nb
+        out[i - lo] = np.sqrt(v) if v > 0.0 else 0.0
+        i += 1
     return bad
 
 
-def _norms(x: npt.NDArray[Any], mean: F64Array, proj: F64Array) -> tuple[F64Array, int]:
-    """:func:`_projected_norms` over all rows, split across the kernels' worker threads for large batches."""
+@njit(_CHUNK_SIGS, cache=True, nogil=True)
+def _chunk_sums(x, mean, inv, axes, kept, chunk, c_lo, c_hi, sums):  # type: ignore[no-untyped-def]
+    """For chunks ``c_lo:c_hi`` of ``chunk`` consecutive rows (the last may be shorter): ``sums[c − c_lo] = (rows,
+    Σ error, Σ error², values imputed)`` — each chunk's window state, without handing row errors back (a
+    cache-sized scratch of errors is summed as it is filled)."""
+    n = x.shape[0]
+    block = 4096
+    scratch = np.empty(block)
+    for c in range(c_lo, c_hi):
+        lo = c * chunk
+        hi = min(lo + chunk, n)
+        s1 = 0.0
+        s2 = 0.0
+        bad = 0
+        for b in range(lo, hi, block):
+            bh = min(b + block, hi)
+            bad += _errors_into(x, mean, inv, axes, kept, b, bh, scratch)
+            for i in range(bh - b):
+                v = scratch[i]
+                s1 += v
+                s2 += v * v
+        sums[c - c_lo, 0] = max(hi - lo, 0)
+        sums[c - c_lo, 1] = s1
+        sums[c - c_lo, 2] = s2
+        sums[c - c_lo, 3] = bad
+
+
+def _chunked(x: npt.NDArray[Any], mean: F64Array, inv: F64Array, axes: F64Array, kept: bool, chunk: int) -> F64Array:
+    """:func:`_chunk_sums` for every chunk of ``x``: a ``(chunks, 4)`` array, chunks split across the worker threads
+    when there are enough rows."""
+    n = x.shape[0]
+    n_chunks = -(-n // chunk) if n else 0
+    sums = np.zeros((n_chunks, 4))
+    parts = _split(n_chunks) if n >= _PARALLEL_ROWS else None
+    if parts is None:
+        _chunk_sums(x, mean, inv, axes, kept, chunk, 0, n_chunks, sums)
+        return sums
+    futures = [executor().submit(_chunk_sums, x, mean, inv, axes, kept, chunk, lo, hi, sums[lo:hi]) for lo, hi in parts]
+    for f in futures:
+        f.result()
+    return sums
+
+
+def _split(n: int) -> list[tuple[int, int]] | None:
+    """Cut ``0:n`` into one range per worker thread, or None when the work should run inline."""
+    workers = n_threads()
+    if n < 2 or workers == 1 or in_worker():
+        return None
+    cuts = [(k * n) // workers for k in range(workers + 1)]
+    return list(itertools.pairwise(cuts))
+
+
+def _row_pass(x: npt.NDArray[Any], mean: F64Array, inv: F64Array, axes: F64Array, kept: bool) -> tuple[F64Array, int]:
+    """:func:`_errors_into` over all rows, split across the kernels' worker threads for large batches."""
     n = x.shape[0]
     out = np.empty(n)
-    if proj.shape[0] == 0 or n == 0:
-        out[:] = 0.0
-        return out, int(np.count_nonzero(~np.isfinite(x)))
-    workers = n_threads()
-    if n < _PARALLEL_ROWS or workers == 1 or in_worker():
-        return out, int(_projected_norms(x, mean, proj, 0, n, out))
-    cuts = [(k * n) // workers for k in range(workers + 1)]
-    futures = [executor().submit(_projected_norms, x, mean, proj, lo, hi, out) for lo, hi in itertools.pairwise(cuts)]
+    if n == 0:
+        return out, 0
+    parts = _split(n) if n >= _PARALLEL_ROWS else None
+    if parts is None:
+        return out, int(_errors_into(x, mean, inv, axes, kept, 0, n, out))
+    futures = [executor().submit(_errors_into, x, mean, inv, axes, kept, lo, hi, out[lo:hi]) for lo, hi in parts]
     return out, sum(int(f.result()) for f in futures)
+
+
+def _norms(x: npt.NDArray[Any], mean: F64Array, proj: F64Array) -> tuple[F64Array, int]:
+    """Each row's ``‖proj · (x − μ)‖`` (``proj`` is ``(r, d)`` in raw units) with non-finite values taken as the mean,
+    and how many were imputed — the tiled pass with unit scale."""
+    return _row_pass(x, mean, np.ones(mean.size), np.ascontiguousarray(proj, dtype=np.float64), False)
 
 
 def _rows(x: npt.ArrayLike, n_features: int) -> npt.NDArray[Any]:
@@ -187,7 +312,9 @@ class PCAReference:
     chunk: int
     chunk_sd: float
     sample: F64Array = field(repr=False)
-    _residual: F64Array = field(init=False, repr=False, compare=False)
+    _inv: F64Array = field(init=False, repr=False, compare=False)
+    _proj: F64Array = field(init=False, repr=False, compare=False)
+    _kept_mode: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         d = self.mean.size
@@ -197,8 +324,14 @@ class PCAReference:
             raise ValueError("n_components must be in [1, features] and names one per feature")
         if not (np.isfinite(self.mean).all() and np.isfinite(self.scale).all() and (self.scale > 0).all()):
             raise ValueError("mean and scale must be finite, scale positive")
-        residual = self.axes[self.n_components :]  # (d − k, d)
-        object.__setattr__(self, "_residual", np.ascontiguousarray(residual / self.scale))  # (d−k, d): rows = axes/σ
+        # the row pass needs the smaller set of axes: the error is ‖z‖ on the discarded ones, or by Pythagoras
+        # √(‖z‖² − ‖z‖² on the kept ones); k = 6 of 20 costs 6 dot products a row instead of 14
+        k = self.n_components
+        kept_mode = k < d - k
+        proj = self.axes[:k] if kept_mode else self.axes[k:]
+        object.__setattr__(self, "_inv", np.ascontiguousarray(1.0 / self.scale))
+        object.__setattr__(self, "_proj", np.ascontiguousarray(proj, dtype=np.float64))
+        object.__setattr__(self, "_kept_mode", bool(kept_mode))
 
     @property
     def n_features(self) -> int:
@@ -213,7 +346,26 @@ class PCAReference:
     def row_errors(self, x: npt.ArrayLike) -> tuple[F64Array, int]:
         """Each row's reconstruction error (Euclidean distance in standardised units to its projection on the kept
         axes), and the number of non-finite values that were imputed."""
-        return _norms(_rows(x, self.n_features), self.mean, self._residual)
+        return _row_pass(_rows(x, self.n_features), self.mean, self._inv, self._proj, self._kept_mode)
+
+    def chunk_states(self, x: npt.ArrayLike, chunk: int) -> list[ReconstructionState]:
+        """One window state per ``chunk`` consecutive rows of ``x`` (the last may be shorter), in one pass that never
+        materialises the row errors; chunks are split across the worker threads for large inputs. The same figures
+        as ``ReconstructionState().update(self, x[i : i + chunk])`` for each chunk."""
+        if chunk < 1:
+            raise ValueError("chunk must be positive")
+        sums = _chunked(_rows(x, self.n_features), self.mean, self._inv, self._proj, self._kept_mode, chunk)
+        return [ReconstructionState(int(c), float(t), float(t2), int(b)) for c, t, t2, b in sums]
+
+    def _state_sums(self, x: npt.ArrayLike) -> tuple[int, float, float, int]:
+        """(rows, Σ error, Σ error², imputed) of a batch, without materialising the row errors."""
+        a = _rows(x, self.n_features)
+        n = a.shape[0]
+        if n == 0:
+            return 0, 0.0, 0.0, 0
+        chunk = -(-n // n_threads()) if n >= _PARALLEL_ROWS else n  # one chunk per thread for a large batch
+        c, t, t2, b = _chunked(a, self.mean, self._inv, self._proj, self._kept_mode, chunk).sum(axis=0)
+        return int(c), float(t), float(t2), int(b)
 
     def standardised_scores(self, x: npt.ArrayLike) -> tuple[F64Array, int]:
         """Coordinates of each row on all ``d`` axes (standardised units), and the number of imputed values."""
@@ -319,36 +471,54 @@ def fit_pca_reference(
         raise ValueError("variance_share must be in (0, 1]")
     if chunk < 1 or sample_rows < 0 or folds < 1:
         raise ValueError("chunk and folds must be positive and sample_rows non-negative")
-    finite = np.isfinite(a)
-    if finite.all():
-        mean, filled = a.mean(axis=0), a
+    col_sum = a.sum(axis=0)
+    if np.isfinite(col_sum).all():  # every value finite (a NaN or ±inf makes its column's sum non-finite)
+        mean, filled = col_sum / m, a
     else:
+        finite = np.isfinite(a)
         counts = np.count_nonzero(finite, axis=0)
         mean = np.where(counts > 0, np.where(finite, a, 0.0).sum(axis=0) / np.maximum(counts, 1), 0.0)
         filled, _ = _filled(a, mean)
-    sd = filled.std(axis=0)
-    scale = np.where(sd > 0, sd, 1.0)
-    z = (filled - mean) / scale
+    rows = _rows(filled, d)
     n_blocks = folds if m >= 2 * folds else 1
     sizes = [m // n_blocks + (i < m % n_blocks) for i in range(n_blocks)]  # np.array_split's sizes
     edges = [0, *itertools.accumulate(sizes)]
-    blocks = [slice(lo, hi) for lo, hi in itertools.pairwise(edges)]  # consecutive blocks as slices: no copies
-    grams = [z[b].T @ z[b] for b in blocks]
-    gram = np.sum(grams, axis=0)
+    blocks = list(itertools.pairwise(edges))
+    # centred Gram matrix of each block: one block-sized buffer, no centred copy of the whole table; the
+    # standardisation folds in afterwards (z = c/σ, so zᵀz = cᵀc / σσᵀ), and the variance is the diagonal
+    buf = np.empty((max(sizes), d))
+    raw_grams = []
+    for lo, hi in blocks:
+        c = np.subtract(filled[lo:hi], mean, out=buf[: hi - lo])
+        raw_grams.append(c.T @ c)
+    raw_gram = np.sum(raw_grams, axis=0)
+    sd = np.sqrt(np.maximum(np.diag(raw_gram), 0.0) / m)
+    scale = np.where(sd > 0, sd, 1.0)
+    outer = np.outer(scale, scale)
+    grams = [g / outer for g in raw_grams]
+    gram = raw_gram / outer
     eigenvalues, axes = _axes(gram / m)
     total = eigenvalues.sum()
     share = np.cumsum(eigenvalues) / total if total > 0 else np.ones(d)
     k = int(min(d, np.searchsorted(share, variance_share - 1e-12) + 1))
-    if len(blocks) == 1:
-        residual = z @ axes[k:].T
-        errors = np.sqrt(np.einsum("ij,ij->i", residual, residual))
+    inv = np.ascontiguousarray(1.0 / scale)
+    kept_mode = k < d - k
+    errors = np.empty(m)
+    fold_axes = (
+        [axes]
+        if len(blocks) == 1
+        else [_axes((gram - g) / (m - (hi - lo)))[1] for (lo, hi), g in zip(blocks, grams, strict=True)]
+    )
+    jobs = [
+        (rows, mean, inv, np.ascontiguousarray(fa[:k] if kept_mode else fa[k:]), kept_mode, lo, hi, errors[lo:hi])
+        for (lo, hi), fa in zip(blocks, fold_axes, strict=True)
+    ]
+    if m >= _PARALLEL_ROWS and len(jobs) > 1 and n_threads() > 1 and not in_worker():
+        for f in [executor().submit(_errors_into, *job) for job in jobs]:
+            f.result()
     else:
-        parts = []
-        for b, g in zip(blocks, grams, strict=True):
-            _, fold_axes = _axes((gram - g) / (m - (b.stop - b.start)))
-            residual = z[b] @ fold_axes[k:].T
-            parts.append(np.sqrt(np.einsum("ij,ij->i", residual, residual)))
-        errors = np.concatenate(parts)
+        for job in jobs:
+            _errors_into(*job)
     rng = np.random.default_rng(seed)
     sample = a[np.sort(rng.choice(m, size=min(sample_rows, m), replace=False))] if sample_rows else np.zeros((0, d))
     names_t = tuple(names) if names is not None else tuple(f"f{i}" for i in range(d))
@@ -385,11 +555,11 @@ class ReconstructionState:
 
     def update(self, reference: PCAReference, x: npt.ArrayLike) -> ReconstructionState:
         """Fold a batch of rows in (one jitted pass); returns self."""
-        errors, n_bad = reference.row_errors(x)
-        self.count += int(errors.size)
-        self.total += float(errors.sum())
-        self.total_sq += float(errors @ errors)
-        self.imputed += n_bad
+        count, total, total_sq, imputed = reference._state_sums(x)
+        self.count += count
+        self.total += total
+        self.total_sq += total_sq
+        self.imputed += imputed
         return self
 
     def merge(self, other: ReconstructionState) -> ReconstructionState:

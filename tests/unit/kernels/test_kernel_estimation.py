@@ -196,3 +196,76 @@ def test_isotonic_apply_equals_numpy_interp(knots: np.ndarray, data: st.DataObje
     nan = np.isnan(x)
     assert np.all(np.isnan(got[nan]))  # NaN stays NaN (numpy's interp answers ky[0] with a single knot)
     assert np.allclose(got[~nan], np.interp(x[~nan], kx, ky), atol=1e-12)
+
+
+def _calibrators() -> list[Calibrator]:
+    rng = np.random.default_rng(21)
+    s = rng.beta(2, 3, 3000)
+    y = (rng.random(3000) < np.clip(1.4 * s - 0.1, 0, 1)).astype(np.int64)
+    return [Calibrator("identity"), fit_isotonic(s, y), fit_platt(s, y)]
+
+
+@pytest.mark.parametrize("kind", ["identity", "isotonic", "platt"])
+def test_calibrating_in_the_pass_equals_apply_then_update(kind: str) -> None:
+    """``update_scores`` and ``chunks`` calibrate each raw score inside the folding pass; they give exactly the
+    states of ``calibrator.apply`` followed by ``update`` — per chunk (the last one short), with NaN and
+    out-of-range scores counted missing, and with the chunks split across the worker threads (≥ 65,536 rows)."""
+    cal = next(c for c in _calibrators() if c.kind == kind)
+    rng = np.random.default_rng(22)
+    s = rng.beta(2, 3, 70_001)
+    s[[5, 500, 70_000]] = [np.nan, 1.5, -0.1]
+    p = cal.apply(s)
+    one = EstimationState(0.4).update_scores(s, cal)
+    ref = EstimationState(0.4).update(s, p)
+    exact = kind != "platt"  # numba's exp and numpy's may differ in the last bit
+    _assert_same_state(one, ref, exact=exact)
+    assert one.missing == 3
+    states = EstimationState.chunks(s, cal, 10_000, threshold=0.4)
+    assert len(states) == 8 and states[-1].n == 0 and states[-1].missing == 1
+    for c, st_ in enumerate(states):
+        rows = slice(c * 10_000, (c + 1) * 10_000)
+        _assert_same_state(st_, EstimationState(0.4).update(s[rows], p[rows]), exact=exact)
+    merged = states[0]
+    for st_ in states[1:]:
+        merged = merged.merge(st_)
+    _assert_same_state(merged, ref, exact=False)
+    with pytest.raises(ValueError, match="chunk"):
+        EstimationState.chunks(s, cal, 0)
+
+
+def _assert_same_state(a: EstimationState, b: EstimationState, *, exact: bool = True) -> None:
+    np.testing.assert_array_equal(a.count, b.count)
+    np.testing.assert_array_equal(a.ints, b.ints)
+    rtol = 0.0 if exact else 1e-12
+    for name in ("mass", "var_mass", "sums"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=1e-9 if not exact else 0.0)
+    ea, eb = a.estimate(), b.estimate()
+    for m in ESTIMATED_METRICS:
+        np.testing.assert_allclose(ea[m], eb[m], rtol=1e-12 if exact else 1e-9, atol=1e-15)
+
+
+@given(
+    counts=hnp.arrays(np.int64, st.integers(1, 60), elements=st.integers(0, 30)),
+    data=st.data(),
+)
+def test_jitted_roc_equals_the_numpy_histogram_formula(counts: np.ndarray, data: st.DataObject) -> None:
+    """The one-pass ROC kernel against the formula written with numpy cumulative sums (ties in a bin halved)."""
+    share = data.draw(hnp.arrays(np.float64, counts.size, elements=st.floats(0, 1)))
+    st_ = EstimationState(0.5, n_bins=counts.size)
+    st_.count = counts
+    st_.mass = counts * share
+    st_.var_mass = counts * share * (1 - share)
+    st_.ints = np.array([counts.sum(), 0, 0])
+    auc, sd = st_.estimate()["roc_auc"]
+    pos, neg = st_.mass, counts - st_.mass
+    p_total, n_total = pos.sum(), neg.sum()
+    if not (p_total > 0 and n_total > 0):
+        assert np.isnan(auc) and np.isnan(sd)
+        return
+    neg_below = np.cumsum(neg) - neg
+    pos_above = p_total - np.cumsum(pos)
+    pn = p_total * n_total
+    want = np.sum(pos * (neg_below + 0.5 * neg)) / pn
+    grad = (neg_below + 0.5 * neg - pos_above - 0.5 * pos) / pn - want * (n_total - p_total) / pn
+    assert auc == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert sd == pytest.approx(np.sqrt(max(np.sum(grad * grad * st_.var_mass), 0.0)), rel=1e-7, abs=1e-12)

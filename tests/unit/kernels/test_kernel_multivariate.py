@@ -184,3 +184,69 @@ def test_layouts_dtypes_and_the_threaded_split_agree(dtype: type, order: str) ->
     filled[5, 2], filled[69_999, 0] = p.mean[2], p.mean[0]
     np.testing.assert_allclose(got, naive.reconstruction_errors(ref, filled, 0.65), rtol=1e-7, atol=1e-9)
     assert imputed == 2
+
+
+def test_kept_and_discarded_axes_give_the_same_errors_with_holes_and_odd_row_counts() -> None:
+    """The row pass computes ‖z‖ on the discarded axes, or √(‖z‖² − ‖z‖² on the kept ones) when fewer axes are kept
+    — the same figure by Pythagoras. Both forms, rows in tiles of four plus a remainder, a NaN and an inf in the
+    tiled part and in the remainder, against the plain SVD reference."""
+    rng = np.random.default_rng(11)
+    ref = correlated(rng, 2000)
+    x = correlated(rng, 203)  # 50 tiles of four and three rows left over
+    x[6, 1], x[201, 3], x[40, 0] = np.nan, np.inf, -np.inf
+    filled = x.copy()
+    for i, f in ((6, 1), (201, 3), (40, 0)):
+        filled[i, f] = ref.mean(axis=0)[f]
+    for share in (0.3, 0.9):  # few kept axes (Pythagoras form), then few discarded ones
+        p = fit_pca_reference(ref, variance_share=share)
+        assert p._kept_mode == (p.n_components < p.n_features - p.n_components)
+        expected = naive.reconstruction_errors(ref, filled, share)
+        kept_form, bad_k = _errors_with(p, x, kept=True)
+        discarded_form, bad_d = _errors_with(p, x, kept=False)
+        np.testing.assert_allclose(kept_form, expected, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(discarded_form, expected, rtol=1e-9, atol=1e-12)
+        assert bad_k == bad_d == 3
+    modes = {fit_pca_reference(ref, variance_share=s)._kept_mode for s in (0.3, 0.9)}
+    assert modes == {True, False}  # both forms are what fit_pca_reference picks for some share
+
+
+def _errors_with(p: PCAReference, x: np.ndarray, *, kept: bool) -> tuple[np.ndarray, int]:
+    from vigil.kernels.multivariate import _errors_into
+
+    k = p.n_components
+    axes = np.ascontiguousarray(p.axes[:k] if kept else p.axes[k:])
+    out = np.empty(x.shape[0])
+    bad = _errors_into(np.ascontiguousarray(x), p.mean, p._inv, axes, kept, 0, x.shape[0], out)
+    return out, int(bad)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_chunk_states_equal_one_update_per_chunk_and_the_reference(order: str) -> None:
+    """``chunk_states`` (one pass, per-chunk sums, chunks split across the worker threads above 65,536 rows) gives
+    each chunk the state that ``ReconstructionState().update`` gives it, and the naive mean error; the last chunk
+    may be short; a large single ``update`` (split by rows across the threads) agrees with the reference too."""
+    rng = np.random.default_rng(12)
+    ref = correlated(rng, 3000)
+    p = fit_pca_reference(ref)
+    x = np.asarray(correlated(rng, 70_003), order=order)
+    x[17, 2] = np.nan
+    x[69_990, 5] = np.inf
+    filled = x.copy()
+    filled[17, 2], filled[69_990, 5] = p.mean[2], p.mean[5]
+    expected = naive.reconstruction_errors(ref, filled, 0.65)
+    states = p.chunk_states(x, 10_000)
+    assert [s.count for s in states] == [10_000] * 7 + [3]
+    assert sum(s.imputed for s in states) == 2
+    for c, s in enumerate(states):
+        one = ReconstructionState().update(p, x[c * 10_000 : (c + 1) * 10_000])
+        assert (s.count, s.imputed) == (one.count, one.imputed)
+        assert s.total == pytest.approx(one.total, rel=1e-12)
+        assert s.total_sq == pytest.approx(one.total_sq, rel=1e-12)
+        assert s.mean == pytest.approx(expected[c * 10_000 : (c + 1) * 10_000].mean(), rel=1e-9)
+    whole = ReconstructionState().update(p, x)
+    assert whole.count == 70_003 and whole.imputed == 2
+    assert whole.mean == pytest.approx(expected.mean(), rel=1e-9)
+    assert whole.total_sq == pytest.approx(float(expected @ expected), rel=1e-9)
+    with pytest.raises(ValueError, match="chunk"):
+        p.chunk_states(x, 0)
+    assert p.chunk_states(x[:0], 10) == []
