@@ -168,15 +168,16 @@ async def list_dead_letters(
     return [dict(r) for r in rows]
 
 
-async def replay_dead_letter(conn: asyncpg.Connection, letter_id: int) -> bool:
-    """Send a dead letter's original record back to its topic (through the outbox). False if unknown/not dead."""
+async def replay_dead_letter(conn: asyncpg.Connection, letter_id: int) -> dict[str, Any] | None:
+    """Send a dead letter's original record back to its topic (through the outbox); the letter as it was (where
+    its record came from, why it died), or None if unknown/not dead."""
     row = await conn.fetchrow(
         "UPDATE dead_letters SET status = 'replayed', updated_at = now() WHERE id = $1 AND status = 'dead' "
-        "RETURNING topic, key, value, headers",
+        'RETURNING topic, partition, "offset", key, value, headers, event_id, event_type, reason, attempts',
         letter_id,
     )
     if row is None:
-        return False
+        return None
     headers = decode_headers(row["headers"])
     await enqueue_raw(conn, new_id(), row["topic"], row["key"], bytes(row["value"] or b""), headers)
-    return True
+    return dict(row)

@@ -51,11 +51,13 @@ def replay(
     home: HomeOpt = None,
     token: TokenOpt = None,
     url: UrlOpt = None,
+    reason: Annotated[str, typer.Option(help="why it goes back on the bus (audited with the replay)")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Send one dead letter's original record back to its topic."""
+    """Send one dead letter's original record back to its topic (audited as ``dlq.replayed``)."""
     _check(service)
-    answer = Platform(home, token, urls={service: url}).post(service, f"/v1/dlq/{letter_id}/replay")
+    path = f"/v1/dlq/{letter_id}/replay"
+    answer = Platform(home, token, urls={service: url}).post(service, path, {"reason": reason})
     if as_json:
         output.emit_json(answer)
     else:

@@ -13,7 +13,7 @@ from typing import Final
 SERVICE_PRINCIPAL = "service:"
 PRODUCER_PRINCIPAL = "producer:"
 
-#: Service name → the event types only it (of the services) produces.
+#: Service name → the event types only it (of the services) produces, plus :data:`EVERY_SERVICE_EVENTS`.
 SERVICE_EVENTS: Final[dict[str, frozenset[str]]] = {
     "registry": frozenset(
         {
@@ -58,6 +58,10 @@ SERVICE_EVENTS: Final[dict[str, frozenset[str]]] = {
         {"audit.entry", "audit.checkpoint", "audit.stream_digest", "access.recorded", "event.rejected"}
     ),
 }
+
+#: Events every service's own API emits (each service replays its own dead letters: ``POST /v1/dlq/{id}/replay``).
+EVERY_SERVICE_EVENTS: Final = frozenset({"dlq.replayed"})
+SERVICE_EVENTS.update({name: events | EVERY_SERVICE_EVENTS for name, events in SERVICE_EVENTS.items()})
 
 #: What an upstream system may be allowed to publish (DESIGN §3, upstream contract). A producer key lists a subset.
 UPSTREAM_EVENTS: Final = frozenset({"data.updated", "label.observed", "metric.observed"})

@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from vigil.bus.context import Emitter
 from vigil.bus.dead_letters import list_dead_letters, replay_dead_letter
+from vigil.events.catalog.operations import DeadLetterReplayed
 from vigil.service.auth import Admin, Viewer
 from vigil.service.bounds import BigInt, BigIntCursor
 from vigil.service.deps import PoolDep, RuntimeDep
@@ -49,14 +51,41 @@ async def list_letters(
     return Page(items=items, next=str(items[-1].id) if len(items) == limit else None)
 
 
+class ReplayRequest(BaseModel):
+    """Why the record goes back on the bus (recorded in the audit log with the replay)."""
+
+    reason: Annotated[str, Field(max_length=1024)] = ""
+
+
 @router.post("/{letter_id}/replay", status_code=202)
 async def replay(
-    runtime: RuntimeDep, letter_id: Annotated[BigInt, Path(description="dead letter id")], _user: Admin
+    runtime: RuntimeDep,
+    letter_id: Annotated[BigInt, Path(description="dead letter id")],
+    user: Admin,
+    body: ReplayRequest | None = None,
 ) -> dict[str, object]:
-    """Send a dead letter's original record back to its topic (after fixing what made it fail)."""
+    """Send a dead letter's original record back to its topic (after fixing what made it fail), and audit it:
+    ``dlq.replayed`` names the admin and their reason, in the same transaction."""
+    reason = " ".join((body.reason if body else "").replace("\x00", "").split())
     async with runtime.pool.acquire() as conn, conn.transaction():
-        ok = await replay_dead_letter(conn, letter_id)
-    if not ok:
+        letter = await replay_dead_letter(conn, letter_id)
+        if letter is not None:
+            await Emitter(conn, runtime.source, user.actor).emit(
+                DeadLetterReplayed(
+                    service=runtime.definition.name,
+                    letter_id=letter_id,
+                    topic=letter["topic"],
+                    partition=letter["partition"],
+                    offset=letter["offset"],
+                    event_id=letter["event_id"],
+                    event_type=letter["event_type"],
+                    dead_reason=letter["reason"],
+                    attempts=letter["attempts"],
+                    replayed_by=user.actor,
+                    reason=reason,
+                )
+            )
+    if letter is None:
         raise HTTPException(404, f"no dead letter {letter_id} in state 'dead'")
     runtime.relay.wake()
     return {"replayed": letter_id}
