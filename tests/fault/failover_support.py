@@ -174,6 +174,23 @@ async def topic_ids(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[
     return ids
 
 
+async def topic_positions(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[tuple[str, int, int]]:
+    """(``id``, partition, offset) of every record on ``topic`` (duplicates kept: where a copy sits tells how)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    out: list[tuple[str, int, int]] = []
+    try:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                for r in records:
+                    out.append((str(json.loads(r.value)["id"]), r.partition, r.offset))
+                    quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
 async def topic_records(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[dict[str, Any]]:
     """Every record on ``topic`` as parsed JSON (duplicates kept; records that are not JSON objects skipped)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
