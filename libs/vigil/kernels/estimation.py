@@ -60,14 +60,14 @@ BAND_SIGMAS = 3.0
 ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 _SIG = (
-    "void({s}[::1], float64[::1], int64, float64[::1], float64[::1], int64[::1], float64, float64, float64,"
-    " int64[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], int64[:, ::1], int64)"
+    "void({s}[::1], float64[::1], int64, float64[::1], float64[::1], int32[::1], float64[::1], float64, float64,"
+    " float64, int64[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], int64[:, ::1], int64)"
 )
 
 
 @njit([_SIG.format(s="float64"), _SIG.format(s="float32")], cache=True, nogil=True)
 def _estimation_update_kernel(  # type: ignore[no-untyped-def]
-    s, p, mode, kx, ky, cells, a, b, threshold, count, mass, var_mass, sums, ints, chunk
+    s, p, mode, kx, ky, cells, slopes, a, b, threshold, count, mass, var_mass, sums, ints, chunk
 ):
     """Fold rows into per-chunk states (row ``i`` into state ``i // chunk``): per raw-score bin the count, Σp and
     Σp(1−p); ``sums = (Σ_{ŷ=1}p, Σ_{ŷ=1}p(1−p), Σ_{ŷ=0}p, Σ_{ŷ=0}p(1−p))``, ``ints = (n, predicted positives,
@@ -78,7 +78,7 @@ def _estimation_update_kernel(  # type: ignore[no-untyped-def]
     k = kx.size
     lo_k, hi_k = kx[0], kx[k - 1]
     cells_n = cells.size - 1
-    width = (hi_k - lo_k) / cells_n
+    per = cells_n / (hi_k - lo_k) if hi_k > lo_k else 0.0
     for c in range(count.shape[0]):
         lo = c * chunk
         hi = min(lo + chunk, s.size)
@@ -101,11 +101,12 @@ def _estimation_update_kernel(  # type: ignore[no-untyped-def]
                 elif x >= hi_k:
                     q = ky[k - 1]
                 else:
-                    cell = np.int64((x - lo_k) / width)
-                    j = cells[cell if cell < cells_n else cells_n]
+                    j = cells[min(np.int64((x - lo_k) * per), cells_n)]
                     while kx[j + 1] <= x:
                         j += 1
-                    q = ky[j] + (ky[j + 1] - ky[j]) * (x - kx[j]) / (kx[j + 1] - kx[j])
+                    while kx[j] > x:
+                        j -= 1
+                    q = slopes[j] * (x - kx[j]) + ky[j]
             elif mode == 2:
                 q = 1.0 / (1.0 + np.exp(-(a * x + b)))
             else:
@@ -172,7 +173,7 @@ def _roc_auc_kernel(count, mass, var_mass):  # type: ignore[no-untyped-def]
 
 _NO_KNOTS = np.zeros(2)
 _STATE_ARRAYS = ("count", "mass", "var_mass", "sums", "ints")
-_NO_CELLS = np.zeros(2, dtype=np.int64)
+_NO_CELLS = np.zeros(2, dtype=np.int32)
 
 
 class EstimationState:
@@ -352,7 +353,7 @@ def _fold_stacked(
     """The kernel call(s) of :func:`_fold` on the stacked ``(states, …)`` arrays."""
     count, mass, var_mass, sums, ints = arrays
     if calibrator is None:
-        mode, kx, ky, cells, a, b = -1, _NO_KNOTS, _NO_KNOTS, _NO_CELLS, 0.0, 0.0
+        mode, kx, ky, cells, slopes, a, b = -1, _NO_KNOTS, _NO_KNOTS, _NO_CELLS, _NO_KNOTS, 0.0, 0.0
         probs = p if p is not None else _NO_KNOTS
     else:
         mode, probs, a, b = calibrator.code, _NO_KNOTS, float(calibrator.a), float(calibrator.b)
@@ -360,11 +361,12 @@ def _fold_stacked(
         kx = calibrator.knots_x if isotonic else _NO_KNOTS
         ky = calibrator.knots_y if isotonic else _NO_KNOTS
         cells = calibrator._cells if isotonic else _NO_CELLS
+        slopes = calibrator._slopes if isotonic else _NO_KNOTS
 
     def run(lo: int, hi: int) -> None:
         rows = slice(lo * chunk, min(hi * chunk, s.size))
         _estimation_update_kernel(
-            s[rows], probs if mode != -1 else probs[rows], mode, kx, ky, cells, a, b, threshold,
+            s[rows], probs if mode != -1 else probs[rows], mode, kx, ky, cells, slopes, a, b, threshold,
             count[lo:hi], mass[lo:hi], var_mass[lo:hi], sums[lo:hi], ints[lo:hi], chunk,
         )  # fmt: skip
 

@@ -124,13 +124,16 @@ def _errors_into(x, mean, inv, axes, kept, lo, hi, out):  # type: ignore[no-unty
 
     With ``z = (x − μ)·inv``, the squared error is ``‖z‖² − Σ_j (z·a_j)²`` over the kept axes ``a_j`` (orthonormal,
     so Pythagoras) when ``kept``, otherwise ``Σ_j (z·a_j)²`` over the given (discarded) axes — the caller passes
-    whichever set is smaller; clipped at 0. Four rows at a time, so each axis weight loaded serves four independent
-    sums (a row at a time, one dot product's chain of dependent adds is the bottleneck); all in one function, since
-    a call per tile with its array arguments costs more than the tile.
+    whichever set is smaller, as an even number of rows (:func:`_even_axes`: a zero row adds nothing); clipped at 0.
+    Four rows and two axes at a time, so each weight loaded serves four sums and eight chains of dependent adds run
+    side by side (a row at a time, one dot product's chain is the bottleneck); all in one function, since a call per
+    tile with its array arguments costs more than the tile.
 
     Fast-math (the narrowed set: reassociation and contraction only) for the arithmetic, but what is missing is
     decided by plain comparisons it cannot fold: a NaN or ±inf among a row's values makes its ``‖z‖²`` fail
     ``≤ max float``, and that row is redone by :func:`_row_sq_imputed` (the mean in place of non-finite values)."""
+    if axes.shape[0] % 2:
+        raise ValueError("the row pass takes axes in pairs (see _even_axes)")
     d = mean.size
     zt = np.empty((d, 4))
     z = np.empty(d)
@@ -159,18 +162,27 @@ def _errors_into(x, mean, inv, axes, kept, lo, hi, out):  # type: ignore[no-unty
         e1 = base * n1
         e2 = base * n2
         e3 = base * n3
-        for j in range(axes.shape[0]):
-            y0 = y1 = y2 = y3 = 0.0
+        for j in range(0, axes.shape[0], 2):  # two axes at a time: eight independent chains of adds
+            y0 = y1 = y2 = y3 = u0 = u1 = u2 = u3 = 0.0
             for f in range(d):
                 w = axes[j, f]
-                y0 += zt[f, 0] * w
-                y1 += zt[f, 1] * w
-                y2 += zt[f, 2] * w
-                y3 += zt[f, 3] * w
-            e0 += sign * (y0 * y0)
-            e1 += sign * (y1 * y1)
-            e2 += sign * (y2 * y2)
-            e3 += sign * (y3 * y3)
+                v = axes[j + 1, f]
+                z0 = zt[f, 0]
+                z1 = zt[f, 1]
+                z2 = zt[f, 2]
+                z3 = zt[f, 3]
+                y0 += z0 * w
+                y1 += z1 * w
+                y2 += z2 * w
+                y3 += z3 * w
+                u0 += z0 * v
+                u1 += z1 * v
+                u2 += z2 * v
+                u3 += z3 * v
+            e0 += sign * (y0 * y0 + u0 * u0)
+            e1 += sign * (y1 * y1 + u1 * u1)
+            e2 += sign * (y2 * y2 + u2 * u2)
+            e3 += sign * (y3 * y3 + u3 * u3)
         if n0 <= _MAX_FLOAT and n1 <= _MAX_FLOAT and n2 <= _MAX_FLOAT and n3 <= _MAX_FLOAT:
             out[i - lo] = np.sqrt(e0) if e0 > 0.0 else 0.0
             out[i + 1 - lo] = np.sqrt(e1) if e1 > 0.0 else 0.0
@@ -233,6 +245,15 @@ def _chunked(x: npt.NDArray[Any], mean: F64Array, inv: F64Array, axes: F64Array,
     return sums
 
 
+def _even_axes(axes: npt.NDArray[Any]) -> F64Array:
+    """``axes`` (rows = axes) as a C-contiguous float64 array with an even number of rows: a zero row appended when
+    needed (the row pass takes axes in pairs; a zero axis adds 0 to every sum)."""
+    a = np.asarray(axes, dtype=np.float64)
+    if a.shape[0] % 2:
+        a = np.vstack([a, np.zeros((1, a.shape[1]))])
+    return np.ascontiguousarray(a)
+
+
 def _split(n: int) -> list[tuple[int, int]] | None:
     """Cut ``0:n`` into one range per worker thread, or None when the work should run inline."""
     workers = n_threads()
@@ -258,7 +279,7 @@ def _row_pass(x: npt.NDArray[Any], mean: F64Array, inv: F64Array, axes: F64Array
 def _norms(x: npt.NDArray[Any], mean: F64Array, proj: F64Array) -> tuple[F64Array, int]:
     """Each row's ``‖proj · (x − μ)‖`` (``proj`` is ``(r, d)`` in raw units) with non-finite values taken as the mean,
     and how many were imputed — the tiled pass with unit scale."""
-    return _row_pass(x, mean, np.ones(mean.size), np.ascontiguousarray(proj, dtype=np.float64), False)
+    return _row_pass(x, mean, np.ones(mean.size), _even_axes(proj), False)
 
 
 def _rows(x: npt.ArrayLike, n_features: int) -> npt.NDArray[Any]:
@@ -330,7 +351,7 @@ class PCAReference:
         kept_mode = k < d - k
         proj = self.axes[:k] if kept_mode else self.axes[k:]
         object.__setattr__(self, "_inv", np.ascontiguousarray(1.0 / self.scale))
-        object.__setattr__(self, "_proj", np.ascontiguousarray(proj, dtype=np.float64))
+        object.__setattr__(self, "_proj", _even_axes(proj))
         object.__setattr__(self, "_kept_mode", bool(kept_mode))
 
     @property
@@ -471,7 +492,7 @@ def fit_pca_reference(
         raise ValueError("variance_share must be in (0, 1]")
     if chunk < 1 or sample_rows < 0 or folds < 1:
         raise ValueError("chunk and folds must be positive and sample_rows non-negative")
-    col_sum = a.sum(axis=0)
+    col_sum = a.T @ np.ones(m)  # BLAS: a third of the time of numpy's column-wise reduce on row-major data
     if np.isfinite(col_sum).all():  # every value finite (a NaN or ±inf makes its column's sum non-finite)
         mean, filled = col_sum / m, a
     else:
@@ -510,7 +531,7 @@ def fit_pca_reference(
         else [_axes((gram - g) / (m - (hi - lo)))[1] for (lo, hi), g in zip(blocks, grams, strict=True)]
     )
     jobs = [
-        (rows, mean, inv, np.ascontiguousarray(fa[:k] if kept_mode else fa[k:]), kept_mode, lo, hi, errors[lo:hi])
+        (rows, mean, inv, _even_axes(fa[:k] if kept_mode else fa[k:]), kept_mode, lo, hi, errors[lo:hi])
         for (lo, hi), fa in zip(blocks, fold_axes, strict=True)
     ]
     if m >= _PARALLEL_ROWS and len(jobs) > 1 and n_threads() > 1 and not in_worker():

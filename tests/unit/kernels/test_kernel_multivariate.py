@@ -211,10 +211,10 @@ def test_kept_and_discarded_axes_give_the_same_errors_with_holes_and_odd_row_cou
 
 
 def _errors_with(p: PCAReference, x: np.ndarray, *, kept: bool) -> tuple[np.ndarray, int]:
-    from vigil.kernels.multivariate import _errors_into
+    from vigil.kernels.multivariate import _errors_into, _even_axes
 
     k = p.n_components
-    axes = np.ascontiguousarray(p.axes[:k] if kept else p.axes[k:])
+    axes = _even_axes(p.axes[:k] if kept else p.axes[k:])
     out = np.empty(x.shape[0])
     bad = _errors_into(np.ascontiguousarray(x), p.mean, p._inv, axes, kept, 0, x.shape[0], out)
     return out, int(bad)
