@@ -43,6 +43,7 @@ SERVICE_NAMES = tuple(s.name for s in SERVICES)
 INFRA_SERVICES = {"kafka", "postgres", "otel-collector", "prometheus", "grafana"}
 INIT_SERVICE = "vigil-init"  # one-shot `vigil keys init` into the shared vigil-home volume
 KAFKA_INIT_SERVICES = {"kafka-acls", "kafka-init"}  # one-shot Kafka users, topics, ACLs (tests/unit/bus/test_acls.py)
+RAY_SERVICES = {"ray-head", "ray-worker"}  # the trainer's Ray executor's cluster (profile `ray`, infra/ray/Dockerfile)
 HOME_VOLUME = "vigil-home:/var/lib/vigil"
 
 
@@ -209,7 +210,7 @@ def k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
 
 def test_compose_runs_every_service_from_one_image(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == set(SERVICE_NAMES) | INFRA_SERVICES | {INIT_SERVICE} | KAFKA_INIT_SERVICES
+    assert set(services) == set(SERVICE_NAMES) | INFRA_SERVICES | {INIT_SERVICE} | KAFKA_INIT_SERVICES | RAY_SERVICES
     images = set()
     for spec in SERVICES:
         svc = services[spec.name]
@@ -652,8 +653,9 @@ def test_k8s_runs_two_of_each_service_with_a_disruption_budget() -> None:
 
 
 def test_k8s_covers_no_unknown_service() -> None:
-    assert set(_by_kind("Deployment")) == {f"vigil-{n}" for n in SERVICE_NAMES}
-    assert set(_by_kind("Service")) == {f"vigil-{n}" for n in SERVICE_NAMES}
+    ray = {f"vigil-{n}" for n in RAY_SERVICES}
+    assert set(_by_kind("Deployment")) == {f"vigil-{n}" for n in SERVICE_NAMES} | ray
+    assert set(_by_kind("Service")) == {f"vigil-{n}" for n in SERVICE_NAMES} | {"vigil-ray-head"}
     for claim in [
         v["persistentVolumeClaim"]["claimName"]
         for d in _by_kind("Deployment").values()

@@ -3,8 +3,8 @@
 The worker's event loop never blocks on training: the child runs in its own process group, its protocol stream
 (metrics, then the result) and its log stream are read concurrently and handed to async sinks in small batches, and
 the wait is a loop that also watches a stop signal (cancellation, lost lease). At the end of the run, whatever the
-end, the whole process group is killed. This is the "executor interface" of the design: a Kubernetes-Job or Ray
-executor would implement the same :func:`execute` contract.
+end, the whole process group is killed. This is the "executor interface" of the design: the Ray executor
+(:mod:`vigil.trainer.ray_executor`) implements the same contract, and a Kubernetes-Job one would too.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from vigil.trainer.confine import EXIT_CONFINE_FAILED
 from vigil.trainer.sandbox import child_env
 
-__all__ = ["Outcome", "child_env", "execute"]
+__all__ = ["LogSink", "MetricSink", "Outcome", "StopCheck", "child_env", "execute"]
 
 READ_CHUNK = 65536
 
@@ -44,6 +44,9 @@ class Outcome:
     exit_code: int | None = None
     duration_s: float = 0.0
     stopped: str | None = None  # why the worker stopped it (cancelled / superseded / lease lost)
+    #: Output files by the result's relative path, when the run executed elsewhere (Ray) and its work directory
+    #: is not on this host; None: read them from the local work directory.
+    files: dict[str, bytes] | None = None
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -69,6 +70,19 @@ class TrainerSettings(DatasetRootsSettings):
     #: The operator's cap on a run's address space: a request's ``memory_limit_mb`` may lower it, never raise it.
     #: None = no cap.
     trainer_max_memory_limit_mb: int | None = Field(default=16384, ge=64)
+
+    #: Where a run executes when its policy's params do not say (``"vigil.executor": "local" | "ray"``): ``local``
+    #: is a subprocess of this trainer's host, ``ray`` a task on the Ray cluster at ``trainer_ray_address``.
+    trainer_executor: Literal["local", "ray"] = "local"
+    #: The Ray cluster's GCS address (``host:port``; ``127.0.0.1:port`` stays on loopback), for ``executor: ray``.
+    #: Env ``VIGIL_TRAINER_RAY_ADDRESS``. Unset: runs asking for Ray fail with ``invalid_input``.
+    trainer_ray_address: str | None = None
+    #: CPUs a run reserves on its Ray node (Ray places it on a node with that many free).
+    trainer_ray_num_cpus: float = Field(default=1.0, gt=0)
+    #: Past its ``timeout_s``, how long a Ray task may take to be scheduled and report before it is cancelled.
+    trainer_ray_grace_s: float = Field(default=120.0, ge=0)
+    #: Work directory base on the Ray nodes (default ``<node tmp>/vigil-ray-work``).
+    trainer_ray_work_dir: str | None = None
 
     def resolved_dataset_roots(self) -> list[Path]:
         return list(self.trainer_dataset_roots) if self.trainer_dataset_roots else super().resolved_dataset_roots()

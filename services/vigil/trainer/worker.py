@@ -35,6 +35,7 @@ from vigil.events.catalog.common import ColumnSpec, DatasetRef
 from vigil.events.catalog.training import Environment, TrainingCompleted, TrainingFailed, TrainingStarted
 from vigil.trainer import store
 from vigil.trainer.executor import Outcome, child_env, execute
+from vigil.trainer.ray_executor import RayOptions, execute_on_ray
 from vigil.trainer.runner import RunFailure, entrypoint_refusal, fetch_dataset
 from vigil.trainer.sandbox import Sandbox, prepare, read_inside, warm_numba_cache
 from vigil.trainer.settings import TrainerSettings
@@ -46,6 +47,9 @@ RUNNING = Gauge("vigil_trainer_running", "Runs executing in this process")
 
 SERVICE_ACTOR = "service:trainer"
 MAX_ARTIFACT_BYTES = 1024**3
+#: The params key of a policy (or a manual trigger) that picks the run's executor, ``local`` or ``ray``; without
+#: it, ``trainer_executor`` decides.
+EXECUTOR_PARAM = "vigil.executor"
 
 
 class StagingFailed(Exception):
@@ -175,6 +179,11 @@ class WorkerPool:
     async def _run(self, worker: str, run: store.Run) -> None:
         workdir = self.settings.resolved_work_dir() / run.run_id
         refusal = entrypoint_refusal(run.entrypoint, self.settings.trainer_entrypoint_allow)
+        executor = str(run.params.get(EXECUTOR_PARAM) or self.settings.trainer_executor)
+        if refusal is None and executor not in ("local", "ray"):
+            refusal = f"{EXECUTOR_PARAM} {executor[:100]!r} is not an executor (local, ray)"
+        if refusal is None and executor == "ray" and not self.settings.trainer_ray_address:
+            refusal = f"{EXECUTOR_PARAM} is ray but this trainer has no trainer_ray_address (VIGIL_TRAINER_RAY_ADDRESS)"
         if refusal is not None:
             # Whatever the scheduler sent: an entrypoint outside the allow-list is never imported, not even by a
             # runner subprocess; the run fails at once and for good (retrying cannot make it allowed).
@@ -203,36 +212,66 @@ class WorkerPool:
         heartbeat = asyncio.create_task(self._heartbeat(worker, run.run_id, stop))
         RUNNING.inc()
         try:
-            outcome = await execute(
-                {
-                    "run_id": run.run_id,
-                    "job_id": run.job_id,
-                    "model": run.model,
-                    "entrypoint": run.entrypoint,
-                    "params": run.params,
-                    "datasets": run.datasets,
-                    "code_version": run.code_version,
-                    "workdir": str(workdir),
-                    "memory_limit_mb": memory_limit_mb,
-                    "dataset_roots": [str(p) for p in self.settings.resolved_dataset_roots()],
-                    "staged_datasets": staged,
-                    "entrypoint_allow": list(self.settings.trainer_entrypoint_allow),
-                    "sandbox": sandbox.spec(memory_limit_mb, run.timeout_s, threads),
-                },
-                python=self.settings.trainer_python,
-                timeout_s=run.timeout_s,
-                env=child_env(threads, extra_env),
-                on_metrics=lambda points: self._save_metrics(run.run_id, points),
-                on_logs=lambda lines: self._save_logs(run.run_id, lines),
-                should_stop=lambda: stop["why"],
-                max_line_chars=self.settings.trainer_max_log_line_chars,
-            )
+            spec = {
+                "run_id": run.run_id,
+                "job_id": run.job_id,
+                "model": run.model,
+                "entrypoint": run.entrypoint,
+                "params": run.params,
+                "datasets": run.datasets,
+                "code_version": run.code_version,
+                "workdir": str(workdir),
+                "memory_limit_mb": memory_limit_mb,
+                "dataset_roots": [str(p) for p in self.settings.resolved_dataset_roots()],
+                "staged_datasets": staged,
+                "entrypoint_allow": list(self.settings.trainer_entrypoint_allow),
+                "sandbox": sandbox.spec(memory_limit_mb, run.timeout_s, threads),
+            }
+            if executor == "ray":
+                outcome = await execute_on_ray(
+                    spec,
+                    options=self._ray_options(),
+                    timeout_s=run.timeout_s,
+                    on_metrics=lambda points: self._save_metrics(run.run_id, points),
+                    on_logs=lambda lines: self._save_logs(run.run_id, lines),
+                    should_stop=lambda: stop["why"],
+                    max_line_chars=self.settings.trainer_max_log_line_chars,
+                )
+            else:
+                outcome = await execute(
+                    spec,
+                    python=self.settings.trainer_python,
+                    timeout_s=run.timeout_s,
+                    env=child_env(threads, extra_env),
+                    on_metrics=lambda points: self._save_metrics(run.run_id, points),
+                    on_logs=lambda lines: self._save_logs(run.run_id, lines),
+                    should_stop=lambda: stop["why"],
+                    max_line_chars=self.settings.trainer_max_log_line_chars,
+                )
             await self._finish(worker, run, outcome, workdir)
         finally:
             RUNNING.dec()
             await cancel_and_wait(heartbeat)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
         self.executed += 1
+
+    def _ray_options(self) -> RayOptions:
+        s = self.settings
+        assert s.trainer_ray_address
+        return RayOptions(
+            address=s.trainer_ray_address,
+            threads=s.trainer_threads_per_run,
+            num_cpus=s.trainer_ray_num_cpus,
+            grace_s=s.trainer_ray_grace_s,
+            sandbox={
+                "enabled": s.trainer_sandbox,
+                "user": s.trainer_sandbox_user,
+                "max_processes": s.trainer_sandbox_max_processes,
+                "max_file_mb": s.trainer_sandbox_max_file_mb,
+                "memory_cap_mb": s.trainer_max_memory_limit_mb,
+                "work_dir": s.trainer_ray_work_dir,
+            },
+        )
 
     def _stage_datasets(self, run: store.Run, workdir: Path) -> dict[str, str]:
         """Copy every dataset into the work directory and return {dataset index: path}: a ``vigil-artifact://``
@@ -358,8 +397,14 @@ class WorkerPool:
         """Verify and store the artifact and the profile (in a thread: hashing and file I/O)."""
         result = outcome.result or {}
         owner = self.sandbox.uid if self.sandbox is not None else None
-        # The paths come from the run: read only its own regular files inside its work directory.
-        data = read_inside(workdir, str(result["artifact_path"]), MAX_ARTIFACT_BYTES, owner)
+
+        def output(relative: str) -> bytes:
+            if outcome.files is not None:  # executed on a Ray node, which read them with the same checks
+                return outcome.files[relative]
+            # The paths come from the run: read only its own regular files inside its work directory.
+            return read_inside(workdir, relative, MAX_ARTIFACT_BYTES, owner)
+
+        data = output(str(result["artifact_path"]))
         fmt = str(result["artifact_format"])
         check_artifact(data, fmt)
         digest = self.artifacts.put(data)
@@ -368,7 +413,7 @@ class WorkerPool:
         profile_digest: str | None = None
         profile_size: int | None = None
         if result.get("profile_path"):
-            raw_profile = read_inside(workdir, str(result["profile_path"]), MAX_ARTIFACT_BYTES, owner)
+            raw_profile = output(str(result["profile_path"]))
             loaded = json.loads(raw_profile)
             if not isinstance(loaded, dict):
                 raise UnsafeArtifact("reference profile is not a JSON object")

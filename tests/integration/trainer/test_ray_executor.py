@@ -1,0 +1,240 @@
+"""The Ray executor through the real broker, Postgres, scheduler and trainer, on a real local Ray cluster.
+
+One cluster per module (a head without CPUs and two one-CPU worker nodes, each its own ``ray start`` process,
+all on 127.0.0.1: :mod:`support.ray_cluster`); the trainer joins it as a driver. A policy with
+``"vigil.executor": "ray"`` in its params trains on a worker node: per-step metrics and log lines stream back, the
+artifact and the profile land in the trainer's content-addressed store, a dataset whose content is not its
+registered digest fails the run with that reason. A Ray worker process killed mid-run makes the attempt fail as
+``worker_lost`` and the scheduler's next attempt completes: one ``training.completed``, one model artifact.
+Cancelled in Vigil, the task is cancelled on the cluster: its worker process and the runner are gone. Every Ray
+process and the driver listen on and connect to loopback only (``ss``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from integration.trainer.trainer_support import (
+    marker_directory,
+    markers,
+    of_job,
+    patient_dataset,
+    policy,
+    publish,
+    put_policy,
+    read_events,
+    registered,
+    trainer_settings,
+    wait_job,
+)
+
+from support.ray_cluster import RayCluster, alive_worker_nodes, node_logs, non_loopback_sockets, ray_cluster
+from support.services import Tokens, eventually, make_tokens, running, settings_for
+from vigil.artifacts.store import digest_of
+from vigil.events import topics
+from vigil.scheduler.app import make_app as make_scheduler
+from vigil.scheduler.settings import SchedulerSettings
+from vigil.trainer import ray_executor
+from vigil.trainer.app import make_app as make_trainer
+from vigil.trainer.settings import TrainerSettings
+from vigil.trainer.worker import EXECUTOR_PARAM
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    with ray_cluster(workers=2) as started:
+        try:
+            ray_executor.connect(started.address)
+
+            def two_workers() -> bool:
+                return alive_worker_nodes() == 2
+
+            deadline_wait(two_workers, 180, lambda: f"two alive Ray worker nodes\n{node_logs(started)}")
+            yield started
+        finally:
+            ray_executor.disconnect()
+
+
+def deadline_wait(predicate: Any, timeout: float, what: Any) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what())
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> Tokens:
+    return make_tokens(tmp_path)
+
+
+def _services(
+    fresh_db: str, kafka_bootstrap: str, topic_prefix: str, tokens: Tokens, tmp_path: Path, cluster: RayCluster
+) -> tuple[Any, Any]:
+    common = {"dsn": fresh_db, "bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens}
+    scheduler = make_scheduler(settings_for(SchedulerSettings, **common, scheduler_tick_interval_ms=100))
+    trainer = make_trainer(
+        trainer_settings(
+            TrainerSettings, tmp_path, **common,
+            trainer_ray_address=cluster.address, trainer_ray_work_dir=str(tmp_path / "ray-work"),
+        )
+    )  # fmt: skip
+    return scheduler, trainer
+
+
+def _ray_params(**params: Any) -> dict[str, Any]:
+    return {EXECUTOR_PARAM: "ray", **params}
+
+
+def _loopback_only(cluster: RayCluster) -> None:
+    pids = {p.pid for p in cluster.processes()} | {os.getpid()}
+    assert non_loopback_sockets(pids) == []
+
+
+async def test_a_ray_run_streams_metrics_stores_artifacts_and_checks_the_dataset_digest(
+    cluster: RayCluster, kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    body = patient_dataset(tmp_path / "data")
+    scheduler, trainer_app = _services(fresh_db, kafka_bootstrap, topic_prefix, tokens, tmp_path, cluster)
+    viewer = tokens.headers("viewer")
+    async with running(scheduler) as sched, running(trainer_app) as trainer:
+        await put_policy(sched.client, tokens, "risk", policy(["patients"], params=_ray_params(steps=6, sleep_s=1.5)))
+        wrong = {**body, "content_digest": "sha256:" + "0" * 64}
+        await put_policy(sched.client, tokens, "tampered", policy(["patients-bad"], params=_ray_params()))
+        await publish(
+            kafka_bootstrap, topic_prefix, [registered("patients", 1, body), registered("patients-bad", 1, wrong)]
+        )
+
+        async def both_jobs() -> list[dict[str, Any]] | None:
+            r = await sched.client.get("/v1/jobs", headers=viewer)
+            items: list[dict[str, Any]] = r.json()["items"]
+            return items if len(items) == 2 else None
+
+        jobs = {j["model"]: j for j in await eventually(both_jobs, what="both jobs")}
+
+        # While the run executes on a worker node, every Ray socket (and the driver's) is on loopback.
+        async def executing() -> bool:
+            return bool(cluster.task_processes())
+
+        await eventually(executing, timeout=120, what="the task executing on a Ray worker")
+        _loopback_only(cluster)
+
+        done = await wait_job(sched.client, tokens, jobs["risk"]["id"], {"succeeded", "failed"}, timeout=180)
+        assert done["state"] == "succeeded", done["last_reason"]
+        (run,) = (await trainer.client.get("/v1/runs", params={"job_id": done["id"]}, headers=viewer)).json()["items"]
+        assert run["state"] == "succeeded" and run["metrics"]["rows"] == 300.0
+        points = (
+            await trainer.client.get(f"/v1/runs/{run['run_id']}/metrics", params={"name": "probe_step"}, headers=viewer)
+        ).json()["items"]
+        assert [p["step"] for p in points] == [1, 2, 3, 4, 5, 6]  # streamed back from the node, every step
+        logs = (await trainer.client.get(f"/v1/runs/{run['run_id']}/logs", headers=viewer)).json()["items"]
+        assert any("probe: job" in line["line"] for line in logs)
+        assert any(line["line"].startswith("sandbox: ") for line in logs)  # confined on the node as well
+
+        store = trainer.runtime.settings.artifact_store()
+        model = store.get(run["artifact_digest"])
+        assert digest_of(model) == run["artifact_digest"] and b'"kind": "probe"' in model
+        arts = (await trainer.client.get(f"/v1/runs/{run['run_id']}/artifacts", headers=viewer)).json()
+        assert {a["kind"] for a in arts} == {"model", "reference_profile"}
+        (profile,) = [a for a in arts if a["kind"] == "reference_profile"]
+        assert digest_of(store.get(profile["digest"])) == profile["digest"]
+
+        bad = await wait_job(sched.client, tokens, jobs["tampered"]["id"], {"succeeded", "failed"}, timeout=120)
+        assert bad["state"] == "failed"
+        assert "does not match the registered digest" in bad["last_reason"]
+
+    events = await read_events(kafka_bootstrap, topic_prefix, topics.TRAINING)
+    (completed,) = of_job(events, done["id"], "training.completed")
+    assert completed.data["artifact_digest"] == run["artifact_digest"]
+    assert completed.data["params"][EXECUTOR_PARAM] == "ray"
+    (failed,) = of_job(events, bad["id"], "training.failed")
+    assert failed.data["reason"] == "invalid_input"
+
+
+@pytest.mark.fault
+async def test_a_killed_ray_worker_is_rerun_once_and_completes_once(
+    cluster: RayCluster, kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    body = patient_dataset(tmp_path / "data")
+    marker_dir = marker_directory(tmp_path / "markers")
+    scheduler, trainer_app = _services(fresh_db, kafka_bootstrap, topic_prefix, tokens, tmp_path, cluster)
+    async with running(scheduler) as sched, running(trainer_app) as trainer:
+        params = _ray_params(sleep_s=6, steps=12, marker_dir=str(marker_dir))
+        await put_policy(sched.client, tokens, "risk", policy(["patients"], params=params, max_attempts=3))
+        await publish(kafka_bootstrap, topic_prefix, [registered("patients", 1, body)])
+
+        async def first_execution() -> list[str]:
+            return markers(marker_dir)
+
+        (first_marker,) = await eventually(first_execution, timeout=120, what="the first execution to start")
+        job_id, run_id = first_marker.split(".")
+        (task,) = cluster.task_processes()
+        runner_pids = [p.pid for p in task.children(recursive=True)]
+        assert runner_pids, "the runner runs under the task's worker process"
+        os.kill(task.pid, signal.SIGKILL)
+
+        done = await wait_job(sched.client, tokens, job_id, {"succeeded", "failed"}, timeout=180)
+        assert done["state"] == "succeeded", done["last_reason"]
+        assert done["attempt"] == 2
+        runs = (
+            await trainer.client.get("/v1/runs", params={"job_id": job_id}, headers=tokens.headers("viewer"))
+        ).json()["items"]
+        assert [(r["attempt"], r["state"]) for r in runs] == [(1, "failed"), (2, "succeeded")]
+        assert runs[0]["failure_reason"] == "worker_lost" and runs[0]["run_id"] == run_id
+        assert [r["artifact_digest"] is not None for r in runs] == [False, True]  # one model artifact
+        assert len(markers(marker_dir)) == 2  # the killed execution and exactly one re-run
+        assert not any(psutil.pid_exists(pid) for pid in runner_pids)  # the killed run's runner died with it
+
+    events = await read_events(kafka_bootstrap, topic_prefix, topics.TRAINING)
+    assert len(of_job(events, job_id, "training.completed")) == 1
+    assert [e.data["attempt"] for e in of_job(events, job_id, "training.requested")] == [1, 2]
+    (failed,) = of_job(events, job_id, "training.failed")
+    assert failed.data["reason"] == "worker_lost" and failed.data["retryable"] is True
+
+
+async def test_cancelled_in_vigil_cancels_the_ray_task(
+    cluster: RayCluster, kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    body = patient_dataset(tmp_path / "data")
+    marker_dir = marker_directory(tmp_path / "markers")
+    scheduler, trainer_app = _services(fresh_db, kafka_bootstrap, topic_prefix, tokens, tmp_path, cluster)
+    async with running(scheduler) as sched, running(trainer_app) as trainer:
+        params = _ray_params(sleep_s=120, steps=120, marker_dir=str(marker_dir))
+        await put_policy(sched.client, tokens, "risk", policy(["patients"], params=params, timeout_s=300))
+        await publish(kafka_bootstrap, topic_prefix, [registered("patients", 1, body)])
+
+        async def first_execution() -> list[str]:
+            return markers(marker_dir)
+
+        (first_marker,) = await eventually(first_execution, timeout=120, what="the execution to start")
+        job_id, run_id = first_marker.split(".")
+        (task,) = cluster.task_processes()
+        doomed = [task, *task.children(recursive=True)]
+        assert len(doomed) > 1, "the runner runs under the task's worker process"
+
+        r = await sched.client.post(f"/v1/jobs/{job_id}/cancel", headers=tokens.headers("scientist"))
+        assert r.status_code == 200, r.text
+
+        async def gone() -> bool:
+            return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in doomed)
+
+        await eventually(gone, timeout=60, what="the task's worker process and the runner to be gone")
+        assert cluster.task_processes() == []
+
+        async def run_cancelled() -> dict[str, Any] | None:
+            r = await trainer.client.get(f"/v1/runs/{run_id}", headers=tokens.headers("viewer"))
+            found: dict[str, Any] = r.json()
+            return found if found["state"] == "cancelled" else None
+
+        await eventually(run_cancelled, timeout=60, what="the run cancelled")
+        assert len(markers(marker_dir)) == 1
