@@ -135,6 +135,49 @@ def _estimation_update_kernel(  # type: ignore[no-untyped-def]
         ints[c, 2] += miss
 
 
+_SIG1 = "void({s}[::1], float64[::1], float64, int64[::1], float64[::1], float64[::1], float64[::1], int64[::1])"
+
+
+@njit([_SIG1.format(s="float64"), _SIG1.format(s="float32")], cache=True, nogil=True)
+def _update_one_kernel(s, p, threshold, count, mass, var_mass, sums, ints):  # type: ignore[no-untyped-def]
+    """:func:`_estimation_update_kernel` for one state and given probabilities, with half the arguments: the
+    monitor folds a batch of a few thousand rows at a time, where numba's per-argument dispatch is a visible part
+    of the call (16 arguments cost ~20 µs more per 2,200-row batch than these 8)."""
+    n_bins = count.size
+    sa = 0.0
+    va = 0.0
+    sb = 0.0
+    vb = 0.0
+    n = 0
+    npp = 0
+    miss = 0
+    for i in range(s.size):
+        x = np.float64(s[i])
+        q = p[i]
+        if not (x >= 0.0 and x <= 1.0) or not (q >= 0.0 and q <= 1.0):  # NaN fails both comparisons
+            miss += 1
+            continue
+        bn = min(np.int64(x * n_bins), n_bins - 1)
+        v = q * (1.0 - q)
+        count[bn] += 1
+        mass[bn] += q
+        var_mass[bn] += v
+        h = 1.0 if x >= threshold else 0.0
+        sa += h * q
+        va += h * v
+        sb += q - h * q
+        vb += v - h * v
+        npp += int(h)
+        n += 1
+    sums[0] += sa
+    sums[1] += va
+    sums[2] += sb
+    sums[3] += vb
+    ints[0] += n
+    ints[1] += npp
+    ints[2] += miss
+
+
 @njit("UniTuple(float64, 2)(int64[::1], float64[::1], float64[::1])", cache=True, nogil=True)
 def _roc_auc_kernel(count, mass, var_mass):  # type: ignore[no-untyped-def]
     """Area under the expected ROC curve of a histogram (rows of one bin tie: half credit) and its sampling
@@ -208,7 +251,9 @@ class EstimationState:
         s = as_float_vector(scores, name="scores")
         p = np.ascontiguousarray(as_float_vector(probs, name="probs"), dtype=np.float64)
         check_same_length(scores=s, probs=p)
-        _fold([self], s, p, None, max(s.size, 1))
+        arrays = [np.ascontiguousarray(getattr(self, k)) for k in _STATE_ARRAYS]  # no copy unless a view was strided
+        _update_one_kernel(s, p, self.threshold, *arrays)
+        self.count, self.mass, self.var_mass, self.sums, self.ints = arrays
         return self
 
     def update_scores(self, scores: npt.ArrayLike, calibrator: Calibrator) -> EstimationState:
