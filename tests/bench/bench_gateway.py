@@ -236,8 +236,19 @@ class Registry:
         self.prefix = prefix
         self.store = LocalArtifactStore(root)
 
-    async def register(self, model: str, version: int, artifact: bytes, artifact_format: str) -> None:
+    async def register(
+        self, model: str, version: int, artifact: bytes, artifact_format: str, features: tuple[str, ...] = ()
+    ) -> None:
+        """With ``features``: a reference profile of standard-normal rows (what the bench sends), stored by URI as
+        the registry does for a profile too large to travel inline, so the gateway scores every row for OOD."""
         digest = self.store.put(artifact)
+        profile: dict[str, Any] = {}
+        if features:
+            from vigil.trainer.profiling import reference_profile_dict
+
+            body = reference_profile_dict(np.random.default_rng(1).normal(size=(5000, len(features))), features)
+            stored = self.store.put(orjson.dumps(body))
+            profile = {"reference_profile_uri": f"vigil-artifact://{stored}", "reference_profile_digest": stored}
         event = make_event(
             ModelVersionRegistered(
                 model=model,
@@ -246,6 +257,7 @@ class Registry:
                 artifact_digest=digest,
                 artifact_uri=f"vigil-artifact://{digest}",
                 artifact_format=artifact_format,
+                **profile,
             ),
             source="vigil://registry",
             actor="service:registry",
@@ -273,8 +285,8 @@ async def setup(client: httpx.AsyncClient, registry: Registry) -> None:
         r = await client.post("/v1/deployments", json={"name": name, "model": model, "auto_deploy": "auto"})
         r.raise_for_status()
     linear = make_model().to_bytes()
-    await registry.register("bench-model", 1, linear, "json")
-    await registry.register("tree-model", 1, make_tree_model(), "onnx")
+    await registry.register("bench-model", 1, linear, "json", FEATURES)
+    await registry.register("tree-model", 1, make_tree_model(), "onnx", TREE_FEATURES)
     await registry.register("rb-model", 1, linear, "json")
     rb = {
         "name": "rb",
