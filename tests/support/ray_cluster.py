@@ -173,19 +173,27 @@ def _host(endpoint: str) -> str:
     return host.removeprefix("::ffff:")
 
 
-def non_loopback_sockets(pids: set[int]) -> list[str]:
-    """``ss -tanp`` lines of ``pids`` (listening or connected) whose local or peer address is not loopback."""
+@dataclass(frozen=True)
+class Socket:
+    state: str
+    local: str  # host only
+    peer: str
+    line: str  # as ss printed it
+
+    @property
+    def loopback_only(self) -> bool:
+        """Local and peer on loopback (a listener's peer is a wildcard)."""
+        loopback = ("127.0.0.1", "::1")
+        wildcard_peer = self.state == "LISTEN" and self.peer in ("*", "0.0.0.0", "::")
+        return self.local in loopback and (self.peer in loopback or wildcard_peer)
+
+
+def tcp_sockets(pids: set[int]) -> list[Socket]:
+    """Every TCP socket (listening or connected, ``ss -tanp``) owned by one of ``pids``."""
     out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
-    bad = []
+    found = []
     for line in out.splitlines():
         match = _SS_PEER.match(line.strip())
-        if not match:
-            continue
-        owners = {int(p) for p in re.findall(r"pid=(\d+)", match.group(4))}
-        if not owners & pids:
-            continue
-        state, local, peer = match.group(1), _host(match.group(2)), _host(match.group(3))
-        loopback = ("127.0.0.1", "::1")
-        if local not in loopback or (peer not in loopback and not (state == "LISTEN" and peer in ("*", "0.0.0.0"))):
-            bad.append(line.strip())
-    return bad
+        if match and {int(p) for p in re.findall(r"pid=(\d+)", match.group(4))} & pids:
+            found.append(Socket(match.group(1), _host(match.group(2)), _host(match.group(3)), line.strip()))
+    return found

@@ -4,8 +4,9 @@ One cluster per module (a head without CPUs and two one-CPU worker nodes, each i
 all on 127.0.0.1: :mod:`support.ray_cluster`); the trainer joins it as a driver. A policy with
 ``"vigil.executor": "ray"`` in its params trains on a worker node: per-step metrics and log lines stream back, the
 artifact and the profile land in the trainer's content-addressed store, a dataset whose content is not its
-registered digest fails the run with that reason. A Ray worker process killed mid-run makes the attempt fail as
-``worker_lost`` and the scheduler's next attempt completes: one ``training.completed``, one model artifact.
+registered digest fails the run with that reason, an executor that does not exist fails at once. A Ray worker
+process killed mid-run makes the attempt fail as ``worker_lost`` and the scheduler's next attempt completes: one
+``training.completed``, one model artifact.
 Cancelled in Vigil, the task is cancelled on the cluster: its worker process and the runner are gone. Every Ray
 process and the driver listen on and connect to loopback only (``ss``).
 """
@@ -34,7 +35,7 @@ from integration.trainer.trainer_support import (
     wait_job,
 )
 
-from support.ray_cluster import RayCluster, alive_worker_nodes, node_logs, non_loopback_sockets, ray_cluster
+from support.ray_cluster import RayCluster, alive_worker_nodes, node_logs, ray_cluster, tcp_sockets
 from support.services import Tokens, eventually, make_tokens, running, settings_for
 from vigil.artifacts.store import digest_of
 from vigil.events import topics
@@ -45,7 +46,8 @@ from vigil.trainer.app import make_app as make_trainer
 from vigil.trainer.settings import TrainerSettings
 from vigil.trainer.worker import EXECUTOR_PARAM
 
-pytestmark = pytest.mark.integration
+# The first test also starts the module's cluster (head and two nodes: tens of seconds on a loaded 2-core machine).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,11 @@ def _ray_params(**params: Any) -> dict[str, Any]:
 
 def _loopback_only(cluster: RayCluster) -> None:
     pids = {p.pid for p in cluster.processes()} | {os.getpid()}
-    assert non_loopback_sockets(pids) == []
+    sockets = tcp_sockets(pids)
+    listening = {s.line.split("users:")[-1] for s in sockets if s.state == "LISTEN"}
+    assert any("gcs_server" in owner for owner in listening) and any("raylet" in owner for owner in listening)
+    assert [s.line for s in sockets if not s.loopback_only] == []
+    assert any(s.state == "ESTAB" for s in sockets)  # the driver's and the nodes' connections were seen too
 
 
 async def test_a_ray_run_streams_metrics_stores_artifacts_and_checks_the_dataset_digest(
@@ -111,16 +117,17 @@ async def test_a_ray_run_streams_metrics_stores_artifacts_and_checks_the_dataset
         await put_policy(sched.client, tokens, "risk", policy(["patients"], params=_ray_params(steps=6, sleep_s=1.5)))
         wrong = {**body, "content_digest": "sha256:" + "0" * 64}
         await put_policy(sched.client, tokens, "tampered", policy(["patients-bad"], params=_ray_params()))
+        await put_policy(sched.client, tokens, "elsewhere", policy(["patients"], params={EXECUTOR_PARAM: "spark"}))
         await publish(
             kafka_bootstrap, topic_prefix, [registered("patients", 1, body), registered("patients-bad", 1, wrong)]
         )
 
-        async def both_jobs() -> list[dict[str, Any]] | None:
+        async def all_jobs() -> list[dict[str, Any]] | None:
             r = await sched.client.get("/v1/jobs", headers=viewer)
             items: list[dict[str, Any]] = r.json()["items"]
-            return items if len(items) == 2 else None
+            return items if len(items) == 3 else None
 
-        jobs = {j["model"]: j for j in await eventually(both_jobs, what="both jobs")}
+        jobs = {j["model"]: j for j in await eventually(all_jobs, what="the three jobs")}
 
         # While the run executes on a worker node, every Ray socket (and the driver's) is on loopback.
         async def executing() -> bool:
@@ -152,6 +159,8 @@ async def test_a_ray_run_streams_metrics_stores_artifacts_and_checks_the_dataset
         bad = await wait_job(sched.client, tokens, jobs["tampered"]["id"], {"succeeded", "failed"}, timeout=120)
         assert bad["state"] == "failed"
         assert "does not match the registered digest" in bad["last_reason"]
+        odd = await wait_job(sched.client, tokens, jobs["elsewhere"]["id"], {"succeeded", "failed"}, timeout=120)
+        assert odd["state"] == "failed" and "'spark' is not an executor" in odd["last_reason"]
 
     events = await read_events(kafka_bootstrap, topic_prefix, topics.TRAINING)
     (completed,) = of_job(events, done["id"], "training.completed")
