@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## The console's front-end libraries (htmx, its SSE extension, uPlot): pinned with integrity hashes in
-## package-lock.json, installed from the npm registry by `npm ci` and copied into the package (no CDN, no build step).
+## The console's front-end libraries (htmx, its SSE extension, uPlot, dagre for graph layout): pinned with integrity
+## hashes in package-lock.json, installed from the npm registry by `npm ci` and copied into the package (no CDN, no
+## build step).
 CONSOLE_VENDOR := services/vigil/console/static/vendor
 console-assets: $(CONSOLE_VENDOR)/.installed
 
@@ -30,7 +31,8 @@ $(CONSOLE_VENDOR)/.installed: package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund
 	@mkdir -p $(CONSOLE_VENDOR)
 	cp node_modules/htmx.org/dist/htmx.min.js node_modules/htmx-ext-sse/dist/sse.js \
-	   node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(CONSOLE_VENDOR)/
+	   node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css \
+	   node_modules/@dagrejs/dagre/dist/dagre.min.js $(CONSOLE_VENDOR)/
 	@touch $@
 
 ## Debian's chromium for the console's browser tests (playwright drives it; no browser download) and for printing

@@ -12,11 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from vigil.console import replay
 from vigil.console.deps import SessionDep, UpstreamDep, page
 from vigil.console.pages import Name
 from vigil.console.upstream import UpstreamError
 
 router = APIRouter()
+router.include_router(replay.router)  # dead-letter replay (admin), the same confirmation, reason and CSRF
 
 
 @router.post("/deployments/{name}/actions/{action}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from vigil.console import access, views
+from vigil.console import access, graphs, replay, views
 from vigil.console.deps import SessionDep, UpstreamDep, page, settings, store
 from vigil.console.sessions import COOKIE, Session
 from vigil.console.upstream import UpstreamError
@@ -165,16 +165,22 @@ async def audit(
         type=kind or "",
         entries=entries,
         chain=chain,
+        graph=graphs.why_graph(chain) if chain else None,
         why=why or "",
         checked=checked,
     )
 
 
 @router.get("/operations", response_class=HTMLResponse)
-async def operations(request: Request, session: SessionDep, up: UpstreamDep) -> Response:
-    """Training jobs and dead letters."""
-    data = await views.operations(up, session.token)
-    return page(request, "operations.html", session, **data)
+async def operations(
+    request: Request,
+    session: SessionDep,
+    up: UpstreamDep,
+    replayed: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z]+/[0-9]+$")] = None,
+) -> Response:
+    """Training jobs and dead letters (with a replay for an admin)."""
+    data, admin = await asyncio.gather(views.operations(up, session.token), replay.may_replay(up, session.token))
+    return page(request, "operations.html", session, may_replay=admin, replayed=replayed, **data)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)

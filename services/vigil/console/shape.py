@@ -323,35 +323,6 @@ def version_row(v: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_LINEAGE_ORDER = ("dataset", "job", "run", "model_version", "deployment")
-
-
-def lineage_columns(graph: dict[str, Any]) -> list[dict[str, Any]]:
-    """The lineage graph as columns dataset → job → run → version → deployment (edges listed per node)."""
-    targets: dict[str, list[str]] = {}
-    for e in graph.get("edges", []):
-        targets.setdefault(e["source"], []).append(e["target"])
-    columns = []
-    for kind in _LINEAGE_ORDER:
-        nodes = [n for n in graph.get("nodes", []) if n["kind"] == kind]
-        if nodes:
-            columns.append(
-                {
-                    "kind": kind.replace("_", " "),
-                    "nodes": [
-                        {
-                            "id": n["id"],
-                            "label": n["name"] + (f" v{n['version']}" if n.get("version") else ""),
-                            "facets": n.get("facets") or {},
-                            "to": targets.get(n["id"], []),
-                        }
-                        for n in nodes
-                    ],
-                }
-            )
-    return columns
-
-
 def feed_item(entry: dict[str, Any]) -> dict[str, Any] | None:
     """A live-feed line for an audit entry, or None for what the feed leaves out (reads, windows, digests)."""
     if entry["event_type"] not in FEED_TYPES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from vigil.console import shape
+from vigil.console import graphs, shape
 from vigil.console.monitoring_view import estimate_charts, monitoring_detail
 from vigil.console.upstream import MAX_ITEMS, Upstream, UpstreamError
 from vigil.stack.services import SERVICES
@@ -18,6 +18,8 @@ SERVICE_NAMES = tuple(s.name for s in SERVICES)
 MAX_JOBS = 500
 #: Log lines of a run shown on its job's page (the newest ones).
 LOG_TAIL = 60
+#: The model page's lineage graph joins the lineage of this many newest versions.
+LINEAGE_VERSIONS = 12
 
 
 async def overview(up: Upstream, token: str) -> dict[str, Any]:
@@ -61,7 +63,8 @@ async def deployment(up: Upstream, token: str, name: str) -> dict[str, Any]:
 
 
 async def model(up: Upstream, token: str, name: str) -> dict[str, Any]:
-    """One model: versions with metrics, gates and datasets; rejected candidates; alias timeline; lineage."""
+    """One model: versions with metrics, gates and datasets; rejected candidates; alias timeline; the lineage of its
+    newest versions joined into one graph."""
     info, versions, aliases = await asyncio.gather(
         up.get("registry", f"/v1/models/{name}", token),
         up.items("registry", f"/v1/models/{name}/versions", token, limit=200),
@@ -76,18 +79,20 @@ async def model(up: Upstream, token: str, name: str) -> dict[str, Any]:
         *(up.items("registry", f"/v1/models/{name}/aliases/{a['alias']}/history", token, limit=200) for a in aliases)
     )
     timeline = sorted((c for h in histories for c in h), key=lambda c: c["changed_at"], reverse=True)
-    lineage = None
-    if versions:
-        newest = max(v["version"] for v in versions)
-        lineage = await up.get_or_none("registry", f"/v1/lineage/models/{name}/versions/{newest}", token)
+    newest = sorted((v["version"] for v in versions), reverse=True)[:LINEAGE_VERSIONS]
+    found = await asyncio.gather(
+        *(up.get_or_none("registry", f"/v1/lineage/models/{name}/versions/{n}", token) for n in newest)
+    )
+    lineage = graphs.merge_lineage([g for g in found if g]) if any(found) else None
     return {
         "info": info,
         "versions": sorted((shape.version_row(v) for v in versions), key=lambda v: v["version"], reverse=True),
         "candidates": [c for c in candidates if c.get("outcome") != "registered"],
         "aliases": aliases,
         "timeline": timeline,
-        "lineage": shape.lineage_columns(lineage) if lineage else None,
-        "lineage_root": lineage["root"] if lineage else None,
+        "lineage": graphs.lineage_items(lineage) if lineage else None,
+        "lineage_graph": graphs.lineage_graph(lineage) if lineage else None,
+        "lineage_versions": len(newest),
     }
 
 
