@@ -7,7 +7,8 @@ artifact and the profile land in the trainer's content-addressed store, a datase
 registered digest fails the run with that reason, an executor that does not exist fails at once. A Ray worker
 process killed mid-run makes the attempt fail as ``worker_lost`` and the scheduler's next attempt completes: one
 ``training.completed``, one model artifact.
-Cancelled in Vigil, the task is cancelled on the cluster: its worker process and the runner are gone. Every Ray
+Cancelled in Vigil, the task is cancelled on the cluster: its worker process and the runner are gone. Over its
+timeout, the run is killed on the node and fails with ``timeout``. Every Ray
 process and the driver listen on and connect to loopback only (``ss``).
 """
 
@@ -247,3 +248,34 @@ async def test_cancelled_in_vigil_cancels_the_ray_task(
 
         await eventually(run_cancelled, timeout=60, what="the run cancelled")
         assert len(markers(marker_dir)) == 1
+
+
+async def test_a_ray_run_over_its_timeout_is_killed_on_the_node_and_fails_with_timeout(
+    cluster: RayCluster, kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    body = patient_dataset(tmp_path / "data")
+    marker_dir = marker_directory(tmp_path / "markers")
+    scheduler, trainer_app = _services(fresh_db, kafka_bootstrap, topic_prefix, tokens, tmp_path, cluster)
+    async with running(scheduler) as sched, running(trainer_app) as trainer:
+        params = _ray_params(sleep_s=60, steps=60, marker_dir=str(marker_dir))
+        await put_policy(sched.client, tokens, "risk", policy(["patients"], params=params, timeout_s=4, max_attempts=1))
+        await publish(kafka_bootstrap, topic_prefix, [registered("patients", 1, body)])
+
+        async def first_execution() -> list[str]:
+            return markers(marker_dir)
+
+        (first_marker,) = await eventually(first_execution, timeout=120, what="the execution to start")
+        job_id, run_id = first_marker.split(".")
+        (task,) = cluster.task_processes()
+        runners = task.children(recursive=True)
+        assert runners, "the runner runs under the task's worker process"
+
+        done = await wait_job(sched.client, tokens, job_id, {"succeeded", "failed"}, timeout=120)
+        assert done["state"] == "failed" and "timeout" in done["last_reason"]
+        run = (await trainer.client.get(f"/v1/runs/{run_id}", headers=tokens.headers("viewer"))).json()
+        assert run["failure_reason"] == "timeout" and run["artifact_digest"] is None
+
+        async def runners_gone() -> bool:
+            return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in runners)
+
+        await eventually(runners_gone, timeout=30, what="the timed-out runner to be gone")
