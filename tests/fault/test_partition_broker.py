@@ -352,7 +352,7 @@ async def test_relay_leader_cut_from_the_broker_every_row_published_and_applied_
     assert set(on_bus) == outbox_ids, f"{len(outbox_ids - set(on_bus))} rows never reached the bus"
     # Not asserted: each row once on the bus. The cut relay rolls a batch back at its first failed send while other
     # records of the batch are still queued in the producer, which delivers them after the heal; the next round
-    # publishes them again (measured above: 3 runs of 7; docs/faults.md). Asserted: the effect is once.
+    # publishes them again (measured above: 4 runs of 11; traced in docs/faults.md). Asserted: the effect is once.
 
     async with httpx.AsyncClient(base_url=stack.url("auditor"), timeout=30.0, trust_env=False, headers=headers) as a:
         deadline = time.monotonic() + 120
