@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka.errors import NodeNotReadyError
 
 from support.kafka import read_all
 from support.services import eventually
@@ -80,6 +81,57 @@ async def test_a_relay_waits_while_another_replica_publishes(
         finally:
             await pool.release(other_replica)
         assert await relay.publish_batch() == 1
+    finally:
+        await producer.stop()
+        await pool.close()
+
+
+class _RefusesAfter(BusProducer):
+    """The real producer, except that it refuses to take records after the first ``accept`` (as aiokafka does when
+    its broker connection is gone: ``NodeNotReadyError`` from ``send``) until told otherwise."""
+
+    def __init__(self, *args: object, accept: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.accept = accept
+        self.taken = 0
+
+    async def send(self, *args: object, **kwargs: object) -> asyncio.Future[object]:  # type: ignore[override]
+        if self.taken >= self.accept:
+            raise NodeNotReadyError("the broker went away (fault injected by the test)")
+        self.taken += 1
+        return await super().send(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_failed_send_keeps_the_rows_already_acknowledged(
+    kafka_bootstrap: str, fresh_db: str, topic_prefix: str
+) -> None:
+    """A round that fails part-way marks what the broker acknowledged and leaves only the rest pending: the next
+    round sends the rest, and no row reaches the bus twice (the relay used to roll the whole batch back while its
+    first sends were still being delivered, and send them all again)."""
+    namer = TopicNamer(topic_prefix)
+    await ensure_topics(kafka_bootstrap, namer.all_physical(), 1, 1)
+    pool = await create_pool(fresh_db, "relayfail")
+    producer = _RefusesAfter(
+        kafka_bootstrap, service="relayfail", namer=namer, signer=signing_key(TEST_PRODUCER), accept=30
+    )
+    relay = OutboxRelay(pool, producer, schema="relayfail", service="relayfail", batch_size=100)
+    try:
+        await migrate(pool, "relayfail", [("bus", BUS_MIGRATIONS)])
+        async with pool.acquire() as conn, conn.transaction():
+            for i in range(80):
+                await enqueue_raw(conn, f"row-{i}", "vigil.data", "one-key", str(i).encode(), [])
+        await producer.start()
+
+        with pytest.raises(NodeNotReadyError):
+            await relay.publish_batch()
+        published = await pool.fetch("SELECT seq FROM outbox WHERE published_at IS NOT NULL ORDER BY seq")
+        assert len(published) == 30, "the 30 acknowledged rows are marked, the 50 never sent are not"
+
+        producer.accept = 10_000  # the broker is back
+        assert await relay.publish_batch() == 50
+        records = await read_all(kafka_bootstrap, f"{topic_prefix}vigil.data", expect=81, timeout=15)
+        assert [int(r.value) for r in records] == list(range(80)), "each row once, in order"
+        assert await pool.fetchval("SELECT max(publish_count) FROM outbox") == 1
     finally:
         await producer.stop()
         await pool.close()

@@ -27,6 +27,8 @@ from vigil.events import Envelope, payload_class
 from vigil.events.contracts import encode_outgoing
 
 log = logging.getLogger(__name__)
+#: How long a relay whose last round failed waits for the broker's metadata before it competes for the lock again.
+_BROKER_PROBE_S = 3.0
 
 
 def encode_headers(headers: list[tuple[str, bytes]]) -> str:
@@ -164,6 +166,7 @@ class OutboxRelay:
             log_extra={"schema": schema},
         )
         self.published_total = 0
+        self._broker_suspect = False  # the last round failed to publish: probe the broker before taking the lock
 
     async def start(self) -> None:
         await self._wakeup.start()
@@ -186,11 +189,22 @@ class OutboxRelay:
         return published >= self.batch_size
 
     async def publish_batch(self) -> int:
-        """Publish up to ``batch_size`` pending rows in seq order; mark them published once acked.
+        """Publish up to ``batch_size`` pending rows in seq order; mark each published once acked.
 
         One relay per schema publishes at a time (a transaction-scoped advisory lock): with several replicas,
         two relays taking consecutive slices at once could put one aggregate's events on Kafka out of order.
+
+        A failed send does not roll back the rows the broker acknowledged: every send of the batch is waited for,
+        the acknowledged rows are marked, and only the others stay pending (then the error is raised, so the
+        wake-up loop backs off). Rolling back at the first failure while the rest of the batch was still in
+        flight put those rows on the bus a second time at the next round (issue #24's partition test saw up to 82
+        copies). After a failure the relay asks the broker for metadata before it takes the lock again, so a
+        replica cut off from the broker leaves the outbox to one that can reach it instead of holding the lock
+        for a request timeout each round.
         """
+        if self._broker_suspect and not await self._broker_answers():
+            return 0
+        failure: BaseException | None = None
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _relay_lock_key(self.schema)):
                 return 0  # another replica is publishing this outbox right now
@@ -199,22 +213,51 @@ class OutboxRelay:
                 "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self.batch_size,
             )
+            acked: list[int] = []
             if rows:
-                futures = []
-                for row in rows:
-                    headers = decode_headers(row["headers"])
-                    futures.append(
-                        await self.producer.send(row["topic"], bytes(row["value"]), key=row["key"], headers=headers)
+                outcomes = await self._send_all(rows)
+                acked = [row["seq"] for row, error in zip(rows, outcomes, strict=True) if error is None]
+                failure = next((error for error in outcomes if error is not None), None)
+                if acked:
+                    await conn.execute(
+                        "UPDATE outbox SET published_at = now(), publish_count = publish_count + 1 WHERE seq = ANY($1)",
+                        acked,
                     )
-                await asyncio.gather(*futures)
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now(), publish_count = publish_count + 1 WHERE seq = ANY($1)",
-                    [r["seq"] for r in rows],
-                )
-                self.published_total += len(rows)
+                self.published_total += len(acked)
             pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             OUTBOX_PENDING.labels(self.service).set(pending)
-        return len(rows)
+        self._broker_suspect = failure is not None
+        if failure is not None:
+            raise failure
+        return len(acked)
+
+    async def _send_all(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
+        """Hand every row to the producer, wait for every delivery; per row, None (acknowledged) or its error.
+
+        A row the producer would not even take (it raised) ends the handing over: the rows after it are not sent,
+        so a later round sends them in order."""
+        futures: list[asyncio.Future[object]] = []
+        refused: BaseException | None = None
+        for row in rows:
+            try:
+                futures.append(
+                    await self.producer.send(
+                        row["topic"], bytes(row["value"]), key=row["key"], headers=decode_headers(row["headers"])
+                    )
+                )
+            except Exception as exc:
+                refused = exc
+                break
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        outcomes: list[BaseException | None] = [r if isinstance(r, BaseException) else None for r in results]
+        return outcomes + [refused] * (len(rows) - len(futures))
+
+    async def _broker_answers(self) -> bool:
+        """Whether the broker answers a metadata request within a few seconds (cancelling one has no effect)."""
+        try:
+            return await asyncio.wait_for(self.producer.probe(), _BROKER_PROBE_S)
+        except Exception:
+            return False
 
     async def republish_recent(self) -> int:
         """Mark every retained row unpublished again (the broker lost them); the relay republishes in order."""
