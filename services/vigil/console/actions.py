@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from vigil.console import replay
-from vigil.console.deps import SessionDep, UpstreamDep, page
+from vigil.console.deps import SessionDep, UpstreamDep, confirmed_reason, page
 from vigil.console.pages import Name
 from vigil.console.upstream import UpstreamError
 
@@ -31,13 +31,11 @@ async def act(
     csrf: Annotated[str, Form(max_length=128)] = "",
     reason: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
-    if not session.csrf_ok(csrf):
-        return HTMLResponse("refused: the form's CSRF token does not match this session", status_code=403)
-    reason = " ".join(reason.split())
-    if not reason:
-        return HTMLResponse("refused: an action needs a reason", status_code=422)
+    checked = confirmed_reason(session, csrf, reason, "an action")
+    if isinstance(checked, HTMLResponse):
+        return checked
     try:
-        await up.call("POST", "deployer", f"/v1/deployments/{name}/{action}", session.token, json={"reason": reason})
+        await up.call("POST", "deployer", f"/v1/deployments/{name}/{action}", session.token, json={"reason": checked})
     except UpstreamError as exc:
         if exc.status == 0 or exc.status >= 500:
             raise

@@ -54,3 +54,14 @@ def page(
 ) -> HTMLResponse:
     """Render a page with what every page needs (the session for the header and the CSRF token of its forms)."""
     return templates.TemplateResponse(request, template, {"session": session, **context}, status_code=status_code)
+
+
+def confirmed_reason(session: Session, csrf: str, reason: str, what: str) -> str | HTMLResponse:
+    """An action form's reason (whitespace folded) once its CSRF token matches the session; otherwise the refusal
+    to answer with — 403 for the token, 422 for a missing reason. Every console action asks both."""
+    if not session.csrf_ok(csrf):
+        return HTMLResponse("refused: the form's CSRF token does not match this session", status_code=403)
+    folded = " ".join(reason.split())
+    if not folded:
+        return HTMLResponse(f"refused: {what} needs a reason", status_code=422)
+    return folded

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from vigil.console.deps import SessionDep, UpstreamDep, page
+from vigil.console.deps import SessionDep, UpstreamDep, confirmed_reason, page
 from vigil.console.upstream import Upstream, UpstreamError
 from vigil.console.views import SERVICE_NAMES
 
@@ -60,13 +60,11 @@ async def replay(
     csrf: Annotated[str, Form(max_length=128)] = "",
     reason: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
-    if not session.csrf_ok(csrf):
-        return HTMLResponse("refused: the form's CSRF token does not match this session", status_code=403)
-    reason = " ".join(reason.split())
-    if not reason:
-        return HTMLResponse("refused: a replay needs a reason", status_code=422)
+    checked = confirmed_reason(session, csrf, reason, "a replay")
+    if isinstance(checked, HTMLResponse):
+        return checked
     try:
-        await up.call("POST", service, f"/v1/dlq/{letter_id}/replay", session.token, json={"reason": reason})
+        await up.call("POST", service, f"/v1/dlq/{letter_id}/replay", session.token, json={"reason": checked})
     except UpstreamError as exc:
         if exc.status == 0 or exc.status >= 500:
             raise
