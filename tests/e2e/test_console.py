@@ -32,7 +32,8 @@ from vigil.service.tokens import Role, TokenRecord, issue_token, update_tokens
 from vigil.stack.console import running_console
 from vigil.stack.supervisor import RunningStack, default_launches, running_stack
 
-pytestmark = pytest.mark.e2e
+# The first case also plays the scenario (the demo's story, minutes on a loaded machine, twice if it must).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():
@@ -63,31 +64,44 @@ def _token(stack: RunningStack, name: str, roles: set[Role]) -> str:
     return plaintext
 
 
+#: How often the scenario's story is played before the module gives up. The story is the demo's, judged on live
+#: labels: its last canary (v3, 50 labelled rows per variant at least) is rolled back by chance now and then
+#: (seen once in about 25 plays: "accuracy.drop 0.129 > 0.020"). The console is not what that tests, so a second
+#: play in a fresh stack stands in; tests/e2e/test_demo.py still plays the story once and asserts it.
+STORY_PLAYS = 2
+
+
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    home = tmp_path_factory.mktemp("console-home")
     config = StoryConfig.fast()
-    with running_stack(
-        home,
-        services=default_launches(free_ports=True),
-        broker_port=0,
-        postgres_port=0,
-        postgres_durable=False,
-        extra_env=config.service_env(),
-    ) as stack:
-        # In a thread of its own: playwright's sync API keeps an event loop running in this one.
-        with ThreadPoolExecutor(1) as pool:
-            play = _play(stack, config, Console(file=io.StringIO(), width=160))
-            outcome = pool.submit(asyncio.run, play).result()
-        assert outcome.ok, outcome.failure
-        with running_console(stack, port=0) as console:
-            yield Scenario(
-                stack=stack,
-                console=console.url,
-                officer=_token(stack, "risk-officer", {Role.DEPLOYER, Role.AUDITOR}),
-                viewer=_token(stack, "clinician", {Role.VIEWER}),
-                admin=stack.admin_token,
-            )
+    failures: list[str | None] = []
+    for _ in range(STORY_PLAYS):
+        home = tmp_path_factory.mktemp("console-home")
+        with running_stack(
+            home,
+            services=default_launches(free_ports=True),
+            broker_port=0,
+            postgres_port=0,
+            postgres_durable=False,
+            extra_env=config.service_env(),
+        ) as stack:
+            # In a thread of its own: playwright's sync API keeps an event loop running in this one.
+            with ThreadPoolExecutor(1) as pool:
+                play = _play(stack, config, Console(file=io.StringIO(), width=160))
+                outcome = pool.submit(asyncio.run, play).result()
+            if not outcome.ok:
+                failures.append(outcome.failure)
+                continue
+            with running_console(stack, port=0) as console:
+                yield Scenario(
+                    stack=stack,
+                    console=console.url,
+                    officer=_token(stack, "risk-officer", {Role.DEPLOYER, Role.AUDITOR}),
+                    viewer=_token(stack, "clinician", {Role.VIEWER}),
+                    admin=stack.admin_token,
+                )
+            return
+    raise AssertionError(f"the story did not end as scripted in {STORY_PLAYS} plays: {failures}")
 
 
 @pytest.fixture(scope="module")
