@@ -6,8 +6,11 @@ asyncio workers, started in ``on_start``, claim runs with ``FOR UPDATE SKIP LOCK
 sharing the database, so a run executes once however many workers there are — and execute them in subprocesses.
 
 Each running run holds a lease the worker renews (a third of ``trainer_lease_s``); the renewal also carries stop
-requests (cancellation, a newer attempt). A reaper in every process marks runs with an expired lease ``lost`` and
-emits ``training.failed`` (``worker_lost``), which the scheduler turns into the next attempt.
+requests (cancellation, a newer attempt), and it beats from the claim on — staging datasets under load can take
+longer than a lease. A reaper in every process marks runs with an expired lease ``lost`` and emits ``training.failed``
+(``worker_lost``), which the scheduler turns into the next attempt; a run one of its *own* live workers holds it
+renews instead: the lease exists to find dead workers, and an event loop stalled past a lease (a saturated host, a
+long synchronous step) is not one — reaping it there failed a fresh-clone CI run with ``worker_lost``.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ class WorkerPool:
         self.executed = 0
         self.sandbox: Sandbox | None = None
         self._warm: asyncio.Task[None] | None = None
+        #: run id → worker, for the runs this process's workers hold right now (claimed, not yet finished).
+        self._held: dict[str, str] = {}
 
     async def start(self) -> None:
         s = self.settings
@@ -155,12 +160,18 @@ class WorkerPool:
                 self._wake.clear()
                 await wait_event(self._wake, poll)
                 continue
+            stop: dict[str, str | None] = {"why": None}
+            self._held[run.run_id] = worker
+            heartbeat = asyncio.create_task(self._heartbeat(worker, run.run_id, stop))
             try:
-                await self._run(worker, run)
+                await self._run(worker, run, stop)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("run failed in the worker itself", extra={"run_id": run.run_id})
+            finally:
+                self._held.pop(run.run_id, None)
+                await cancel_and_wait(heartbeat)
 
     async def _claim(self, worker: str) -> store.Run | None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -176,7 +187,7 @@ class WorkerPool:
         log.info("run claimed", extra={"run_id": run.run_id, "job_id": run.job_id, "attempt": run.attempt})
         return run
 
-    async def _run(self, worker: str, run: store.Run) -> None:
+    async def _run(self, worker: str, run: store.Run, stop: dict[str, str | None]) -> None:
         workdir = self.settings.resolved_work_dir() / run.run_id
         refusal = entrypoint_refusal(run.entrypoint, self.settings.trainer_entrypoint_allow)
         executor = str(run.params.get(EXECUTOR_PARAM) or self.settings.trainer_executor)
@@ -208,8 +219,6 @@ class WorkerPool:
             log.warning("run not fully sandboxed: %s", sandbox.degraded, extra={"run_id": run.run_id})
         memory_limit_mb = sandbox.memory_limit_mb(run.memory_limit_mb, self.settings.trainer_default_memory_limit_mb)
         threads = self.settings.trainer_threads_per_run
-        stop: dict[str, str | None] = {"why": None}
-        heartbeat = asyncio.create_task(self._heartbeat(worker, run.run_id, stop))
         RUNNING.inc()
         try:
             spec = {
@@ -251,7 +260,6 @@ class WorkerPool:
             await self._finish(worker, run, outcome, workdir)
         finally:
             RUNNING.dec()
-            await cancel_and_wait(heartbeat)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
         self.executed += 1
 
@@ -477,7 +485,14 @@ class WorkerPool:
         async with self.pool.acquire() as conn, conn.transaction():
             expired = await store.expired_runs(conn, limit=50)
             emitter = Emitter(conn, self.source, SERVICE_ACTOR)
+            reaped = 0
             for run in expired:
+                if run.worker is not None and self._held.get(run.run_id) == run.worker:
+                    # Ours and alive, only late to renew (a stalled loop): renew, do not reap.
+                    await store.renew_lease(conn, run.run_id, run.worker, self.settings.trainer_lease_s)
+                    log.warning("own run's lease had expired; renewed", extra={"run_id": run.run_id})
+                    continue
+                reaped += 1
                 why = f"worker {run.worker} stopped renewing its lease"
                 lost = await store.mark_lost(conn, run.run_id, why)
                 await emitter.emit(
@@ -495,4 +510,4 @@ class WorkerPool:
                 )
                 RUNS.labels("worker_lost").inc()
                 log.warning("run reaped", extra={"run_id": run.run_id, "worker": run.worker})
-        return len(expired)
+        return reaped

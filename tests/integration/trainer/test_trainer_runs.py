@@ -255,3 +255,44 @@ def _breast_cancer_xy() -> tuple[Any, Any]:
 
     data = load_breast_cancer()
     return data.data, 1 - data.target
+
+
+async def test_a_stalled_worker_keeps_its_run_its_own_reaper_renews_the_lease(
+    kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    """A lease finds dead workers; a live one whose event loop stalled past the lease (what failed a fresh-clone CI
+    run with ``worker_lost`` on a saturated host) is not dead. With the run's lease expired in the database while
+    its runner is mid-training, this process's reaper renews it: the run completes as attempt 1, nothing is lost."""
+    from vigil.trainer.worker import WorkerPool
+
+    common = _common(fresh_db, kafka_bootstrap, topic_prefix, tokens)
+    body = patient_dataset(tmp_path / "data")
+    marker_dir = marker_directory(tmp_path / "markers")
+    async with (
+        running(make_scheduler(settings_for(SchedulerSettings, **common, scheduler_tick_interval_ms=100))) as sched,
+        running(make_trainer(trainer_settings(TrainerSettings, tmp_path, **common, trainer_lease_s=30.0))) as trainer,
+    ):
+        params = {"sleep_s": 3, "steps": 6, "marker_dir": str(marker_dir)}
+        await put_policy(sched.client, tokens, "risk", policy(["patients"], params=params, max_attempts=3))
+        await publish(kafka_bootstrap, topic_prefix, [registered("patients", 1, body)])
+
+        async def first_execution() -> list[str]:
+            return markers(marker_dir)
+
+        (first_marker,) = await eventually(first_execution, what="the execution to start")
+        job_id, run_id = first_marker.split(".")
+        async with trainer.runtime.pool.acquire() as conn:
+            await conn.execute("UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $1", run_id)
+            assert await trainer.runtime.parts.get(WorkerPool).reap() == 0
+            renewed = await conn.fetchval("SELECT lease_expires_at > now() + interval '20 seconds' FROM runs "
+                                          "WHERE run_id = $1", run_id)  # fmt: skip
+        assert renewed
+
+        done = await wait_job(sched.client, tokens, job_id, {"succeeded", "failed"}, timeout=60)
+        assert done["state"] == "succeeded", done["last_reason"]
+        assert done["attempt"] == 1
+        runs = (
+            await trainer.client.get("/v1/runs", params={"job_id": job_id}, headers=tokens.headers("viewer"))
+        ).json()
+        assert [(r["attempt"], r["state"]) for r in runs["items"]] == [(1, "succeeded")]
+        assert len(markers(marker_dir)) == 1
