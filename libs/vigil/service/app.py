@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -139,8 +140,10 @@ def _add_health_routes(app: FastAPI) -> None:
             return JSONResponse({"status": "starting"}, status_code=503)
         checks = await readiness_checks(runtime)
         ok = all(v == "ok" for v in checks.values())
+        # The pid lets a supervisor tell its own child's answer from another process's on the same port.
         return JSONResponse(
-            {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+            {"status": "ready" if ok else "not ready", "checks": checks, "pid": os.getpid()},
+            status_code=200 if ok else 503,
         )
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +26,27 @@ class StackError(RuntimeError):
     """A piece of the embedded stack failed to start or to stop; the message says which and why."""
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host`` (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free right now on ``host`` (the kernel picks it), never one this process handed out before.
+
+    Why the memory: a stack picks all its ports first and binds them later, and the kernel may pick a port twice in
+    a row while nothing holds it yet. Two pieces of one stack were given the same port in a fresh-clone CI run: a
+    replica's front bound it first, the instance's readiness probe was answered by the front, and the instance
+    itself, unable to bind, exited with code 3 minutes later.
+    """
+    for _ in range(64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        with _HANDED_OUT_LOCK:
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    raise StackError(f"no free port on {host} that was not handed out already (64 tries)")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -394,7 +394,11 @@ def _wait_ready(services: Sequence[ServiceProcess], timeout: float, echo: Echo) 
                 except httpx.HTTPError as exc:
                     last[name] = type(exc).__name__
                     continue
-                if resp.status_code == 200:
+                answered_by = _answering_pid(resp)
+                if resp.status_code == 200 and answered_by not in (None, svc.pid):
+                    # Another process answers on this instance's port (ours has not bound it, or could not).
+                    last[name] = f"answered by pid {answered_by}, not by the instance (pid {svc.pid})"
+                elif resp.status_code == 200:
                     echo(f"  {name:<10} ready at {svc.url}")
                     del pending[name]
                 else:
@@ -408,6 +412,15 @@ def _wait_ready(services: Sequence[ServiceProcess], timeout: float, echo: Echo) 
                     f"--- {svc.log_file} ---\n{tail(svc.log_file)}"
                 )
             time.sleep(0.2)
+
+
+def _answering_pid(resp: httpx.Response) -> int | None:
+    """The pid a ``/readyz`` answer names (None when it names none, as an older service's does)."""
+    try:
+        pid = resp.json().get("pid")
+    except (ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 @contextlib.contextmanager
