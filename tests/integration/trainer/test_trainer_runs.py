@@ -282,7 +282,8 @@ async def test_a_stalled_worker_keeps_its_run_its_own_reaper_renews_the_lease(
         (first_marker,) = await eventually(first_execution, what="the execution to start")
         job_id, run_id = first_marker.split(".")
         async with trainer.runtime.pool.acquire() as conn:
-            await conn.execute("UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $1", run_id)
+            expire = "UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $1"
+            await conn.execute(expire, run_id)
             assert await trainer.runtime.parts.get(WorkerPool).reap() == 0
             renewed = await conn.fetchval("SELECT lease_expires_at > now() + interval '20 seconds' FROM runs "
                                           "WHERE run_id = $1", run_id)  # fmt: skip

@@ -75,7 +75,7 @@ def test_readiness_answered_by_another_process_on_the_instance_port_is_not_readi
     from vigil.stack.supervisor import ServiceLaunch, ServiceProcess, _wait_ready
 
     class Impostor(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             body = json.dumps({"status": "ready", "pid": 1}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
