@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from vigil.bus.context import Emitter
 from vigil.events import Envelope, canonical_json, new_id
 from vigil.events.catalog.common import NAME_PATTERN, Params
-from vigil.events.catalog.training import ENTRYPOINT_PATTERN, JobState, JobStateChanged
+from vigil.events.catalog.training import ENTRYPOINT_PATTERN, Executor, JobState, JobStateChanged
 from vigil.scheduler.cron import valid_cron
 from vigil.scheduler.machine import ACTIVE, TERMINAL, InvalidTransition, check_event_transition, check_transition
 from vigil.service.bounds import INT_MAX, SafeText
@@ -56,6 +56,11 @@ class PolicyBase(BaseModel):
     backoff_max_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
     timeout_s: float = Field(default=3600.0, gt=0, le=604800)
     memory_limit_mb: int | None = Field(default=None, ge=64, le=INT_MAX)
+    executor: Executor | None = Field(
+        default=None,
+        description="where runs execute: `local` (the trainer's host) or `ray` (its Ray cluster); null = the "
+        "trainer's default (VIGIL_TRAINER_EXECUTOR)",
+    )
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -101,6 +106,7 @@ class JobBase(BaseModel):
     code_version: str
     timeout_s: float
     memory_limit_mb: int | None
+    executor: Executor | None
     next_attempt_at: datetime
     state_since: datetime
     deadline_at: datetime | None
@@ -133,7 +139,8 @@ class Job(JobBase):
 def idempotency_key(model: str, datasets: list[dict[str, Any]], code_version: str, params: dict[str, Any]) -> str:
     """sha256 of the job's inputs: model, dataset digests (order-free), code version and params (canonical JSON).
 
-    Two requests with the same inputs would train the same model, so they are one job.
+    Two requests with the same inputs would train the same model, so they are one job. Where it trains (the
+    policy's ``executor``), its limits and its priority are not inputs: changing them alone makes no new job.
     """
     body = {
         "model": model,
@@ -152,7 +159,7 @@ async def upsert_policy(conn: asyncpg.Connection, values: dict[str, Any], *, act
     cols = [
         "datasets", "entrypoint", "params", "code_version", "debounce_s", "cron", "next_cron_at", "priority",
         "max_concurrent", "cooldown_s", "max_attempts", "backoff_base_s", "backoff_max_s", "timeout_s",
-        "memory_limit_mb", "enabled",
+        "memory_limit_mb", "executor", "enabled",
     ]  # fmt: skip
     args = [values[c] for c in cols]
     placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
@@ -337,9 +344,9 @@ async def create_job(
         """
         INSERT INTO jobs (id, model, idempotency_key, state, max_attempts, priority, trigger, trigger_event_ids,
                           datasets, entrypoint, params, code_version, timeout_s, memory_limit_mb, backoff_base_s,
-                          backoff_max_s, cause, created_by)
+                          backoff_max_s, cause, created_by, executor)
         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7::text[], $8::jsonb, $9, $10::jsonb, $11, $12, $13, $14, $15,
-                $16::jsonb, $17)
+                $16::jsonb, $17, $18)
         ON CONFLICT (idempotency_key) WHERE state NOT IN ('failed', 'cancelled') DO NOTHING
         RETURNING *
         """,
@@ -360,6 +367,7 @@ async def create_job(
         policy.backoff_max_s,
         cause.model_dump(mode="json") if cause is not None else None,
         actor,
+        policy.executor,
     )
     if row is None:
         existing = await conn.fetchrow(

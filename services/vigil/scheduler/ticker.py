@@ -159,6 +159,7 @@ class Ticker(PeriodicTask):
                     priority=max(-1000, min(1000, job.priority)),
                     timeout_s=job.timeout_s,
                     memory_limit_mb=job.memory_limit_mb,
+                    executor=job.executor,
                 ),
                 cause=job.cause_envelope(),
             )

@@ -15,7 +15,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from vigil.events import Envelope
-from vigil.events.catalog.training import TrainingRequested
+from vigil.events.catalog.training import Executor, TrainingRequested
 
 RunState = Literal["queued", "running", "succeeded", "failed", "lost", "cancelled", "superseded"]
 
@@ -35,6 +35,9 @@ class RunBase(BaseModel):
     priority: int
     timeout_s: float
     memory_limit_mb: int | None
+    #: Where the run executes: the request's executor, or (once a worker claimed it) what the worker resolved;
+    #: null while queued without one, or when the run was refused before it had a valid one.
+    executor: Executor | None
     worker: str | None
     lease_expires_at: datetime | None
     stop_requested: str | None
@@ -81,8 +84,8 @@ async def enqueue_run(conn: asyncpg.Connection, run_id: str, request: Envelope, 
     inserted = await conn.fetchval(
         """
         INSERT INTO runs (run_id, job_id, attempt, model, request, entrypoint, params, datasets, code_version,
-                          priority, timeout_s, memory_limit_mb)
-        VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12)
+                          priority, timeout_s, memory_limit_mb, executor)
+        VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13)
         ON CONFLICT (job_id, attempt) DO NOTHING
         RETURNING true
         """,
@@ -98,6 +101,7 @@ async def enqueue_run(conn: asyncpg.Connection, run_id: str, request: Envelope, 
         payload.priority,
         payload.timeout_s,
         payload.memory_limit_mb,
+        payload.executor,
     )
     if inserted:
         await stop_runs(conn, payload.job_id, f"superseded by attempt {payload.attempt}", below_attempt=payload.attempt)
@@ -149,6 +153,11 @@ async def claim_next(conn: asyncpg.Connection, worker: str, lease_s: float) -> R
         lease_s,
     )
     return Run.from_row(row) if row else None
+
+
+async def set_executor(conn: asyncpg.Connection, run_id: str, executor: Executor) -> None:
+    """Record the executor a worker resolved for a run whose request named none (so the run's API shows it)."""
+    await conn.execute("UPDATE runs SET executor = $2 WHERE run_id = $1 AND executor IS NULL", run_id, executor)
 
 
 async def renew_lease(conn: asyncpg.Connection, run_id: str, worker: str, lease_s: float) -> tuple[bool, str | None]:

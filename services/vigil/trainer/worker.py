@@ -35,7 +35,7 @@ from vigil.bus.context import Emitter
 from vigil.datasets.locations import DatasetLocationError, artifact_digest
 from vigil.events import canonical_json
 from vigil.events.catalog.common import ColumnSpec, DatasetRef
-from vigil.events.catalog.training import Environment, TrainingCompleted, TrainingFailed, TrainingStarted
+from vigil.events.catalog.training import Environment, Executor, TrainingCompleted, TrainingFailed, TrainingStarted
 from vigil.trainer import store
 from vigil.trainer.executor import Outcome, child_env, execute
 from vigil.trainer.ray_executor import RayOptions, execute_on_ray
@@ -50,9 +50,36 @@ RUNNING = Gauge("vigil_trainer_running", "Runs executing in this process")
 
 SERVICE_ACTOR = "service:trainer"
 MAX_ARTIFACT_BYTES = 1024**3
-#: The params key of a policy (or a manual trigger) that picks the run's executor, ``local`` or ``ray``; without
-#: it, ``trainer_executor`` decides.
+#: Deprecated: the params key of a policy (or a manual trigger) that picked the run's executor, ``local`` or ``ray``,
+#: before the policy had its own ``executor`` field (``training.requested``'s ``executor``), which wins over it.
+#: Still honoured when the request names no executor; each such run logs a deprecation warning.
 EXECUTOR_PARAM = "vigil.executor"
+EXECUTORS: tuple[Executor, ...] = ("local", "ray")
+
+
+def choose_executor(
+    requested: Executor | None, params: dict[str, Any], default: Executor, ray_address: str | None
+) -> tuple[Executor | None, str | None]:
+    """The run's executor and, when it cannot run there, why (an ``invalid_input`` refusal).
+
+    The request's ``executor`` (the policy's field) first; else the deprecated params key ``vigil.executor``; else
+    this trainer's ``trainer_executor``. ``ray`` needs ``trainer_ray_address``: without it the run is refused at
+    once rather than left to fail later (no retry can give this trainer a cluster). The refusal names where the
+    choice came from, so a policy's author sees which setting to change.
+    """
+    if requested is not None:
+        executor, source = requested, "the policy's executor"
+    elif legacy := params.get(EXECUTOR_PARAM):
+        if legacy not in EXECUTORS:
+            return None, f"{EXECUTOR_PARAM} {str(legacy)[:100]!r} is not an executor (local, ray)"
+        executor, source = legacy, f"params key {EXECUTOR_PARAM} (deprecated)"
+    else:
+        executor, source = default, "this trainer's trainer_executor"
+    if executor == "ray" and not ray_address:
+        return executor, (
+            f"executor ray ({source}) but this trainer has no trainer_ray_address (VIGIL_TRAINER_RAY_ADDRESS)"
+        )
+    return executor, None
 
 
 class StagingFailed(Exception):
@@ -190,14 +217,23 @@ class WorkerPool:
     async def _run(self, worker: str, run: store.Run, stop: dict[str, str | None]) -> None:
         workdir = self.settings.resolved_work_dir() / run.run_id
         refusal = entrypoint_refusal(run.entrypoint, self.settings.trainer_entrypoint_allow)
-        executor = str(run.params.get(EXECUTOR_PARAM) or self.settings.trainer_executor)
-        if refusal is None and executor not in ("local", "ray"):
-            refusal = f"{EXECUTOR_PARAM} {executor[:100]!r} is not an executor (local, ray)"
-        if refusal is None and executor == "ray" and not self.settings.trainer_ray_address:
-            refusal = f"{EXECUTOR_PARAM} is ray but this trainer has no trainer_ray_address (VIGIL_TRAINER_RAY_ADDRESS)"
+        executor, executor_refusal = choose_executor(
+            run.executor, run.params, self.settings.trainer_executor, self.settings.trainer_ray_address
+        )
+        if EXECUTOR_PARAM in run.params:
+            log.warning(
+                "params key %s is deprecated, set the policy's executor instead%s", EXECUTOR_PARAM,
+                "" if run.executor is None else f" (ignored: the request's executor is {run.executor})",
+                extra={"run_id": run.run_id, "job_id": run.job_id},
+            )  # fmt: skip
+        if executor is not None and run.executor is None:
+            async with self.pool.acquire() as conn:
+                await store.set_executor(conn, run.run_id, executor)
+        refusal = refusal or executor_refusal
         if refusal is not None:
             # Whatever the scheduler sent: an entrypoint outside the allow-list is never imported, not even by a
-            # runner subprocess; the run fails at once and for good (retrying cannot make it allowed).
+            # runner subprocess, and an executor this trainer cannot use is never tried; the run fails at once and
+            # for good (retrying cannot make it allowed, or give this trainer a Ray cluster).
             await self._finish(worker, run, Outcome(False, "invalid_input", refusal, retryable=False), workdir)
             return
         sandbox = self.sandbox

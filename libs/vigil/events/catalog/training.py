@@ -31,6 +31,9 @@ from vigil.events.payload import EventPayload, register
 
 JobState = Literal["pending", "scheduled", "running", "succeeded", "failed", "cancelled"]
 Trigger = Literal["dataset", "retrain", "schedule", "manual"]
+#: Where a run executes: ``local`` (a runner subprocess of the trainer's host) or ``ray`` (a task on the trainer's
+#: Ray cluster).
+Executor = Literal["local", "ray"]
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,199}:[A-Za-z_][A-Za-z0-9_]{0,99}$"
 
 
@@ -74,6 +77,9 @@ class TrainingRequested(_JobEvent):
     priority: int = Field(default=0, ge=-1000, le=1000)
     timeout_s: float = Field(gt=0, le=604800)
     memory_limit_mb: int | None = Field(default=None, ge=1)
+    #: The policy's executor; null = the trainer's default (``trainer_executor``). Added to v1 as an optional
+    #: property (a compatible change: consumers need the schema file before a producer sends it).
+    executor: Executor | None = None
 
 
 @register
