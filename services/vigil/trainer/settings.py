@@ -71,8 +71,8 @@ class TrainerSettings(DatasetRootsSettings):
     #: None = no cap.
     trainer_max_memory_limit_mb: int | None = Field(default=16384, ge=64)
 
-    #: Where a run executes when its policy's params do not say (``"vigil.executor": "local" | "ray"``): ``local``
-    #: is a subprocess of this trainer's host, ``ray`` a task on the Ray cluster at ``trainer_ray_address``.
+    #: Where a run executes when its policy names no ``executor`` (nor the deprecated params key ``vigil.executor``):
+    #: ``local`` is a subprocess of this trainer's host, ``ray`` a task on the Ray cluster at ``trainer_ray_address``.
     trainer_executor: Literal["local", "ray"] = "local"
     #: The Ray cluster's GCS address (``host:port``; ``127.0.0.1:port`` stays on loopback), for ``executor: ray``.
     #: Env ``VIGIL_TRAINER_RAY_ADDRESS``. Unset: runs asking for Ray fail with ``invalid_input``.
