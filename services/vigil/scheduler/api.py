@@ -12,6 +12,7 @@ from vigil.bus.context import Emitter
 from vigil.events import new_id
 from vigil.events.catalog.common import NAME_PATTERN, Params
 from vigil.events.catalog.policies import RetrainingPolicyChanged
+from vigil.events.catalog.training import Executor
 from vigil.scheduler import store
 from vigil.scheduler.cron import next_cron_time
 from vigil.scheduler.ticker import Ticker
@@ -30,10 +31,13 @@ class PolicyPublic(store.Policy):
 
 
 class TriggerRequest(BaseModel):
-    """A manual trigger: the policy's params overridden by ``params``; ``force`` makes a new job even for inputs
-    that were already trained (a deliberate re-run)."""
+    """A manual trigger: the policy's params overridden by ``params`` and its executor by ``executor`` (null: the
+    policy's); ``force`` makes a new job even for inputs that were already trained (a deliberate re-run). The
+    executor is not an input of the idempotency key: a trigger that changes only it returns the job already made
+    for those inputs, unless forced."""
 
     params: Params = Field(default_factory=dict)
+    executor: Executor | None = Field(default=None, description="`local` or `ray` for this job; null = the policy's")
     force: bool = False
 
 
@@ -184,6 +188,7 @@ async def trigger(
             cause=None,
             actor=user.actor,
             params=body.params,
+            executor=body.executor,
             key_salt=new_id() if body.force else None,
         )
     runtime.parts.get(Ticker).wake()

@@ -331,10 +331,12 @@ async def create_job(
     cause: Envelope | None,
     actor: str,
     params: dict[str, Any] | None = None,
+    executor: Executor | None = None,
     key_salt: str | None = None,
 ) -> tuple[Job, bool]:
     """Create the job for these inputs unless a live or succeeded job with the same idempotency key exists (a
-    failed or cancelled one does not block a new attempt). Returns (job, created)."""
+    failed or cancelled one does not block a new attempt). Returns (job, created). ``params`` override the
+    policy's params, ``executor`` (when set) the policy's executor."""
     params = {**policy.params, **(params or {})}
     key = idempotency_key(policy.model, datasets, policy.code_version, params)
     if key_salt is not None:  # a forced re-run: same inputs, deliberately a new job
@@ -367,7 +369,7 @@ async def create_job(
         policy.backoff_max_s,
         cause.model_dump(mode="json") if cause is not None else None,
         actor,
-        policy.executor,
+        executor or policy.executor,
     )
     if row is None:
         existing = await conn.fetchrow(
@@ -384,6 +386,7 @@ async def create_job(
                 cause=cause,
                 actor=actor,
                 params=params,
+                executor=executor,
                 key_salt=key_salt,
             )
         return Job.from_row(existing), False

@@ -68,7 +68,7 @@ def choose_executor(
     choice came from, so a policy's author sees which setting to change.
     """
     if requested is not None:
-        executor, source = requested, "the policy's executor"
+        executor, source = requested, "the job's executor"
     elif legacy := params.get(EXECUTOR_PARAM):
         if legacy not in EXECUTORS:
             return None, f"{EXECUTOR_PARAM} {str(legacy)[:100]!r} is not an executor (local, ray)"

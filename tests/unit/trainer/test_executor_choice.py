@@ -40,7 +40,7 @@ def test_the_executor_comes_from_the_request_then_the_params_key_then_the_traine
 @pytest.mark.parametrize(
     ("requested", "params", "default", "source"),
     [
-        ("ray", {}, "local", "the policy's executor"),
+        ("ray", {}, "local", "the job's executor"),
         (None, {EXECUTOR_PARAM: "ray"}, "local", f"params key {EXECUTOR_PARAM} (deprecated)"),
         (None, {}, "ray", "this trainer's trainer_executor"),
     ],
