@@ -43,10 +43,7 @@ from vigil.events import topics
 from vigil.stack.supervisor import RunningStack
 from vigil.trainer.examples import patient_risk
 
-# Out of `make test` (marked slow; `make test-slow` runs it): in the last fresh-clone CI run of 2026-12-07 a
-# registry instance exited by itself (code 3) before its kill, and the later rounds failed after it. Not yet
-# understood; it passed in the two runs before.
-pytestmark = [pytest.mark.fault, pytest.mark.slow]
+pytestmark = pytest.mark.fault
 
 SERVICES = ("registry", "scheduler", "trainer", "deployer", "monitor", "auditor")
 
