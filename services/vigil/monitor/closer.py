@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from prometheus_client import Counter, Gauge
@@ -35,7 +35,7 @@ from vigil.bus.context import Emitter
 from vigil.events import Envelope, new_id
 from vigil.monitor import store, window_store
 from vigil.monitor.batch import HELD_DROPPED, ROWS
-from vigil.monitor.decisions import evaluate
+from vigil.monitor.decisions import episode_start, evaluate, stable_peers
 from vigil.monitor.domain import DomainOpinions
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.figures import Figures, compute_figures, window_event
@@ -177,11 +177,13 @@ class WindowCloser(PeriodicTask):
         for (deployment, version, variant, start), (fig, revision, env) in todo.items():
             policy_version, policy = await self.engine.policies.get(conn, deployment)
             hist = await store.history(conn, deployment, version, variant, start, 100)
-            peer = None
+            peer, peers = None, None
             if variant in ("candidate", "shadow"):  # a shadow is judged against stable like a canary
-                found = await store.window_at(conn, deployment, "stable", start)
-                peer = found[0] if found is not None else None
-            for d in evaluate(policy, policy_version, fig, hist, peer, revision=revision):
+                at, begin = datetime.fromisoformat(start), datetime.fromisoformat(episode_start(hist, fig))
+                around = await store.figures_between(conn, deployment, begin, at + timedelta(milliseconds=1))
+                peers = stable_peers(around, version)  # the stable windows of its rollout so far
+                peer = peers.get(at)
+            for d in evaluate(policy, policy_version, fig, hist, peer, revision=revision, peers=peers):
                 event_id = new_id()
                 claimed = await store.claim_decision(
                     conn,

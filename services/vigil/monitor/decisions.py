@@ -15,7 +15,7 @@ decisions; the tests each rule applies are in rules.py. Rules every decision fol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -80,9 +80,12 @@ def evaluate(
     peer: Figures | None = None,
     *,
     revision: int = 0,
+    peers: Mapping[datetime, Figures] | None = None,
 ) -> list[Decision]:
     """The decisions for window ``fig`` (``history``: earlier windows of the same version and variant, oldest
-    first; ``peer``: the stable version's window at the same time when ``fig`` is a candidate's)."""
+    first; ``peer``: the stable version's window at the same time when ``fig`` is a candidate's; ``peers``: the
+    stable windows at the starts of ``history``'s windows, by start — see :func:`stable_peers` — which the canary's
+    accuracy test accumulates over the rollout with; without them it judges this window alone)."""
     dep, start, version, variant = fig["deployment"], fig["start"], fig["version"], fig["variant"]
     common: dict[str, Any] = {
         "deployment": dep,
@@ -185,8 +188,40 @@ def evaluate(
                 )
 
     if variant in ("candidate", "shadow"):  # shadow rollouts wait for a verdict too (their answers are mirrored)
-        out.extend(_canary(policy, common, fig, peer, revision, episode_start(history, fig)))
+        episode = episode_start(history, fig)
+        earlier = _rollout_pairs(history, peers or {}, episode)
+        out.extend(_canary(policy, common, fig, peer, revision, episode, earlier))
     return out
+
+
+def stable_peers(windows: Iterable[Figures], version: int) -> dict[datetime, Figures]:
+    """Per window start, the stable window a candidate (or shadow) of ``version`` is compared with: the stable
+    window of the highest version other than ``version`` itself. Once a candidate is promoted it serves as
+    stable in the window of its promotion, beside its own last candidate rows and the old stable's; judging it
+    against its own rows would compare a version with itself (a chance "worse than itself" then reverted a
+    promotion), so the old stable's rows are the baseline there as everywhere else in the rollout."""
+    out: dict[datetime, Figures] = {}
+    for f in windows:
+        if f["variant"] != "stable" or f["version"] == version or f.get("kind", "tumbling") != "tumbling":
+            continue
+        at = datetime.fromisoformat(f["start"])
+        if at not in out or f["version"] > out[at]["version"]:
+            out[at] = f
+    return out
+
+
+def _rollout_pairs(
+    history: Sequence[Figures], peers: Mapping[datetime, Figures], episode: str
+) -> list[tuple[Figures, Figures]]:
+    """The (candidate, stable) windows of the rollout before this window — its episode's earlier windows that
+    have a stable window to compare with — oldest first."""
+    begin = datetime.fromisoformat(episode)
+    pairs: list[tuple[Figures, Figures]] = []
+    for f in history:
+        at = datetime.fromisoformat(f["start"])
+        if at >= begin and at in peers:
+            pairs.append((f, peers[at]))
+    return pairs
 
 
 def _rollback(
@@ -212,7 +247,13 @@ def _rollback(
 
 
 def _canary(
-    policy: Policy, common: dict[str, Any], cand: Figures, peer: Figures | None, revision: int, episode: str
+    policy: Policy,
+    common: dict[str, Any],
+    cand: Figures,
+    peer: Figures | None,
+    revision: int,
+    episode: str,
+    earlier: Sequence[tuple[Figures, Figures]] = (),
 ) -> list[Decision]:
     rule = policy.canary
     base = {k: common[k] for k in ("deployment", "model", "window", "policy_version")}
@@ -226,7 +267,7 @@ def _canary(
     elif samples["candidate_samples"] < rule.min_samples or samples["stable_samples"] < rule.min_samples:
         verdict, reason = "Inconclusive", f"too few samples (minimum {rule.min_samples} per variant)"
     else:
-        evidence, judged = canary_checks(policy, cand, peer)
+        evidence, judged = canary_checks(policy, cand, peer, earlier)
         failed = [e for e in evidence if e.breached]
         # the estimate stands in for labels only while there are too few of them to judge the realised figure
         est_failed = [e for e in estimated_checks(policy, cand, peer) if e.breached] if act != "off" else []
@@ -296,15 +337,21 @@ def replay(
     ordered = sorted(windows, key=lambda f: (f["start"], f["variant"] != "stable"))
     seen: set[str] = set()
     past: dict[tuple[Any, ...], list[Figures]] = {}
-    stable_at: dict[tuple[str, str], Figures] = {}
+    stables: dict[tuple[str, datetime], list[Figures]] = {}
     out: list[Decision] = []
     for fig in ordered:
         key = (fig["deployment"], fig["version"], fig["variant"], fig["kind"])
         hist = past.setdefault(key, [])
-        if fig["variant"] == "stable":
-            stable_at[(fig["deployment"], fig["start"])] = fig
-        peer = stable_at.get((fig["deployment"], fig["start"])) if fig["variant"] == "candidate" else None
-        for d in evaluate(policy, policy_version, fig, hist[-history_depth:], peer):
+        if fig["variant"] == "stable" and fig["kind"] == "tumbling":
+            stables.setdefault((fig["deployment"], datetime.fromisoformat(fig["start"])), []).append(fig)
+        peer, peers = None, None
+        if fig["variant"] in ("candidate", "shadow"):  # judged against stable, as the closer judges them
+            begin = datetime.fromisoformat(episode_start(hist[-history_depth:], fig))
+            starts = [datetime.fromisoformat(f["start"]) for f in [*hist[-history_depth:], fig]]
+            near = [s for at in starts if at >= begin for s in stables.get((fig["deployment"], at), [])]
+            peers = stable_peers(near, fig["version"])
+            peer = peers.get(starts[-1])
+        for d in evaluate(policy, policy_version, fig, hist[-history_depth:], peer, peers=peers):
             if d.dedupe_key not in seen:
                 seen.add(d.dedupe_key)
                 out.append(d)

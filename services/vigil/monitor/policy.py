@@ -80,8 +80,18 @@ class CanaryRule(_Part):
 
     min_samples: int = Field(default=200, ge=1, le=INT_MAX)  # predictions per variant
     min_labels: int = Field(default=100, ge=1, le=INT_MAX)  # labels per variant before accuracy is judged
-    alpha: float = Field(default=0.01, gt=0, lt=0.5)  # one-sided two-proportion z-tests
+    #: One-sided tests: the error-rate test of each window; for accuracy, with ``quality_scope`` ``rollout``, the
+    #: chance that a candidate as accurate as stable is ever judged worse over its whole rollout.
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
     max_accuracy_drop: float = Field(default=0.02, ge=0, le=1)  # and the drop must exceed this (effect size)
+    #: What the accuracy test judges. ``rollout``: the labels accumulated since the candidate began serving (its
+    #: episode), one stratum per window — a Cochran–Mantel–Haenszel test, so a population that moves between
+    #: windows never reads as a difference — and the k-th judgement of the rollout at level ``alpha``·6/(π²k²), so
+    #: the levels of all its judgements (revisions aside) add up to at most ``alpha``. ``window``: each window
+    #: alone at level ``alpha``, as every canary was judged before this option — each window of a rollout is another
+    #: chance for a good candidate to fail (~1 % each), and one Failed window rolls it back (docs/monitor.md,
+    #: "Canary accuracy over the rollout").
+    quality_scope: Literal["rollout", "window"] = "rollout"
     max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)
     max_latency_p99_ratio: float = Field(default=1.5, gt=1)  # candidate p99 / stable p99
     #: …and the p99 must also grow by more than this (effect size): a p99 over a few hundred rows is the max of a

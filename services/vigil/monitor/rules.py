@@ -9,6 +9,7 @@ as zero.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -179,8 +180,12 @@ def two_proportion_p(x1: float, n1: float, x2: float, n2: float) -> float:
     return float(special.ndtr(-z))
 
 
-def canary_checks(policy: Policy, cand: Figures, stable: Figures) -> tuple[list[Evidence], dict[str, bool]]:
-    """Every candidate-vs-stable check with evidence; and which families could be judged."""
+def canary_checks(
+    policy: Policy, cand: Figures, stable: Figures, earlier: Sequence[tuple[Figures, Figures]] = ()
+) -> tuple[list[Evidence], dict[str, bool]]:
+    """Every candidate-vs-stable check with evidence; and which families could be judged. ``earlier``: the
+    (candidate, stable) windows of the candidate's rollout before this one, oldest first — read by the accuracy
+    test when ``canary.quality_scope`` is ``rollout``."""
     rule = policy.canary
     ev: list[Evidence] = []
     judged = {"latency": False, "errors": False, "quality": False}
@@ -221,26 +226,102 @@ def canary_checks(policy: Policy, cand: Figures, stable: Figures) -> tuple[list[
                 p_value=p,
             )
         )
-    qc, qs = cand.get("quality") or {}, stable.get("quality") or {}
-    if qc.get("count", 0) >= rule.min_labels and qs.get("count", 0) >= rule.min_labels:
-        p = two_proportion_p(qs["correct"], qs["count"], qc["correct"], qc["count"])  # stable better than candidate?
-        drop = qs["accuracy"] - qc["accuracy"]
-        breached = p < rule.alpha and drop > rule.max_accuracy_drop
+    quality = accuracy_check(policy, cand, stable, earlier)
+    if quality is not None:
         judged["quality"] = True
-        ev.append(
-            evidence(
-                cand,
-                "accuracy.drop",
-                drop,
-                rule.max_accuracy_drop,
-                "gt",
-                breached,
-                int(qc["count"]),
-                baseline=qs["accuracy"],
-                p_value=p,
-            )
-        )
+        ev.append(quality)
     return ev, judged
+
+
+def spent_alpha(alpha: float, look: int) -> float:
+    """The level of a rollout's ``look``-th accuracy judgement (1-based): ``alpha``·6/(π²k²). The levels of any
+    number of looks add up to at most ``alpha`` (Σ 1/k² = π²/6), so the chance that a candidate as accurate as
+    stable is ever judged worse during its rollout stays at or below ``alpha`` (a union bound: it needs no model
+    of how the looks correlate, and the looks at accumulated labels correlate strongly — the bound is loose, and
+    safe). Early looks keep most of the level: 0.61·alpha at the first, 0.15·alpha at the second."""
+    return alpha * 6.0 / (math.pi**2 * look**2)
+
+
+def _labelled(fig: Figures) -> tuple[float, float]:
+    """(correct, labelled) of a window's quality figures; (0, 0) without labels."""
+    q = fig.get("quality") or {}
+    n = float(q.get("count") or 0)
+    return (float(q.get("correct") or 0), n) if n > 0 and q.get("correct") is not None else (0.0, 0.0)
+
+
+def stratified_drop_p(strata: Sequence[tuple[float, float, float, float]]) -> tuple[float, float]:
+    """(drop, p) over strata of (stable correct, stable labelled, candidate correct, candidate labelled).
+
+    ``drop`` is the Mantel–Haenszel weighted difference stable accuracy − candidate accuracy (weights
+    n_s·n_c/N per stratum); ``p`` the one-sided Cochran–Mantel–Haenszel p-value that stable is the more accurate.
+    Each stratum compares the two variants on the same window's traffic only, so a population whose accuracy moves
+    between windows while the candidate's share changes (a canary starting mid-window, a weight step) is never read
+    as a difference, as pooling the counts would. One stratum gives the pooled two-proportion z-test scaled by
+    √((N−1)/N)."""
+    num = den = obs = expected = var = 0.0
+    for a, n1, c, n2 in strata:
+        total = n1 + n2
+        if n1 <= 0 or n2 <= 0 or total < 2:
+            continue
+        right = a + c
+        num += (a * n2 - c * n1) / total
+        den += n1 * n2 / total
+        obs += a
+        expected += n1 * right / total
+        var += n1 * n2 * right * (total - right) / (total * total * (total - 1))
+    if den == 0:
+        return 0.0, 1.0
+    drop = num / den
+    if var == 0:  # every stratum all right or all wrong on both sides: no difference within any window
+        return drop, 1.0
+    return drop, float(special.ndtr(-(obs - expected) / math.sqrt(var)))
+
+
+def accuracy_check(
+    policy: Policy, cand: Figures, stable: Figures, earlier: Sequence[tuple[Figures, Figures]] = ()
+) -> Evidence | None:
+    """The ``accuracy.drop`` evidence of a canary window, or None while there are too few labels to judge.
+
+    ``quality_scope`` ``window``: this window's labels alone, the pooled two-proportion z-test at level ``alpha``.
+    ``rollout``: the labels of ``earlier`` and this window together, one stratum per window
+    (:func:`stratified_drop_p`), at level :func:`spent_alpha` of this judgement's look — the number of the
+    rollout's windows, this one included, that were judged on accuracy: ``min_samples`` predictions of their own and
+    ``min_labels`` accumulated, on both sides (a pure function of the windows, so a revision or a replay numbers its
+    look as the first judgement did). Every window's labels count, also those of a window too small to be judged. The
+    evidence's ``baseline`` is stable's accuracy over the labels judged, its ``sample_size`` the candidate's label
+    count, its ``threshold`` the effect size the drop must pass; it is breached when the drop passes it and
+    ``p_value`` is below the look's level."""
+    rule = policy.canary
+    if rule.quality_scope == "window":
+        (cc, cn), (sc, sn) = _labelled(cand), _labelled(stable)
+        if cn < rule.min_labels or sn < rule.min_labels:
+            return None
+        p = two_proportion_p(sc, sn, cc, cn)  # stable better than candidate?
+        drop = sc / sn - cc / cn
+        breached = p < rule.alpha and drop > rule.max_accuracy_drop
+        return evidence(cand, "accuracy.drop", drop, rule.max_accuracy_drop, "gt", breached, int(cn), baseline=sc / sn,
+                        p_value=p)  # fmt: skip
+    strata: list[tuple[float, float, float, float]] = []
+    look, now = 0, False
+    c_n = s_n = s_c = 0.0
+    for c_fig, s_fig in [*earlier, (cand, stable)]:
+        (cc, cn), (sc, sn) = _labelled(c_fig), _labelled(s_fig)
+        now = cn > 0 and sn > 0  # the current window (last) adds labels of its own, else it judges nothing
+        if not now:
+            continue
+        strata.append((sc, sn, cc, cn))
+        c_n, s_n, s_c = c_n + cn, s_n + sn, s_c + sc
+        # a look is a window whose verdict judged accuracy: enough labels so far, and enough predictions of its own
+        # on both sides (decisions._canary judges nothing in a window with fewer than min_samples)
+        served = min(int(c_fig.get("predictions") or 0), int(s_fig.get("predictions") or 0))
+        now = c_n >= rule.min_labels and s_n >= rule.min_labels and served >= rule.min_samples
+        look += now
+    if not now:  # too few labels so far, or too few rows or no labels of its own in this window
+        return None
+    drop, p = stratified_drop_p(strata)
+    breached = p < spent_alpha(rule.alpha, look) and drop > rule.max_accuracy_drop
+    return evidence(cand, "accuracy.drop", drop, rule.max_accuracy_drop, "gt", breached, int(c_n), baseline=s_c / s_n,
+                    p_value=p)  # fmt: skip
 
 
 # -- label-free estimates ----------------------------------------------------------------------------------------
