@@ -12,6 +12,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
+from vigil.console.shape import newest_windows
 from vigil.console.upstream import Upstream
 
 #: Quality figures drawn per version over time besides accuracy: (figure key, chart title).
@@ -67,9 +68,11 @@ def histograms(dist: dict[str, Any] | None, version: int) -> list[dict[str, Any]
 
 
 def _by_version(windows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Per version its windows (``/v1/windows`` items: figures with their revision), oldest first; at the same end
+    the stable one last, so a version's last item is its newest as :func:`shape.newest_windows` picks it."""
     out: dict[int, list[dict[str, Any]]] = {}
-    for w in sorted(windows, key=lambda w: w["figures"]["end"]):
-        out.setdefault(w["figures"]["version"], []).append(w["figures"])
+    for w in sorted(windows, key=lambda w: (w["figures"]["end"], w["figures"].get("variant") == "stable")):
+        out.setdefault(w["figures"]["version"], []).append(w)
     return out
 
 
@@ -77,9 +80,10 @@ def quality_rows(windows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]
     """Per version, per window (oldest first): estimated accuracy with its ±3σ band, realised accuracy (once
     labels arrived) and whether it lies inside the band, calibration figures."""
     out: dict[int, list[dict[str, Any]]] = {}
-    for version, figs in _by_version(windows).items():
+    for version, items in _by_version(windows).items():
         rows = []
-        for fig in figs:
+        for w in items:
+            fig = w["figures"]
             est = ((fig.get("estimated") or {}).get("metrics") or {}).get("accuracy") or {}
             quality = fig.get("quality") or {}
             realised = est.get("realised") if est else None
@@ -89,8 +93,11 @@ def quality_rows(windows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]
                 inside = est["lower"] <= realised <= est["upper"]
             rows.append(
                 {
+                    "start": fig.get("start"),
                     "end": fig["end"],
                     "variant": fig.get("variant"),
+                    "revision": w.get("revision"),
+                    "revised_at": w.get("updated_at"),
                     "predictions": fig.get("predictions"),
                     "labels": fig.get("labels"),
                     "estimate": est.get("value"),
@@ -150,8 +157,8 @@ def fairness(
     per-group rates; and the gaps over time (one chart per gap, a line per version plus the threshold)."""
     rule = ((policy or {}).get("policy") or {}).get("fairness") or {}
     versions = []
-    for version, figs in sorted(_by_version(windows).items()):
-        fig = figs[-1]
+    for version, shown in sorted(newest_windows(windows).items()):
+        fig = shown["figures"]
         fair = fig.get("fairness") or {}
         dist = dists.get(version) or {}
         if not fair and not dist.get("groups"):
@@ -160,7 +167,13 @@ def fairness(
         versions.append(
             {
                 "version": version,
+                "variant": fig.get("variant"),
+                "start": fig.get("start"),
                 "end": fig["end"],
+                "revision": shown.get("revision"),
+                "revised_at": shown.get("updated_at"),
+                #: labels the per-group rates count beyond the gaps' revision (the monitor's next revision will)
+                "pending_labels": dist.get("pending_labels") or 0,
                 "attribute": fig.get("sensitive_attribute") or dist.get("sensitive_attribute"),
                 "count": count,
                 "judged": count >= int(rule.get("min_samples", 0)),
@@ -179,12 +192,13 @@ def fairness(
                 "groups": [g for g in dist.get("groups") or [] if g["n"] > 0],
             }
         )
-    ends = sorted({f["end"] for figs in _by_version(windows).values() for f in figs if f.get("fairness")})
+    by_version = {v: [w["figures"] for w in items] for v, items in _by_version(windows).items()}
+    ends = sorted({f["end"] for figs in by_version.values() for f in figs if f.get("fairness")})
     at = {e: i for i, e in enumerate(ends)}
     charts = []
     for key, limit, label in GAPS:
         series: list[dict[str, Any]] = []
-        for version, figs in sorted(_by_version(windows).items()):
+        for version, figs in sorted(by_version.items()):
             values: list[float | None] = [None] * len(ends)
             for f in figs:
                 if (f.get("fairness") or {}).get(key) is not None:
@@ -198,15 +212,51 @@ def fairness(
     return {"rule": rule, "versions": versions, "charts": charts}
 
 
-async def monitoring_detail(
-    up: Upstream, token: str, name: str, windows: list[dict[str, Any]], policy: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The monitoring page's histograms, quality and fairness: one distributions call per version shown."""
-    versions = sorted(_by_version(windows))
+async def distributions(
+    up: Upstream, token: str, name: str, windows: list[dict[str, Any]]
+) -> dict[int, dict[str, Any] | None]:
+    """Per version, the ``/distributions`` of exactly the window the page shows as its newest (its start and
+    variant, not the monitor's own "newest", which a window closing meanwhile would move)."""
+    shown = newest_windows(windows)
+    versions = sorted(shown)
     found = await asyncio.gather(
-        *(up.get_or_none("monitor", f"/v1/deployments/{name}/versions/{v}/distributions", token) for v in versions)
+        *(
+            up.get_or_none(
+                "monitor",
+                f"/v1/deployments/{name}/versions/{v}/distributions",
+                token,
+                start=shown[v]["figures"]["start"],
+                variant=shown[v]["figures"].get("variant"),
+            )
+            for v in versions
+        )
     )
-    dists = dict(zip(versions, found, strict=True))
+    return dict(zip(versions, found, strict=True))
+
+
+def revised_since(windows: list[dict[str, Any]], dists: dict[int, dict[str, Any] | None]) -> bool:
+    """Did a window shown get a new revision between the read of ``/v1/windows`` and its ``/distributions``?"""
+    shown = newest_windows(windows)
+    return any(d is not None and d.get("revision") != shown[v].get("revision") for v, d in dists.items())
+
+
+def _window_of(dist: dict[str, Any]) -> dict[str, Any]:
+    """Which window (and revision) a version's histograms and per-group rates are of, as the page says it."""
+    return {
+        **dist["window"],
+        "variant": dist.get("variant"),
+        "revision": dist.get("revision"),
+        "revised_at": dist.get("revised_at"),
+        "pending_labels": dist.get("pending_labels") or 0,
+    }
+
+
+def monitoring_detail(
+    windows: list[dict[str, Any]], dists: dict[int, dict[str, Any] | None], policy: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The monitoring page's histograms, quality and fairness from one read of the windows and the distributions
+    of the windows it shows."""
+    versions = sorted(dists)
     hist = {v: histograms(dists[v], v) for v in versions}
     rows = quality_rows(windows)
     quality = quality_charts(rows)
@@ -214,7 +264,7 @@ async def monitoring_detail(
     charts = [c for v in versions for c in hist[v]] + quality + fair["charts"]
     return {
         "histograms": hist,
-        "distribution_windows": {v: (d or {}).get("window") for v, d in dists.items()},
+        "distribution_windows": {v: _window_of(d) for v, d in dists.items() if d},
         "quality_rows": rows,
         "quality_charts": quality,
         "fairness": fair,

@@ -88,19 +88,34 @@ def _rate(version_health: dict[str, Any]) -> float | None:
     return count / seconds if seconds > 0 and isinstance(count, int | float) else None
 
 
+def latest_per_version(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``/health`` has the latest window of each version *and variant*: a promoted candidate keeps its last
+    ``candidate`` window beside its ``stable`` ones. A version's line shows its newest (stable at a tie), in the
+    order ``/health`` gives them."""
+    best: dict[int, dict[str, Any]] = {}
+    for v in versions:
+        key = ((v.get("window") or {}).get("end") or "", v.get("variant") == "stable")
+        held = best.get(v["version"])
+        if held is None or key > ((held.get("window") or {}).get("end") or "", held.get("variant") == "stable"):
+            best[v["version"]] = v
+    return [v for v in versions if best.get(v["version"]) is v]
+
+
 def deployment_row(dep: dict[str, Any], health: dict[str, Any] | None) -> dict[str, Any]:
     """One overview line: versions, weights, rollout step, latest accuracy per variant, drift status."""
     rollout = dep.get("rollout")
     steps = (rollout or {}).get("steps") or dep.get("steps") or []
     served = serving(dep)
     variants = []
-    for v in (health or {}).get("versions", []):
+    for v in latest_per_version((health or {}).get("versions", [])):
         if v["version"] not in served:
             continue  # the monitor's latest window of a version no longer served (a rolled-back candidate)
         variants.append(
             {
                 "version": v["version"],
                 "variant": v["variant"],
+                "revision": v.get("revision"),
+                "window_end": (v.get("window") or {}).get("end"),
                 "accuracy": (v.get("quality") or {}).get("accuracy"),
                 "estimated": ((v.get("estimated") or {}).get("metrics") or {}).get("accuracy"),
                 "predictions": v.get("predictions"),
@@ -361,6 +376,20 @@ def step_charts(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return charts
 
 
+def newest_windows(windows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per version, the one window a page shows as its newest: the latest end; at a tie — a promoted candidate
+    served as ``candidate`` and as ``stable`` in the window of its promotion — the stable one (the variant it serves
+    in from then on). Every section of a page that shows "the newest window" takes it from here, so they agree."""
+    newest: dict[int, dict[str, Any]] = {}
+    for w in windows:
+        fig = w["figures"]
+        key = (fig["end"], fig.get("variant") == "stable")
+        held = newest.get(fig["version"])
+        if held is None or key > (held["figures"]["end"], held["figures"].get("variant") == "stable"):
+            newest[fig["version"]] = w
+    return newest
+
+
 #: Statistics of a window's feature, in the order the monitoring page lists them.
 FEATURE_STATS = ("psi", "ks", "p_value", "js", "hellinger", "w1_norm", "chi2_pvalue")
 
@@ -374,13 +403,9 @@ def feature_report(
     drifted: dict[tuple[int, str], set[str]] = {}  # the monitor's verdict per (version, window end)
     for v in (health or {}).get("versions", []):
         drifted.setdefault((v["version"], v["window"]["end"]), set()).update(v.get("drifted_features") or [])
-    newest: dict[int, dict[str, Any]] = {}
-    for w in windows:
-        fig = w["figures"]
-        if fig["version"] not in newest or fig["end"] > newest[fig["version"]]["end"]:
-            newest[fig["version"]] = fig
     out = []
-    for version, fig in sorted(newest.items()):
+    for version, shown in sorted(newest_windows(windows).items()):
+        fig = shown["figures"]
         rows = []
         for feature, stats in sorted((fig.get("features") or {}).items()):
             categorical = stats.get("kind") == "categorical"
@@ -404,6 +429,8 @@ def feature_report(
                 "version": version,
                 "variant": fig.get("variant"),
                 "window": {"start": fig["start"], "end": fig["end"]},
+                "revision": shown.get("revision"),
+                "revised_at": shown.get("updated_at"),
                 "predictions": fig.get("predictions"),
                 "rows": rows,
                 "prediction_psi": (fig.get("prediction_drift") or {}).get("psi"),

@@ -7,10 +7,12 @@ them concurrently, with the user's token.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from vigil.console import graphs, shape
-from vigil.console.monitoring_view import estimate_charts, monitoring_detail
+from vigil.console.monitoring_view import distributions as monitoring_distributions
+from vigil.console.monitoring_view import estimate_charts, monitoring_detail, revised_since
 from vigil.console.upstream import MAX_ITEMS, Upstream, UpstreamError
 from vigil.stack.services import SERVICES
 
@@ -160,21 +162,39 @@ async def job(up: Upstream, token: str, job_id: str) -> dict[str, Any]:
     }
 
 
+#: Reads of a deployment's windows the monitoring page makes at most to show each window at one revision.
+MONITORING_READS = 3
+
+
 async def monitoring(up: Upstream, token: str, name: str) -> dict[str, Any]:
     """A deployment's monitoring detail: the policy in force, every drift statistic per feature with its rule and
-    the monitor's verdict, the prediction histogram per version."""
+    the monitor's verdict, the prediction histogram per version, quality and fairness over time.
+
+    Windows are revised in place when late labels arrive, so two reads can see two revisions of one window. The
+    page reads the windows once and asks for the distributions of exactly the windows it shows; when one of them
+    was revised in between (the distributions name their revision), it reads both again, up to
+    :data:`MONITORING_READS` times, and the page says which revision each window is shown at."""
+    read_at = datetime.now(UTC)
     dep, health, windows, policy = await asyncio.gather(
         up.get("deployer", f"/v1/deployments/{name}", token),
         up.get("monitor", f"/v1/deployments/{name}/health", token),
         up.items("monitor", "/v1/windows", token, deployment=name, kind="tumbling"),
         up.get("monitor", f"/v1/policies/{name}", token),
     )
+    dists = await monitoring_distributions(up, token, name, windows)
+    for _ in range(MONITORING_READS - 1):
+        if not revised_since(windows, dists):
+            break
+        read_at = datetime.now(UTC)
+        windows = await up.items("monitor", "/v1/windows", token, deployment=name, kind="tumbling")
+        dists = await monitoring_distributions(up, token, name, windows)
     report = shape.feature_report(windows, health, policy)
     return {
         "dep": dep,
         "policy": policy,
         "report": report,
+        "read_at": read_at.isoformat(),
         "charts": shape.histogram_chart(report),
         "stat_names": shape.FEATURE_STATS,
-        **await monitoring_detail(up, token, name, windows, policy),
+        **monitoring_detail(windows, dists, policy),
     }

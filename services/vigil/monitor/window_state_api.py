@@ -33,6 +33,14 @@ class Distributions(BaseModel):
     version: int
     variant: str
     window: dict[str, str]
+    #: the stored figures' revision of this window (a late label revises them) and when it was written: the
+    #: figures of ``/v1/windows`` with this revision are the ones this answer goes with
+    revision: int
+    revised_at: datetime
+    #: labels the figures of ``revision`` count, and labels folded into the state since (the per-group rates below
+    #: already count those; the window's next revision will)
+    labels: int
+    pending_labels: int
     #: equal-width display bins of a numeric feature with many distinct values (distributions.py)
     max_bins: int
     features: list[dict[str, Any]]
@@ -48,28 +56,39 @@ async def distributions(
     version: Annotated[Integer, Path(ge=1)],
     _user: Viewer,
     start: Annotated[datetime | None, Query(description="window start (default: the version's newest)")] = None,
+    variant: Annotated[
+        str | None, Query(pattern="^(stable|candidate|shadow)$", description="default: stable first")
+    ] = None,
 ) -> Distributions:
-    """A closed tumbling window of one version (its newest, or the one starting at ``start``): each feature's
-    histogram beside the reference's on the same bins (counts and shares), and the per-group rates behind its
-    fairness gaps. 404 when the window is unknown or its state is no longer kept (older than the label horizon)."""
+    """A closed tumbling window of one version (its newest, or the one starting at ``start``; of ``variant``, else
+    the stable one when the version served in two variants then, as a promoted candidate does in the window of its
+    promotion): each feature's histogram beside the reference's on the same bins (counts and shares), and the
+    per-group rates behind its fairness gaps, with the revision of the window's figures they go with. 404 when the
+    window is unknown or its state is no longer kept (older than the label horizon)."""
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)  # a start without a zone is UTC, as the figures' times are
-    async with runtime.pool.acquire() as conn:
+    # One snapshot for the figures' row and the state: a label revising the window in between cannot pair the
+    # state of one revision with the figures of another.
+    async with runtime.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         row = await conn.fetchrow(
-            "SELECT variant, model, window_start, figures FROM windows WHERE deployment = $1 AND version = $2 "
-            "AND kind = 'tumbling' AND ($3::timestamptz IS NULL OR window_start = $3) "
-            "ORDER BY window_start DESC, variant LIMIT 1",
+            "SELECT variant, model, window_start, revision, updated_at, labels, figures FROM windows "
+            "WHERE deployment = $1 AND version = $2 AND kind = 'tumbling' "
+            "AND ($3::timestamptz IS NULL OR window_start = $3) AND ($4::text IS NULL OR variant = $4) "
+            "ORDER BY window_start DESC, variant <> 'stable', variant LIMIT 1",
             deployment,
             version,
             start,
+            variant,
         )
         if row is None:
-            raise HTTPException(404, f"no closed window of {deployment} v{version}" + (f" at {start}" if start else ""))
+            where = (f" at {start}" if start else "") + (f" ({variant})" if variant else "")
+            raise HTTPException(404, f"no closed window of {deployment} v{version}{where}")
         start_ms = round(row["window_start"].timestamp() * 1000)
-        raw = await conn.fetchval(
-            "SELECT state FROM window_state WHERE key = $1",
+        kept = await conn.fetchrow(
+            "SELECT state, labels FROM window_state WHERE key = $1",
             window_key(deployment, version, row["variant"], start_ms),
         )
+    raw = kept["state"] if kept is not None else None
     if raw is None:
         raise HTTPException(404, "the window's state is no longer kept (older than the monitor's label horizon)")
     engine = runtime.parts.find(MonitorEngine)
@@ -88,6 +107,10 @@ async def distributions(
         version=version,
         variant=row["variant"],
         window={"start": fig["start"], "end": fig["end"]},
+        revision=row["revision"],
+        revised_at=row["updated_at"],
+        labels=row["labels"],
+        pending_labels=max(0, int(kept["labels"]) - int(row["labels"])),
         max_bins=MAX_BINS,
         features=feature_distributions(reference, DatasetProfile(state.numeric, state.categorical)),
         sensitive_attribute=fig.get("sensitive_attribute") if state.fairness is not None else None,

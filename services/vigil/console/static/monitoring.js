@@ -14,6 +14,9 @@
     return splits.map(function (v) { return new Date(v * 1000).toISOString().slice(11, 19); });
   }
 
+  /* A time axis over one window only would have no width (uPlot then labels every tick 00:00:00): a minute each side. */
+  function timeRange(u, min, max) { return min === max ? [min - 60, max + 60] : [min, max]; }
+
   function pct(v) { return v == null ? "–" : (v * 100).toFixed(1) + " %"; }
 
   function width(el) { return Math.max(260, el.clientWidth || 400); }
@@ -47,7 +50,7 @@
     var colour = "#1d4ed8";
     var opts = {
       width: width(el), height: 200,
-      scales: { x: { time: true }, y: { range: function (u, min, max) { return [Math.max(0, min - 0.05), Math.min(1, max + 0.05)]; } } },
+      scales: { x: { time: true, range: timeRange }, y: { range: function (u, min, max) { return [Math.max(0, min - 0.05), Math.min(1, max + 0.05)]; } } },
       series: [
         {},
         { label: c.series[0].label, stroke: colour, width: 2, dash: [6, 4], points: { show: true, size: 5 } },
@@ -67,13 +70,13 @@
   function lines(c, el) {
     var series = [{}];
     c.series.forEach(function (s, i) {
-      series.push(s.threshold
-        ? { label: s.label, stroke: "#991b1b", width: 2, dash: [4, 4], points: { show: false } }
+      series.push(s.threshold  /* one window: no line to dash, so its point shows where the threshold is */
+        ? { label: s.label, stroke: "#991b1b", width: 2, dash: [4, 4], points: { show: c.x.length === 1, size: 7 } }
         : { label: s.label, stroke: PALETTE[i % PALETTE.length], width: 2, points: { show: true, size: 5 } });
     });
     var opts = {
       width: width(el), height: 200, series: series,
-      scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(max * 1.15, 0.01)]; } } },
+      scales: { x: { time: true, range: timeRange }, y: { range: function (u, min, max) { return [0, Math.max(max * 1.15, 0.01)]; } } },
       axes: [{ stroke: AXIS.stroke, grid: AXIS.grid, values: utcTimes },
              { stroke: AXIS.stroke, grid: AXIS.grid, size: 60, label: c.unit }],
       legend: { live: true }
