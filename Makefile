@@ -56,8 +56,6 @@ test: venv console-assets browser
 ## The slow cases need the rounds before them (they continue the same loop), so this runs their whole module.
 test-slow: venv console-assets browser
 	$(BIN)/python -m pytest -q tests/fault/test_loop_faults.py
-	$(BIN)/python -m pytest -q -m slow tests/fault/test_failover_all.py tests/integration/trainer/test_ray_executor.py \
-	  tests/e2e/test_console_monitoring.py
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m unit
