@@ -97,10 +97,10 @@ class BatchWork:
             st.quality = BinaryClassificationState(self.engine.settings.score_bins)
         st.quality.update(yt, np.where(yt >= 0, scores, np.nan))
         st.confusion.update(yt, pred)
-        attribute = await self.engine.fairness_attribute(self.conn, st.deployment)
         ref, _ = await self.engine.references.get(st.model, st.version)
-        if attribute and ref is not None and ref.categorical is not None and attribute in ref.categorical.names:
-            n_groups = ref.categorical.categories[ref.categorical.names.index(attribute)].size + 1
+        _, groups = await self.engine.fairness(self.conn, st.deployment, ref)
+        if groups is not None:
+            n_groups = groups.size + 1
             if st.fairness is None or st.fairness.n_groups != n_groups:
                 st.fairness = GroupRates(n_groups)
             st.fairness.update(groups_raw.astype(np.int64), yt, pred)

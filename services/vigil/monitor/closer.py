@@ -40,6 +40,7 @@ from vigil.monitor.domain import DomainOpinions
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.figures import Figures, compute_figures, window_event
 from vigil.monitor.gauges import export_window
+from vigil.monitor.groups import fairness_groups, group_names
 from vigil.monitor.handlers import STREAM_TOPICS
 from vigil.monitor.state import WindowState
 from vigil.service.periodic import PeriodicTask
@@ -144,10 +145,12 @@ class WindowCloser(PeriodicTask):
                 _, policy = await engine.policies.get(conn, st.deployment)
                 baseline = await store.baseline_hist(conn, st.deployment, st.version, policy.drift.min_samples)
                 attribute = policy.fairness.attribute or engine.settings.fairness_attribute
+                groups = fairness_groups(attribute, ref, policy.fairness.groups)
                 mvref = engine.references.multivariate(st.model, st.version)
                 domain = await self.opinions.figures(st, mvref) if engine.settings.domain_sample_rows > 0 else None
                 fig = compute_figures(
                     st, ref, baseline_hist=baseline, sensitive_attribute=attribute, multivariate=mvref, domain=domain,
+                    fairness_groups=group_names(groups) if groups is not None else None,
                 )  # fmt: skip
                 export_window(fig)
                 revision = 0 if row is None else int(row["revision"]) + 1

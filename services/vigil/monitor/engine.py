@@ -19,9 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 
+from vigil.kernels.profile import DatasetProfile
 from vigil.monitor import window_store
 from vigil.monitor.caches import PolicyCache, ReferenceCache
+from vigil.monitor.groups import fairness_groups
 from vigil.monitor.ingest import BatchColumns
 from vigil.monitor.joins import JoinIndex
 from vigil.monitor.settings import MonitorSettings
@@ -125,6 +129,11 @@ class MonitorEngine:
         cache.index.add(window, cols)
         cache.own.add(row_id)
 
-    async def fairness_attribute(self, conn: asyncpg.Connection, deployment: str) -> str | None:
+    async def fairness(
+        self, conn: asyncpg.Connection, deployment: str, reference: DatasetProfile | None
+    ) -> tuple[str | None, npt.NDArray[np.str_] | None]:
+        """The deployment's sensitive attribute and its groups for a version with ``reference`` (monitor/groups.py);
+        groups None = no fairness figures."""
         _, policy = await self.policies.get(conn, deployment)
-        return policy.fairness.attribute or self.settings.fairness_attribute
+        attribute = policy.fairness.attribute or self.settings.fairness_attribute
+        return attribute, fairness_groups(attribute, reference, policy.fairness.groups)

@@ -60,6 +60,7 @@ def compute_figures(
     sensitive_attribute: str | None = None,
     multivariate: OODReference | None = None,
     domain: dict[str, Any] | None = None,
+    fairness_groups: list[str] | None = None,
 ) -> Figures:
     """Every figure of ``st``: drift vs ``reference``, prediction drift vs ``baseline_hist``, quality, latency,
     errors, fairness, the label-free performance estimate beside the realised figures (estimates.py) and, with the
@@ -145,6 +146,8 @@ def compute_figures(
         "latency": latency,
         "fairness": fairness,
         "sensitive_attribute": sensitive_attribute if st.fairness is not None else None,
+        #: the names of the per-group counts' codes (monitor/groups.py), as they were when the window was judged
+        "fairness_groups": fairness_groups if st.fairness is not None else None,
         "reference_profile_digest": st.reference_digest,
         "estimated": estimated_figures(st),
         "multivariate": mv,

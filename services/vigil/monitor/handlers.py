@@ -77,7 +77,7 @@ async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
     ref, digest = await engine.references.get(p.model, p.version)
     calibration = engine.references.calibration(p.model, p.version)
     multivariate = engine.references.multivariate(p.model, p.version)
-    attribute = await engine.fairness_attribute(work.conn, p.deployment)
+    attribute, groups = await engine.fairness(work.conn, p.deployment, ref)
 
     def new_window() -> WindowState:
         return WindowState(p.deployment, p.model, p.version, p.variant, start, start + engine.window_ms, digest)
@@ -86,14 +86,17 @@ async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
     assert st is not None
     bins = engine.settings.prediction_bins
     if work.closed[key]:  # the window's figures are out: keep the rows joinable, count them as late
-        cols = fold_predictions(new_window(), p, ref, prediction_bins=bins, fairness_attribute=attribute)
+        cols = fold_predictions(
+            new_window(), p, ref, prediction_bins=bins, fairness_attribute=attribute, fairness_groups=groups
+        )
         st.late_rows += p.rows
         ROWS.labels("predictions", "late").inc(p.rows)
     else:
         if st.reference_digest is None:
             st.reference_digest = digest
         cols = fold_predictions(
-            st, p, ref, prediction_bins=bins, fairness_attribute=attribute, calibration=calibration,
+            st, p, ref, prediction_bins=bins, fairness_attribute=attribute, fairness_groups=groups,
+            calibration=calibration,
             multivariate=multivariate, sample_rows=engine.settings.domain_sample_rows,
         )  # fmt: skip
         ROWS.labels("predictions", "applied").inc(p.rows)

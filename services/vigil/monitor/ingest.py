@@ -86,11 +86,13 @@ def fold_predictions(
     *,
     prediction_bins: int,
     fairness_attribute: str | None,
+    fairness_groups: npt.NDArray[np.str_] | None = None,
     calibration: ReferenceCalibration | None = None,
     multivariate: OODReference | None = None,
     sample_rows: int = SAMPLE_ROWS,
 ) -> BatchColumns:
-    """Fold one ``prediction.logged`` batch into ``st``; return the columns the label join keeps. With the
+    """Fold one ``prediction.logged`` batch into ``st``; return the columns the label join keeps (each row's group
+    code among ``fairness_groups``, from the logged ``fairness_attribute`` column). With the
     version's ``calibration``, the served scores also feed the label-free performance estimate; with its
     ``multivariate`` reference, the numeric rows feed the PCA reconstruction error and the OOD counts, and up to
     ``sample_rows`` of them the window's sample for the domain classifier (domain.py)."""
@@ -112,9 +114,10 @@ def fold_predictions(
             cols = [string_column(payload.categorical.get(name), n) for name in cat.names]
             wc = categorical_window(cols, cat)
             st.categorical = wc if st.categorical is None else st.categorical.merge(wc)
-            if fairness_attribute is not None and fairness_attribute in cat.names:
-                i = cat.names.index(fairness_attribute)
-                groups = encode_categories(cols[i], cat.categories[i]).astype(np.int16)
+    if fairness_attribute is not None and fairness_groups is not None:
+        # The group of each row, by the attribute's groups (monitor/groups.py): "other" past them, -1 if missing.
+        values = string_column(payload.categorical.get(fairness_attribute), n)
+        groups = encode_categories(values, fairness_groups).astype(np.int16)
     preds = to_binary(payload.outputs)
     if payload.scores is not None:
         scores = float_column(payload.scores, n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vigil.service.bounds import INT_MAX, SafeText
 
@@ -66,13 +66,28 @@ class SloRule(_Part):
     consecutive_windows: int = Field(default=1, ge=1, le=100)
 
 
+GroupName = Annotated[SafeText, Field(min_length=1, max_length=256)]
+
+
 class FairnessRule(_Part):
     """Group gaps on a sensitive (categorical) attribute, over labelled rows."""
 
     attribute: Annotated[SafeText, Field(max_length=256)] | None = None
+    #: The attribute's groups, in order (others count as "other"). Needed when the attribute is not a categorical
+    #: column of the version's reference profile — a protected attribute kept out of the model's features, logged by
+    #: the gateway from the deployment's ``logged_attributes`` (monitor/groups.py); without it, the reference's
+    #: categories are the groups.
+    groups: Annotated[list[GroupName], Field(max_length=64)] | None = None
     max_demographic_parity_difference: float = Field(default=0.2, gt=0, le=1)
     max_equalized_odds_difference: float = Field(default=0.2, gt=0, le=1)
     min_samples: int = Field(default=200, ge=1, le=INT_MAX)
+
+    @field_validator("groups")
+    @classmethod
+    def _distinct(cls, groups: list[str] | None) -> list[str] | None:
+        if groups is not None and len(set(groups)) != len(groups):
+            raise ValueError("groups must be distinct")
+        return groups
 
 
 class CanaryRule(_Part):

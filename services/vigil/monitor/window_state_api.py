@@ -20,6 +20,7 @@ from vigil.kernels.profile import DatasetProfile
 from vigil.monitor import store
 from vigil.monitor.distributions import MAX_BINS, feature_distributions, group_rates
 from vigil.monitor.engine import MonitorEngine
+from vigil.monitor.groups import fairness_groups, group_names
 from vigil.monitor.state import WindowState, window_key
 from vigil.service.auth import Viewer
 from vigil.service.bounds import Integer
@@ -114,14 +115,22 @@ async def distributions(
         max_bins=MAX_BINS,
         features=feature_distributions(reference, DatasetProfile(state.numeric, state.categorical)),
         sensitive_attribute=fig.get("sensitive_attribute") if state.fairness is not None else None,
-        groups=_groups(state, reference, fig.get("sensitive_attribute")),
+        groups=_groups(state, reference, fig),
     )
 
 
-def _groups(state: WindowState, reference: DatasetProfile, attribute: str | None) -> list[dict[str, Any]]:
-    """Per-group rates, the groups named by the attribute's reference categories (then "other")."""
-    cat = reference.categorical
-    if state.fairness is None or attribute is None or cat is None or attribute not in cat.names:
+def _groups(state: WindowState, reference: DatasetProfile, fig: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-group rates, named as when the window was judged (its figures' ``fairness_groups``); figures from
+    before those were kept name them by the attribute's reference categories (then "other")."""
+    attribute = fig.get("sensitive_attribute")
+    if state.fairness is None or attribute is None:
         return []
-    names = [str(c) for c in cat.categories[cat.names.index(attribute)].tolist()] + ["other"]
+    names = fig.get("fairness_groups")
+    if not names:
+        groups = fairness_groups(attribute, reference, None)
+        if groups is None:
+            return []
+        names = group_names(groups)
+    if len(names) != state.fairness.n_groups:
+        return []  # the groups changed after this window's counts were kept: no honest names for them
     return group_rates(state.fairness, names)

@@ -80,3 +80,57 @@ async def test_distributions_show_the_shift_and_the_groups(
         assert (
             await mon.client.get("/v1/deployments/shop/versions/1/distributions", headers=mon.h("nobody"))
         ).status_code == 403
+
+
+async def test_declared_groups_give_fairness_for_an_attribute_the_model_was_not_trained_on(
+    fresh_db: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The trainer's reference profiles are numeric: a protected attribute kept out of the features is in no
+    reference. Logged beside the predictions (the gateway's ``logged_attributes``), it gets fairness figures when
+    the policy declares its groups — here "north" only, so "south" rows count as "other" — and none without."""
+    from vigil.kernels.profile import DatasetProfile
+
+    tokens = tokens_in(tmp_path)
+    settings = monitor_settings(fresh_db, kafka_bootstrap, topic_prefix, tokens)
+    numeric_only = DatasetProfile.build(
+        np.asfortranarray(np.random.default_rng(0).normal(size=(5000, 3))), numeric_names=["f0", "f1", "f2"]
+    )
+    async with run_monitor(settings, tokens, kafka_bootstrap, topic_prefix) as mon:
+        for deployment, fairness in (
+            ("declared", {"attribute": "region", "groups": ["north"], "min_samples": 10}),
+            ("undeclared", {"attribute": "region", "min_samples": 10}),
+        ):
+            put = await mon.client.put(f"/v1/policies/{deployment}", json={"fairness": fairness}, headers=mon.h("risk"))
+            assert put.status_code == 200, put.text
+        refused = await mon.client.put(
+            "/v1/policies/x", json={"fairness": {"attribute": "region", "groups": ["a", "a"]}}, headers=mon.h("risk")
+        )
+        assert refused.status_code == 422 and "distinct" in refused.text
+        await mon.publish(topics.MODELS, registered("churn", 1, numeric_only), key="churn")
+        await eventually(lambda: mon.fetch("SELECT 1 FROM reference_profiles"), what="reference stored")
+        at = window_start(time.time(), settings.window_s, ahead=4)
+        sent: dict[str, int] = {}
+        for i, deployment in enumerate(("declared", "undeclared")):
+            event, ids, (truth, _) = batch(deployment, "churn", 1, "stable", at, 400, seed=40 + i)
+            sent[deployment] = sum(r == "south" for r in event.data["categorical"]["region"])
+            await mon.publish(topics.PREDICTIONS, event, key=deployment)
+            await mon.publish(topics.LABELS, *labels(deployment, ids, truth), key=deployment)
+
+        async def closed(deployment: str) -> dict | None:
+            rows = await mon.fetch(
+                "SELECT figures FROM windows WHERE kind = 'tumbling' AND deployment = $1 AND labels >= 400", deployment
+            )
+            return rows[0]["figures"] if rows else None
+
+        declared = await eventually(lambda: closed("declared"), timeout=90, what="the declared window closed")
+        assert declared["sensitive_attribute"] == "region"
+        assert declared["fairness_groups"] == ["north", "other"]
+        assert set(declared["fairness"]) >= {"demographic_parity_difference", "equalized_odds_difference"}
+        body = (
+            await mon.client.get("/v1/deployments/declared/versions/1/distributions", headers=mon.h("viewer"))
+        ).json()
+        groups = {g["group"]: g["n"] for g in body["groups"]}
+        assert groups == {"north": 400 - sent["declared"], "other": sent["declared"]}
+
+        undeclared = await eventually(lambda: closed("undeclared"), timeout=90, what="the undeclared window closed")
+        assert undeclared["fairness"] == {} and undeclared["sensitive_attribute"] is None
