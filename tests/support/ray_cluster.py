@@ -25,6 +25,8 @@ from pathlib import Path
 
 import psutil
 
+from vigil.stack import free_port
+
 #: Ray must not phone home, and these are not to be reached from anywhere else.
 NODE_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -33,7 +35,13 @@ NODE_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 class RayCluster:
     address: str
     temp_dir: Path
+    client_port: int  # the head's Ray client server (``ray://127.0.0.1:<client_port>``)
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def client_address(self) -> str:
+        """Where a Ray client connects (what compose and k8s give trainers, there as ``ray://<head>:10001``)."""
+        return f"ray://127.0.0.1:{self.client_port}"
 
     def processes(self) -> list[psutil.Process]:
         """Every process of every node (the ``ray start`` processes and all they started)."""
@@ -122,16 +130,19 @@ def stop(cluster: RayCluster) -> None:
 
 @contextlib.contextmanager
 def ray_cluster(workers: int = 2, *, timeout: float = 180.0) -> Iterator[RayCluster]:
-    """A head (no CPUs) and ``workers`` worker nodes of one CPU each; stopped on exit, also on failure."""
+    """A head (no CPUs, running Ray's client server on a free loopback port) and ``workers`` worker nodes of one
+    CPU each; stopped on exit, also on failure."""
     temp_dir = Path(tempfile.mkdtemp(prefix="vr-", dir="/tmp"))
     logs = temp_dir / "node-logs"
     logs.mkdir()
-    cluster = RayCluster(address="", temp_dir=temp_dir)
+    # A free port, not Ray's default 10001: clusters of concurrent runs on one machine must not share it.
+    cluster = RayCluster(address="", temp_dir=temp_dir, client_port=free_port())
     try:
         cluster.nodes.append(
             _start_node(
                 ["--head", "--node-ip-address=127.0.0.1", "--port=0", "--include-dashboard=false",
-                 f"--temp-dir={temp_dir / 't'}", "--num-cpus=0", "--object-store-memory=100000000"],
+                 f"--temp-dir={temp_dir / 't'}", "--num-cpus=0", "--object-store-memory=100000000",
+                 f"--ray-client-server-port={cluster.client_port}"],
                 logs / "head.log",
             )
         )  # fmt: skip

@@ -7,11 +7,23 @@ a laptop, a single-host compose file — would listen on and connect to the mach
 runs Ray's own CLI with that one rewrite turned off (:func:`keep_loopback`): a node started with
 ``--node-ip-address=127.0.0.1`` registers, listens and connects on 127.0.0.1 only. Any other address is passed
 through untouched, so on a real multi-host cluster this is just ``ray start``.
+
+A loopback **head** also hands that rule to the processes it starts (:func:`loopback_head_env`): among them is the
+Ray client server, which starts one "specific server" per client connection — a fresh Python process that joins
+the cluster as a driver with ``ray.init(address="127.0.0.1:…")``. Without the rule that driver rewrote the address
+and tried to reach the GCS at the machine's external address (seen here: ``Failed to connect to GCS at address
+<external ip>:…``), so a trainer connecting with ``ray://127.0.0.1:<client port>`` hung in ``ray.init``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Sequence
+
+#: Ray's own switch for "multi-node clusters": off, its drivers resolve a loopback address to 127.0.0.1 as given.
+_MULTI_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def keep_loopback() -> None:
@@ -22,14 +34,29 @@ def keep_loopback() -> None:
     original = services.resolve_ip_for_localhost
 
     def resolve(host: str) -> str:
-        if host in ("127.0.0.1", "localhost", "::1"):
+        if host in _LOOPBACK:
             return "127.0.0.1" if host == "localhost" else host
         return str(original(host))
 
     services.resolve_ip_for_localhost = resolve
 
 
+def loopback_head_env(argv: Sequence[str]) -> dict[str, str]:
+    """What a head started with a loopback ``--node-ip-address`` puts into the environment of every process it
+    starts (Ray's client server and its per-client drivers among them): Ray's multi-node switch off, so that a
+    driver there resolves ``127.0.0.1`` as given, as :func:`keep_loopback` does in this process. Nothing for a
+    worker node (Ray refuses to start one with the switch off; its processes get their addresses from the raylet)
+    or a head on any other address."""
+    args = list(argv)
+    ips = [a.split("=", 1)[1] for a in args if a.startswith("--node-ip-address=")]
+    ips += [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--node-ip-address"]
+    if "--head" in args and ips and all(ip in _LOOPBACK for ip in ips):
+        return {_MULTI_NODE: "0"}
+    return {}
+
+
 def main() -> None:
+    os.environ.update(loopback_head_env(sys.argv[1:]))
     keep_loopback()
     from ray.scripts.scripts import main as ray_main
 

@@ -11,11 +11,16 @@ files (read with :func:`~vigil.trainer.sandbox.read_inside`, same checks) as the
 
 The node needs no database, no artifact store and no key: everything it gets travels in the task's arguments, and
 everything it gives back goes through the Ray object store to the trainer, which checks and stores it.
+
+A trainer connected through the **Ray client** (``ray://…``) cannot consume a streaming generator (Ray 2.60 refuses
+``num_returns="streaming"`` there), so for it the same body runs as :func:`run_on_node_relayed`: a plain task that
+puts every chunk but the last into a :class:`RunChannel` actor, which the trainer drains, and returns the last one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import queue
@@ -24,7 +29,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +70,7 @@ def _run_thread(spec: dict[str, Any], request: dict[str, Any], env: dict[str, st
         out.put(("crash", exc))
 
 
-def run_on_node(request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def run_on_node(request: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
     """The Ray task: yields ``{"started": …}``, then ``{"metrics": […], "logs": […]}`` chunks, then
     ``{"outcome": {…}, "files": {relative path: bytes}}``."""
     spec = dict(request["spec"])
@@ -84,7 +89,7 @@ def run_on_node(request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         warm_numba_cache()
         _warmed.set()
     workdir = base / str(spec["run_id"])
-    yield {"started": {"node": socket.gethostname(), "pid": os.getpid()}}
+    yield {"started": {"host": socket.gethostname(), "pid": os.getpid(), "node_id": _node_id()}}
     try:
         sandbox.make_workdir(workdir)
         staged: dict[str, str] = {}
@@ -131,3 +136,46 @@ def run_on_node(request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield {"outcome": summary, "files": files}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _node_id() -> str | None:
+    """The Ray node this task runs on (what the run's log names: which node trained it)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # not inside a Ray worker (a direct call): no node to name
+        return None
+
+
+class RunChannel:
+    """The chunks of one relayed run on their way to its trainer (a Ray actor: ``put`` from the task, ``take``
+    from the trainer); one per run, killed by the trainer when the run ends."""
+
+    def __init__(self) -> None:
+        self._chunks: list[dict[str, Any]] = []
+
+    def put(self, chunk: dict[str, Any]) -> None:
+        self._chunks.append(chunk)
+
+    def take(self) -> list[dict[str, Any]]:
+        """Every chunk put since the last call, in order."""
+        taken, self._chunks = self._chunks, []
+        return taken
+
+
+def run_on_node_relayed(request: dict[str, Any], channel: Any) -> dict[str, Any]:
+    """:func:`run_on_node` as a plain task, for a trainer on the Ray client: every chunk but the last goes into
+    ``channel`` (a :class:`RunChannel` actor handle); the last (outcome and files) is the task's return value, sent
+    only once every earlier chunk has reached the channel (an actor runs one caller's calls in order)."""
+    import ray
+
+    last_put = None
+    with contextlib.closing(run_on_node(request)) as chunks:  # closed: its work directory is removed at once
+        for chunk in chunks:
+            if "outcome" in chunk:
+                if last_put is not None:
+                    ray.get(last_put)
+                return chunk
+            last_put = channel.put.remote(chunk)
+    raise RuntimeError("run_on_node ended without an outcome")

@@ -74,7 +74,8 @@ class TrainerSettings(DatasetRootsSettings):
     #: Where a run executes when its policy names no ``executor`` (nor the deprecated params key ``vigil.executor``):
     #: ``local`` is a subprocess of this trainer's host, ``ray`` a task on the Ray cluster at ``trainer_ray_address``.
     trainer_executor: Literal["local", "ray"] = "local"
-    #: The Ray cluster's GCS address (``host:port``; ``127.0.0.1:port`` stays on loopback), for ``executor: ray``.
+    #: The Ray cluster, for ``executor: ray``: its GCS address ``host:port`` (the trainer joins as a driver;
+    #: ``127.0.0.1:port`` stays on loopback) or ``ray://head:10001`` (through the head's Ray client server).
     #: Env ``VIGIL_TRAINER_RAY_ADDRESS``. Unset: runs asking for Ray fail with ``invalid_input``.
     trainer_ray_address: str | None = None
     #: CPUs a run reserves on its Ray node (Ray places it on a node with that many free).

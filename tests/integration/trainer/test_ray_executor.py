@@ -8,13 +8,17 @@ registered digest fails the run with that reason, an executor that does not exis
 process killed mid-run makes the attempt fail as ``worker_lost`` and the scheduler's next attempt completes: one
 ``training.completed``, one model artifact.
 Cancelled in Vigil, the task is cancelled on the cluster: its worker process and the runner are gone. Over its
-timeout, the run is killed on the node and fails with ``timeout``. Every Ray
-process and the driver listen on and connect to loopback only (``ss``).
+timeout, the run is killed on the node and fails with ``timeout``. A trainer configured as a Ray **client**
+(``ray://127.0.0.1:<port>`` of the head's client server, what compose and k8s configure) trains the same way on a
+worker node. Every Ray process, the client server and its per-client server, and the driver or client listen on
+and connect to loopback only (``ss``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +40,7 @@ from integration.trainer.trainer_support import (
     wait_job,
 )
 
-from support.ray_cluster import RayCluster, alive_worker_nodes, node_logs, ray_cluster, tcp_sockets
+from support.ray_cluster import RayCluster, Socket, alive_worker_nodes, node_logs, ray_cluster, tcp_sockets
 from support.services import Tokens, eventually, make_tokens, running, settings_for
 from vigil.artifacts.store import digest_of
 from vigil.events import topics
@@ -82,14 +86,20 @@ def tokens(tmp_path: Path) -> Tokens:
 
 
 def _services(
-    fresh_db: str, kafka_bootstrap: str, topic_prefix: str, tokens: Tokens, tmp_path: Path, cluster: RayCluster
+    fresh_db: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tokens: Tokens,
+    tmp_path: Path,
+    cluster: RayCluster,
+    address: str | None = None,
 ) -> tuple[Any, Any]:
     common = {"dsn": fresh_db, "bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens}
     scheduler = make_scheduler(settings_for(SchedulerSettings, **common, scheduler_tick_interval_ms=100))
     trainer = make_trainer(
         trainer_settings(
             TrainerSettings, tmp_path, **common,
-            trainer_ray_address=cluster.address, trainer_ray_work_dir=str(tmp_path / "ray-work"),
+            trainer_ray_address=address or cluster.address, trainer_ray_work_dir=str(tmp_path / "ray-work"),
         )
     )  # fmt: skip
     return scheduler, trainer
@@ -99,13 +109,69 @@ def _ray_params(**params: Any) -> dict[str, Any]:
     return {EXECUTOR_PARAM: "ray", **params}
 
 
-def _loopback_only(cluster: RayCluster) -> None:
+def _loopback_only(cluster: RayCluster) -> list[Socket]:
+    """Every TCP socket of every node process (the head's client server and its per-client servers among them:
+    children of the head) and of this process is on loopback; returns them."""
     pids = {p.pid for p in cluster.processes()} | {os.getpid()}
     sockets = tcp_sockets(pids)
     listening = {s.line.split("users:")[-1] for s in sockets if s.state == "LISTEN"}
     assert any("gcs_server" in owner for owner in listening) and any("raylet" in owner for owner in listening)
     assert [s.line for s in sockets if not s.loopback_only] == []
     assert any(s.state == "ESTAB" for s in sockets)  # the driver's and the nodes' connections were seen too
+    return sockets
+
+
+def _client_servers(cluster: RayCluster) -> dict[str, list[int]]:
+    """Ray's client server processes among the head's: the proxy (``--mode=proxy``, on the client port) and the
+    server it starts for each connected client (``--mode=specific-server``)."""
+    found: dict[str, list[int]] = {"proxy": [], "specific-server": []}
+    for proc in cluster.processes():
+        with contextlib.suppress(psutil.Error):
+            line = " ".join(proc.cmdline())
+            if "ray.util.client.server" in line:
+                for mode in found:
+                    if f"--mode={mode}" in line:
+                        found[mode].append(proc.pid)
+    return found
+
+
+def _owners(socket: Socket) -> set[int]:
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", socket.line)}
+
+
+def _ports(socket: Socket) -> tuple[int | None, int | None]:
+    """The local and the peer port, as ``ss`` printed them (``*`` for a listener's peer: None)."""
+    local, peer = socket.line.split()[3:5]
+    ports = [end.rsplit(":", 1)[1] for end in (local, peer)]
+    return (int(ports[0]) if ports[0].isdigit() else None, int(ports[1]) if ports[1].isdigit() else None)
+
+
+def _names(proc: psutil.Process, text: str) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return text in " ".join(proc.cmdline())
+    return False
+
+
+def _worker_node_of(cluster: RayCluster, proc: psutil.Process) -> int | None:
+    """Which worker node (index in ``cluster.nodes``, the head being 0) ``proc`` belongs to, if any."""
+    ancestors = {p.pid for p in proc.parents()}
+    for index, node in enumerate(cluster.nodes):
+        if node.pid in ancestors:
+            return index
+    return None
+
+
+@pytest.fixture
+def as_ray_client(cluster: RayCluster) -> Iterator[str]:
+    """The Ray client address of the module's cluster, with this process no longer a driver of it: the trainer
+    under test runs in this process, and a process is either a Ray driver or a Ray client. It joins again as a
+    driver afterwards (the other cases and the fixture's checks use that connection)."""
+    ray_executor.disconnect()
+    try:
+        yield cluster.client_address
+    finally:
+        ray_executor.disconnect()
+        ray_executor.connect(cluster.address)
 
 
 async def test_a_ray_run_streams_metrics_stores_artifacts_and_checks_the_dataset_digest(
@@ -302,3 +368,91 @@ def _processes_of(run_id: str) -> list[str]:
         if run_id in line and proc.info["pid"] != os.getpid():
             found.append(f"{proc.info['pid']}: {line}")
     return found
+
+
+async def test_a_trainer_on_the_ray_client_trains_on_a_worker_node(
+    cluster: RayCluster,
+    as_ray_client: str,
+    kafka_bootstrap: str,
+    fresh_db: str,
+    topic_prefix: str,
+    tokens: Tokens,
+    tmp_path: Path,
+) -> None:
+    """What compose and k8s configure: ``VIGIL_TRAINER_RAY_ADDRESS=ray://<head>:<client port>``. The Ray client
+    refuses streaming generators, so the run goes as a plain task relaying its chunks through a channel actor; the
+    case checks that this still streams every step's metric and the log back while the run goes on, stores the
+    artifacts, and that the run executed on a worker node — not in this (the trainer's) process nor on the head."""
+    assert as_ray_client.startswith("ray://127.0.0.1:")
+    body = patient_dataset(tmp_path / "data")
+    scheduler, trainer_app = _services(
+        fresh_db, kafka_bootstrap, topic_prefix, tokens, tmp_path, cluster, address=as_ray_client
+    )
+    viewer = tokens.headers("viewer")
+    async with running(scheduler) as sched, running(trainer_app) as trainer:
+        steps = {"steps": 6, "sleep_s": 1.5}
+        await put_policy(sched.client, tokens, "risk", policy(["patients"], params=steps, executor="ray"))
+        await publish(kafka_bootstrap, topic_prefix, [registered("patients", 1, body)])
+
+        async def runner_started() -> list[psutil.Process]:
+            tasks = cluster.task_processes("run_on_node_relayed")
+            return tasks if any(t.children(recursive=True) for t in tasks) else []
+
+        # The task runs in a Ray worker process, a child of a worker node's raylet, and the runner under it.
+        (task,) = await eventually(runner_started, timeout=120, what="the runner under the relayed Ray task")
+        assert task.parent().name() == "raylet"
+        assert (_worker_node_of(cluster, task) or 0) >= 1, "on a worker node, not the head"
+        # Every process of the run (its command line names its work directory under this test's tmp_path) is the
+        # task's worker process or one of its descendants: nothing of it runs in or under the trainer's side.
+        of_run = {p.pid for p in psutil.process_iter() if _names(p, str(tmp_path)) and p.pid != os.getpid()}
+        assert of_run and of_run <= {task.pid} | {p.pid for p in task.children(recursive=True)}, of_run
+
+        # This process is a Ray client: connected to the client server's port (on loopback, as every socket is).
+        sockets = _loopback_only(cluster)
+        servers = _client_servers(cluster)
+        assert len(servers["proxy"]) == 1 and servers["specific-server"], servers
+        port, seen = cluster.client_port, "\n".join(s.line for s in sockets)
+        assert any(
+            s.state == "LISTEN" and _ports(s)[0] == port and _owners(s) & set(servers["proxy"]) for s in sockets
+        ), f"the client server {servers['proxy']} listening on port {port}:\n{seen}"
+        assert any(s.state == "ESTAB" and _ports(s)[1] == port and os.getpid() in _owners(s) for s in sockets), (
+            f"this process connected to port {port}:\n{seen}"
+        )
+
+        (job,) = (await sched.client.get("/v1/jobs", headers=viewer)).json()["items"]
+        done = await wait_job(sched.client, tokens, job["id"], {"succeeded", "failed"}, timeout=180)
+        assert done["state"] == "succeeded", done["last_reason"]
+        (run,) = (await trainer.client.get("/v1/runs", params={"job_id": done["id"]}, headers=viewer)).json()["items"]
+        assert run["state"] == "succeeded" and run["executor"] == "ray" and run["metrics"]["rows"] == 300.0
+        points = (
+            await trainer.client.get(f"/v1/runs/{run['run_id']}/metrics", params={"name": "probe_step"}, headers=viewer)
+        ).json()["items"]
+        assert [p["step"] for p in points] == [1, 2, 3, 4, 5, 6]  # relayed back from the node, every step
+        log = (await trainer.client.get(f"/v1/runs/{run['run_id']}/logs", headers=viewer)).json()["items"]
+        logs = [line["line"] for line in log]
+        assert any("probe: job" in line for line in logs)
+        assert any(line.startswith("sandbox: ") for line in logs)  # confined on the node as well
+        # The run's log names the node and the Ray worker process it executed in: the worker node's, seen above.
+        import ray
+
+        workers = {n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0}
+        (where,) = [line for line in logs if line.startswith("ray: executing on node ")]
+        assert where.split()[4] in workers and f"Ray worker pid {task.pid})" in where, (where, workers)
+
+        store = trainer.runtime.settings.artifact_store()
+        model = store.get(run["artifact_digest"])
+        assert digest_of(model) == run["artifact_digest"] and b'"kind": "probe"' in model
+        arts = (await trainer.client.get(f"/v1/runs/{run['run_id']}/artifacts", headers=viewer)).json()
+        assert {a["kind"] for a in arts} == {"model", "reference_profile"}
+
+        # The run's channel actor was ended with the run: no Ray worker process holds one any more.
+        async def channel_gone() -> bool:
+            return cluster.task_processes("RunChannel") == []
+
+        await eventually(channel_gone, timeout=30, what="the run's channel actor ended")
+
+    events = await read_events(kafka_bootstrap, topic_prefix, topics.TRAINING)
+    (completed,) = of_job(events, done["id"], "training.completed")
+    assert completed.data["artifact_digest"] == run["artifact_digest"]
+    (requested,) = of_job(events, done["id"], "training.requested")
+    assert requested.data["executor"] == "ray"
