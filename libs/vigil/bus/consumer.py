@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
@@ -461,22 +462,29 @@ def _kid_of(record: ConsumerRecord) -> str | None:
     return None
 
 
+#: Claims a batch's ids in one statement. The rows travel as one JSON parameter, not as five arrays: asyncpg checks
+#: every element of an array parameter against collections.abc in Python (eight checks per event here), which cost
+#: more than the rest of the claim (issue #20's bus overhead: 3.6 → 1.1 µs of client CPU per event, same round
+#: trip). ``array_agg`` returns the claimed ids as one value instead of a row each.
+_CLAIM_INBOX = (
+    "WITH claimed AS ("
+    'INSERT INTO inbox (event_id, event_type, topic, partition, "offset") '
+    'SELECT * FROM json_to_recordset($1::json) AS r(id text, type text, topic text, partition int, "offset" bigint) '
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    ") SELECT array_agg(event_id) FROM claimed"
+)
+
+
 async def claim_inbox(conn: asyncpg.Connection, deliveries: list[Delivery]) -> list[Delivery]:
     """Insert inbox rows; return the deliveries that were not there yet (the ones to apply).
 
     Also for handlers of a ``dedupe="handler"`` consumer that keep the inbox for part of what they receive.
     """
-    rows = await conn.fetch(
-        'INSERT INTO inbox (event_id, event_type, topic, partition, "offset") '
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[]) "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        [d.envelope.id for d in deliveries],
-        [d.envelope.type for d in deliveries],
-        [d.topic for d in deliveries],
-        [d.partition for d in deliveries],
-        [d.offset for d in deliveries],
-    )
-    fresh_ids = {r["event_id"] for r in rows}
+    rows = [
+        {"id": d.envelope.id, "type": d.envelope.type, "topic": d.topic, "partition": d.partition, "offset": d.offset}
+        for d in deliveries
+    ]
+    fresh_ids = set(await conn.fetchval(_CLAIM_INBOX, orjson.dumps(rows).decode()) or ())
     seen: set[str] = set()
     fresh: list[Delivery] = []
     for d in deliveries:  # the same id twice in one batch: apply it once

@@ -187,15 +187,28 @@ def _whole_event_validator(
     what the two checks accept together (``tests/unit/events`` compares them). It only says yes or no: an event it
     refuses goes through the two checks, which name the reason and the place. Events of older versions (upcast)
     and unknown types always take that path.
+
+    Found pairs are remembered by (type, dataschema) — one dict lookup per event instead of five calls (issue #20's
+    bus overhead) — and each use checks its class is still the registered one. Only registered pairs are kept, so
+    strings from the wire cannot grow the table.
     """
     if not (isinstance(event_type, str) and isinstance(dataschema, str)):
         return None
+    found = _WHOLE_EVENT.get((event_type, dataschema))
+    if found is not None and PAYLOAD_CLASSES.get(found[2]) is found[0]:
+        return found[0], found[1]
     _ensure_catalog_loaded()
     version = version_from_dataschema(dataschema)
     cls = PAYLOAD_CLASSES.get((event_type, version))
     if cls is None or dataschema != dataschema_uri(event_type, version):
         return None
-    return cls, _combined_validator(event_type, version)
+    validator = _combined_validator(event_type, version)
+    _WHOLE_EVENT[(event_type, dataschema)] = (cls, validator, (event_type, version))
+    return cls, validator
+
+
+#: (type, dataschema) → (payload class, combined validator, its key in PAYLOAD_CLASSES), for registered pairs only.
+_WHOLE_EVENT: dict[tuple[str, str], tuple[type[EventPayload], jsonschema_rs.Validator, tuple[str, int]]] = {}
 
 
 @cache  # one per registered (type, version): the wire's strings never reach this key

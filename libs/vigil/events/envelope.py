@@ -65,7 +65,7 @@ class Envelope(BaseModel):
         # Every field present (what Vigil writes): ``raw`` itself, in wire order — field order matters to nothing
         # but ``repr`` (dumps follow the model's order, ``==`` compares dicts). Else defaults for the missing ones.
         fields = raw if len(raw) == len(_FIELD_DEFAULTS) else {**_FIELD_DEFAULTS, **raw}
-        return _assemble(cls, fields, set(raw))
+        return _assemble(cls, fields, set(raw))  # a set of its own: a model's fields set is not shared
 
     @property
     def version(self) -> int:
@@ -104,13 +104,15 @@ _FIELD_DEFAULTS: dict[str, Any] = {
 _MADE_FIELDS_SET = frozenset(_FIELD_DEFAULTS) - {"specversion", "datacontenttype"}
 
 
-def _assemble(cls: type[Envelope], fields: dict[str, Any], fields_set: set[str] | frozenset[str]) -> Envelope:
-    """An envelope holding ``fields`` (every field, any order) as its ``__dict__``, with no validation pass."""
+def _assemble(cls: type[Envelope], fields: dict[str, Any], fields_set: set[str]) -> Envelope:
+    """An envelope holding ``fields`` (every field, any order) as its ``__dict__``, with no validation pass; it owns
+    ``fields_set`` (the caller passes a set made for it)."""
     envelope = cls.__new__(cls)
-    object.__setattr__(envelope, "__dict__", fields)
-    object.__setattr__(envelope, "__pydantic_fields_set__", set(fields_set))
-    object.__setattr__(envelope, "__pydantic_extra__", None)
-    object.__setattr__(envelope, "__pydantic_private__", None)
+    setattr_ = object.__setattr__
+    setattr_(envelope, "__dict__", fields)
+    setattr_(envelope, "__pydantic_fields_set__", fields_set)
+    setattr_(envelope, "__pydantic_extra__", None)
+    setattr_(envelope, "__pydantic_private__", None)
     return envelope
 
 
@@ -160,8 +162,14 @@ def make_event(
     it is written (:func:`vigil.events.contracts.encode_outgoing`); ``tests/unit/events`` compares it with the
     validated model.
     """
-    _require_str(source=source, actor=actor)
-    _require_optional_str(subject=subject, traceparent=traceparent, event_id=event_id)
+    if not (isinstance(source, str) and isinstance(actor, str)):
+        _require_str(source=source, actor=actor)
+    if not (
+        (subject is None or isinstance(subject, str))
+        and (traceparent is None or isinstance(traceparent, str))
+        and (event_id is None or isinstance(event_id, str))
+    ):
+        _require_optional_str(subject=subject, traceparent=traceparent, event_id=event_id)
     eid = event_id or new_id()
     fields = {
         "id": eid,
@@ -178,7 +186,7 @@ def make_event(
         "traceparent": traceparent if traceparent is not None else (cause.traceparent if cause is not None else None),
         "data": payload.to_data(),
     }
-    envelope = _assemble(Envelope, fields, _MADE_FIELDS_SET)
+    envelope = _assemble(Envelope, fields, set(_MADE_FIELDS_SET))
     if payload.is_validated():
         _FROM_VALIDATED_PAYLOAD[id(envelope)] = envelope
     return envelope

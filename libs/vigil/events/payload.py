@@ -58,8 +58,10 @@ class EventPayload(BaseModel):
         return self.key()
 
     def to_data(self) -> dict[str, Any]:
-        """JSON-ready dict for the envelope's ``data``."""
-        return self.model_dump(mode="json", exclude_none=False)
+        """JSON-ready dict for the envelope's ``data``: ``model_dump(mode="json")``, asking the model's serializer
+        directly (``model_dump``'s own argument handling was a fifth of the dump, once per produced event)."""
+        data: dict[str, Any] = self.__pydantic_serializer__.to_python(self, mode="json")
+        return data
 
 
 #: Every registered payload class by (type, version). Here rather than in :mod:`vigil.events.contracts`, which reads

@@ -168,6 +168,7 @@ def test_make_event_builds_the_validated_envelope(
 ) -> None:
     """``make_event`` skips pydantic's pass (issue #9): what it builds is what validating its fields builds."""
     payload = payload_class(event_type, version).model_validate(example)
+    assert payload.to_data() == payload.model_dump(mode="json")  # to_data asks the serializer directly
     root = make_event(payload, source="vigil://test", actor="svc:test", traceparent=TRACEPARENT)
     for event in (root, make_event(payload, source="vigil://t2", actor="svc:t2", cause=root, subject="s")):
         # what make_event used to pass to the validating constructor: every field but the two constants

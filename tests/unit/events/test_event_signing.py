@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -104,3 +105,98 @@ def test_a_cached_root_does_not_admit_other_bytes() -> None:
     assert _refusal(verifier, b"evil", headers[0]) == "bad_signature"
     signature = dict(headers[1])[HEADER_SIG]
     assert len(signature) == 64
+
+
+def _full_fold_verdict(key: SigningKey, value: bytes, headers: list[tuple[str, bytes]]) -> str:
+    """What a verifier that remembers nothing says: fold the whole proof, check the signature."""
+    try:
+        return RecordVerifier({key.kid: key.private.public_key()}).verify(value, headers)
+    except SignatureRejected as exc:
+        return exc.reason
+
+
+def _tampered(rng: random.Random, value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list]:
+    """The record with one thing changed: its bytes, its position, one sibling hash, or its proof's length."""
+    proof = dict(headers)[HEADER_PROOF]
+    kind = rng.choice(["value", "index", "sibling", "sibling", "extra", "short"])
+    if kind == "value":
+        return value + b" ", headers
+    if kind == "index":
+        size = int.from_bytes(proof[2:4], "big")
+        index = (int.from_bytes(proof[:2], "big") + rng.randrange(1, size + 1)) % max(size, 1)
+        proof = index.to_bytes(2, "big") + proof[2:]
+    elif kind == "sibling" and len(proof) > 4:
+        at = 4 + 32 * rng.randrange((len(proof) - 4) // 32) + rng.randrange(32)
+        proof = proof[:at] + bytes([proof[at] ^ 0x01]) + proof[at + 1 :]
+    elif kind == "extra":
+        proof = proof + bytes(32)
+    elif len(proof) > 4:
+        proof = proof[:-32]
+    return value, [(k, proof if k == HEADER_PROOF else v) for k, v in headers]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_remembered_nodes_give_the_full_folds_verdict(seed: int) -> None:
+    """The verifier stops a fold at a node an earlier record verified only when the rest of the proof is that
+    record's: for good and tampered records in any order, across partitions' interleavings, it says what a fold
+    to the root with a signature check says — and checks one signature per batch."""
+    rng = random.Random(seed)
+    key = _key()
+    values = [f"event {seed} {i}".encode() * rng.randrange(1, 4) for i in range(rng.randrange(1, 3 * MAX_BATCH))]
+    signed = list(zip(values, key.sign_values(values), strict=True))
+    records = [(v, h) if rng.random() < 0.7 else _tampered(rng, v, h) for v, h in signed]
+    rng.shuffle(records)  # records of a batch arrive spread over partitions and fetches
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    for value, headers in records:
+        expected = _full_fold_verdict(key, value, headers)
+        try:
+            got = verifier.verify(value, headers)
+        except SignatureRejected as exc:
+            got = exc.reason
+        assert got == expected
+    assert verifier.signature_checks <= (len(values) + MAX_BATCH - 1) // MAX_BATCH + sum(
+        1 for v, h in records if _full_fold_verdict(key, v, h) == "bad_signature"
+    )
+
+
+def test_a_verified_neighbour_does_not_admit_a_changed_proof() -> None:
+    key = _key()
+    values = [f"event {i}".encode() for i in range(8)]
+    headers = key.sign_values(values)
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    assert verifier.verify(values[0], headers[0]) == key.kid
+    # record 1 shares record 0's parent; its proof's top sibling is changed: the fold from the shared parent on is
+    # not the verified one, so it runs to a root nobody signed
+    proof = dict(headers[1])[HEADER_PROOF]
+    bad = proof[:-1] + bytes([proof[-1] ^ 0xFF])
+    assert _refusal(verifier, values[1], [(k, bad if k == HEADER_PROOF else v) for k, v in headers[1]]) == (
+        "bad_signature"
+    )
+    assert verifier.signature_checks == 2
+    assert verifier.verify(values[1], headers[1]) == key.kid  # the untouched record still verifies, from the cache
+    assert verifier.signature_checks == 2
+
+
+def test_the_remembered_nodes_are_bounded_and_verified_roots_outlive_them() -> None:
+    key = _key()
+    verifier = RecordVerifier({key.kid: key.private.public_key()}, cache_size=40)
+    batches = []
+    for round_ in range(4):
+        values = [f"round {round_} event {i}".encode() for i in range(MAX_BATCH)]
+        batches.append(list(zip(values, key.sign_values(values), strict=True)))
+    for batch in batches:
+        for value, headers in batch:
+            assert verifier.verify(value, headers) == key.kid
+            assert verifier._node_count <= 40
+    # every tree's nodes were forgotten many times over (a tree has 127), its root was not: no signature again
+    assert verifier.signature_checks == 4
+    for batch in batches:
+        for value, headers in batch[::7]:
+            assert verifier.verify(value, headers) == key.kid
+    assert verifier.signature_checks == 4
+    # with (almost) nothing remembered, every tree's root is checked again on the second pass
+    forgetful = RecordVerifier({key.kid: key.private.public_key()}, cache_size=1, root_cache_size=2)
+    for batch in batches + batches:
+        value, headers = batch[0]
+        assert forgetful.verify(value, headers) == key.kid
+    assert forgetful.signature_checks == 8
