@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vigil.bus.context import Emitter
 from vigil.deployer import control, store
@@ -23,7 +23,13 @@ from vigil.deployer.serving_state import ServingState
 from vigil.deployer.settings import DeployerSettings
 from vigil.events.catalog.common import Name
 from vigil.events.catalog.data import NAME_PATTERN
-from vigil.events.catalog.deployments import DeploymentCreated, StepSpec, Strategy
+from vigil.events.catalog.deployments import (
+    MAX_LOGGED_ATTRIBUTES,
+    AttributeName,
+    DeploymentCreated,
+    StepSpec,
+    Strategy,
+)
 from vigil.service.auth import Deployer, Principal, Viewer
 from vigil.service.bounds import Integer, SafeText
 from vigil.service.deps import PoolDep, RuntimeDep, part_of
@@ -55,6 +61,17 @@ class DeploymentCreate(BaseModel):
     auto_deploy: Literal["auto", "manual"] = "manual"
     min_samples: int | None = Field(default=None, ge=1, le=100_000_000)
     stable_version: VersionNo | None = None
+    #: Request fields the gateway logs beside each prediction (for the monitor's fairness and segments), never
+    #: feeds to the model; only these are logged (docs/deployer.md, logged attributes).
+    logged_attributes: list[AttributeName] = Field(default_factory=list, max_length=MAX_LOGGED_ATTRIBUTES)
+
+    @field_validator("logged_attributes")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"logged_attributes names {repeated} more than once")
+        return names
 
 
 class WeightsPublic(BaseModel):
@@ -113,6 +130,7 @@ class DeploymentPublic(BaseModel):
     min_samples: int
     stable_version: int | None
     candidate_version: int | None
+    logged_attributes: list[str]
     weights: WeightsPublic
     mirror: bool
     previous_version: int | None
@@ -199,6 +217,14 @@ async def create_deployment(
                 await models.warm(mv["artifact_digest"])
             except Exception as exc:
                 raise HTTPException(422, f"version {body.stable_version} cannot serve: {exc}") from exc
+            model = await models.get(mv["artifact_digest"])
+            features = sorted(set(body.logged_attributes) & set(model.feature_names))
+            if features:  # later versions may take one as a feature: it is then that version's feature, not logged
+                raise HTTPException(
+                    422,
+                    f"logged_attributes {features} are features of version {body.stable_version}: the model gets"
+                    " them, they are logged with the features",
+                )
         created = await store.insert_deployment(
             conn,
             name=body.name,
@@ -209,6 +235,7 @@ async def create_deployment(
             min_samples=min_samples,
             stable_version=body.stable_version,
             created_by=user.actor,
+            logged_attributes=body.logged_attributes,
         )
         if not created:
             raise HTTPException(status.HTTP_409_CONFLICT, f"deployment {body.name} exists")
@@ -220,6 +247,7 @@ async def create_deployment(
                 stable_version=body.stable_version,
                 auto_deploy=body.auto_deploy,
                 steps=steps,
+                logged_attributes=body.logged_attributes,
             )
         )
     return await _after_move(runtime, body.name)

@@ -7,7 +7,9 @@ sends one column-major ``prediction.logged`` per group when it reaches ``max_row
 first row, splitting any event that would exceed the 1 MiB record limit. Mirrored (shadow) requests are computed
 here too, so a shadow model never adds latency to the client's answer (their OOD scores too, under the shadow
 version's own reference). Rows scored for OOD carry ``ood`` and ``ood_scores``; a group whose requests were not all
-scored sends neither (the monitor then computes the share itself).
+scored sends neither (the monitor then computes the share itself). The deployment's logged attributes (request
+fields it declared, :mod:`vigil.deployer.attributes`) go in ``categorical``, one column per attribute aligned with
+``prediction_ids``; mirrored rows carry the same values.
 
 The gateway's own errors after routing (the model failed or answered NaN, its artifact is unreadable, the input
 does not fit the routed version) are counted here as well, per deployment × version × variant × reason, and sent
@@ -36,6 +38,7 @@ from prometheus_client import Counter
 
 from vigil.bus.aio import cancel_and_wait
 from vigil.bus.producer import BusProducer
+from vigil.deployer.attributes import Columns
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.ood_scoring import OODReferences, RowScores
 from vigil.events import Envelope, check_outgoing, make_event
@@ -86,6 +89,7 @@ class LogItem:
     scores: npt.NDArray[np.float64] | None = None
     shadow_digest: str | None = None  # mirrored: the candidate's artifact, run in the background
     ood: RowScores | None = None  # per-row OOD scores and flags (None: the version has no OOD reference)
+    attributes: Columns | None = None  # the deployment's logged attributes, one value per row (attributes.py)
 
     @property
     def rows(self) -> int:
@@ -319,13 +323,29 @@ def _payload(items: Sequence[LogItem]) -> PredictionLogged:
         last_at=max(i.at for i in items),
         prediction_ids=ids,
         numeric={name: matrix[:, j].tolist() for j, name in enumerate(first.feature_names)},
-        categorical={},
+        categorical=_categorical(items),
         outputs=outputs.tolist(),
         scores=scores,
         latency_ms=latency,
         ood_scores=ood_scores,
         ood=ood,
     )
+
+
+def _categorical(items: Sequence[LogItem]) -> dict[str, list[str | None]]:
+    """The group's logged attributes, one column per name any request in it sent, aligned with its
+    ``prediction_ids`` (null for the rows of a request without that name). Empty without attributes."""
+    if all(i.attributes is None for i in items):
+        return {}
+    if len(items) == 1:
+        return dict(items[0].attributes or {})
+    names = dict.fromkeys(name for i in items if i.attributes is not None for name in i.attributes)
+    columns: dict[str, list[str | None]] = {name: [] for name in names}
+    for item in items:
+        given = item.attributes or {}
+        for name, column in columns.items():
+            column.extend(given.get(name) or [None] * item.rows)
+    return columns
 
 
 def _ood_columns(items: Sequence[LogItem]) -> tuple[list[float] | None, list[bool] | None]:
@@ -378,6 +398,7 @@ def _rows(payload: PredictionLogged, lo: int, hi: int) -> PredictionLogged:
             **payload.__dict__,
             "prediction_ids": payload.prediction_ids[lo:hi],
             "numeric": {k: v[lo:hi] for k, v in payload.numeric.items()},
+            "categorical": {k: v[lo:hi] for k, v in payload.categorical.items()},
             "outputs": payload.outputs[lo:hi],
             "scores": payload.scores[lo:hi] if payload.scores is not None else None,
             "ood_scores": payload.ood_scores[lo:hi] if payload.ood_scores is not None else None,

@@ -126,18 +126,30 @@ def _getter(feature_names: tuple[str, ...]) -> Callable[[Mapping[str, object]], 
 
 
 def rows_to_matrix(
-    feature_names: Sequence[str], rows: Sequence[Mapping[str, object]], *, max_rows: int
+    feature_names: Sequence[str],
+    rows: Sequence[Mapping[str, object]],
+    *,
+    max_rows: int,
+    extra: frozenset[str] = frozenset(),
 ) -> npt.NDArray[np.float64]:
-    """Rows of ``{feature: number}`` → float64 matrix in the model's feature order; InputError on anything off."""
+    """Rows of ``{feature: number}`` → float64 matrix in the model's feature order; InputError on anything off.
+
+    ``extra``: other keys a row may carry and the matrix leaves out (the deployment's logged attributes,
+    :mod:`vigil.deployer.attributes`); any other key is refused as an unknown feature."""
     if not rows:
         raise InputError("no rows to predict")
     if len(rows) > max_rows:
         raise TooLarge(f"batch of {len(rows)} rows exceeds the limit of {max_rows}")
     expected = set(feature_names)
-    # Fast path: every row has exactly the model's features and every value is a plain int/float; one C-level
-    # conversion and one vectorised finiteness check. Anything else falls through to the row-by-row path below,
-    # which finds the first offending row and names it.
-    if all(row.keys() == expected for row in rows):
+    # Fast path: every row has exactly the model's features (and, with ``extra``, some of those keys) and every
+    # value is a plain int/float; one C-level conversion and one vectorised finiteness check. Anything else falls
+    # through to the row-by-row path below, which finds the first offending row and names it.
+    allowed = expected | extra if extra else expected
+    if (
+        all(row.keys() == expected for row in rows)
+        if not extra
+        else all(expected <= row.keys() <= allowed for row in rows)
+    ):
         values = [v for row in map(_getter(tuple(feature_names)), rows) for v in row]
         if set(map(type, values)) <= _NUMBER_TYPES:
             fast = np.array(values, dtype=np.float64).reshape(len(rows), len(feature_names))
@@ -145,9 +157,9 @@ def rows_to_matrix(
                 return fast
     out = np.empty((len(rows), len(feature_names)), dtype=np.float64)
     for i, row in enumerate(rows):
-        if len(row) != len(expected) or row.keys() != expected:
+        if not expected <= row.keys() <= allowed:
             keys = set(row)
-            missing, unknown = sorted(expected - keys), sorted(keys - expected)
+            missing, unknown = sorted(expected - keys), sorted(keys - allowed)
             parts = []
             if missing:
                 parts.append(f"missing features {missing[:10]}")
@@ -165,12 +177,17 @@ def rows_to_matrix(
 
 
 def columns_to_matrix(
-    feature_names: Sequence[str], columns: Mapping[str, Sequence[object]], *, max_rows: int
+    feature_names: Sequence[str],
+    columns: Mapping[str, Sequence[object]],
+    *,
+    max_rows: int,
+    extra: frozenset[str] = frozenset(),
 ) -> npt.NDArray[np.float64]:
-    """Column-major input ``{feature: [values…]}`` → matrix; the same checks as :func:`rows_to_matrix`."""
+    """Column-major input ``{feature: [values…]}`` → matrix; the same checks as :func:`rows_to_matrix` (``extra``
+    columns are left out of the matrix, and must be as long as the features')."""
     expected = set(feature_names)
-    if columns.keys() != expected:
-        missing, unknown = sorted(expected - set(columns)), sorted(set(columns) - expected)
+    if columns.keys() != expected and not expected <= columns.keys() <= expected | extra:
+        missing, unknown = sorted(expected - set(columns)), sorted(set(columns) - expected - extra)
         parts = [f"missing features {missing[:10]}"] if missing else []
         parts += [f"unknown features {unknown[:10]}"] if unknown else []
         raise InputError("; ".join(parts))

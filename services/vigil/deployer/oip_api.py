@@ -185,7 +185,9 @@ async def answer_infer(runtime: ServiceRuntime, name: str, raw: bytes, header_le
         return error(400, str(exc))
     signatures: dict[int, oip.Signature] = {}
 
-    def build(model: Model) -> npt.NDArray[np.float64]:
+    def build(model: Model, _attributes: frozenset[str]) -> npt.NDArray[np.float64]:
+        # No attributes here yet (serve passes none without an ``attributes`` reader): a BYTES tensor named like a
+        # declared attribute is refused as an unknown input, as before (docs/deployer.md, logged attributes).
         signature = signatures[id(model)] = oip.signature_of(model)
         oip.check_requested(signature, body.outputs)
         return oip.tensors_to_matrix(signature, body.inputs, max_rows=settings.gateway_max_rows)

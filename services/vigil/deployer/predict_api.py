@@ -4,7 +4,8 @@ Role: ``predictor`` (admin passes too). Serving clients are applications given a
 scientists, deployers and auditors are left out on purpose — every answered request becomes production traffic the
 monitor judges canaries by, so generating it is a right of its own, not a side effect of reading or deploying.
 
-The route parses the body (one row, rows, or columns), and calls :func:`vigil.deployer.serving.serve` — routing,
+The route parses the body (one row, rows, or columns; besides the features, a row may carry the deployment's
+logged attributes — :mod:`vigil.deployer.attributes`), and calls :func:`vigil.deployer.serving.serve` — routing,
 model, checks, prediction and logging, shared with the Open Inference Protocol's ``/v2`` routes (``oip_api``).
 Well-formed, authorised requests take the route's fast path (``_predict_fast``: the same answer without FastAPI's
 routing walk and dependency solving); the rest get the route's full handling.
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Scope
 
 from vigil.deployer.api import DeploymentName
+from vigil.deployer.attributes import Columns, from_columns, from_rows
 from vigil.deployer.fastpath import PREDICTORS, admitted, json_body
 from vigil.deployer.gateway import columns_to_matrix, rows_to_matrix
 from vigil.deployer.serving import ServeError, serve
@@ -44,7 +46,8 @@ KEY_LENGTH = (1, 256)
 
 class PredictRequest(BaseModel):
     """Exactly one of ``features`` (one row), ``instances`` (rows) or ``columns`` (column-major batch).
-    ``key`` makes routing sticky: the same key gets the same version while the candidate's weight only grows."""
+    ``key`` makes routing sticky: the same key gets the same version while the candidate's weight only grows.
+    A row (or the columns) may also carry the deployment's ``logged_attributes``: logged, never fed to the model."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -135,14 +138,21 @@ async def answer(runtime: ServiceRuntime, name: str, body: PredictRequest) -> Re
     if body.columns is not None:
         requested_rows = max((len(v) for v in body.columns.values()), default=1)
 
-    def build(model: Model) -> npt.NDArray[np.float64]:
+    rows = [body.features] if body.features is not None else body.instances or []
+
+    def build(model: Model, extra: frozenset[str]) -> npt.NDArray[np.float64]:
         if body.columns is not None:
-            return columns_to_matrix(model.feature_names, body.columns, max_rows=settings.gateway_max_rows)
-        rows = [body.features] if body.features is not None else body.instances or []
-        return rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows)
+            return columns_to_matrix(model.feature_names, body.columns, max_rows=settings.gateway_max_rows, extra=extra)
+        return rows_to_matrix(model.feature_names, rows, max_rows=settings.gateway_max_rows, extra=extra)
+
+    def attributes(names: tuple[str, ...]) -> Columns:
+        """The logged attributes, from the same rows or columns as the features (read after ``build``)."""
+        if body.columns is not None:
+            return from_columns(body.columns, names, requested_rows)
+        return from_rows(rows, names)
 
     try:
-        served = await serve(runtime, name, build, key=body.key, requested_rows=requested_rows)
+        served = await serve(runtime, name, build, key=body.key, requested_rows=requested_rows, attributes=attributes)
     except ServeError as exc:
         raise HTTPException(exc.status, exc.message) from exc
     n = len(served.prediction_ids)

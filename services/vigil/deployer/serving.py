@@ -8,9 +8,10 @@ Per request: look up the deployment's serving state in memory (:mod:`vigil.deplo
 NOTIFY at every commit that changes it, so a rollback holds from the next request on every replica), pick the
 variant (sticky by ``key``), load the model by digest (cached), build and check the input, predict, score each
 row's distance from the training data (:mod:`vigil.deployer.ood_scoring`, when the version's reference profile
-has an OOD reference) — then hand the rows to the background batcher (and, when the deployment mirrors, a copy
-for the candidate) without waiting for either. Failures after routing are counted against the routed version and
-variant (the monitor's canary error-rate test reads them).
+has an OOD reference), read the request's values of the deployment's logged attributes
+(:mod:`vigil.deployer.attributes`: logged, never fed to the model) — then hand the rows to the background batcher
+(and, when the deployment mirrors, a copy for the candidate) without waiting for either. Failures after routing
+are counted against the routed version and variant (the monitor's canary error-rate test reads them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy.typing as npt
 
 from vigil.artifacts import ArtifactError
 from vigil.deployer import store
+from vigil.deployer.attributes import BadAttribute, Columns, logged_names
 from vigil.deployer.batcher import ErrorItem, ErrorReason, LogItem, PredictionBatcher, utc_now
 from vigil.deployer.gateway import InputError, ModelCache, TooLarge, Variant, choose_variant
 from vigil.deployer.ood_scoring import OODReferences, RowScores
@@ -50,8 +52,15 @@ STATUS: dict[Failure, int] = {
 }
 
 #: Builds the float64 input matrix (rows × the model's features, in its order) from the request for the routed
-#: model; raises InputError / ModelInputError naming the problem.
-MatrixBuilder = Callable[[Model], npt.NDArray[np.float64]]
+#: model; raises InputError / ModelInputError naming the problem. Its second argument: the deployment's logged
+#: attributes that are not the model's features — names the input may carry besides the features, left out of
+#: the matrix (empty for most deployments).
+MatrixBuilder = Callable[[Model, frozenset[str]], npt.NDArray[np.float64]]
+
+#: Reads the request's attribute columns for these names (:mod:`vigil.deployer.attributes`; BadAttribute).
+AttributeReader = Callable[[tuple[str, ...]], Columns]
+
+_NO_ATTRIBUTES: frozenset[str] = frozenset()
 
 
 class ServeError(Exception):
@@ -94,12 +103,19 @@ async def current_route(runtime: ServiceRuntime, name: str) -> store.Route:
 
 
 async def serve(
-    runtime: ServiceRuntime, name: str, build: MatrixBuilder, *, key: str | None, requested_rows: int
+    runtime: ServiceRuntime,
+    name: str,
+    build: MatrixBuilder,
+    *,
+    key: str | None,
+    requested_rows: int,
+    attributes: AttributeReader | None = None,
 ) -> Served:
     """Route, load, check, predict and log one request for deployment ``name`` (see the module docstring).
 
     ``requested_rows`` is the request's row count as the route sees it before parsing (for the error counts of a
-    request that fails before its matrix exists)."""
+    request that fails before its matrix exists). ``attributes`` reads the request's values of the deployment's
+    logged attributes (None: the protocol carries none; they are then not accepted as input either)."""
     started = time.perf_counter()
     models = runtime.parts.get(ModelCache)
     references = runtime.parts.get(OODReferences)
@@ -128,14 +144,23 @@ async def serve(
         failed("model_unavailable", requested_rows)
         raise ServeError("model_unavailable", f"model v{version} is unavailable: {exc}") from exc
 
+    logged: tuple[str, ...] = ()
+    if route.logged_attributes and attributes is not None:
+        logged = logged_names(route.logged_attributes, model.feature_names)
     try:
-        matrix = build(model)
+        matrix = build(model, frozenset(logged) if logged else _NO_ATTRIBUTES)
         model.check_rows(matrix)  # the model's own input types (an ONNX int64 input takes no fractions)
     except TooLarge as exc:  # the request's size, not the routed version's doing: not its error
         raise ServeError("too_large", str(exc)) from exc
     except (InputError, ModelInputError) as exc:
         failed("bad_input", requested_rows)  # rows that do not fit this version's features (they may fit another)
         raise ServeError("bad_input", str(exc)) from exc
+    columns: Columns | None = None
+    if logged and attributes is not None:
+        try:
+            columns = attributes(logged)
+        except BadAttribute as exc:  # the client's to fix whichever version answers: not the version's error
+            raise ServeError("bad_input", str(exc)) from exc
 
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as a non-finite score, checked below
@@ -169,6 +194,7 @@ async def serve(
             outputs=outputs,
             scores=scores if classifier else None,
             ood=ood,
+            attributes=columns,
         )
     )
     if route.mirror and route.candidate_version is not None and route.candidate_digest is not None:
@@ -184,6 +210,7 @@ async def serve(
                 latency_ms=0.0,
                 at=now,
                 shadow_digest=route.candidate_digest,
+                attributes=columns,
             )
         )
     return Served(

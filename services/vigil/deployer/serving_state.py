@@ -79,7 +79,7 @@ class ServingState:
             self._routes[route.name] = route
 
     def _on_payload(self, payload: str) -> bool:
-        self._apply(Route(**orjson.loads(payload)))
+        self._apply(Route.of(orjson.loads(payload)))
         return True
 
     async def _reload(self) -> bool:

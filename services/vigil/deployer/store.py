@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -85,10 +86,11 @@ async def insert_deployment(
     min_samples: int,
     stable_version: int | None,
     created_by: str,
+    logged_attributes: Sequence[str] = (),
 ) -> bool:
     row = await conn.fetchrow(
-        "INSERT INTO deployments (name, model, strategy, steps, auto_deploy, min_samples, stable_version, created_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING RETURNING name",
+        "INSERT INTO deployments (name, model, strategy, steps, auto_deploy, min_samples, stable_version, created_by,"
+        " logged_attributes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING RETURNING name",
         name,
         model,
         strategy,
@@ -97,6 +99,7 @@ async def insert_deployment(
         min_samples,
         stable_version,
         created_by,
+        list(logged_attributes),
     )
     if row is not None:
         await notify_serving(conn, name)
@@ -168,11 +171,19 @@ class Route:
     candidate_weight: int
     mirror: bool
     seq: int
+    #: Request fields the gateway logs as attributes (docs/deployer.md); empty for most deployments.
+    logged_attributes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Route:
+        """A route from a ``_ROUTE_SELECT`` row (asyncpg's record or the NOTIFY payload's JSON object)."""
+        return cls(**{**row, "logged_attributes": tuple(row.get("logged_attributes") or ())})
 
 
 _ROUTE_SELECT = """
 SELECT d.name, d.model, d.stable_version, s.artifact_digest AS stable_digest, d.candidate_version,
-       c.artifact_digest AS candidate_digest, d.candidate_weight, d.mirror, d.serving_seq AS seq
+       c.artifact_digest AS candidate_digest, d.candidate_weight, d.mirror, d.serving_seq AS seq,
+       d.logged_attributes
 FROM deployments d
 LEFT JOIN model_versions s ON s.model = d.model AND s.version = d.stable_version
 LEFT JOIN model_versions c ON c.model = d.model AND c.version = d.candidate_version
@@ -200,12 +211,12 @@ async def notify_serving(conn: asyncpg.Connection, name: str) -> None:
 async def get_route(conn: asyncpg.Connection, name: str) -> Route | None:
     """The serving state of ``name`` as last committed."""
     row = await conn.fetchrow(_ROUTE_SELECT + " WHERE d.name = $1", name)
-    return Route(**dict(row)) if row is not None else None
+    return Route.of(dict(row)) if row is not None else None
 
 
 async def all_routes(conn: asyncpg.Connection) -> list[Route]:
     """The serving state of every deployment (the gateway's reload)."""
-    return [Route(**dict(row)) for row in await conn.fetch(_ROUTE_SELECT)]
+    return [Route.of(dict(row)) for row in await conn.fetch(_ROUTE_SELECT)]
 
 
 # ---------------------------------------------------------------------------------------------- rollouts

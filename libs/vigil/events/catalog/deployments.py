@@ -6,7 +6,7 @@ Both are keyed by deployment, so a rollout's steps and the verdicts about it are
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,6 +16,13 @@ from vigil.events.payload import EventPayload, register
 
 Strategy = Literal["canary", "blue_green", "shadow"]
 StepKind = Literal["set_weight", "pause", "analysis"]
+
+#: A request field the gateway logs as a sensitive/segment attribute (``categorical`` of ``prediction.logged``): an
+#: identifier, so it reads the same in a request body, a JSON column name and a monitor policy.
+ATTRIBUTE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+#: At most this many attributes per deployment: each one is a column in every logged batch, kept for years.
+MAX_LOGGED_ATTRIBUTES = 16
+AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_PATTERN)]
 
 
 class StepSpec(Record):
@@ -61,6 +68,9 @@ class DeploymentCreated(_DeploymentEvent):
     stable_version: Version | None = None
     auto_deploy: Literal["auto", "manual"] = "manual"
     steps: list[StepSpec] = Field(default_factory=list, max_length=64)
+    #: The request fields the gateway logs for this endpoint (docs/deployer.md, logged attributes); added to v1 as
+    #: an optional property (a compatible change).
+    logged_attributes: list[AttributeName] = Field(default_factory=list, max_length=MAX_LOGGED_ATTRIBUTES)
 
 
 @register
