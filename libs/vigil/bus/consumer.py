@@ -239,7 +239,8 @@ class EventConsumer:
         trust = self.trust
         if trust is not None:
             trust.refresh()  # keys issued or revoked since the last look apply without a restart (rate-limited)
-        deliveries: list[tuple[ConsumerRecord, Delivery]] = []
+        kept: list[ConsumerRecord] = []
+        deliveries: list[Delivery] = []
         for record in records:
             signer = None
             if trust is not None:
@@ -253,7 +254,7 @@ class EventConsumer:
             except ContractError as exc:
                 await self._dead_letter(record, topic, exc.reason, exc.detail, attempts=1, event_id=None)
                 continue
-            if signer is not None:
+            if signer is not None and envelope.type not in signer.events:  # what TrustStore.authorise refuses
                 try:
                     TrustStore.authorise(signer, envelope.type)
                 except SignatureRejected as exc:
@@ -266,16 +267,17 @@ class EventConsumer:
             )
             if signer is not None:
                 delivery.signer = signer.principal
-            deliveries.append((record, delivery))
+            kept.append(record)
+            deliveries.append(delivery)
         if not deliveries:
             return
         # A batch handler gets the batch in one transaction; if that fails as a whole, isolate the poison by
         # applying the records one by one.
         batchable = self.batch_handler is not None and len(deliveries) > 1
-        contexts = [extract_context(record.headers) for record, _ in deliveries] if batchable else []
-        if batchable and await self._apply_batch([d for _, d in deliveries], contexts):
+        contexts = [extract_context(record.headers) for record in kept] if batchable else []
+        if batchable and await self._apply_batch(deliveries, contexts):
             return
-        for record, delivery in deliveries:
+        for record, delivery in zip(kept, deliveries, strict=True):
             await self._apply_one(record, delivery)
 
     async def _apply_batch(self, deliveries: list[Delivery], contexts: list[Context]) -> bool:
@@ -306,13 +308,16 @@ class EventConsumer:
                 HANDLER_SECONDS.labels(self.config.service, "*batch*").observe(time.perf_counter() - start)
                 self.applied += len(fresh)
                 self.skipped += len(deliveries) - len(fresh)
-                fresh_ids = {d.envelope.id for d in fresh}
                 # One ``labels().inc(n)`` per (topic, type, outcome) of the batch, not one per event: the label
                 # lookup (a lock and a dict) cost more than the rest of the bookkeeping at 500 events a batch.
-                outcomes = Counter(
-                    (d.topic, d.envelope.type, "applied" if d.envelope.id in fresh_ids else "duplicate")
-                    for d in deliveries
-                )
+                if len(fresh) == len(deliveries):  # the usual batch: every event applied
+                    outcomes = Counter((d.topic, d.envelope.type, "applied") for d in deliveries)
+                else:
+                    fresh_ids = {d.envelope.id for d in fresh}
+                    outcomes = Counter(
+                        (d.topic, d.envelope.type, "applied" if d.envelope.id in fresh_ids else "duplicate")
+                        for d in deliveries
+                    )
                 for (topic, event_type, outcome), count in outcomes.items():
                     EVENTS_CONSUMED.labels(self.config.service, topic, event_type, outcome).inc(count)
                 return True
