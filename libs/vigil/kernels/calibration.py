@@ -68,7 +68,7 @@ class Calibrator:
         if self.kind == "isotonic" and k >= 2:
             kx = np.ascontiguousarray(self.knots_x, dtype=np.float64)
             _cell_starts(kx, cells)
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a subnormal gap: inf, as np.interp
                 slopes = np.diff(self.knots_y) / np.diff(kx)  # np.interp's own form: slope · (x − x_j) + y_j
         object.__setattr__(self, "_cells", cells)
         object.__setattr__(self, "_slopes", np.ascontiguousarray(slopes, dtype=np.float64))
@@ -184,7 +184,17 @@ def _interp_kernel(s, kx, ky, start, slope, out):  # type: ignore[no-untyped-def
                 j += 1
             while kx[j] > x:  # x > lo = kx[0], so this stops at 0 at the latest
                 j -= 1
-            out[i] = slope[j] * (x - kx[j]) + ky[j]
+            # np.interp's own guards: a knot answers its value, and a gap too narrow for its slope (subnormal, an
+            # infinite slope) falls back to the right knot's form, then to the value of a flat step.
+            if x == kx[j]:
+                v = ky[j]
+            else:
+                v = slope[j] * (x - kx[j]) + ky[j]
+                if v != v:
+                    v = slope[j] * (x - kx[j + 1]) + ky[j + 1]
+                    if v != v and ky[j] == ky[j + 1]:
+                        v = ky[j]
+            out[i] = v
 
 
 @njit("int64(float64[::1], float64[::1])", cache=True)

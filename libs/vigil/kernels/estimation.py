@@ -106,7 +106,14 @@ def _estimation_update_kernel(  # type: ignore[no-untyped-def]
                         j += 1
                     while kx[j] > x:
                         j -= 1
-                    q = slopes[j] * (x - kx[j]) + ky[j]
+                    if x == kx[j]:  # np.interp's guards, as in _interp_kernel
+                        q = ky[j]
+                    else:
+                        q = slopes[j] * (x - kx[j]) + ky[j]
+                        if q != q:
+                            q = slopes[j] * (x - kx[j + 1]) + ky[j + 1]
+                            if q != q and ky[j] == ky[j + 1]:
+                                q = ky[j]
             elif mode == 2:
                 q = 1.0 / (1.0 + np.exp(-(a * x + b)))
             else:

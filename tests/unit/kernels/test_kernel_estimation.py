@@ -198,6 +198,17 @@ def test_isotonic_apply_equals_numpy_interp(knots: np.ndarray, data: st.DataObje
     assert np.allclose(got[~nan], np.interp(x[~nan], kx, ky), atol=1e-12)
 
 
+def test_isotonic_apply_on_a_subnormal_gap_equals_numpy_interp() -> None:
+    """Hypothesis found it in a fresh-clone CI run: knots 0 and 5e-324 make an infinite slope, and the kernel's
+    ``slope · (x − x_j)`` gave NaN at the knot and −inf past it where ``np.interp`` guards both."""
+    kx = np.array([-1.0, -0.5, 0.0, 5e-324, 1e-310, 2e-310])
+    ky = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    x = np.array([-2.0, -0.75, 0.0, 5e-324, 1e-310, 1.5e-310, 3.0])
+    with np.errstate(all="raise"):
+        calibrator = Calibrator("isotonic", kx, ky)
+    assert np.array_equal(calibrator.apply(x), np.interp(x, kx, ky))
+
+
 def _calibrators() -> list[Calibrator]:
     rng = np.random.default_rng(21)
     s = rng.beta(2, 3, 3000)
