@@ -14,7 +14,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 import orjson
@@ -79,9 +79,12 @@ async def enqueue_raw(
     await _notify_relay(conn)
 
 
-@dataclass(frozen=True)
-class OutboxRecord:
-    """One row for :func:`enqueue_many`: a record ready for the broker."""
+class OutboxRecord(NamedTuple):
+    """One row for :func:`enqueue_many`: a record ready for the broker.
+
+    A named tuple rather than a frozen dataclass: one is made per produced event, and the dataclass's frozen
+    ``__init__`` (an ``object.__setattr__`` per field) cost more than the tuple (issue #20's bus overhead).
+    """
 
     record_id: str
     topic: str
