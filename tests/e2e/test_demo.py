@@ -1,15 +1,19 @@
 """``vigil demo --fast`` end to end, as a user runs it: real processes, embedded broker and Postgres, the whole story
 (train → serve → a worse canary rolled back → drift → retrain requested → v3, gradient-boosted trees served as ONNX,
-promoted) and the timelines printed."""
+promoted) and the timelines printed. The traffic carries each request's clinic (``site``, a logged attribute, not a
+model input), and the story reads the promoted version's fairness gaps per site back from the monitor's windows."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from vigil.demo.attributes import FAIRNESS_POLICY, SITES
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +44,20 @@ def test_demo_fast_reaches_the_end_of_the_story(tmp_path: Path) -> None:
     assert "retrain.requested (drift)" in output
     assert "v3 (gradient-boosted trees, ONNX) trained on the fresh extract" in output  # a non-linear model, served
     assert "v3 promoted after a Successful canary; registry champion = v3" in output
+    # The monitor kept fairness figures per site for the served version, from the attribute the gateway logged:
+    # every site a group, labelled rows counted, and gaps within the demo's limits (else v3's canary had failed).
+    flat = " ".join(output.split())  # the terminal wraps long lines
+    groups = ", ".join([*SITES, "other"])
+    fairness = re.search(
+        rf"fairness by site on v3's window \({re.escape(groups)}; (\d+) labelled rows\): "
+        r"demographic parity difference (\d+\.\d+) \(limit [\d.]+\), equalized odds difference (\d+\.\d+)",
+        flat,
+    )
+    assert fairness, flat[-4000:]
+    labelled, dp, eo = int(fairness[1]), float(fairness[2]), float(fairness[3])
+    assert labelled > 0
+    assert 0.0 <= dp <= FAIRNESS_POLICY["max_demographic_parity_difference"]
+    assert 0.0 <= eo <= FAIRNESS_POLICY["max_equalized_odds_difference"]
     # Both timelines walk back to an upstream event: the rollback to v2's data, the promotion through the monitor's
     # retrain request (the fresh extract names it as its cause).
     assert "Why was v2 rolled back?" in output

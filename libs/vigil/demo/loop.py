@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -100,12 +100,25 @@ async def send_traffic(
     feature_names: Sequence[str],
     *,
     rows_per_request: int = 20,
+    attributes: Mapping[str, Sequence[str | None]] | None = None,
 ) -> list[Served]:
-    """Send the rows of ``x`` through the gateway (``instances`` requests, no routing key); one entry per row."""
+    """Send the rows of ``x`` through the gateway (``instances`` requests, no routing key); one entry per row.
+
+    ``attributes`` are request fields beside the features, one value per row of ``x`` (e.g. ``{"site": [...]}``):
+    the gateway logs those the deployment declares in ``logged_attributes`` and never feeds them to the model."""
     served: list[Served] = []
+    extra = dict(attributes or {})
+    for name, values in extra.items():
+        if len(values) != len(x):
+            raise ValueError(f"attribute {name!r}: {len(values)} values for {len(x)} rows")
     for start in range(0, len(x), rows_per_request):
         chunk = x[start : start + rows_per_request]
-        instances = [{name: float(v) for name, v in zip(feature_names, row, strict=True)} for row in chunk]
+        instances: list[dict[str, Any]] = [
+            {name: float(v) for name, v in zip(feature_names, row, strict=True)} for row in chunk
+        ]
+        for name, values in extra.items():
+            for i, instance in enumerate(instances):
+                instance[name] = values[start + i]
         answer = _json(
             await deployer.post(
                 f"/v1/deployments/{deployment}/predict", json={"instances": instances}, headers=_h(token)

@@ -1,13 +1,15 @@
 """The whole closed loop as one story, driven over the services' HTTP APIs with no manual step.
 
 1. *A first model*: dataset v1 arrives → job → training → gates → v1 registered → deployed, serving at once.
-2. *Live traffic*: a clinic's requests flow through the gateway; their outcomes follow a little later; the monitor
-   closes windows with quality figures.
+2. *Live traffic*: three clinics' requests flow through the gateway, each row with its ``site`` (logged by the
+   gateway, never a model input); their outcomes follow a little later; the monitor closes windows with quality
+   figures and fairness gaps between the sites.
 3. *A worse candidate*: dataset v2 arrives (its outcomes follow glucose far more strongly than the clinic's do) →
    v2 trained → canary → on live labels the monitor finds v2 worse → automatic rollback, with evidence.
 4. *The world moves*: the population served drifts (older, heavier, higher glucose) → the monitor sees drift on the
    stable version in consecutive windows → ``retrain.requested`` → the upstream extracts fresh data in answer (its
-   ``data.updated`` names the request as its cause) → v3 trained → canary passes on live labels → promoted.
+   ``data.updated`` names the request as its cause) → v3 trained → canary passes on live labels → promoted; the
+   story reads v3's fairness figures per site back from the monitor.
 5. *Why*: the causal timelines of the rollback and of the promotion, read back from the audit log, and the audit
    chain verified.
 
@@ -32,7 +34,7 @@ from aiokafka import AIOKafkaProducer
 from vigil.bus.aio import cancel_and_wait
 from vigil.bus.client_options import KafkaSecurity
 from vigil.datasets import patient_risk
-from vigil.demo import loop
+from vigil.demo import attributes, loop
 from vigil.demo.traffic import Population, TrafficSimulator
 from vigil.events import Envelope, make_event, topics
 from vigil.events.catalog.data import DataUpdated
@@ -131,6 +133,8 @@ class StoryOutcome:
     rollback_event: dict[str, Any] | None = None
     retrain_event: dict[str, Any] | None = None
     promotion_event: dict[str, Any] | None = None
+    #: The promoted version's newest window with fairness figures per site (monitor ``/v1/windows`` figures).
+    fairness: dict[str, Any] | None = None
     why_rollback: dict[str, Any] | None = None
     why_promotion: dict[str, Any] | None = None
     verify: dict[str, Any] | None = None
@@ -143,6 +147,7 @@ class StoryOutcome:
             self.failure is None
             and self.rollback_event is not None
             and self.promotion_event is not None
+            and self.fairness is not None
             and self.champion == self.promoted_candidate
             and bool(self.verify and self.verify.get("ok"))
         )
@@ -282,6 +287,9 @@ class Story:
                 "strategy": "canary",
                 "auto_deploy": "auto",
                 "min_samples": 50,
+                # The clinic each request comes from: logged beside its prediction for the monitor's fairness
+                # gaps, never a model input (vigil.demo.attributes).
+                "logged_attributes": [attributes.ATTRIBUTE],
                 "steps": [
                     {"kind": "set_weight", "weight": self.config.canary_weight},
                     {"kind": "analysis"},
@@ -312,13 +320,17 @@ class Story:
                     "min_latency_increase_ms": 250.0,
                 },
                 "drift": {"min_samples": 100},
+                # Gaps between the sites, judged on every canary window: wide thresholds, since the demo's small
+                # windows make the gaps noisy and a Failed verdict rolls a canary back (vigil.demo.attributes).
+                "fairness": attributes.FAIRNESS_POLICY,
                 "actions": {"retrain_on_drift_windows": self.config.retrain_drift_windows},
             },
         )
         return (
             f"model {names.model}: retrain on new {names.dataset} data; deployment {names.deployment}: canary "
             f"{self.config.canary_weight} % → analysis → 100 %; monitor: {self.config.window_s:g} s windows, "
-            f"retrain after {self.config.retrain_drift_windows} drifted windows"
+            f"retrain after {self.config.retrain_drift_windows} drifted windows, fairness gaps between "
+            f"{len(attributes.SITES)} sites"
         )
 
     async def _first_model(self) -> str:
@@ -342,6 +354,7 @@ class Story:
             rows_per_request=self.config.rows_per_request,
             requests_per_s=self.config.requests_per_s,
             label_delay_s=self.config.label_delay_s,
+            attributes=attributes.draw_sites,
         )
         self.traffic.switch("the clinic's patients (as trained)", _population(drift=0.0))
         self._traffic_task = asyncio.create_task(self.traffic.run(), name="demo-traffic")
@@ -456,7 +469,36 @@ class Story:
             "deployment.promoted", lambda e: e["data"].get("version") == candidate
         )
         self.outcome.champion = await self._champion_moved_to(candidate)
+        self.outcome.fairness = await self._fairness_window(candidate)
+        self.say(f"  {_fairness_note(self.outcome.fairness)}")
         return f"v{candidate} promoted after a Successful canary; registry champion = v{self.outcome.champion}"
+
+    async def _fairness_window(self, version: int) -> dict[str, Any]:
+        """The figures of ``version``'s newest window with fairness gaps for the demo's attribute. Its canary needed
+        labels, so such windows exist by now; a missing one means the attribute never reached the monitor."""
+
+        async def probe() -> dict[str, Any] | None:
+            r = await self.clients.monitor.get(
+                "/v1/windows",
+                params={"deployment": self.names.deployment, "version": version, "kind": "tumbling"},
+                headers=self._h(),
+            )
+            r.raise_for_status()
+            for w in reversed(r.json().get("items", [])):  # oldest first: the newest of the page wins
+                f: dict[str, Any] = w["figures"]
+                fair = f.get("fairness") or {}
+                gaps = ("demographic_parity_difference", "equalized_odds_difference")
+                if (
+                    f.get("sensitive_attribute") == attributes.ATTRIBUTE
+                    and fair.get("count")
+                    and all(g in fair for g in gaps)
+                ):
+                    return f
+            return None
+
+        return await loop.poll(
+            probe, timeout_s=self._window_wait(3), what=f"v{version}'s fairness figures per {attributes.ATTRIBUTE}"
+        )
 
     async def _explain(self) -> str:
         await self._stop_traffic()
@@ -594,6 +636,21 @@ def _signal(event: dict[str, Any]) -> str:
     if any(s.startswith("estimated.") for s in statistics):
         return "its label-free estimate, before its labels"
     return "live labels"
+
+
+def _fairness_note(figures: dict[str, Any]) -> str:
+    """One line on a window's fairness gaps, e.g. ``fairness by site on v3's window (…): demographic parity …``."""
+    fair = figures["fairness"]
+    rule = attributes.FAIRNESS_POLICY
+    groups = ", ".join(figures.get("fairness_groups") or [])
+    return (
+        f"fairness by {figures['sensitive_attribute']} on v{figures['version']}'s window ({groups}; "
+        f"{int(fair['count'])} labelled rows): demographic parity difference "
+        f"{fair['demographic_parity_difference']:.3f} (limit {rule['max_demographic_parity_difference']}), "
+        f"equalized odds difference {fair['equalized_odds_difference']:.3f} "
+        f"(limit {rule['max_equalized_odds_difference']}) — the sites are drawn independently of the patients, so "
+        "the gaps are sampling noise"
+    )
 
 
 def _evidence(event: dict[str, Any]) -> str:

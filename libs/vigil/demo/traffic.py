@@ -21,6 +21,8 @@ from vigil.demo import loop
 
 #: ``(rows, seed) -> (features, outcomes)``; features in the deployment's feature order.
 Population = Callable[[int, int], tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]]
+#: ``(rows, seed) -> {field: values}``: request fields beside the features (logged by the gateway, not model inputs).
+Attributes = Callable[[int, int], dict[str, list[str | None]]]
 
 
 @dataclass
@@ -43,8 +45,9 @@ class _PendingOutcomes:
 
 class TrafficSimulator:
     """Sends ``rows_per_request`` rows every ``1 / requests_per_s`` seconds through the gateway of ``deployment``
-    and publishes each answered row's outcome ``label_delay_s`` later. Failed requests are counted, not raised:
-    the platform may be mid-rollout, and a real client would retry rather than stop the world."""
+    (with ``attributes``' fields beside the features when given) and publishes each answered row's outcome
+    ``label_delay_s`` later. Failed requests are counted, not raised: the platform may be mid-rollout, and a real
+    client would retry rather than stop the world."""
 
     def __init__(
         self,
@@ -57,6 +60,7 @@ class TrafficSimulator:
         rows_per_request: int = 20,
         requests_per_s: float = 3.0,
         label_delay_s: float = 2.0,
+        attributes: Attributes | None = None,
     ) -> None:
         self._deployer = deployer
         self._token = token
@@ -66,6 +70,7 @@ class TrafficSimulator:
         self._rows = rows_per_request
         self._interval = 1.0 / requests_per_s
         self._label_delay = label_delay_s
+        self._attributes = attributes
         self._population: Population | None = None
         self._seed = 10_000
         self._pending: deque[_PendingOutcomes] = deque()
@@ -89,9 +94,16 @@ class TrafficSimulator:
     async def _request(self, population: Population) -> None:
         self._seed += 1
         x, y = population(self._rows, self._seed)
+        extra = self._attributes(len(x), self._seed) if self._attributes is not None else None
         try:
             served = await loop.send_traffic(
-                self._deployer, self._token, self._deployment, x, self._features, rows_per_request=self._rows
+                self._deployer,
+                self._token,
+                self._deployment,
+                x,
+                self._features,
+                rows_per_request=self._rows,
+                attributes=extra,
             )
         except (RuntimeError, httpx.HTTPError) as exc:
             self.counts.failed_requests += 1
