@@ -5,8 +5,9 @@ fixtures of test_console.py: v1 serving, v2 rolled back by the monitor, drift, r
   data table are the monitor's ``/distributions`` answer for the same window, and the canvas holds both series;
 * quality over time: per window the estimated accuracy (CBPE) and the realised one are the figures of
   ``/v1/windows``, and the band chart is drawn;
-* fairness: the demo's data has no categorical attribute, so no window has per-group figures and the page says so
-  (per-group rates through the API are tested in tests/integration/monitor/test_monitor_distributions.py);
+* fairness: the demo's requests log their clinic (``site``) through the gateway and the policy declares the sites
+  as groups, so the page shows per-site gaps for the served versions; a second deployment (console_fairness.py)
+  has a breached gap and its per-group rates are compared with the monitor's;
 * the overview and the deployment page show each served version's estimated accuracy beside the realised one, as
   the monitor's ``/health`` gives them;
 * axe-core finds no WCAG 2 A/AA violation on the three pages.
@@ -236,9 +237,14 @@ def test_monitoring_page_shows_the_monitors_histograms_estimates_and_fairness(
     expect(glucose.locator(".u-legend")).to_contain_text("window v3")
     _shot(glucose.locator(".."), "monitoring-histograms")
 
-    # Fairness: the demo's features are all numeric, so no window has per-group figures — and the page says so.
-    assert not any(w["figures"].get("fairness") for w in windows)
-    expect(page.locator("#fairness-none")).to_be_visible()
+    # Fairness: the demo's requests carry their clinic (``site``, a deployment's logged attribute the gateway logs
+    # and the model never sees) and its policy declares the sites as groups: served versions' labelled windows
+    # have per-site gaps, from real traffic through the gateway, and the page shows them.
+    fair = [w for w in windows if w["figures"].get("fairness")]
+    assert fair and {w["figures"]["sensitive_attribute"] for w in fair} == {"site"}
+    expect(page.locator("#fairness-none")).to_have_count(0)
+    expect(page.locator('[id^="fairness-groups-v"]').filter(has_text="riverside").first).to_be_visible()
+    expect(page.locator('[id^="fairness-gaps-v"]').first).to_contain_text("Demographic parity difference")
     _shot(page, "monitoring-page")
 
 
