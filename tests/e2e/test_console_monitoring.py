@@ -360,12 +360,23 @@ def test_fairness_view_shows_the_monitors_gaps_per_group(
         "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))"
     )
     expected = []
+    fair_fig = fig["fairness"]
     for key, limit, name in GAPS:
-        value, threshold = fig["fairness"][key], rule[limit]
-        verdict = "breached" if judged and value > threshold else "within"
-        expected.append([name, _num(value), f"> {threshold:.3f}", verdict])
+        value, threshold = fair_fig[key], rule[limit]
+        # The gap's test (kernels/fairness.py): for equalized odds, the TPR or FPR gap past the limit.
+        parts = ["demographic_parity"] if key.startswith("demographic") else ["tpr_gap", "fpr_gap"]
+        ps = [fair_fig[f"{g}_p_value"] for g in parts if g == "demographic_parity" or fair_fig.get(g, 0) > threshold]
+        p = min(ps) if ps else None
+        large = judged and value > threshold
+        real = p is None or p < rule["alpha"]
+        verdict = (
+            "breached"
+            if large and real
+            else (f"past the limit, not told from noise (p ≥ {rule['alpha']})" if large else "within")
+        )
+        expected.append([name, _num(value), f"> {threshold:.3f}", _num(p), verdict])
     assert gaps == expected
-    assert expected[0][3] == "breached"  # the scenario's sites are flagged at 60 % and 30 %: a gap of about 0.3
+    assert expected[0][4] == "breached"  # the scenario's sites are flagged at 60 % and 30 %: a gap of about 0.3
 
     # The per-group rates: the monitor's /distributions of the same window, which counts no label the figures miss.
     dist = _api(

@@ -150,6 +150,30 @@ def quality_charts(rows: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]
     return charts
 
 
+def _gap(fair: dict[str, Any], key: str, rule: dict[str, Any], limit: str, label: str, count: int) -> dict[str, Any]:
+    """One gap against its rule, judged as the monitor's rule does (services/vigil/monitor/rules.py): past the limit
+    on enough rows, and — when the window's figures carry the test's p-value — that p-value below the rule's alpha."""
+    value, threshold = fair.get(key), rule.get(limit)
+    p_value: float | None = None
+    if key == "demographic_parity_difference":
+        p_value = fair.get("demographic_parity_p_value")
+    elif threshold is not None:
+        parts = [fair.get(f"{g}_p_value") for g in ("tpr_gap", "fpr_gap") if (fair.get(g) or 0) > threshold]
+        known = [float(p) for p in parts if p is not None]
+        p_value = min(known) if known else None
+    large = value is not None and threshold is not None and value > threshold
+    enough = count >= int(rule.get("min_samples", 0))
+    real = p_value is None or p_value < float(rule.get("alpha", 0.01))
+    return {
+        "name": label,
+        "value": value,
+        "threshold": threshold,
+        "p_value": p_value,
+        "breached": large and enough and real,
+        "noise": large and enough and not real,
+    }
+
+
 def fairness(
     windows: list[dict[str, Any]], dists: dict[int, dict[str, Any] | None], policy: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -177,18 +201,7 @@ def fairness(
                 "attribute": fig.get("sensitive_attribute") or dist.get("sensitive_attribute"),
                 "count": count,
                 "judged": count >= int(rule.get("min_samples", 0)),
-                "gaps": [
-                    {
-                        "name": label,
-                        "value": fair.get(key),
-                        "threshold": rule.get(limit),
-                        "breached": fair.get(key) is not None
-                        and rule.get(limit) is not None
-                        and fair[key] > rule[limit]
-                        and count >= int(rule.get("min_samples", 0)),
-                    }
-                    for key, limit, label in GAPS
-                ],
+                "gaps": [_gap(fair, key, rule, limit, label, count) for key, limit, label in GAPS],
                 "groups": [g for g in dist.get("groups") or [] if g["n"] > 0],
             }
         )

@@ -81,6 +81,10 @@ class FairnessRule(_Part):
     max_demographic_parity_difference: float = Field(default=0.2, gt=0, le=1)
     max_equalized_odds_difference: float = Field(default=0.2, gt=0, le=1)
     min_samples: int = Field(default=200, ge=1, le=INT_MAX)
+    #: A gap is breached only when it passes its limit *and* the chi-square test that its rate is the same in every
+    #: group rejects at this level (kernels/fairness.py): a gap over a few hundred rows is mostly noise otherwise.
+    #: 1 judges the gap alone (the rule before the test existed).
+    alpha: float = Field(default=0.01, gt=0, le=1)
 
     @field_validator("groups")
     @classmethod

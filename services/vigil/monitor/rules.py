@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import special
@@ -152,17 +152,36 @@ def fairness_breaches(policy: Policy, fig: Figures) -> dict[str, Evidence]:
     out: dict[str, Evidence] = {}
     if n < rule.min_samples:
         return out
-    checks = (
+    for name, limit in (
         ("demographic_parity_difference", rule.max_demographic_parity_difference),
         ("equalized_odds_difference", rule.max_equalized_odds_difference),
-    )
-    for name, limit in checks:
+    ):
         value = fair.get(name)
-        if value is not None and value > limit:
-            out[name] = evidence(
-                fig, f"fairness.{name}", value, limit, "gt", True, n, feature=fig.get("sensitive_attribute")
-            )
+        if value is None or value <= limit:
+            continue
+        p = fairness_p_value(fair, name, limit)
+        if p is not None and not p < rule.alpha:
+            continue  # large, but not told apart from noise
+        out[name] = evidence(
+            fig, f"fairness.{name}", value, limit, "gt", True, n, feature=fig.get("sensitive_attribute"), p_value=p
+        )
     return out
+
+
+def fairness_p_value(fair: dict[str, Any], name: str, limit: float) -> float | None:
+    """The p-value that goes with a fairness gap in a window's figures (kernels/fairness.py), None for figures kept
+    before the test existed (then the gap alone is judged). Equalized odds is the larger of the TPR and FPR gaps: its
+    p-value is the smallest of theirs among those past the limit."""
+    if name == "demographic_parity_difference":
+        p = fair.get("demographic_parity_p_value")
+        return float(p) if p is not None else None
+    parts = [
+        fair.get(f"{part}_p_value")
+        for part in ("tpr_gap", "fpr_gap")
+        if (fair.get(part) is not None and fair[part] > limit)
+    ]
+    known = [float(p) for p in parts if p is not None]
+    return min(known) if known else None
 
 
 # -- canary difference tests -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vigil.kernels.fairness import GroupRates
+from vigil.kernels.fairness import GroupRates, homogeneity_p_value
 from vigil.kernels.quality import BinaryClassificationState, ConfusionMatrix, RegressionState
 from vigil.kernels.sketch import LatencySketch
 
@@ -150,3 +150,36 @@ def test_fairness_gaps_match_naive(g: np.ndarray, data: st.DataObject) -> None:
             assert m[mine] == pytest.approx(ref[key], abs=1e-12)
     back = GroupRates.from_dict(json.loads(json.dumps(state.to_dict())))
     assert back.counts.tolist() == state.counts.tolist()
+
+
+@given(
+    n=hnp.arrays(np.int64, st.integers(2, 6), elements=st.integers(0, 400)),
+    data=st.data(),
+)
+def test_fairness_homogeneity_p_value_matches_scipy_chi2_contingency(n: np.ndarray, data: st.DataObject) -> None:
+    """The gaps' test (Pearson, no continuity correction) against scipy's own on the same k × 2 table."""
+    from scipy.stats import chi2_contingency
+
+    hits = np.array([data.draw(st.integers(0, int(t))) for t in n], dtype=np.int64)
+    got = homogeneity_p_value(hits, n)
+    rows = n > 0
+    table = np.stack([hits[rows], n[rows] - hits[rows]], axis=1)
+    if rows.sum() < 2:
+        assert np.isnan(got)
+    elif table[:, 0].sum() == 0 or table[:, 1].sum() == 0:
+        assert got == 1.0  # scipy refuses a table with an empty column: no difference to see
+    else:
+        assert got == pytest.approx(chi2_contingency(table, correction=False).pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_fairness_p_values_tell_a_real_gap_from_noise() -> None:
+    """Three equal groups of 70 labelled rows and one rate: the gaps are noise and the tests do not reject; a
+    selection rate of 0.8 in one group against 0.3 in the others is a real parity gap."""
+    rng = np.random.default_rng(7)
+    groups = np.repeat(np.arange(3), 70)
+    y = (rng.random(210) < 0.5).astype(np.int64)
+    fair = GroupRates(3).update(groups, y, (rng.random(210) < 0.5).astype(np.int64)).metrics()
+    assert fair["demographic_parity_p_value"] > 0.01 and fair["tpr_gap_p_value"] > 0.01
+    skewed = (rng.random(210) < np.where(groups == 0, 0.8, 0.3)).astype(np.int64)
+    real = GroupRates(3).update(groups, y, skewed).metrics()
+    assert real["demographic_parity_difference"] > 0.3 and real["demographic_parity_p_value"] < 1e-6
