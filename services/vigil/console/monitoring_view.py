@@ -14,6 +14,7 @@ from typing import Any
 
 from vigil.console.shape import newest_windows
 from vigil.console.upstream import Upstream
+from vigil.kernels.fairness_gaps import gap_p_value
 
 #: Quality figures drawn per version over time besides accuracy: (figure key, chart title).
 CALIBRATION = (("ece", "Calibration error (ECE)"), ("brier", "Brier score"))
@@ -154,13 +155,7 @@ def _gap(fair: dict[str, Any], key: str, rule: dict[str, Any], limit: str, label
     """One gap against its rule, judged as the monitor's rule does (services/vigil/monitor/rules.py): past the limit
     on enough rows, and — when the window's figures carry the test's p-value — that p-value below the rule's alpha."""
     value, threshold = fair.get(key), rule.get(limit)
-    p_value: float | None = None
-    if key == "demographic_parity_difference":
-        p_value = fair.get("demographic_parity_p_value")
-    elif threshold is not None:
-        parts = [fair.get(f"{g}_p_value") for g in ("tpr_gap", "fpr_gap") if (fair.get(g) or 0) > threshold]
-        known = [float(p) for p in parts if p is not None]
-        p_value = min(known) if known else None
+    p_value = gap_p_value(fair, key, threshold) if threshold is not None else None
     large = value is not None and threshold is not None and value > threshold
     enough = count >= int(rule.get("min_samples", 0))
     real = p_value is None or p_value < float(rule.get("alpha", 0.01))

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import special
 
 from vigil.events.catalog.common import Evidence
 from vigil.kernels.drift import holm_adjusted
+from vigil.kernels.fairness_gaps import gap_p_value
 from vigil.monitor.domain import MIN_AUROC
 from vigil.monitor.figures import Figures, finite, window_of
 from vigil.monitor.policy import Policy
@@ -159,29 +160,13 @@ def fairness_breaches(policy: Policy, fig: Figures) -> dict[str, Evidence]:
         value = fair.get(name)
         if value is None or value <= limit:
             continue
-        p = fairness_p_value(fair, name, limit)
+        p = gap_p_value(fair, name, limit)
         if p is not None and not p < rule.alpha:
             continue  # large, but not told apart from noise
         out[name] = evidence(
             fig, f"fairness.{name}", value, limit, "gt", True, n, feature=fig.get("sensitive_attribute"), p_value=p
         )
     return out
-
-
-def fairness_p_value(fair: dict[str, Any], name: str, limit: float) -> float | None:
-    """The p-value that goes with a fairness gap in a window's figures (kernels/fairness.py), None for figures kept
-    before the test existed (then the gap alone is judged). Equalized odds is the larger of the TPR and FPR gaps: its
-    p-value is the smallest of theirs among those past the limit."""
-    if name == "demographic_parity_difference":
-        p = fair.get("demographic_parity_p_value")
-        return float(p) if p is not None else None
-    parts = [
-        fair.get(f"{part}_p_value")
-        for part in ("tpr_gap", "fpr_gap")
-        if (fair.get(part) is not None and fair[part] > limit)
-    ]
-    known = [float(p) for p in parts if p is not None]
-    return min(known) if known else None
 
 
 # -- canary difference tests -------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ be on the wire, signed with the producing service's key (``publish`` overrides t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from support.kafka import produce_events, read_all
-from support.services import RunningService, Tokens, eventually
+from support.services import RunningService, Tokens, eventually, running, settings_for
 from vigil.artifacts import LocalArtifactStore, digest_of
 from vigil.deployer.gateway import choose_variant
 from vigil.deployer.settings import DeployerSettings
@@ -259,3 +259,26 @@ StartDeployer = Callable[[], AbstractAsyncContextManager[Deployer]]
 def key_for(deployment: str, weight: int, variant: str) -> str:
     """A request key the gateway routes to ``variant`` at ``weight`` percent (routing is a pure hash)."""
     return next(k for k in (f"key-{i}" for i in range(10_000)) if choose_variant(deployment, weight, k) == variant)
+
+
+@asynccontextmanager
+async def monitor_beside(deployer: Deployer, dsn: str) -> AsyncIterator[RunningService]:
+    """The monitor on the deployer's topics, database and artifact store (short windows): what the gateway logs,
+    folded into windows, for tests that follow served traffic into the monitor."""
+    from vigil.monitor.app import make_app as make_monitor
+    from vigil.monitor.settings import MonitorSettings
+
+    settings = settings_for(
+        MonitorSettings,
+        dsn=dsn,
+        bootstrap=deployer.bootstrap,
+        prefix=deployer.prefix,
+        tokens=deployer.tokens,
+        artifact_root=deployer.artifact_root,
+        window_s=2.0,
+        window_grace_s=1.0,
+        tick_s=0.25,
+        policy_cache_s=0.0,
+    )
+    async with running(make_monitor(settings)) as service:
+        yield service

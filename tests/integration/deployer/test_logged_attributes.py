@@ -10,25 +10,21 @@ monitor's fairness rule never saw real traffic.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-from deployer_support import FEATURES, Deployer, linear, row
+from deployer_support import FEATURES, Deployer, linear, monitor_beside, row
 from prometheus_client import REGISTRY
 
 from support.kafka import produce_events
-from support.services import RunningService, eventually, running, settings_for
+from support.services import eventually
 from vigil.artifacts import LocalArtifactStore
 from vigil.events import make_event, topics
 from vigil.events.catalog.models import ModelVersionRegistered
 from vigil.events.catalog.streams import LabelObserved, ObservedLabel
 from vigil.kernels.profile import DatasetProfile
-from vigil.monitor.app import make_app as make_monitor
-from vigil.monitor.settings import MonitorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -183,27 +179,8 @@ async def _register_with_reference(deployer: Deployer, model: str) -> None:
     await produce_events(deployer.bootstrap, f"{deployer.prefix}{topics.MODELS}", [event], key=model.encode())
 
 
-@asynccontextmanager
-async def _monitor(deployer: Deployer, dsn: str) -> AsyncIterator[RunningService]:
-    """The monitor on the deployer's topics, database and artifact store (short windows)."""
-    settings = settings_for(
-        MonitorSettings,
-        dsn=dsn,
-        bootstrap=deployer.bootstrap,
-        prefix=deployer.prefix,
-        tokens=deployer.tokens,
-        artifact_root=deployer.artifact_root,
-        window_s=2.0,
-        window_grace_s=1.0,
-        tick_s=0.25,
-        policy_cache_s=0.0,
-    )
-    async with running(make_monitor(settings)) as service:
-        yield service
-
-
 async def test_the_monitor_computes_fairness_per_group_from_served_traffic(deployer: Deployer, fresh_db: str) -> None:
-    async with _monitor(deployer, fresh_db) as monitor:
+    async with monitor_beside(deployer, fresh_db) as monitor:
         put = await monitor.client.put(
             "/v1/policies/fair", json={"fairness": {"attribute": "sex", "min_samples": 10}}, headers=deployer.h("risk")
         )

@@ -11,22 +11,18 @@ mean) and a row 50σ out on one feature, through the predict route (and once thr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-from deployer_support import FEATURES, Deployer, linear
+from deployer_support import FEATURES, Deployer, linear, monitor_beside
 
 from support.kafka import produce_events
-from support.services import RunningService, eventually, running, settings_for
+from support.services import eventually
 from vigil.artifacts import LocalArtifactStore
 from vigil.events import make_event, topics
 from vigil.events.catalog.models import ModelVersionRegistered
-from vigil.monitor.app import make_app as make_monitor
-from vigil.monitor.settings import MonitorSettings
 from vigil.trainer.profiling import reference_profile_dict
 
 pytestmark = pytest.mark.integration
@@ -78,25 +74,6 @@ async def _register(deployer: Deployer, model: str, *, profile: str) -> None:
     await produce_events(deployer.bootstrap, f"{deployer.prefix}{topics.MODELS}", [event], key=model.encode())
 
 
-@asynccontextmanager
-async def _monitor(deployer: Deployer, dsn: str) -> AsyncIterator[RunningService]:
-    """The monitor on the deployer's topics, database and artifact store (short windows)."""
-    settings = settings_for(
-        MonitorSettings,
-        dsn=dsn,
-        bootstrap=deployer.bootstrap,
-        prefix=deployer.prefix,
-        tokens=deployer.tokens,
-        artifact_root=deployer.artifact_root,
-        window_s=2.0,
-        window_grace_s=1.0,
-        tick_s=0.25,
-        policy_cache_s=0.0,
-    )
-    async with running(make_monitor(settings)) as service:
-        yield service
-
-
 async def _logged(deployer: Deployer, deployment: str, ids: list[str]) -> dict[str, Any]:
     """The logged ``prediction.logged`` payload holding these prediction ids (one request: one event)."""
 
@@ -112,7 +89,7 @@ async def _logged(deployer: Deployer, deployment: str, ids: list[str]) -> dict[s
 
 
 async def test_ood_flags_are_logged_per_row_and_counted_by_the_monitor(deployer: Deployer, fresh_db: str) -> None:
-    async with _monitor(deployer, fresh_db) as monitor:
+    async with monitor_beside(deployer, fresh_db) as monitor:
         for name, profile in (("oodi", "inline"), ("oods", "stored"), ("oodn", "none")):
             await deployer.create(name=name, model=f"{name}-model", auto_deploy="auto")
             await _register(deployer, f"{name}-model", profile=profile)
