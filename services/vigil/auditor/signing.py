@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,13 +123,23 @@ def _generate(path: Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: two auditors starting at once must not overwrite each other's key; the loser reads the winner's.
+    # Two auditors starting at once must not overwrite each other's key, and the loser must never read a half-written
+    # one (with O_EXCL on the key file itself, a second auditor read it empty in a fresh-clone CI run and exited): the
+    # key is written whole to a scratch file, then hard-linked into place — atomic, and refused if a key is there,
+    # in which case the loser reads the winner's.
+    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=".signing-key-")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _load_file(path)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(seed.hex() + "\n")
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(seed.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            return _load_file(path)
+    finally:
+        Path(scratch).unlink(missing_ok=True)
     log.warning("generated a new audit signing key", extra={"key_file": str(path), "key_id": key_id(key.public_key())})
     return key
 

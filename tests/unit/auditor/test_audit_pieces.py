@@ -307,3 +307,18 @@ def test_verifier_resumes_from_a_checkpoint_frontier() -> None:
         checkpoints=[claim(entries, 30)],
     )
     assert result.ok and result.checkpoints_checked == 1
+
+
+def test_auditors_starting_at_once_share_one_whole_generated_key(tmp_path: Path) -> None:
+    """Two instances with one key file and no key yet (``vigil up --replicas auditor=2``): each start generates or
+    reads the key. A fresh-clone CI run saw the second read the file the first had created but not yet written, and
+    exit. Many starts at once, many rounds: every one gets the same key, none reads a partial file."""
+    import concurrent.futures
+
+    for round_ in range(20):
+        key_file = tmp_path / f"round-{round_}" / "signing.key"
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            signers = list(pool.map(load_signer, [None] * 8, [key_file] * 8))
+        assert len({s.key_id for s in signers}) == 1
+        assert len(key_file.read_text().strip()) == 64
+        assert [p.name for p in key_file.parent.iterdir()] == ["signing.key"]  # no scratch file left behind
