@@ -282,3 +282,17 @@ async def monitor_beside(deployer: Deployer, dsn: str) -> AsyncIterator[RunningS
     )
     async with running(make_monitor(settings)) as service:
         yield service
+
+
+async def logged_payload(deployer: Deployer, deployment: str, ids: list[str]) -> dict[str, Any]:
+    """The ``prediction.logged`` payload holding these prediction ids (one request: one event)."""
+
+    async def probe() -> dict[str, Any] | None:
+        for event in await deployer.events_on(topics.PREDICTIONS, expect=10_000, timeout=1.5):
+            data = event["data"]
+            if data["deployment"] == deployment and set(ids) <= set(data["prediction_ids"]):
+                return dict(data)
+        return None
+
+    found: dict[str, Any] = await eventually(probe, timeout=60, what=f"{deployment}'s predictions logged")
+    return found

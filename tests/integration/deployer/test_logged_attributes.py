@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from deployer_support import FEATURES, Deployer, linear, monitor_beside, row
+from deployer_support import FEATURES, Deployer, linear, logged_payload, monitor_beside, row
 from prometheus_client import REGISTRY
 
 from support.kafka import produce_events
@@ -29,20 +29,6 @@ from vigil.kernels.profile import DatasetProfile
 pytestmark = pytest.mark.integration
 
 SEXES = np.array(["F", "M"])
-
-
-async def _logged(deployer: Deployer, deployment: str, ids: list[str]) -> dict[str, Any]:
-    """The logged ``prediction.logged`` payload holding these prediction ids (one request: one event here)."""
-
-    async def probe() -> dict[str, Any] | None:
-        for event in await deployer.events_on(topics.PREDICTIONS, expect=10_000, timeout=1.5):
-            data = event["data"]
-            if data["deployment"] == deployment and set(ids) <= set(data["prediction_ids"]):
-                return dict(data)
-        return None
-
-    found: dict[str, Any] = await eventually(probe, timeout=60, what=f"{deployment}'s predictions logged")
-    return found
 
 
 def _by_id(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -87,7 +73,7 @@ async def test_declared_attributes_are_checked_and_logged_never_fed_to_the_model
     )
     assert [p["score"] for p in answer["predictions"]] == [p["score"] for p in plain["predictions"]]
     ids = [p["prediction_id"] for p in answer["predictions"]]
-    data = await _logged(deployer, "attrs", ids)
+    data = await logged_payload(deployer, "attrs", ids)
     assert set(data["numeric"]) == set(FEATURES)  # the attributes are no features
     assert [_by_id(data, "sex")[i] for i in ids] == ["F", "M", None]
     assert [_by_id(data, "site")[i] for i in ids] == ["north", None, "12"]
@@ -96,7 +82,7 @@ async def test_declared_attributes_are_checked_and_logged_never_fed_to_the_model
     columns: dict[str, list[Any]] = {f: [row(i)[f] for i in range(2)] for f in FEATURES}
     answer = await deployer.predict("attrs", {"columns": {**columns, "sex": ["M", None]}})
     ids = [p["prediction_id"] for p in answer["predictions"]]
-    data = await _logged(deployer, "attrs", ids)
+    data = await logged_payload(deployer, "attrs", ids)
     assert [_by_id(data, "sex")[i] for i in ids] == ["M", None]
     assert [_by_id(data, "site")[i] for i in ids] == [None, None]
 

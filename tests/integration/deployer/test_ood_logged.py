@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from deployer_support import FEATURES, Deployer, linear, monitor_beside
+from deployer_support import FEATURES, Deployer, linear, logged_payload, monitor_beside
 
 from support.kafka import produce_events
 from support.services import eventually
@@ -74,20 +74,6 @@ async def _register(deployer: Deployer, model: str, *, profile: str) -> None:
     await produce_events(deployer.bootstrap, f"{deployer.prefix}{topics.MODELS}", [event], key=model.encode())
 
 
-async def _logged(deployer: Deployer, deployment: str, ids: list[str]) -> dict[str, Any]:
-    """The logged ``prediction.logged`` payload holding these prediction ids (one request: one event)."""
-
-    async def probe() -> dict[str, Any] | None:
-        for event in await deployer.events_on(topics.PREDICTIONS, expect=10_000, timeout=1.5):
-            data = event["data"]
-            if data["deployment"] == deployment and set(ids) <= set(data["prediction_ids"]):
-                return dict(data)
-        return None
-
-    found: dict[str, Any] = await eventually(probe, timeout=60, what=f"{deployment}'s predictions logged")
-    return found
-
-
 async def test_ood_flags_are_logged_per_row_and_counted_by_the_monitor(deployer: Deployer, fresh_db: str) -> None:
     async with monitor_beside(deployer, fresh_db) as monitor:
         for name, profile in (("oodi", "inline"), ("oods", "stored"), ("oodn", "none")):
@@ -107,7 +93,7 @@ async def test_ood_flags_are_logged_per_row_and_counted_by_the_monitor(deployer:
             answer = await deployer.predict(name, {"instances": [TYPICAL, FAR]})
             assert [p["ood"] for p in answer["predictions"]] == [False, True], name
             ids = [p["prediction_id"] for p in answer["predictions"]]
-            data = await _logged(deployer, name, ids)
+            data = await logged_payload(deployer, name, ids)
             flags = dict(zip(data["prediction_ids"], data["ood"], strict=True))
             scores = dict(zip(data["prediction_ids"], data["ood_scores"], strict=True))
             assert (flags[ids[0]], flags[ids[1]]) == (False, True)
@@ -119,13 +105,13 @@ async def test_ood_flags_are_logged_per_row_and_counted_by_the_monitor(deployer:
         r = await deployer.client.post("/v2/models/oods/infer", json=infer, headers=deployer.h("predictor"))
         assert r.status_code == 200, r.text
         request_id = r.json()["parameters"]["request_id"]
-        data = await _logged(deployer, "oods", [f"{request_id}-0", f"{request_id}-1"])
+        data = await logged_payload(deployer, "oods", [f"{request_id}-0", f"{request_id}-1"])
         flags = dict(zip(data["prediction_ids"], data["ood"], strict=True))
         assert (flags[f"{request_id}-0"], flags[f"{request_id}-1"]) == (False, True)
 
         plain = await deployer.predict("oodn", {"instances": [TYPICAL, FAR]})  # no profile: no flag, no error
         assert [p["ood"] for p in plain["predictions"]] == [None, None]
-        data = await _logged(deployer, "oodn", [p["prediction_id"] for p in plain["predictions"]])
+        data = await logged_payload(deployer, "oodn", [p["prediction_id"] for p in plain["predictions"]])
         assert data.get("ood") is None and data.get("ood_scores") is None
 
         async def oodi_window() -> dict[str, Any] | None:
