@@ -1,18 +1,19 @@
 """Tokens for an embedded stack: one admin token kept for the life of the home directory, fresh service tokens.
 
-The admin token's plaintext is written once to ``<home>/admin.token`` (mode 0600, created exclusively) and reused on
-every restart, so scripts and users can rely on it. Service principals get a new token at every start, handed to the
-child process in ``VIGIL_SERVICE_TOKEN`` and never written to disk in plaintext. Tokens in ``tokens.json`` that
-belong to neither (issued with ``vigil tokens create``, or by hand) are kept as they are.
+The admin token's plaintext is written once to ``<home>/admin.token`` (mode 0600, appearing whole or not at all:
+``vigil.service.secret_file``) and reused on every restart, so scripts and users can rely on it. Service principals
+get a new token at every start, handed to the child process in ``VIGIL_SERVICE_TOKEN`` and never written to disk in
+plaintext. Tokens in ``tokens.json`` that belong to neither (issued with ``vigil tokens create``, or by hand) are kept
+as they are.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vigil.service.secret_file import publish_secret_once
 from vigil.service.tokens import Role, TokenRecord, issue_token, token_digest, update_tokens
 from vigil.stack.state import StackPaths
 
@@ -68,19 +69,13 @@ def ensure_admin_token(paths: StackPaths) -> str:
 
 def write_secret_once(path: Path, text: str) -> bool:
     """Write ``text`` to a new file readable by its owner only (0600); False, and nothing written, if the file exists
-    already — a secret is never overwritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    return True
+    already — a secret is never overwritten. The file appears with all of ``text`` or not at all, so a process
+    reading it meanwhile never sees it empty (issue #20)."""
+    return publish_secret_once(path, text).written
 
 
 def _admin_plaintext(paths: StackPaths) -> str:
-    """Read ``admin.token``, or create it (0600, exclusively) on first start."""
+    """Read ``admin.token``, or create it (0600, first writer wins) on first start."""
     path = paths.admin_token
     if path.is_file():
         existing = path.read_text().strip()

@@ -38,6 +38,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
+from vigil.service.secret_file import publish_secret_once
 from vigil.stack._proc import (
     StackError,
     free_port,
@@ -434,20 +435,13 @@ def _hba_trusts(hba: Path) -> bool:
 
 
 def _read_or_make_secret(path: Path) -> str:
-    """A secret kept in ``path`` (0600): read it, or make it (exclusively, so two starts agree on one)."""
+    """A secret kept in ``path`` (0600): read it, or make it — first writer wins, so two starts agree on one, and
+    the file appears whole, so neither reads it empty (issue #20)."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    secret = secrets.token_urlsafe(24)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret + "\n")
-    return secret
+    return publish_secret_once(path, secrets.token_urlsafe(24) + "\n").text.strip()
 
 
 def _server_os_user() -> pwd.struct_passwd | None:

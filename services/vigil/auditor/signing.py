@@ -14,8 +14,6 @@ import base64
 import binascii
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from vigil.events import canonical_json
+from vigil.service.secret_file import publish_secret_once
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +121,11 @@ def _load_file(path: Path) -> Ed25519PrivateKey:
 def _generate(path: Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Two auditors starting at once must not overwrite each other's key, and the loser must never read a half-written
-    # one (with O_EXCL on the key file itself, a second auditor read it empty in a fresh-clone CI run and exited): the
-    # key is written whole to a scratch file, then hard-linked into place — atomic, and refused if a key is there,
-    # in which case the loser reads the winner's.
-    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=".signing-key-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(seed.hex() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(scratch, path)
-        except FileExistsError:
-            return _load_file(path)
-    finally:
-        Path(scratch).unlink(missing_ok=True)
+    # one (with O_EXCL on the key file itself, a second auditor read it empty in a fresh-clone CI run and exited):
+    # published whole or not at all, first wins, the loser reads the winner's.
+    if not publish_secret_once(path, seed.hex() + "\n").written:
+        return _load_file(path)
     log.warning("generated a new audit signing key", extra={"key_file": str(path), "key_id": key_id(key.public_key())})
     return key
 
