@@ -15,6 +15,11 @@ What the ``/v2`` routes (``oip_api``) need, kept pure so it is unit-tested on it
   shape ``[N, F]`` — named ``features`` for every model (so one request fits every version of a canary), or like
   an ONNX graph's own 2-D input — whose columns
   follow the model's feature order. NaN and ±inf are refused (the gateway's models have no missing values).
+* :func:`attribute_columns` — the deployment's logged attributes (:mod:`vigil.deployer.attributes`), sent beside
+  the features as ``BYTES`` inputs named after the attribute, shape ``[N]`` or ``[N, 1]``, one UTF-8 string per
+  row (JSON strings, or the binary extension's 4-byte little-endian length-prefixed elements). They are left out of
+  the matrix, and their values are checked and logged by the same code as the predict route's. ``BYTES`` is taken
+  for nothing else: the models are numeric.
 * :func:`infer_response` — the answer as JSON, or JSON + raw bytes for outputs asked for in binary.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import struct
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from vigil.deployer.attributes import BadAttribute, Columns, from_columns
 from vigil.deployer.gateway import InputError, TooLarge
 from vigil.modelformat import Model, OnnxModel
 
@@ -56,6 +63,8 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
+#: The string datatype: taken only for a deployment's logged attributes (one UTF-8 string per row).
+BYTES = "BYTES"
 _ONNX_TYPES = {"float": "FP32", "double": "FP64", "int64": "INT64", "int32": "INT32"}
 MAX_RANK = 8
 
@@ -90,7 +99,8 @@ class Signature:
 
 @dataclass(frozen=True)
 class Tensor:
-    """One request input: its declared datatype and shape, and its elements (row-major, flat)."""
+    """One request input: its declared datatype and shape, and its elements (row-major, flat; ``bytes`` objects
+    for ``BYTES``, decoded only where an attribute is read)."""
 
     name: str
     datatype: str
@@ -178,14 +188,18 @@ def _signature_of(model: Model) -> Signature:
     )
 
 
-def model_metadata(name: str, versions: Sequence[int], signature: Signature) -> dict[str, Any]:
+def model_metadata(
+    name: str, versions: Sequence[int], signature: Signature, attributes: Sequence[str] = ()
+) -> dict[str, Any]:
     """``GET /v2/models/{name}``: OIP's model metadata, plus Vigil's ``features`` (the column order of the
-    ``[N, F]`` form and each feature's datatype)."""
+    ``[N, F]`` form and each feature's datatype). ``attributes``: the logged attributes the model takes beside its
+    features, listed as ``BYTES [-1]`` inputs so a client can discover them."""
+    inputs = [*signature.inputs, *(TensorSpec(a, BYTES, (-1,)) for a in attributes)]
     return {
         "name": name,
         "versions": [str(v) for v in versions],
         "platform": signature.platform,
-        "inputs": [t.to_dict() for t in signature.inputs],
+        "inputs": [t.to_dict() for t in inputs],
         "outputs": [t.to_dict() for t in signature.outputs],
         "features": [
             {"name": n, "datatype": t} for n, t in zip(signature.features, signature.feature_types, strict=True)
@@ -288,9 +302,10 @@ def _tensor(item: object, index: int, binary: bytes, offset: int) -> tuple[Tenso
     if not isinstance(datatype, str):
         raise OipError(f"input {name!r}: datatype must be a string")
     dtype = DATATYPES.get(datatype)
-    if dtype is None:
+    if dtype is None and datatype != BYTES:
         raise OipError(
-            f"input {name!r}: datatype {datatype[:32]!r} is not supported (numeric types only: {', '.join(DATATYPES)})"
+            f"input {name!r}: datatype {datatype[:32]!r} is not supported (numeric types: {', '.join(DATATYPES)}; "
+            f"{BYTES} for logged attributes)"
         )
     shape_raw = item.get("shape")
     if (
@@ -312,6 +327,8 @@ def _tensor(item: object, index: int, binary: bytes, offset: int) -> tuple[Tenso
             raise OipError(f"input {name!r}: give either data or binary_data_size, not both")
         if offset + size > len(binary):
             raise OipError(f"input {name!r}: binary_data_size {size} exceeds the binary data sent")
+        if dtype is None:
+            return Tensor(name, datatype, shape, _byte_elements(binary, offset, size, count, name)), offset + size
         if size != count * dtype.itemsize:
             raise OipError(
                 f"input {name!r}: {size} bytes of binary data for shape {list(shape)} of {datatype} "
@@ -324,7 +341,43 @@ def _tensor(item: object, index: int, binary: bytes, offset: int) -> tuple[Tenso
     values = _flatten(item["data"], name)
     if len(values) != count:
         raise OipError(f"input {name!r}: {len(values)} values for shape {list(shape)} (expected {count})")
+    if dtype is None:
+        return Tensor(name, datatype, shape, _strings(values, name)), offset
     return Tensor(name, datatype, shape, _typed(values, datatype, dtype, name)), offset
+
+
+def _byte_elements(binary: bytes, offset: int, size: int, count: int, name: str) -> npt.NDArray[Any]:
+    """A ``BYTES`` input's binary data → its ``count`` elements: each a 4-byte little-endian length, then that
+    many bytes (Triton's serialisation, what tritonclient sends), filling exactly ``size`` bytes."""
+    if count * 4 > size:
+        raise OipError(f"input {name!r}: {size} bytes of binary data cannot hold {count} {BYTES} elements")
+    out = np.empty(count, dtype=object)
+    position, end = offset, offset + size
+    for i in range(count):
+        if position + 4 > end:
+            raise OipError(f"input {name!r}: the binary data ends inside element {i}")
+        (length,) = struct.unpack_from("<I", binary, position)
+        position += 4
+        if position + length > end:
+            raise OipError(f"input {name!r}: the binary data ends inside element {i}")
+        out[i] = binary[position : position + length]
+        position += length
+    if position != end:
+        raise OipError(f"input {name!r}: {end - position} bytes of binary data follow its {count} elements")
+    return out
+
+
+def _strings(values: list[Any], name: str) -> npt.NDArray[Any]:
+    """A ``BYTES`` input's JSON data (strings) → its elements as UTF-8 bytes."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise OipError(f"input {name!r}: element {i} is not a string (datatype {BYTES})")
+        try:
+            out[i] = value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape (\ud800), which the fallback JSON parser lets through
+            raise OipError(f"input {name!r}: element {i} is not valid UTF-8") from None
+    return out
 
 
 def _flatten(data: object, name: str) -> list[Any]:
@@ -375,8 +428,63 @@ def _first(values: list[Any], bad: Any) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------- tensors → rows
-def tensors_to_matrix(signature: Signature, tensors: Sequence[Tensor], *, max_rows: int) -> npt.NDArray[np.float64]:
-    """The request's tensors → float64 rows × the model's features (see the module docstring)."""
+def tensors_to_matrix(
+    signature: Signature, tensors: Sequence[Tensor], *, max_rows: int, attributes: frozenset[str] = frozenset()
+) -> npt.NDArray[np.float64]:
+    """The request's tensors → float64 rows × the model's features (see the module docstring).
+
+    ``attributes``: the deployment's logged attributes that are not the model's features; inputs so named are left
+    out of the matrix (read by :func:`attribute_columns`), but must be ``[N]`` or ``[N, 1]`` with the features' N —
+    as the predict route refuses an attribute column of another length (counted against the routed version). Any
+    other ``BYTES`` input is refused: the deployment does not log it, and the model takes numbers."""
+    logged: list[Tensor] = []
+    if attributes or any(t.datatype == BYTES for t in tensors):
+        logged = [t for t in tensors if t.name in attributes]
+        tensors = [t for t in tensors if t.name not in attributes]
+        strings = next((t.name for t in tensors if t.datatype == BYTES), None)
+        if strings is not None:
+            if strings in signature.features:
+                raise OipError(f"input {strings!r} is {BYTES}; a feature's input is numeric")
+            declared = f" ({', '.join(sorted(attributes))})" if attributes else ""
+            raise OipError(f"input {strings!r} ({BYTES}) is not one of the deployment's logged attributes{declared}")
+    matrix = _matrix(signature, tensors, max_rows)
+    for tensor in logged:
+        if not (len(tensor.shape) == 1 or (len(tensor.shape) == 2 and tensor.shape[1] == 1)):
+            raise OipError(
+                f"input {tensor.name!r} has shape {list(tensor.shape)}; an attribute's input is [N] or [N, 1]"
+            )
+        if tensor.shape[0] != len(matrix):
+            raise OipError(f"input {tensor.name!r} has {tensor.shape[0]} rows, the features {len(matrix)}")
+    return matrix
+
+
+def attribute_columns(tensors: Sequence[Tensor], names: Sequence[str], rows: int) -> Columns:
+    """The logged attributes ``names`` from their ``BYTES`` inputs (shapes checked by :func:`tensors_to_matrix`);
+    an attribute not sent is null for every row. BadAttribute — the client's to fix whichever version answers, as
+    on the predict route — for another datatype, bytes that are not UTF-8, or a value the predict route refuses
+    (:func:`vigil.deployer.attributes.from_columns`: over 256 characters)."""
+    wanted = set(names)
+    columns: dict[str, list[object]] = {}
+    for tensor in tensors:
+        if tensor.name not in wanted:
+            continue
+        if tensor.datatype != BYTES:
+            raise BadAttribute(
+                f"input {tensor.name!r} is a logged attribute: its datatype must be {BYTES} (one UTF-8 string per "
+                f"row), got {tensor.datatype}"
+            )
+        values: list[object] = []
+        for i, element in enumerate(tensor.data.tolist()):
+            try:
+                values.append(element.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise BadAttribute(f"row {i}: attribute {tensor.name!r} is not valid UTF-8") from None
+        columns[tensor.name] = values
+    return from_columns(columns, names, rows)
+
+
+def _matrix(signature: Signature, tensors: Sequence[Tensor], max_rows: int) -> npt.NDArray[np.float64]:
+    """The feature inputs → the matrix, in either layout."""
     features = signature.features
     if len(tensors) == 1 and tensors[0].name in signature.matrix_inputs:
         tensor = tensors[0]

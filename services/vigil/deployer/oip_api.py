@@ -2,8 +2,9 @@
 
 An OIP *model* is a deployment: ``/v2/models/{deployment}/infer`` goes through the same traffic split, shadow
 mirroring and prediction logging as the predict route (:func:`vigil.deployer.serving.serve`); the version that
-answered is the response's ``model_version``. Versions are the deployment's to choose, so the protocol's
-``/versions/{v}`` paths are refused with a reason.
+answered is the response's ``model_version``. The deployment's logged attributes travel as ``BYTES`` inputs beside
+the features (:mod:`vigil.deployer.oip`), checked and logged as the predict route's, and the model metadata lists
+them. Versions are the deployment's to choose, so the protocol's ``/versions/{v}`` paths are refused with a reason.
 
 Every route needs the predict route's roles (viewer or deployer; admin passes): the OIP surface is for serving
 clients, and deny-by-default holds for its health routes too (probes use ``/healthz`` and ``/readyz``). Every
@@ -27,6 +28,7 @@ from starlette.types import Scope
 from vigil.artifacts import ArtifactError
 from vigil.deployer import oip
 from vigil.deployer.api import DeploymentName, ModelsDep
+from vigil.deployer.attributes import Columns, logged_names
 from vigil.deployer.fastpath import admitted, header
 from vigil.deployer.gateway import ModelCache
 from vigil.deployer.predict_api import Predictor
@@ -115,8 +117,11 @@ async def server_ready(runtime: RuntimeDep, _user: Predictor) -> Response:
     return _json({"ready": True})
 
 
-async def _stable_model(runtime: ServiceRuntime, models: ModelCache, name: str) -> tuple[list[int], Model] | Response:
-    """The versions serving ``name`` and stable's model, loaded; or the error answer."""
+async def _stable_model(
+    runtime: ServiceRuntime, models: ModelCache, name: str
+) -> tuple[list[int], Model, tuple[str, ...]] | Response:
+    """The versions serving ``name``, stable's model, loaded, and the logged attributes it takes beside its
+    features; or the error answer."""
     try:
         route = await current_route(runtime, name)
     except ServeError as exc:
@@ -132,17 +137,18 @@ async def _stable_model(runtime: ServiceRuntime, models: ModelCache, name: str) 
         loaded = [await models.get(d) for d in digests]
     except (ArtifactError, ModelFormatError) as exc:
         return error(503, f"model of deployment {name} is unavailable: {exc}", ready=False)
-    return versions, loaded[0]
+    return versions, loaded[0], logged_names(route.logged_attributes, loaded[0].feature_names)
 
 
 @router.get("/models/{name}", response_model=None)
 async def model_metadata(name: DeploymentName, runtime: RuntimeDep, models: ModelsDep, _user: Predictor) -> Response:
-    """OIP model metadata of a deployment: the versions serving it and stable's inputs and outputs."""
+    """OIP model metadata of a deployment: the versions serving it and stable's inputs (its logged attributes
+    among them, as BYTES) and outputs."""
     found = await _stable_model(runtime, models, name)
     if isinstance(found, Response):
         return found
-    versions, model = found
-    return _json(oip.model_metadata(name, versions, oip.signature_of(model)))
+    versions, model, attributes = found
+    return _json(oip.model_metadata(name, versions, oip.signature_of(model), attributes))
 
 
 @router.get("/models/{name}/ready", response_model=None)
@@ -169,7 +175,8 @@ async def infer(name: DeploymentName, request: Request, runtime: RuntimeDep, _us
     """OIP inference through the deployment's traffic split, shadow mirroring and prediction logging.
 
     Tensors: one input per feature (``[N]`` or ``[N, 1]``), or one ``[N, F]`` input in the model's feature order;
-    JSON data or Triton's binary tensor data. Outputs ``score`` and ``label`` (classifier) or ``value``. The
+    besides them, the deployment's logged attributes as ``BYTES`` inputs (``[N]`` or ``[N, 1]``, one UTF-8 string
+    per row); JSON data or Triton's binary tensor data. Outputs ``score`` and ``label`` (classifier) or ``value``. The
     response's ``id`` echoes the request's, else the gateway's request id; ``parameters`` carry ``request_id``
     (row i's prediction id is ``<request_id>-<i>``), ``variant`` and the registry ``model``."""
     return await answer_infer(runtime, name, await request.body(), request.headers.get(oip.HEADER_LENGTH))
@@ -184,16 +191,21 @@ async def answer_infer(runtime: ServiceRuntime, name: str, raw: bytes, header_le
     except oip.OipError as exc:
         return error(400, str(exc))
     signatures: dict[int, oip.Signature] = {}
+    rows = [body.rows]
 
-    def build(model: Model, _attributes: frozenset[str]) -> npt.NDArray[np.float64]:
-        # No attributes here yet (serve passes none without an ``attributes`` reader): a BYTES tensor named like a
-        # declared attribute is refused as an unknown input, as before (docs/deployer.md, logged attributes).
+    def build(model: Model, logged: frozenset[str]) -> npt.NDArray[np.float64]:
         signature = signatures[id(model)] = oip.signature_of(model)
         oip.check_requested(signature, body.outputs)
-        return oip.tensors_to_matrix(signature, body.inputs, max_rows=settings.gateway_max_rows)
+        matrix = oip.tensors_to_matrix(signature, body.inputs, max_rows=settings.gateway_max_rows, attributes=logged)
+        rows[0] = len(matrix)
+        return matrix
+
+    def attributes(names: tuple[str, ...]) -> Columns:
+        """The logged attributes, from their BYTES inputs (read after ``build``, which checked their shapes)."""
+        return oip.attribute_columns(body.inputs, names, rows[0])
 
     try:
-        served = await serve(runtime, name, build, key=body.key, requested_rows=body.rows)
+        served = await serve(runtime, name, build, key=body.key, requested_rows=body.rows, attributes=attributes)
     except ServeError as exc:
         return error(_client_status(exc), exc.message)
     signature = signatures[id(served.model)]

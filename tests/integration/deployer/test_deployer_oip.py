@@ -4,7 +4,9 @@
 A canary at 50 % between an ONNX tree ensemble (v1, stable) and a linear model (v2, candidate): health, metadata
 from the stable graph's signature, inference in both tensor layouts (binary and JSON) with the scores each version
 computes on its own, routing by the same sticky key hash as the predict route, refused requests as tritonclient's
-``InferenceServerException`` with the server's message, and the answers logged as ``prediction.logged``.
+``InferenceServerException`` with the server's message, and the answers logged as ``prediction.logged``. And a
+deployment's logged attributes sent as ``BYTES`` inputs: listed by the metadata, logged in ``prediction.logged``
+as the predict route logs them, refused (400) where the predict route refuses them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from deployer_support import FEATURES, Deployer, key_for, linear, register_onnx, row
+from deployer_support import FEATURES, Deployer, key_for, linear, logged_payload, register_onnx, row
+from prometheus_client import REGISTRY
 from tritonclient.utils import InferenceServerException
 
 from support.onnx_models import tree_model
@@ -229,3 +232,98 @@ async def test_predict_route_answers_with_its_request_id(deployer: Deployer) -> 
     await deployer.wait_for("rid", "v1 serving", lambda d: d["stable_version"] == 1)
     answer = await deployer.predict("rid", {"instances": [row(0), row(1)]})
     assert [p["prediction_id"] for p in answer["predictions"]] == [f"{answer['request_id']}-{i}" for i in range(2)]
+
+
+def strings_input(
+    name: str, values: list[Any], *, binary: bool = True, shape: list[int] | None = None
+) -> httpclient.InferInput:
+    """A logged attribute as tritonclient sends strings: BYTES, binary (length-prefixed elements) or JSON."""
+    tensor = httpclient.InferInput(name, shape or [len(values)], "BYTES")
+    tensor.set_data_from_numpy(np.array(values, dtype=object).reshape(shape or [len(values)]), binary_data=binary)
+    return tensor
+
+
+def _bad_inputs() -> float:
+    """Requests this process counted as the stable variant's ``bad_input`` errors (the canary's error rate)."""
+    value = REGISTRY.get_sample_value("vigil_gateway_errors_total", {"variant": "stable", "reason": "bad_input"})
+    return value or 0.0
+
+
+async def test_logged_attributes_as_bytes_inputs(deployer: Deployer) -> None:
+    await deployer.create(name="oip-attrs", model="oip-attrs-model", auto_deploy="auto", logged_attributes=["site"])
+    await deployer.register_version("oip-attrs-model", 1, linear(0.4))
+    await deployer.wait_for("oip-attrs", "v1 serving", lambda d: d["stable_version"] == 1)
+    x = np.array([[row(i)[f] for f in FEATURES] for i in range(3)], dtype=np.float64)
+    sites = ["north", "Zürich", "12"]
+
+    def predictor() -> dict[str, str]:  # a fresh dict per call: tritonclient adds to the headers it is given
+        return deployer.h("predictor")
+
+    # The predict route's answer and log for these rows: the OIP route must log the same categories.
+    via_predict = await deployer.predict(
+        "oip-attrs", {"instances": [{**row(i), "site": s} for i, s in enumerate(sites)]}
+    )
+    predict_ids = [p["prediction_id"] for p in via_predict["predictions"]]
+    predict_logged = await logged_payload(deployer, "oip-attrs", predict_ids)
+
+    async with served(deployer.service.app) as url:
+        meta = await triton(url, lambda c: c.get_model_metadata("oip-attrs", headers=predictor()))
+        assert meta["inputs"][-1] == {"name": "site", "datatype": "BYTES", "shape": [-1]}
+        assert [i["name"] for i in meta["inputs"]] == [*FEATURES, "site"]
+
+        # Binary BYTES (tritonclient's default) beside JSON feature inputs; JSON BYTES [N, 1] beside the [N, F]
+        # binary matrix; and no attribute input at all (null for every row, as a row without it on /predict).
+        requests = [
+            [*feature_inputs(x), strings_input("site", sites)],
+            [*matrix_input("features", x), strings_input("site", sites, binary=False, shape=[3, 1])],
+            feature_inputs(x),
+        ]
+        answers = []
+        for inputs in requests:
+            result = await triton(url, lambda c, i=inputs: c.infer("oip-attrs", i, headers=predictor()))
+            answers.append(result)
+            np.testing.assert_allclose(  # the model's feature matrix is unchanged by the attribute input
+                result.as_numpy("score"), [p["score"] for p in via_predict["predictions"]], rtol=1e-6
+            )
+
+        refusals: list[tuple[list[httpclient.InferInput], str, float]] = [
+            (  # another datatype: the client's to fix, not the routed version's error (as on /predict)
+                [*feature_inputs(x), *matrix_input("site", x[:, :1])],
+                "input 'site' is a logged attribute: its datatype must be BYTES (one UTF-8 string per row), got FP32",
+                0,
+            ),
+            (
+                [*feature_inputs(x), strings_input("site", [b"ok", b"\xff\xfe", b"ok"])],
+                "row 1: attribute 'site' is not valid UTF-8",
+                0,
+            ),
+            (
+                [*feature_inputs(x), strings_input("site", ["a", "b", "x" * 257])],
+                "row 2: attribute 'site' is longer than 256 characters",
+                0,
+            ),
+            # Another row count, or a field the deployment does not log: counted, as on /predict.
+            ([*feature_inputs(x), strings_input("site", sites[:2])], "input 'site' has 2 rows, the features 3", 1),
+            (
+                [*feature_inputs(x), strings_input("site", sites), strings_input("sex", ["F", "M", "F"])],
+                "input 'sex' (BYTES) is not one of the deployment's logged attributes (site)",
+                1,
+            ),
+        ]
+        for inputs, message, counted in refusals:
+            before = _bad_inputs()
+            with pytest.raises(InferenceServerException) as caught:
+                await triton(url, lambda c, i=inputs: c.infer("oip-attrs", i, headers=predictor()))
+            assert caught.value.status() == "400", caught.value
+            assert message in caught.value.message(), caught.value
+            assert _bad_inputs() - before == counted, message
+
+    for result, expected in zip(answers, (sites, sites, [None, None, None]), strict=True):
+        request_id = result.get_response()["parameters"]["request_id"]
+        ids = [f"{request_id}-{i}" for i in range(3)]
+        data = await logged_payload(deployer, "oip-attrs", ids)
+        assert set(data["numeric"]) == set(FEATURES) and set(data["categorical"]) == {"site"}
+        logged = dict(zip(data["prediction_ids"], data["categorical"]["site"], strict=True))
+        assert [logged[i] for i in ids] == expected
+    predicted = dict(zip(predict_logged["prediction_ids"], predict_logged["categorical"]["site"], strict=True))
+    assert [predicted[i] for i in predict_ids] == sites  # the same categories as from the predict route

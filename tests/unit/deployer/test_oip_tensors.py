@@ -12,12 +12,14 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 
 from support.onnx_models import per_feature_graph
+from vigil.deployer.attributes import BadAttribute
 from vigil.deployer.gateway import TooLarge
 from vigil.deployer.oip import (
     InferRequest,
     OipError,
     RequestedOutput,
     Signature,
+    attribute_columns,
     check_requested,
     infer_response,
     model_metadata,
@@ -169,7 +171,9 @@ def test_tritonclients_binary_tensor_data_is_read() -> None:
         (json.dumps({"inputs": []}).encode(), "inputs must be a non-empty list"),
         (json.dumps({"inputs": [], "extra": 1}).encode(), "unknown request fields ['extra']"),
         (body({"name": "age", "shape": [1], "datatype": "FLOAT", "data": [1.0]}), "datatype 'FLOAT' is not supported"),
-        (body({"name": "age", "shape": [1], "datatype": "BYTES", "data": ["a"]}), "datatype 'BYTES' is not supported"),
+        (body({"name": "age", "shape": [1], "datatype": "BF16", "data": [1.0]}), "datatype 'BF16' is not supported"),
+        (body({"name": "site", "shape": [2], "datatype": "BYTES", "data": ["a", 1]}), "element 1 is not a string"),
+        (body({"name": "site", "shape": [1], "datatype": "BYTES", "data": [None]}), "element 0 is not a string"),
         (body({"name": "age", "shape": [2], "datatype": "FP64", "data": [1.0]}), "1 values for shape [2] (expected 2)"),
         (body({"name": "age", "shape": [1], "datatype": "INT64", "data": [1.5]}), "element 0 is not an integer"),
         (body({"name": "age", "shape": [1], "datatype": "INT32", "data": [2**31]}), "out of the range of INT32"),
@@ -270,6 +274,116 @@ def test_too_many_rows_is_too_large() -> None:
     item = {"name": "features", "shape": [5, 3], "datatype": "FP64", "data": [1.0] * 15}
     with pytest.raises(TooLarge, match="batch of 5 rows exceeds the limit of 4"):
         matrix_of(signature_of(linear()), body(item), max_rows=4)
+
+
+# ---------------------------------------------------------------------------------------------- logged attributes
+def strings(name: str, values: list[Any], shape: list[int] | None = None) -> dict[str, Any]:
+    return {"name": name, "shape": shape or [len(values)], "datatype": "BYTES", "data": values}
+
+
+def test_bytes_inputs_are_read_from_json_and_from_tritonclients_binary_elements() -> None:
+    """JSON strings, and the 4-byte little-endian length-prefixed elements tritonclient sends for BYTES by default
+    (built by its own ``serialize_byte_tensor``), non-ASCII and empty strings included."""
+    sites = ["north", "Zürich", "", "東京"]
+    request = parse_infer_request(body(strings("site", sites)))
+    assert request.inputs[0].data.tolist() == [s.encode() for s in sites]
+    tensor = httpclient.InferInput("site", [4, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array(sites, dtype=object).reshape(4, 1))
+    raw, header = httpclient.InferenceServerClient.generate_request_body([tensor])
+    assert header is not None
+    parsed = parse_infer_request(raw, str(header)).inputs[0]
+    assert (parsed.datatype, parsed.shape) == ("BYTES", (4, 1))
+    assert parsed.data.tolist() == [s.encode() for s in sites]
+
+
+def test_bytes_binary_data_that_does_not_add_up_is_refused() -> None:
+    ok = (2).to_bytes(4, "little") + b"ab"
+    for tail, count, message in (
+        (ok, 2, "6 bytes of binary data cannot hold 2 BYTES elements"),
+        ((9).to_bytes(4, "little") + b"ab", 1, "the binary data ends inside element 0"),
+        (ok + b"\x00\x00\x00", 1, "3 bytes of binary data follow its 1 elements"),
+        (ok + (5).to_bytes(4, "little") + b"xy", 2, "the binary data ends inside element 1"),
+    ):
+        size = {"binary_data_size": len(tail)}
+        header = json.dumps(
+            {"inputs": [{"name": "site", "shape": [count], "datatype": "BYTES", "parameters": size}]}
+        ).encode()
+        with pytest.raises(OipError) as caught:
+            parse_infer_request(header + tail, str(len(header)))
+        assert message in str(caught.value)
+
+
+def test_attribute_inputs_are_left_out_of_the_matrix_and_read_as_the_predict_routes() -> None:
+    sig = signature_of(linear())
+    declared = frozenset({"site", "sex"})
+    for features in (feature_inputs(ROWS), [{"name": "features", "shape": [3, 3], "datatype": "FP64",
+                                             "data": ROWS.tolist()}]):  # fmt: skip
+        inputs = parse_infer_request(body(*features, strings("site", ["north", "Zürich", "12"], [3, 1]))).inputs
+        np.testing.assert_array_equal(tensors_to_matrix(sig, inputs, max_rows=10, attributes=declared), ROWS)
+        assert attribute_columns(inputs, ("site", "sex"), 3) == {
+            "site": ["north", "Zürich", "12"],
+            "sex": [None, None, None],  # not sent: null for every row, as a row without it on the predict route
+        }
+
+
+@pytest.mark.parametrize(
+    ("extra", "declared", "message"),
+    [
+        (strings("zip", ["1", "2", "3"]), {"site"}, "input 'zip' (BYTES) is not one of the deployment's logged "
+         "attributes (site)"),
+        (strings("zip", ["1", "2", "3"]), set(), "input 'zip' (BYTES) is not one of the deployment's logged attri"),
+        (strings("site", ["a", "b"]), {"site"}, "input 'site' has 2 rows, the features 3"),
+        (strings("site", ["a"] * 6, [3, 2]), {"site"}, "input 'site' has shape [3, 2]; an attribute's input is [N]"),
+    ],
+)  # fmt: skip
+def test_attribute_inputs_that_do_not_fit_are_refused(extra: dict[str, Any], declared: set[str], message: str) -> None:
+    inputs = parse_infer_request(body(*feature_inputs(ROWS), extra)).inputs
+    with pytest.raises(OipError) as caught:
+        tensors_to_matrix(signature_of(linear()), inputs, max_rows=10, attributes=frozenset(declared))
+    assert message in str(caught.value)
+
+
+def test_a_bytes_input_named_like_a_feature_is_refused() -> None:
+    inputs = parse_infer_request(body(*feature_inputs(ROWS)[:2], strings("heart_rate", ["71", "64", "80"]))).inputs
+    with pytest.raises(OipError, match="input 'heart_rate' is BYTES; a feature's input is numeric"):
+        tensors_to_matrix(signature_of(linear()), inputs, max_rows=10, attributes=frozenset({"site"}))
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        (
+            {"name": "site", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+            "input 'site' is a logged attribute: its datatype must be BYTES (one UTF-8 string per row), got INT64",
+        ),
+        (strings("site", ["a", "x" * 257]), "row 1: attribute 'site' is longer than 256 characters"),
+    ],
+)
+def test_attribute_values_are_checked_as_on_the_predict_route(tensor: dict[str, Any], message: str) -> None:
+    inputs = parse_infer_request(body(tensor)).inputs
+    with pytest.raises(BadAttribute) as caught:
+        attribute_columns(inputs, ("site",), 2)
+    assert message in str(caught.value)
+
+
+def test_attribute_bytes_that_are_not_utf8_are_refused_naming_the_row() -> None:
+    elements = b"".join(len(v).to_bytes(4, "little") + v for v in (b"ok", b"\xff\xfe"))
+    header = json.dumps(
+        {"inputs": [{"name": "site", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 12}}]}
+    ).encode()
+    inputs = parse_infer_request(header + elements, str(len(header))).inputs
+    with pytest.raises(BadAttribute, match="row 1: attribute 'site' is not valid UTF-8"):
+        attribute_columns(inputs, ("site",), 2)
+    surrogate = b'{"inputs": [{"name": "site", "shape": [1], "datatype": "BYTES", "data": ["\\ud800"]}]}'
+    with pytest.raises(OipError, match="input 'site': element 0 is not valid UTF-8"):
+        parse_infer_request(surrogate)
+
+
+def test_metadata_lists_the_logged_attributes_as_bytes_inputs() -> None:
+    meta = model_metadata("churn", [1], signature_of(linear()), ("site",))
+    assert meta["inputs"][-1] == {"name": "site", "datatype": "BYTES", "shape": [-1]}
+    assert [i["name"] for i in meta["inputs"]] == [*FEATURES, "site"]
+    assert [f["name"] for f in meta["features"]] == list(FEATURES)  # not a feature
 
 
 # ---------------------------------------------------------------------------------------------- answers
