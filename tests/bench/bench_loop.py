@@ -159,12 +159,15 @@ async def produce_raw(producer: AIOKafkaProducer, topic: str, items: list[tuple[
 
 async def produce_bus(producer: BusProducer, payloads: list[DataUpdated]) -> None:
     """Bus side, direct (no outbox): envelope + ids + traceparent, contract check, canonical bytes, ce_* and trace
-    headers (``OutboxRecord.of``, what the relay sends), ``BusProducer.send``, wait for every ack."""
+    headers (``OutboxRecord.of``, what the relay sends), handed to ``BusProducer.send_many`` a relay batch
+    (``MAX_POLL_RECORDS``) at a time, as the relay hands over its rows; wait for every ack."""
     futures = []
-    for p in payloads:
-        envelope = make_event(p, source=SOURCE, actor=ACTOR, traceparent=current_traceparent())
-        record = OutboxRecord.of(envelope)
-        futures.append(await producer.send(record.topic, record.value, key=record.key, headers=record.headers))
+    for start in range(0, len(payloads), MAX_POLL_RECORDS):
+        batch = []
+        for p in payloads[start : start + MAX_POLL_RECORDS]:
+            record = OutboxRecord.of(make_event(p, source=SOURCE, actor=ACTOR, traceparent=current_traceparent()))
+            batch.append((record.topic, record.value, record.key, record.headers))
+        futures.extend(await producer.send_many(batch))
     await asyncio.gather(*futures)
 
 
@@ -1006,20 +1009,24 @@ def render_bus(r: dict[str, Any]) -> list[str]:
         "- **Raw produce:** `json.dumps` of a prepared dict (the same envelope content), `send()` keyed, then wait",
         "  for every ack. **Bus produce (direct):** from a typed payload: `make_event` (UUIDv7 id, time,",
         "  traceparent), `OutboxRecord.of` (contract check against the JSON Schema, canonical bytes, topic and key",
-        "  from the payload class, `ce_type`/`ce_id` + W3C trace headers), `BusProducer.send`, wait for every ack.",
+        "  from the payload class, `ce_type`/`ce_id` + W3C trace headers), handed to `BusProducer.send_many`",
+        f"  {MAX_POLL_RECORDS} records at a time, as the outbox relay hands over its rows; wait for every ack.",
         "  **Bus produce (outbox):** the same records written with `enqueue_many` in transactions of",
         f"  {MAX_POLL_RECORDS} (+ NOTIFY), published by a running `OutboxRelay` (claims rows, sends, waits for acks,",
         "  marks them published); done when the relay has published all.",
         "- **Raw consume:** `AIOKafkaConsumer`, consumer group, `enable_auto_commit=False`, `max_poll_records=500`;",
-        "  per polled partition batch: `json.loads` each record, write the effect (one multi-row",
+        "  per polled partition batch (aiokafka's documented `getmany` loop): `json.loads` each record, write the",
+        "  effect (one multi-row",
         "  `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING` per batch, or one autocommitted `INSERT` per record",
         "  for the per-event rows), then `commit()` the offset.",
         "- **Bus consume:** `EventConsumer` with the same group settings: decode + contract check of every record",
         "  (envelope schema, payload schema, pydantic model), a span per batch (per event for per-event handlers)",
         "  under a recording tracer provider as the services install, Prometheus counters, then one transaction",
-        "  per batch: claim the ids in `inbox` (one `INSERT … unnest … RETURNING`; skipped with",
+        "  per poll and topic (a poll's partitions together): claim the ids in `inbox` (one `INSERT … RETURNING`;",
+        "  skipped with",
         '  `dedupe="handler"`) and the same multi-row effect insert; per-event handlers get one transaction per',
-        "  event (pool acquire, BEGIN, inbox insert, effect insert, COMMIT); offsets committed after the batch.",
+        "  event (pool acquire, BEGIN, inbox insert, effect insert, COMMIT); every partition's offset committed",
+        "  in one request after the poll.",
         "- **Signing (issue #20):** the bus side signs what it produces (`BusProducer` with a producer key: one",
         f"  Ed25519 signature per batch of at most {MAX_BATCH} records handed over together, each record with its",
         "  Merkle inclusion proof in the `vigil-kid`/`vigil-sig`/`vigil-proof` headers) and its consumer verifies",

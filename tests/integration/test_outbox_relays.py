@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka.errors import NodeNotReadyError
@@ -87,19 +88,22 @@ async def test_a_relay_waits_while_another_replica_publishes(
 
 
 class _RefusesAfter(BusProducer):
-    """The real producer, except that it refuses to take records after the first ``accept`` (as aiokafka does when
-    its broker connection is gone: ``NodeNotReadyError`` from ``send``) until told otherwise."""
+    """The real producer, except that its aiokafka client refuses to take records after the first ``accept`` (as
+    aiokafka does when its broker connection is gone: ``NodeNotReadyError`` from ``send``) until told otherwise."""
 
     def __init__(self, *args: object, accept: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.accept = accept
         self.taken = 0
+        take = self._producer.send
 
-    async def send(self, *args: object, **kwargs: object) -> asyncio.Future[object]:  # type: ignore[override]
-        if self.taken >= self.accept:
-            raise NodeNotReadyError("the broker went away (fault injected by the test)")
-        self.taken += 1
-        return await super().send(*args, **kwargs)  # type: ignore[arg-type]
+        async def send_or_refuse(*send_args: Any, **send_kwargs: Any) -> Any:
+            if self.taken >= self.accept:
+                raise NodeNotReadyError("the broker went away (fault injected by the test)")
+            self.taken += 1
+            return await take(*send_args, **send_kwargs)
+
+        self._producer.send = send_or_refuse  # type: ignore[method-assign]
 
 
 async def test_a_failed_send_keeps_the_rows_already_acknowledged(

@@ -100,7 +100,7 @@ class EventConsumer:
         on_rejected: RejectionHandler | None = None,
         security: KafkaSecurity = PLAINTEXT,
     ) -> None:
-        """``trust``: the signers whose records are applied (see :meth:`_process_partition`); ``None`` turns the
+        """``trust``: the signers whose records are applied (see :meth:`_process_records`); ``None`` turns the
         check off — for tests and benchmarks of the bus itself only, never a service (``start_runtime``)."""
         self.bootstrap_servers = bootstrap_servers
         self.trust = trust
@@ -179,13 +179,10 @@ class EventConsumer:
             try:
                 await consumer.start()
                 while True:
-                    batch = await consumer.getmany(timeout_ms=500)
+                    polled = await consumer.getmany(timeout_ms=500)
                     self.last_poll_monotonic = time.monotonic()
-                    for tp, records in batch.items():
-                        if records:
-                            await self._process_partition(tp, records)
-                            await self._commit(consumer, tp, records[-1].offset + 1)
-                            self._positions[tp] = records[-1].offset + 1
+                    if polled:
+                        await self._process_poll(consumer, polled)
                     self._report_lag(consumer)
                     await self._note_caught_up(consumer)
             except asyncio.CancelledError:
@@ -197,11 +194,34 @@ class EventConsumer:
                 self._consumer = None
                 await stop_quietly(consumer)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    async def _process_poll(
+        self, consumer: AIOKafkaConsumer, polled: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        """Settle one poll's records, a topic at a time, then commit every partition's offset at once.
+
+        The records of one topic's partitions are one batch (partition order kept inside it): a batch handler gets
+        them in one transaction, and the whole poll costs one offset commit. Per partition, as aiokafka's own
+        ``getmany`` example does, a poll spread over four partitions cost four transactions and four commit round
+        trips — per-batch work that made small batches dear (issue #20's bus overhead). Offsets are committed only
+        after every record of the poll is settled, so a crash in between is a redelivery the inbox absorbs.
+        """
+        by_topic: dict[str, list[ConsumerRecord]] = {}
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in polled.items():
+            if records:
+                by_topic.setdefault(tp.topic, []).extend(records)
+                offsets[tp] = records[-1].offset + 1
+        for physical, records in by_topic.items():
+            await self._process_records(physical, records)
+        if offsets:
+            await self._commit(consumer, offsets)
+            self._positions.update(offsets)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await consumer.commit({tp: offset})
+            await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:  # rebalanced or broker gone: redelivery is harmless
-            log.warning("offset commit failed", extra={"error": repr(exc), "tp": str(tp)})
+            log.warning("offset commit failed", extra={"error": repr(exc), "partitions": sorted(map(str, offsets))})
 
     def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
@@ -220,22 +240,27 @@ class EventConsumer:
             fetched_at = consumer.last_poll_timestamp(tp)
             if high is None or fetched_at is None:
                 continue
-            try:  # no wait: a position being reset (rebalance) is simply not caught up this turn
-                position = await asyncio.wait_for(consumer.position(tp), 0.05)
-            except (TimeoutError, KafkaError):
-                continue
+            position = self._positions.get(tp)
+            if position is None or position < high:
+                # Only when what this member applied does not already reach the highwater: ``wait_for`` makes a
+                # task and a timer per partition, every poll (issue #20's bus overhead). A position of our own at
+                # or past the highwater is enough: every record below it was applied here.
+                try:  # no wait: a position being reset (rebalance) is simply not caught up this turn
+                    position = await asyncio.wait_for(consumer.position(tp), 0.05)
+                except (TimeoutError, KafkaError):
+                    continue
             if position >= high:
                 key = (self.namer.logical(tp.topic), tp.partition)
                 self._caught_up_ms[key] = max(self._caught_up_ms.get(key, 0), int(fetched_at))
 
     # ------------------------------------------------------------------ processing
-    async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _process_records(self, physical_topic: str, records: list[ConsumerRecord]) -> None:
         """Per record: signature (against the trust store), contract, then may the signer produce this type.
 
         A record failing the first or the last check is refused (:meth:`_reject`): dead-lettered with the reason,
-        shown to ``on_rejected``, never applied.
+        shown to ``on_rejected``, never applied. ``records``: one topic's, each partition's in order.
         """
-        topic = self.namer.logical(tp.topic)
+        topic = self.namer.logical(physical_topic)
         trust = self.trust
         if trust is not None:
             trust.refresh()  # keys issued or revoked since the last look apply without a restart (rate-limited)

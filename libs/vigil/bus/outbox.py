@@ -235,25 +235,16 @@ class OutboxRelay:
         return len(acked)
 
     async def _send_all(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
-        """Hand every row to the producer, wait for every delivery; per row, None (acknowledged) or its error.
+        """Hand every row to the producer at once (one signed batch), wait for every delivery; per row, None
+        (acknowledged) or its error.
 
-        A row the producer would not even take (it raised) ends the handing over: the rows after it are not sent,
-        so a later round sends them in order."""
-        futures: list[asyncio.Future[object]] = []
-        refused: BaseException | None = None
-        for row in rows:
-            try:
-                futures.append(
-                    await self.producer.send(
-                        row["topic"], bytes(row["value"]), key=row["key"], headers=decode_headers(row["headers"])
-                    )
-                )
-            except Exception as exc:
-                refused = exc
-                break
+        A row the producer would not even take (it raised) ends the handing over: it and the rows after it carry
+        that error and are not sent, so a later round sends them in order."""
+        futures = await self.producer.send_many(
+            [(row["topic"], bytes(row["value"]), row["key"], decode_headers(row["headers"])) for row in rows]
+        )
         results = await asyncio.gather(*futures, return_exceptions=True)
-        outcomes: list[BaseException | None] = [r if isinstance(r, BaseException) else None for r in results]
-        return outcomes + [refused] * (len(rows) - len(futures))
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def _broker_answers(self) -> bool:
         """Whether the broker answers a metadata request within a few seconds (cancelling one has no effect)."""

@@ -70,6 +70,37 @@ async def test_unsigned_producer_sends_no_signature() -> None:
     assert fake.sent[0][2] == [] and producer.signatures == 0
 
 
+async def test_send_many_hands_over_after_what_send_holds_and_signs_its_batch() -> None:
+    key = SigningKey.of("producer:t", Ed25519PrivateKey.generate())
+    producer, fake = _producer(key)
+    held = await producer.send("vigil.data", b"held first")  # not handed over yet: the coroutine has not yielded
+    replayed = SigningKey.of("producer:upstream", Ed25519PrivateKey.generate()).sign_values([b"replayed"])[0]
+    records = [("vigil.data", f"batch {i}".encode(), "k", [("ce_type", b"x")]) for i in range(MAX_BATCH + 3)]
+    futures = await producer.send_many([*records, ("vigil.models", b"replayed", None, replayed)])
+    assert [v for _, v, _ in fake.sent] == [b"held first", *(r[1] for r in records), b"replayed"]
+    assert await held == 1 and await asyncio.gather(*futures) == list(range(2, len(records) + 3))
+    assert fake.sent[-1][2] == replayed and fake.sent[-1][0] == "p.vigil.models"
+    assert producer.signatures == 1 + 2  # the held record's batch, then MAX_BATCH + 3 fresh records
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    assert all(verifier.verify(value, headers) == key.kid for _, value, headers in fake.sent[:-1])
+
+
+async def test_send_many_gives_a_refused_record_and_those_after_it_the_error() -> None:
+    producer, fake = _producer(SigningKey.of("producer:t", Ed25519PrivateKey.generate()))
+    accept = fake.send
+
+    async def refuse_the_second(topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> Any:
+        if value == b"2":
+            raise ValueError("too large")
+        return await accept(topic, value, key=key, headers=headers)
+
+    fake.send = refuse_the_second  # type: ignore[method-assign]
+    futures = await producer.send_many([("vigil.data", str(i).encode(), None, []) for i in range(1, 5)])
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] == 1 and all(isinstance(r, ValueError) for r in results[1:])
+    assert [v for _, v, _ in fake.sent] == [b"1"]
+
+
 def test_dead_letter_renames_the_originals_signing_headers() -> None:
     key = SigningKey.of("producer:t", Ed25519PrivateKey.generate())
     signed = key.sign_values([b"{}"])[0]
