@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -207,10 +208,14 @@ def issue_key(keys_dir: Path, principal: str, events: Iterable[str] = ()) -> Sig
     trust_dir(keys_dir).mkdir(parents=True, exist_ok=True)
     seed = key.private.private_bytes_raw().hex()
     private_path = private_key_path(keys_dir, principal)
-    tmp = private_path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Scratch files of their own (mkstemp: 0600, a unique name), renamed into place: two issuers at once never write
+    # into one shared ``.tmp`` and move each other's half-written file in; the last rename wins whole.
+    fd, tmp_name = tempfile.mkstemp(dir=private_dir, prefix=f".{private_path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
     with os.fdopen(fd, "wb") as out:
         out.write(orjson.dumps({"kid": key.kid, "principal": principal, "seed": seed}))
+        out.flush()
+        os.fsync(out.fileno())
     entry: dict[str, object] = {
         "kid": key.kid,
         "principal": principal,
@@ -219,8 +224,12 @@ def issue_key(keys_dir: Path, principal: str, events: Iterable[str] = ()) -> Sig
     if listed:
         entry["events"] = sorted(listed)
     entry_path = trust_dir(keys_dir) / f"{_file_name(principal)}.{key.kid}.json"
-    entry_tmp = entry_path.with_suffix(".tmp")  # renamed into place: running consumers never read half an entry
-    entry_tmp.write_bytes(orjson.dumps(entry, option=orjson.OPT_INDENT_2))
+    # Renamed into place: running consumers never read half an entry. Dot-named, so the store's listing skips it.
+    fd, entry_name = tempfile.mkstemp(dir=trust_dir(keys_dir), prefix=f".{entry_path.name}.", suffix=".tmp")
+    entry_tmp = Path(entry_name)
+    os.fchmod(fd, 0o644)  # a public key: readable by every consumer, as before
+    with os.fdopen(fd, "wb") as out:
+        out.write(orjson.dumps(entry, option=orjson.OPT_INDENT_2))
     os.replace(entry_tmp, entry_path)
     os.replace(tmp, private_path)
     return key

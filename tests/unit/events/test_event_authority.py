@@ -86,6 +86,24 @@ def test_rotation_keeps_the_old_key_until_revoked(tmp_path: Path) -> None:
     assert set(TrustStore.load(trust_dir(tmp_path)).keys) == {new.kid}
 
 
+def test_concurrent_issuers_leave_a_whole_key_and_no_scratch_files(tmp_path: Path) -> None:
+    """Two issuers of one principal at once (each with a scratch file of its own): the key on disk is one of theirs,
+    whole, and trusted; every trust entry is readable and no scratch file is left (they shared one ``.tmp`` before,
+    so one could rename the other's half-written file into place)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        issued = list(pool.map(lambda _: issue_key(tmp_path, "service:registry"), range(32)))
+    on_disk = load_signing_key(private_key_path(tmp_path, "service:registry"))
+    assert on_disk.kid in {k.kid for k in issued}
+    store = TrustStore.load(trust_dir(tmp_path))
+    assert set(store.keys) == {k.kid for k in issued}
+    assert [p.name for p in tmp_path.rglob("*.tmp")] == []
+    entry = next(trust_dir(tmp_path).glob("*.json"))
+    assert os.stat(entry).st_mode & 0o777 == 0o644
+    assert os.stat(private_key_path(tmp_path, "service:registry")).st_mode & 0o777 == 0o600
+
+
 def test_an_over_reaching_trust_entry_stops_the_load(tmp_path: Path) -> None:
     key = issue_key(tmp_path, "producer:ehr", ["label.observed"])
     entry = next(trust_dir(tmp_path).glob(f"*.{key.kid}.json"))
