@@ -111,3 +111,22 @@ def test_dead_letter_renames_the_originals_signing_headers() -> None:
     names = [k for k, _ in letter.dlq_headers()]
     assert HEADER_SIG not in names and f"dlq-orig-{HEADER_SIG}" in names and "ce_type" in names
     assert letter.headers == [("ce_type", b"x"), *signed]  # a replay sends these, signature included
+
+
+def test_the_key_hash_cache_partitions_as_every_kafka_client_does() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from vigil.bus.producer import KeyHashCache
+
+    cache, default = KeyHashCache(), DefaultPartitioner()
+    keys = [f"deployment-{i}".encode() for i in range(300)] + [b"", "patient-risk-é".encode()]
+    for count in (1, 3, 4, 12):
+        partitions = list(range(count))
+        for key in keys * 2:  # the second pass is answered from the memo
+            assert cache(key, partitions, partitions) == default(key, partitions, partitions)
+    assert cache(None, [0, 1, 2], [2]) == 2  # no key: an available partition, as aiokafka picks it
+    cache = KeyHashCache()
+    cache.max_keys = 10
+    for key in keys:
+        cache(key, [0, 1], [0, 1])
+    assert len(cache._hashes) <= 10
