@@ -36,15 +36,32 @@ class ReferenceCache:
         self._entries: dict[tuple[str, int], tuple[float, DatasetProfile | None, str | None]] = {}
         self._calibrations: dict[tuple[str, int], ReferenceCalibration | None] = {}
         self._multivariate: dict[tuple[str, int], OODReference | None] = {}
+        self._registered: set[tuple[str, int]] = set()
 
-    async def get(self, model: str, version: int) -> tuple[DatasetProfile | None, str | None]:
-        """(profile, digest) of a version; (None, None) while the monitor has not seen it registered."""
+    async def get(
+        self, model: str, version: int, conn: asyncpg.Connection | None = None
+    ) -> tuple[DatasetProfile | None, str | None]:
+        """(profile, digest) of a version; (None, None) while the monitor has not seen it registered.
+
+        With ``conn`` (a batch's transaction) a miss is read again at once on that connection: a registration
+        consumed in this very transaction — whose held predictions are folded in it (held_predictions.py) — is
+        not visible to the pool yet. What is read there is cached before it commits; a batch that does not commit
+        makes the engine :meth:`clear` the cache."""
         now = time.monotonic()
         hit = self._entries.get((model, version))
-        if hit is not None and (hit[1] is not None or now - hit[0] < self._retry_s):
+        if hit is not None and (
+            hit[1] is not None
+            or (now - hit[0] < self._retry_s and (conn is None or (model, version) in self._registered))
+        ):
             return hit[1], hit[2]
-        async with self._pool.acquire() as conn:
-            body, digest, uri = await store.get_reference(conn, model, version)
+        if conn is not None:
+            found = await store.get_reference(conn, model, version)
+        else:
+            async with self._pool.acquire() as own:
+                found = await store.get_reference(own, model, version)
+        body, digest, uri = found if found is not None else (None, None, None)
+        if found is not None:
+            self._registered.add((model, version))
         if body is None and uri is not None:
             body = await asyncio.to_thread(self._from_store, uri, digest)
         profile = None
@@ -58,6 +75,11 @@ class ReferenceCache:
         self._multivariate[(model, version)] = parse_multivariate(body, profile) if profile is not None else None
         return profile, digest
 
+    def registered(self, model: str, version: int) -> bool:
+        """Whether :meth:`get` found the version registered (with or without a usable profile). Once seen, for good:
+        a registration is never withdrawn."""
+        return (model, version) in self._registered
+
     def calibration(self, model: str, version: int) -> ReferenceCalibration | None:
         """The calibration map of a version's profile as last read by :meth:`get` (None: none, or not read yet)."""
         return self._calibrations.get((model, version))
@@ -65,6 +87,13 @@ class ReferenceCache:
     def multivariate(self, model: str, version: int) -> OODReference | None:
         """The PCA reference + OOD thresholds of a version's profile as last read by :meth:`get` (None: none)."""
         return self._multivariate.get((model, version))
+
+    def clear(self) -> None:
+        """Forget everything (a batch that may have read an uncommitted registration did not commit)."""
+        self._entries.clear()
+        self._calibrations.clear()
+        self._multivariate.clear()
+        self._registered.clear()
 
     def forget(self, model: str, version: int) -> None:
         self._entries.pop((model, version), None)

@@ -26,22 +26,24 @@ import logging
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import asyncpg
 from prometheus_client import Counter, Gauge
 
 from vigil.bus.consumer import EventConsumer
 from vigil.bus.context import Emitter
-from vigil.events import Envelope, new_id
+from vigil.events import Envelope, new_id, topics
 from vigil.monitor import store, window_store
-from vigil.monitor.batch import HELD_DROPPED, ROWS
+from vigil.monitor.batch import HELD_DROPPED, ROWS, BatchWork
 from vigil.monitor.decisions import episode_start, evaluate, stable_peers
 from vigil.monitor.domain import DomainOpinions
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.figures import Figures, compute_figures, window_event
 from vigil.monitor.gauges import export_window
 from vigil.monitor.groups import fairness_groups, group_names
-from vigil.monitor.handlers import STREAM_TOPICS
+from vigil.monitor.handlers import STREAM_TOPICS, expire_held, replay_held
+from vigil.monitor.held_predictions import HELD_PREDICTION_ROWS
 from vigil.monitor.state import WindowState
 from vigil.service.periodic import PeriodicTask
 
@@ -80,9 +82,10 @@ class WindowCloser(PeriodicTask):
         engine = self.engine
         s = engine.settings
         now_ms = int((now if now is not None else time.time()) * 1000)
+        await self._release_held(now_ms)
         async with engine.pool.acquire() as conn:
             await window_store.advance_watermarks(conn, self._caught_up())
-            low = await window_store.low_watermark(conn, self._partitions())
+            low = await window_store.low_watermark(conn, {t: self._partitions()[t] for t in STREAM_TOPICS})
             if low is None:
                 return 0
             WATERMARK_LAG.set(max(0.0, (now_ms - low) / 1000))
@@ -98,16 +101,45 @@ class WindowCloser(PeriodicTask):
         await self._expire(now_ms)
         return closed
 
+    async def _release_held(self, now_ms: int) -> None:
+        """Fold held predictions (held_predictions.py) whose version is registered now — the registration's batch
+        folds those it sees; this catches a batch another instance held meanwhile — and, without the reference,
+        those whose version is still unknown ``prediction_hold_s`` after they arrived *and* after every partition of
+        ``vigil.models`` was read to its end (so a restart after a long stop does not give up on them before it has
+        read the registrations). One transaction per step, like a batch's."""
+        engine = self.engine
+        async with engine.pool.acquire() as conn:
+            ready = await window_store.held_versions_registered(conn)
+            models_read = await window_store.low_watermark(conn, {topics.MODELS: self._partitions()[topics.MODELS]})
+            bound = now_ms - round(engine.settings.prediction_hold_s * 1000)
+            if models_read is not None:
+                bound = min(bound, models_read)
+            expiring = models_read is not None and bool(await window_store.held_predictions_before(conn, bound))
+        steps = [partial(replay_held, model=m, version=v) for m, v in ready]
+        if expiring:
+            steps.append(partial(expire_held, arrived_before_ms=bound))
+        for step in steps:
+            async with engine.lock:
+                confirm = engine.begin()
+                async with engine.pool.acquire() as conn, conn.transaction():
+                    work = BatchWork(engine, conn)
+                    await step(work)
+                    await work.flush()
+                confirm()
+
     def _partitions(self) -> dict[str, int]:
         """Partitions per stream topic: as the broker's metadata has them, else as this service creates them."""
         known = self.consumer.partition_counts() if self.consumer is not None else {}
         default = self.engine.settings.kafka_topic_partitions
-        return {t: known.get(t) or default for t in STREAM_TOPICS}
+        return {t: known.get(t) or default for t in (*STREAM_TOPICS, topics.MODELS)}
 
     def _caught_up(self) -> dict[tuple[str, int], int]:
+        """Caught-up times of the stream partitions (the watermark) and of ``vigil.models``' (read to its end then:
+        the held predictions' expiry waits for it; ``low_watermark`` of the streams does not read these rows)."""
         if self.consumer is None:
             return {}
-        return {k: at - CAUGHT_UP_SLACK_MS for k, at in self.consumer.caught_up_ms().items() if k[0] in STREAM_TOPICS}
+        read = (*STREAM_TOPICS, topics.MODELS)
+        return {k: at - CAUGHT_UP_SLACK_MS for k, at in self.consumer.caught_up_ms().items() if k[0] in read}
 
     async def _prepare_domain(self, keys: list[str]) -> None:
         """Run the domain classifier of due windows before the lock (results cached in :attr:`opinions`)."""
@@ -125,6 +157,8 @@ class WindowCloser(PeriodicTask):
         engine = self.engine
         async with engine.pool.acquire() as conn, conn.transaction():
             rows = await window_store.lock_for_close(conn, keys)
+            if rows and await window_store.held_at(conn, rows[0]["deployment"], int(rows[0]["start_ms"])):
+                return 0  # a batch held predictions of this start since due_windows: wait for them (a fresh read)
             states: list[tuple[WindowState, int]] = []
             for r in rows:
                 head = WindowState.from_bytes(bytes(r["state"]), None)
@@ -234,4 +268,5 @@ class WindowCloser(PeriodicTask):
                 ROWS.labels("labels", "unmatched").inc(entry.unmatched)
             LIVE_WINDOWS.set(await conn.fetchval("SELECT count(*) FROM window_state"))
             HELD_ROWS.set(await window_store.held_rows(conn))
+            HELD_PREDICTION_ROWS.set(await window_store.held_prediction_total(conn))
         self.engine.forget_windows(expired)

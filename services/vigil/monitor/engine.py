@@ -75,6 +75,7 @@ class MonitorEngine:
         """Forget every copy (a batch's transaction did not commit)."""
         self._states.clear()
         self._joins.clear()
+        self.references.clear()
 
     # -- window states -------------------------------------------------------------------------------------------
     def start_of(self, ts: float) -> int:

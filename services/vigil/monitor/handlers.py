@@ -8,9 +8,11 @@ transaction and writes their effects with the inbox rows (batch.py), so an event
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import numpy as np
+import orjson
 
 from vigil.bus.context import BatchContext, Delivery
 from vigil.events import topics
@@ -20,8 +22,11 @@ from vigil.monitor import store, window_store
 from vigil.monitor.batch import ROWS, BatchWork, now_ms
 from vigil.monitor.engine import MonitorEngine
 from vigil.monitor.held import HeldLabels
+from vigil.monitor.held_predictions import HELD_PREDICTIONS_DROPPED, over_cap
 from vigil.monitor.ingest import BatchColumns, fold_predictions, id_hashes, to_binary
 from vigil.monitor.state import WindowState, window_key
+
+log = logging.getLogger(__name__)
 
 #: The stream topics whose consumed positions make the watermark that closes windows (closer.py).
 STREAM_TOPICS = (topics.PREDICTIONS, topics.LABELS, topics.METRICS)
@@ -51,7 +56,8 @@ def _prediction_window(engine: MonitorEngine, delivery: Delivery) -> str | None:
 
 
 async def on_model_version_registered(work: BatchWork, delivery: Delivery) -> None:
-    """Keep the version's reference profile (inline, or the URI of one too large to travel inline)."""
+    """Keep the version's reference profile (inline, or the URI of one too large to travel inline), and fold the
+    version's predictions held until now."""
     p = delivery.payload
     assert isinstance(p, ModelVersionRegistered)
     await store.upsert_reference(
@@ -64,17 +70,100 @@ async def on_model_version_registered(work: BatchWork, delivery: Delivery) -> No
         event_id=delivery.envelope.id,
     )
     work.engine.references.forget(p.model, p.version)
+    held = await window_store.held_windows(work.conn, p.model, p.version)
+    if held:  # its predictions that came first (held_predictions.py), folded now with the reference of this row
+        await work.engine.references.get(p.model, p.version, work.conn)
+        await _fold_held(work, held, "replayed")
 
 
 async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
-    """Fold a batch of predictions into its window (or count it late when the window closed), keep its join
-    columns, and credit labels that were waiting for it."""
+    """Fold a batch of predictions — or hold it while its version's registration has not been consumed
+    (held_predictions.py)."""
     p = delivery.payload
     assert isinstance(p, PredictionLogged)
+    if not await _registered(work, p.model, p.version) and await _hold(work, delivery, p):
+        return
+    await fold_prediction(work, p, delivery.envelope.id)
+
+
+async def _registered(work: BatchWork, model: str, version: int) -> bool:
+    """Whether the version's registration has been consumed: the cache, and on a miss Postgres itself, on the
+    batch's connection (another instance may have stored it since the miss was cached)."""
+    refs = work.engine.references
+    await refs.get(model, version, work.conn)
+    return refs.registered(model, version)
+
+
+async def _hold(work: BatchWork, delivery: Delivery, p: PredictionLogged) -> bool:
+    """Hold a batch of an unregistered version; False (fold it now, without the reference) when the hold is full."""
+    s = work.engine.settings
+    version_held, total_held = await window_store.held_prediction_rows(work.conn, p.model, p.version)
+    reason = over_cap(
+        p.rows, version_held, total_held,
+        per_version=s.prediction_hold_max_rows_per_version, total=s.prediction_hold_max_rows,
+    )  # fmt: skip
+    if reason is not None:
+        HELD_PREDICTIONS_DROPPED.labels("cap").inc(p.rows)
+        log.warning(
+            "prediction hold full: batch folded without its version's reference (no features, no groups)",
+            extra={
+                "event_id": delivery.envelope.id, "model": p.model, "version": p.version, "rows": p.rows,
+                "cap": reason, "version_held": version_held, "total_held": total_held,
+            },
+        )  # fmt: skip
+        return False
+    start = work.engine.start_of(p.first_at.timestamp())
+    await window_store.hold_prediction(
+        work.conn, event_id=delivery.envelope.id, model=p.model, version=p.version, deployment=p.deployment,
+        window_key=window_key(p.deployment, p.version, p.variant, start), start_ms=start, rows=p.rows,
+        at_ms=now_ms(), data=orjson.dumps(delivery.envelope.data),
+    )  # fmt: skip
+    ROWS.labels("predictions", "held").inc(p.rows)
+    return True
+
+
+async def replay_held(work: BatchWork, model: str, version: int) -> int:
+    """Fold the held predictions of a version that is registered now, each into the window of its own time, and
+    delete them in this transaction; returns the rows folded."""
+    held = await window_store.held_windows(work.conn, model, version)
+    return await _fold_held(work, held, "replayed")
+
+
+async def expire_held(work: BatchWork, arrived_before_ms: int) -> int:
+    """Fold, without the reference, the held predictions whose version is still unknown after the hold."""
+    held = await window_store.held_predictions_before(work.conn, arrived_before_ms)
+    return await _fold_held(work, held, "expired")
+
+
+async def _fold_held(work: BatchWork, held: list[tuple[str, str]], outcome: str) -> int:
+    if not held:
+        return 0
+    await work.lock([key for _, key in held])  # one lock order with the batches: every window up front
+    rows = 0
+    for event_id, _ in held:
+        data = await window_store.take_held_prediction(work.conn, event_id)
+        if data is None:
+            continue  # taken by another instance meanwhile
+        p = PredictionLogged.model_validate(orjson.loads(data))
+        await fold_prediction(work, p, event_id)
+        ROWS.labels("predictions", outcome).inc(p.rows)
+        rows += p.rows
+    if outcome == "expired" and rows:
+        HELD_PREDICTIONS_DROPPED.labels("expired").inc(rows)
+        log.warning(
+            "held predictions of an unregistered version folded without its reference (no features, no groups)",
+            extra={"rows": rows, "events": len(held)},
+        )
+    return rows
+
+
+async def fold_prediction(work: BatchWork, p: PredictionLogged, event_id: str) -> None:
+    """Fold a batch of predictions into its window (or count it late when the window closed), keep its join
+    columns, and credit labels that were waiting for it."""
     engine = work.engine
     start = engine.start_of(p.first_at.timestamp())
     key = window_key(p.deployment, p.version, p.variant, start)
-    ref, digest = await engine.references.get(p.model, p.version)
+    ref, digest = await engine.references.get(p.model, p.version, work.conn)
     calibration = engine.references.calibration(p.model, p.version)
     multivariate = engine.references.multivariate(p.model, p.version)
     attribute, groups = await engine.fairness(work.conn, p.deployment, ref)
@@ -101,7 +190,7 @@ async def on_prediction_logged(work: BatchWork, delivery: Delivery) -> None:
         )  # fmt: skip
         ROWS.labels("predictions", "applied").inc(p.rows)
     work.touch(key)
-    work.add_join(p.deployment, key, delivery.envelope.id, cols)
+    work.add_join(p.deployment, key, event_id, cols)
     await work.join_held(st, cols)
 
 

@@ -28,6 +28,13 @@ class MonitorSettings(ServiceSettings):
     label_hold_s: float = Field(default=900.0, gt=0)
     #: At most this many labels are held per deployment; beyond it the oldest held labels are dropped (counted).
     label_hold_max_rows: int = Field(default=100_000, ge=1_000)
+    #: A prediction of a version whose registration the monitor has not consumed yet is held this long waiting
+    #: for it (held_predictions.py; its windows do not close meanwhile), then folded without the reference profile.
+    prediction_hold_s: float = Field(default=300.0, gt=0)
+    #: At most this many prediction rows are held per version; a batch beyond it is folded at once (counted, logged).
+    prediction_hold_max_rows_per_version: int = Field(default=50_000, ge=1)
+    #: At most this many prediction rows are held in all (every version); a batch beyond it is folded at once.
+    prediction_hold_max_rows: int = Field(default=200_000, ge=1)
     #: Score histogram resolution of the quality state (AUC granularity 1/bins; must be a multiple of 10).
     score_bins: int = Field(default=200, ge=10)
     #: Buckets of the prediction-drift histogram (scores in [0, 1], else outputs' categories).

@@ -43,15 +43,16 @@ async def upsert_reference(
 
 async def get_reference(
     conn: asyncpg.Connection, model: str, version: int
-) -> tuple[dict[str, Any] | None, str | None, str | None]:
-    """(inline profile, its digest, URI of a profile too large to travel inline)."""
+) -> tuple[dict[str, Any] | None, str | None, str | None] | None:
+    """(inline profile, its digest, URI of a profile too large to travel inline); None while the version's
+    registration has not been consumed (a registered version may have neither profile nor URI)."""
     row = await conn.fetchrow(
         "SELECT profile, profile_digest, profile_uri FROM reference_profiles WHERE model = $1 AND version = $2",
         model,
         version,
     )
     if row is None:
-        return None, None, None
+        return None
     return _json(row["profile"]), row["profile_digest"], row["profile_uri"]
 
 

@@ -1,4 +1,5 @@
-"""The monitor's live state in Postgres: window states, label-join batches, labelled marks, held labels, watermarks.
+"""The monitor's live state in Postgres: window states, label-join batches, labelled marks, held labels and
+predictions, watermarks.
 
 Every function takes the connection of the caller's transaction: the consumer's batch transaction (which also
 writes the inbox rows, so an event's effect and "this event was applied" commit together) or the closer's.
@@ -81,10 +82,14 @@ async def save_state(
 
 
 async def due_windows(conn: asyncpg.Connection, closable_before_ms: int) -> list[asyncpg.Record]:
-    """Windows to close (never closed, ended before the bound) or to revise (labels since their last figures)."""
+    """Windows to close (never closed, ended before the bound) or to revise (labels since their last figures) — not
+    while predictions of their deployment and start are held (held_predictions.py)."""
     return await conn.fetch(
-        "SELECT key, deployment, start_ms FROM window_state WHERE end_ms <= $1 "
-        "AND (closed_labels IS NULL OR closed_labels <> labels) ORDER BY start_ms, key",
+        "SELECT key, deployment, start_ms FROM window_state w WHERE end_ms <= $1 "
+        "AND (closed_labels IS NULL OR closed_labels <> labels) "
+        "AND NOT EXISTS (SELECT 1 FROM held_predictions h "
+        "WHERE h.deployment = w.deployment AND h.start_ms = w.start_ms) "
+        "ORDER BY start_ms, key",
         closable_before_ms,
     )
 
@@ -92,7 +97,7 @@ async def due_windows(conn: asyncpg.Connection, closable_before_ms: int) -> list
 async def lock_for_close(conn: asyncpg.Connection, keys: Sequence[str]) -> list[asyncpg.Record]:
     """Lock and read the states the closer is about to close or revise (still due: another closer may have won)."""
     return await conn.fetch(
-        "SELECT key, state, labels, closed_labels FROM window_state WHERE key = ANY($1::text[]) "
+        "SELECT key, deployment, start_ms, state, labels, closed_labels FROM window_state WHERE key = ANY($1::text[]) "
         "AND (closed_labels IS NULL OR closed_labels <> labels) ORDER BY key FOR UPDATE",
         list(keys),
     )
@@ -272,6 +277,99 @@ async def expire_held(conn: asyncpg.Connection, arrived_before_ms: int) -> list[
 async def held_rows(conn: asyncpg.Connection) -> int:
     """Labels held right now (all deployments), for the gauge."""
     return int(await conn.fetchval("SELECT coalesce(sum(rows), 0) FROM held_labels"))
+
+
+# -- held predictions --------------------------------------------------------------------------------------------
+
+
+async def hold_prediction(
+    conn: asyncpg.Connection,
+    *,
+    event_id: str,
+    model: str,
+    version: int,
+    deployment: str,
+    window_key: str,
+    start_ms: int,
+    rows: int,
+    at_ms: int,
+    data: bytes,
+) -> None:
+    await conn.execute(
+        "INSERT INTO held_predictions (event_id, model, version, deployment, window_key, start_ms, rows, at_ms, data) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
+        event_id,
+        model,
+        version,
+        deployment,
+        window_key,
+        start_ms,
+        rows,
+        at_ms,
+        data,
+    )
+
+
+async def held_prediction_rows(conn: asyncpg.Connection, model: str, version: int) -> tuple[int, int]:
+    """(rows held for this version, rows held in all)."""
+    row = await conn.fetchrow(
+        "SELECT coalesce(sum(rows) FILTER (WHERE model = $1 AND version = $2), 0) AS version_rows, "
+        "coalesce(sum(rows), 0) AS total_rows FROM held_predictions",
+        model,
+        version,
+    )
+    assert row is not None
+    return int(row["version_rows"]), int(row["total_rows"])
+
+
+async def held_windows(conn: asyncpg.Connection, model: str, version: int) -> list[tuple[str, str]]:
+    """(event id, window key) of every held prediction of a version, oldest first."""
+    rows = await conn.fetch(
+        "SELECT event_id, window_key FROM held_predictions WHERE model = $1 AND version = $2 ORDER BY at_ms, event_id",
+        model,
+        version,
+    )
+    return [(r["event_id"], r["window_key"]) for r in rows]
+
+
+async def take_held_prediction(conn: asyncpg.Connection, event_id: str) -> bytes | None:
+    """Delete a held prediction and return its data (None: another transaction took it first)."""
+    data = await conn.fetchval("DELETE FROM held_predictions WHERE event_id = $1 RETURNING data", event_id)
+    return bytes(data) if data is not None else None
+
+
+async def held_versions_registered(conn: asyncpg.Connection) -> list[tuple[str, int]]:
+    """Versions with held predictions whose registration has been consumed since (the closer's sweep)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT h.model, h.version FROM held_predictions h "
+        "JOIN reference_profiles r ON r.model = h.model AND r.version = h.version ORDER BY 1, 2"
+    )
+    return [(r["model"], int(r["version"])) for r in rows]
+
+
+async def held_predictions_before(conn: asyncpg.Connection, arrived_before_ms: int) -> list[tuple[str, str]]:
+    """(event id, window key) of held predictions that arrived before the bound (their hold ran out) and whose
+    version is still not registered (one registered is folded with its reference: :func:`held_versions_registered`)."""
+    rows = await conn.fetch(
+        "SELECT event_id, window_key FROM held_predictions h WHERE at_ms < $1 AND NOT EXISTS "
+        "(SELECT 1 FROM reference_profiles r WHERE r.model = h.model AND r.version = h.version) "
+        "ORDER BY at_ms, event_id",
+        arrived_before_ms,
+    )
+    return [(r["event_id"], r["window_key"]) for r in rows]
+
+
+async def held_at(conn: asyncpg.Connection, deployment: str, start_ms: int) -> bool:
+    """Whether predictions of a deployment's windows starting at ``start_ms`` are held (the closer waits)."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM held_predictions WHERE deployment = $1 AND start_ms = $2 LIMIT 1", deployment, start_ms
+    )
+    return found is not None
+
+
+async def held_prediction_total(conn: asyncpg.Connection) -> int:
+    """Prediction rows held right now (all versions), for the gauge."""
+    return int(await conn.fetchval("SELECT coalesce(sum(rows), 0) FROM held_predictions"))
 
 
 # -- watermarks --------------------------------------------------------------------------------------------------
