@@ -15,7 +15,10 @@ request in ``test_api_bounds.py`` or below.
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import os
+import pkgutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +109,37 @@ SERVICES: dict[str, Callable[[dict[str, Any], Path], FastAPI]] = {
 }
 
 
+#: Packages whose modules the fuzz run may import for the first time from its worker thread.
+_FUZZING_PACKAGES = ("schemathesis", "hypothesis", "anyio")
+_SKIPPED_MODULES = (".cli", "__main__", ".extra", ".pytest", "._pytest", ".tests")
+
+
+@functools.cache
+def _import_fuzzing_stack() -> int:
+    """Import every module of the fuzzing stack now, on the main thread, before any thread runs (once per process).
+
+    Why: these packages are pytest plugins, so pytest rewrites their modules' asserts on import (``ast.parse`` and
+    ``compile`` of a tree), and schemathesis, hypothesis and anyio import many modules lazily. A first import in the
+    fuzz thread while the service's event loop, on the main thread, lazily imported one of anyio's (the first request
+    uvicorn served) failed a CI run with CPython 3.11's ``SystemError: AST constructor recursion depth mismatch``:
+    the AST converter's recursion counter is shared between threads. Imported up front, neither side parses an AST
+    while the other runs. Returns the number of modules imported (optional extras that are not installed are
+    skipped).
+    """
+    count = 0
+    for package in _FUZZING_PACKAGES:
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if any(part in info.name for part in _SKIPPED_MODULES):
+                continue
+            try:
+                importlib.import_module(info.name)
+            except ImportError:  # an optional backend or extra that is not installed (trio, allure, …)
+                continue
+            count += 1
+    return count
+
+
 @dataclass
 class FuzzReport:
     operations: int = 0
@@ -166,6 +200,7 @@ def _describe(exc: BaseException) -> str:
 async def test_openapi_fuzz(
     service: str, kafka_bootstrap: str, fresh_db: str, topic_prefix: str, tmp_path: Path
 ) -> None:
+    assert _import_fuzzing_stack() > 100  # before the service's loop and the fuzz thread run (see the function)
     tokens: Tokens = make_tokens(tmp_path)
     common = {"dsn": fresh_db, "bootstrap": kafka_bootstrap, "prefix": topic_prefix, "tokens": tokens}
     async with running(SERVICES[service](common, tmp_path)) as running_service:

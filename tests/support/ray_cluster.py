@@ -92,8 +92,9 @@ def _wait_for(predicate: object, timeout: float, what: str, nodes: list[subproce
 
 def _start_worker(cluster: RayCluster, log: Path, timeout: float, tries: int = 3) -> subprocess.Popen[bytes]:
     """One worker node, started once the previous one is up. Ray gives a raylet a fixed 30 s to register with the
-    head and the node gives up past it — on a loaded 2-core machine that happens — so a node that gives up during
-    start-up is started again (up to ``tries`` times)."""
+    head and the node gives up past it — on a loaded 2-core machine that happened, three starts in a row in one CI
+    run — so the launcher waits 120 s instead (``vigil.trainer.ray_node.patient_registration``), and a node that
+    still gives up during start-up is started again (up to ``tries`` times)."""
     args = [f"--address={cluster.address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
             "--object-store-memory=100000000"]  # fmt: skip
     for _ in range(tries):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 #: Ray's own switch for "multi-node clusters": off, its drivers resolve a loopback address to 127.0.0.1 as given.
@@ -41,6 +42,38 @@ def keep_loopback() -> None:
     services.resolve_ip_for_localhost = resolve
 
 
+#: How long a starting node waits for its raylet to register with the GCS (Ray's own wait is a fixed 30 s).
+REGISTER_WAIT_ENV = "VIGIL_RAY_NODE_REGISTER_WAIT_S"
+DEFAULT_REGISTER_WAIT_S = 120.0
+
+
+def patient_registration(wait_s: float) -> None:
+    """Give a starting node ``wait_s`` seconds, not Ray's fixed 30, for its raylet to register with the GCS.
+
+    Why: ``ray start`` polls ``services.get_node`` and gives up 30 s after the raylet was launched ("The current node
+    timed out during startup"); on a loaded 2-core machine a raylet took longer, three starts in a row (a CI run's
+    Ray tests). The poll calls the module attribute, so this wraps it: a failed look-up is retried here, every half
+    second, until ``wait_s`` after the first one, before Ray's own loop sees the error and counts its 30 s.
+    """
+    from ray._private import services
+
+    original = services.get_node
+    deadline: list[float] = []
+
+    def get_node(*args: object, **kwargs: object) -> object:
+        if not deadline:
+            deadline.append(time.monotonic() + wait_s)
+        while True:
+            try:
+                return original(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() >= deadline[0]:
+                    raise
+                time.sleep(0.5)
+
+    services.get_node = get_node
+
+
 def loopback_head_env(argv: Sequence[str]) -> dict[str, str]:
     """What a head started with a loopback ``--node-ip-address`` puts into the environment of every process it
     starts (Ray's client server and its per-client drivers among them): Ray's multi-node switch off, so that a
@@ -58,6 +91,7 @@ def loopback_head_env(argv: Sequence[str]) -> dict[str, str]:
 def main() -> None:
     os.environ.update(loopback_head_env(sys.argv[1:]))
     keep_loopback()
+    patient_registration(float(os.environ.get(REGISTER_WAIT_ENV, DEFAULT_REGISTER_WAIT_S)))
     from ray.scripts.scripts import main as ray_main
 
     sys.argv[0] = "ray"

@@ -36,3 +36,26 @@ def test_a_ray_url_is_the_client_path(address: str, client: bool) -> None:
 )
 def test_only_a_loopback_head_turns_multi_node_resolution_off(argv: list[str], env: dict[str, str]) -> None:
     assert loopback_head_env(argv) == env
+
+
+def test_a_starting_node_waits_past_rays_30_s_for_its_raylet_to_register(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray._private import services
+
+    from vigil.trainer.ray_node import patient_registration
+
+    answers: list[object] = [RuntimeError("not yet"), RuntimeError("not yet"), {"node_id": "n1"}]
+
+    def registered_on_the_third_look(*_args: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(services, "get_node", registered_on_the_third_look)
+    patient_registration(30.0)
+    assert services.get_node("gcs", "n1") == {"node_id": "n1"} and answers == []
+
+    monkeypatch.setattr(services, "get_node", lambda *_args: (_ for _ in ()).throw(RuntimeError("never")))
+    patient_registration(0.2)
+    with pytest.raises(RuntimeError, match="never"):
+        services.get_node("gcs", "n1")  # past its own wait the error reaches Ray's loop, which then gives up
