@@ -48,10 +48,11 @@ run: venv console-assets
 ## The whole test suite against real infrastructure (embedded broker + Postgres unless Docker or DATABASE_URL),
 ## except the cases marked slow (the fault suite's broker loss and Postgres restart under the loop): `make test-slow`.
 ## Four workers, a test file each at a time (a module's cases share its fixtures, e.g. the fault loop's stack); each
-## worker starts its own broker and Postgres. Most cases wait on windows and timers, so four fit two cores.
+## worker starts its own broker and Postgres. Most cases wait on windows and timers, so four fit two cores. Longest
+## modules first (tests/support/module_costs.py; xdist's own reorder, most cases first, put them last).
 TEST_WORKERS ?= 4
 test: venv console-assets browser
-	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## The slow cases need the rounds before them (they continue the same loop), so this runs their whole module.
 test-slow: venv console-assets browser

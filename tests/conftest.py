@@ -25,11 +25,19 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 # sound. (Seen twice in this suite, 2026-12-07; the TLS test now runs its server in a process of its own.)
 import schemathesis.reporting.html.writer  # noqa: F401
 
-from support import signing, testinfra
+from support import module_costs, signing, testinfra
 
 # Event signing keys for every service and test producer of this run (VIGIL_EVENT_KEYS_DIR, inherited by workers
 # and by the service processes tests start); see support/signing.py.
 signing.install()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest modules first (``support/module_costs.py``), each module's cases together and in their order."""
+    root = config.rootpath
+    module_of = {id(item): item.path.relative_to(root).as_posix() for item in items}
+    rank = {path: i for i, path in enumerate(module_costs.longest_first([module_of[id(i)] for i in items]))}
+    items.sort(key=lambda item: rank[module_of[id(item)]])  # stable: a module's cases keep their order
 
 
 @pytest.fixture(scope="session")
