@@ -33,7 +33,7 @@ STREAM_TOPICS = (topics.PREDICTIONS, topics.LABELS, topics.METRICS)
 
 
 async def on_batch(ctx: BatchContext, deliveries: list[Delivery], *, engine: MonitorEngine) -> None:
-    """Apply one polled batch (one partition's records) in the consumer's transaction."""
+    """Apply one poll's records of a topic (its partitions together, each in order) in the consumer's transaction."""
     async with engine.lock:
         ctx.emitter.after_commit(engine.begin())
         work = BatchWork(engine, ctx.conn)
