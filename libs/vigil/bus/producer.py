@@ -29,9 +29,12 @@ from vigil.events.signing import MAX_BATCH, SigningKey, is_signed
 _Pending = tuple[str, bytes, bytes | None, list[tuple[str, bytes]], "asyncio.Future[RecordMetadata]"]
 
 
+_DEFAULT_PARTITIONER = DefaultPartitioner()
+
+
 class KeyHashCache:
     """aiokafka's default partitioner with the key's murmur2 remembered: the same partition for a key as every Kafka
-    client computes (Java's ``murmur2(key) & 0x7fffffff % partitions``), without re-hashing it per record.
+    client computes (Java's ``(murmur2(key) & 0x7fffffff) % partitions``), without re-hashing it per record.
 
     Why: aiokafka's murmur2 is pure Python, a few µs per record, and Vigil's keys repeat (a deployment, a model, a
     dataset, a chain). Bounded: the memo is dropped whole at :attr:`max_keys` distinct keys.
@@ -44,7 +47,7 @@ class KeyHashCache:
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return DefaultPartitioner()(key, all_partitions, available)
+            return _DEFAULT_PARTITIONER(key, all_partitions, available)
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self.max_keys:
@@ -186,6 +189,8 @@ class BusProducer:
             await self._hand_over_locked()
 
     async def _hand_over_locked(self) -> None:
+        """:meth:`_hand_over`'s work, for a caller that holds the lock (:meth:`send_many` hands over what
+        :meth:`send` holds first, so records keep the order they were given in)."""
         batch, self._pending = self._pending, []
         self._count_queued()
         if not batch:
