@@ -172,21 +172,18 @@ class SaslGate(LoopbackServer):
         self.admitted: list[tuple[str, str]] = []  # (mechanism, user) of each exchange that succeeded
         super().__init__(port, upstream, context)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _admit(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Only a client that completes the SASL exchange; a malformed one is refused like a wrong password."""
         try:
-            up_reader, up_writer = await asyncio.open_connection(_HOST, self.upstream)
-        except OSError:
-            writer.close()
-            return
-        try:
-            authenticated = await self._authenticate(reader, writer, up_reader, up_writer)
+            return await self._authenticate(reader, writer, up_reader, up_writer)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, KeyError, struct.error):
-            authenticated = False
-        if not authenticated:
-            writer.close()
-            up_writer.close()
-            return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+            return False
 
     async def _authenticate(
         self,
@@ -238,15 +235,6 @@ class SaslGate(LoopbackServer):
                 self.refusals.append(f"api key {api_key} before authentication")
                 return False
             await writer.drain()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
 
 
 @dataclass

@@ -112,7 +112,27 @@ class LoopbackServer:
             await self._stop.wait()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
+        """Connect to ``upstream``; if :meth:`_admit` lets the client in, relay bytes both ways until either ends."""
+        try:
+            up_reader, up_writer = await asyncio.open_connection(_HOST, self.upstream)
+        except OSError:
+            writer.close()
+            return
+        if not await self._admit(reader, writer, up_reader, up_writer):
+            writer.close()
+            up_writer.close()
+            return
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+
+    async def _admit(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Whether the client may talk to the broker: everyone who got this far (TLS was the listener's job)."""
+        return True
 
 
 class TlsProxy(LoopbackServer):
@@ -127,14 +147,6 @@ class TlsProxy(LoopbackServer):
             context.load_verify_locations(client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
         super().__init__(port, upstream, context)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(_HOST, self.upstream)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
