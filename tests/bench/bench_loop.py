@@ -158,7 +158,7 @@ async def produce_raw(producer: AIOKafkaProducer, topic: str, items: list[tuple[
 
 
 async def produce_bus(producer: BusProducer, payloads: list[DataUpdated]) -> None:
-    """Bus side, direct (no outbox): envelope + ids + traceparent, contract check, canonical bytes, ce_* and trace
+    """Bus side, direct (no outbox): envelope + ids + traceparent, contract check, canonical bytes, trace
     headers (``OutboxRecord.of``, what the relay sends), handed to ``BusProducer.send_many`` a relay batch
     (``MAX_POLL_RECORDS``) at a time, as the relay hands over its rows; wait for every ack."""
     futures = []
@@ -577,7 +577,7 @@ def cpu_steps_us(payloads: list[DataUpdated], items: list[tuple[bytes, dict[str,
         ),
         "bus produce: check_outgoing (one schema call for envelope + payload)": lambda i: check_outgoing(envelopes[i]),
         "bus produce: canonical_bytes": lambda i: envelopes[i].canonical_bytes(),
-        "bus produce: ce_* + trace headers": lambda i: inject_headers([("ce_type", b"x"), ("ce_id", b"y")]),
+        "bus produce: trace headers": lambda i: inject_headers(),
         "bus consume: parse_json": lambda i: parse_json(wire[i]),
         "bus consume: envelope + payload JSON Schema (one call)": lambda i: whole[i][1].is_valid(parsed[i]),  # type: ignore[index]
         "bus consume: payload pydantic model": lambda i: DataUpdated.model_validate(parsed[i]["data"]),
@@ -1009,7 +1009,7 @@ def render_bus(r: dict[str, Any]) -> list[str]:
         "- **Raw produce:** `json.dumps` of a prepared dict (the same envelope content), `send()` keyed, then wait",
         "  for every ack. **Bus produce (direct):** from a typed payload: `make_event` (UUIDv7 id, time,",
         "  traceparent), `OutboxRecord.of` (contract check against the JSON Schema, canonical bytes, topic and key",
-        "  from the payload class, `ce_type`/`ce_id` + W3C trace headers), handed to `BusProducer.send_many`",
+        "  from the payload class, W3C trace headers), handed to `BusProducer.send_many`",
         f"  {MAX_POLL_RECORDS} records at a time, as the outbox relay hands over its rows; wait for every ack.",
         "  **Bus produce (outbox):** the same records written with `enqueue_many` in transactions of",
         f"  {MAX_POLL_RECORDS} (+ NOTIFY), published by a running `OutboxRelay` (claims rows, sends, waits for acks,",
@@ -1029,7 +1029,7 @@ def render_bus(r: dict[str, Any]) -> list[str]:
         "  in one request after the poll.",
         "- **Signing (issue #20):** the bus side signs what it produces (`BusProducer` with a producer key: one",
         f"  Ed25519 signature per batch of at most {MAX_BATCH} records handed over together, each record with its",
-        "  Merkle inclusion proof in the `vigil-kid`/`vigil-sig`/`vigil-proof` headers) and its consumer verifies",
+        "  Merkle inclusion proof in its one `vigil-signature` header) and its consumer verifies",
         "  every record against a trust store and checks the signer may produce `data.updated`, one Ed25519 check",
         "  per batch root (docs/security.md). The raw side signs and verifies nothing.",
         "- **Timing:** consume and end to end start once the consumer group has its partitions (group joins take",

@@ -41,7 +41,7 @@ from vigil.bus.topics import TopicNamer
 from vigil.bus.tracing import extract_context, tracer
 from vigil.events import ContractError
 from vigil.events.contracts import decode_event_deferred
-from vigil.events.signing import HEADER_KID, SignatureRejected
+from vigil.events.signing import SignatureRejected, claimed_kid
 from vigil.events.trust import TrustStore
 
 log = logging.getLogger(__name__)
@@ -486,10 +486,7 @@ class EventConsumer:
 
 def _kid_of(record: ConsumerRecord) -> str | None:
     """The key id a refused record claims, for the record of the refusal (bounded, printable)."""
-    for k, v in record.headers or ():
-        if k == HEADER_KID:
-            return v[:64].decode(errors="replace")
-    return None
+    return claimed_kid(record.headers)
 
 
 #: Claims a batch's ids in one statement. The rows travel as one JSON parameter, not as five arrays: asyncpg checks
@@ -514,7 +511,10 @@ async def claim_inbox(conn: asyncpg.Connection, deliveries: list[Delivery]) -> l
         {"id": d.envelope.id, "type": d.envelope.type, "topic": d.topic, "partition": d.partition, "offset": d.offset}
         for d in deliveries
     ]
-    fresh_ids = set(await conn.fetchval(_CLAIM_INBOX, orjson.dumps(rows).decode()) or ())
+    claimed = await conn.fetchval(_CLAIM_INBOX, orjson.dumps(rows).decode()) or ()
+    if len(claimed) == len(deliveries):  # the usual batch: every id new and each once (a repeat is claimed once)
+        return list(deliveries)
+    fresh_ids = set(claimed)
     seen: set[str] = set()
     fresh: list[Delivery] = []
     for d in deliveries:  # the same id twice in one batch: apply it once

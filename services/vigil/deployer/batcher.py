@@ -251,7 +251,6 @@ class PredictionBatcher:
                 payload.TOPIC,
                 envelope.canonical_bytes(),
                 key=deployment,
-                headers=[("ce_type", payload.TYPE.encode()), ("ce_id", envelope.id.encode())],
             )
             self.sent_events += 1
         except Exception:
@@ -285,12 +284,11 @@ class PredictionBatcher:
         shape = items[0].feature_names
         encoded = _encode(_payload(items), self.source, self.actor, self._row_bytes.get(shape, 0.0))
         self._row_bytes[shape] = max(len(value) / part.rows for part, _, value in encoded)
-        for part, envelope, value in encoded:
+        for part, _envelope, value in encoded:
             await self.producer.send(
                 part.TOPIC,
                 value,
                 key=part.deployment,
-                headers=[("ce_type", part.TYPE.encode()), ("ce_id", envelope.id.encode())],
             )
             self.sent_events += 1
             LOGGED_ROWS.labels(part.variant).inc(part.rows)

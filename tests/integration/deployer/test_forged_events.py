@@ -22,7 +22,7 @@ from vigil.auditor.app import make_app as make_auditor
 from vigil.auditor.settings import AuditorSettings
 from vigil.events import topics
 from vigil.events.catalog.common import Evidence
-from vigil.events.signing import SigningKey
+from vigil.events.signing import SigningKey, claimed_kid
 
 pytestmark = pytest.mark.integration
 
@@ -166,8 +166,7 @@ async def test_forged_control_events_are_refused_dead_lettered_and_audited(
         )
         assert reasons == {(service, reason): 3 for service in ("deployer", "auditor") for reason in FORGERIES}, reasons
         assert all(
-            dict(r.headers)["vigil-kid"] in {signing_key(f"service:{s}").kid.encode() for s in ("deployer", "auditor")}
-            for r in dlq
+            claimed_kid(r.headers) in {signing_key(f"service:{s}").kid for s in ("deployer", "auditor")} for r in dlq
         )
 
         # A correctly signed verdict is still applied: the canary promotes.

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from vigil.bus.dead_letters import DeadLetter
 from vigil.bus.producer import BusProducer
 from vigil.bus.topics import TopicNamer
-from vigil.events.signing import HEADER_SIG, MAX_BATCH, RecordVerifier, SigningKey
+from vigil.events.signing import HEADER_SIGNATURE, MAX_BATCH, RecordVerifier, SigningKey
 
 pytestmark = pytest.mark.unit
 
@@ -109,7 +109,7 @@ def test_dead_letter_renames_the_originals_signing_headers() -> None:
         record, topic="vigil.data", group="g", reason="unsigned", error="e", attempts=1, event_id=None, event_type=None
     )
     names = [k for k, _ in letter.dlq_headers()]
-    assert HEADER_SIG not in names and f"dlq-orig-{HEADER_SIG}" in names and "ce_type" in names
+    assert HEADER_SIGNATURE not in names and f"dlq-orig-{HEADER_SIGNATURE}" in names and "ce_type" in names
     assert letter.headers == [("ce_type", b"x"), *signed]  # a replay sends these, signature included
 
 

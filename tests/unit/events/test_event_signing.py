@@ -9,13 +9,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vigil.events.signing import (
+    FORMAT_VERSION,
     HEADER_KID,
     HEADER_PROOF,
     HEADER_SIG,
+    HEADER_SIGNATURE,
     MAX_BATCH,
     RecordVerifier,
     SignatureRejected,
     SigningKey,
+    claimed_kid,
     is_signed,
     leaf_digest,
     merkle_root_and_proofs,
@@ -28,6 +31,30 @@ pytestmark = pytest.mark.unit
 
 def _key(name: str = "producer:a") -> SigningKey:
     return SigningKey.of(name, Ed25519PrivateKey.generate())
+
+
+#: ``vigil-signature``: version (1 byte), key id (8), signature (64), then the proof.
+_HEAD = 1 + 8 + 64
+
+
+def _seal(headers: list[tuple[str, bytes]]) -> bytes:
+    (value,) = [v for k, v in headers if k == HEADER_SIGNATURE]
+    return value
+
+
+def _proof(headers: list[tuple[str, bytes]]) -> bytes:
+    return _seal(headers)[_HEAD:]
+
+
+def _with_proof(headers: list[tuple[str, bytes]], proof: bytes) -> list[tuple[str, bytes]]:
+    return [(k, v[:_HEAD] + proof if k == HEADER_SIGNATURE else v) for k, v in headers]
+
+
+def _as_version_1(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The same signature in the first format's three headers (key id as hex)."""
+    seal = _seal(headers)
+    rest = [(k, v) for k, v in headers if k != HEADER_SIGNATURE]
+    return [*rest, (HEADER_KID, seal[1:9].hex().encode()), (HEADER_SIG, seal[9:_HEAD]), (HEADER_PROOF, seal[_HEAD:])]
 
 
 def _naive_root(leaves: list[bytes]) -> bytes:
@@ -87,12 +114,51 @@ def test_refusals_unsigned_unknown_key_wrong_key_tampered_value() -> None:
     assert _refusal(verifier, value, [("traceparent", b"00-ab")]) == "unsigned"
     assert _refusal(verifier, value, other.sign_values([value])[0]) == "unknown_key"
     # another key's signature presented under the trusted key's id
-    forged = [(HEADER_KID, key.kid.encode()), *[(k, v) for k, v in other.sign_values([value])[0] if k != HEADER_KID]]
+    theirs = _seal(other.sign_values([value])[0])
+    forged = [(HEADER_SIGNATURE, theirs[:1] + bytes.fromhex(key.kid) + theirs[9:])]
     assert _refusal(verifier, value, forged) == "bad_signature"
     # the signed bytes changed after signing: the leaf no longer folds to the signed root
     assert _refusal(verifier, value + b" ", good) == "bad_signature"
-    assert _refusal(verifier, value, [h for h in good if h[0] != HEADER_PROOF]) == "malformed_signature"
+    seal = _seal(good)
+    assert _refusal(verifier, value, [(HEADER_SIGNATURE, seal[:_HEAD])]) == "malformed_signature"  # no proof
+    assert _refusal(verifier, value, [(HEADER_SIGNATURE, seal[:40])]) == "malformed_signature"  # cut short
+    assert _refusal(verifier, value, [(HEADER_SIGNATURE, b"\x01" + seal[1:])]) == "malformed_signature"  # version
+    assert _refusal(verifier, value, [(HEADER_SIGNATURE, b"")]) == "malformed_signature"
     assert verifier.verify(value, good) == key.kid
+    assert claimed_kid(good) == key.kid and claimed_kid(forged) == key.kid and claimed_kid([]) is None
+
+
+def test_one_header_of_version_2_carries_key_signature_and_proof() -> None:
+    key = _key()
+    values = [f"event {i}".encode() for i in range(4)]
+    for headers in key.sign_values(values):
+        assert [k for k, _ in headers] == [HEADER_SIGNATURE]
+        seal = _seal(headers)
+        assert seal[0] == FORMAT_VERSION and seal[1:9] == bytes.fromhex(key.kid)
+        assert len(seal) == _HEAD + 4 + 32 * 2  # four leaves: two levels
+
+
+def test_records_in_the_first_format_still_verify_and_its_refusals_hold() -> None:
+    """Records produced before the one-header format, and dead letters replayed with their original headers."""
+    key, other = _key(), _key()
+    values = [f"event {i}".encode() for i in range(6)]
+    old = [_as_version_1(h) for h in key.sign_values(values)]
+    verifier = RecordVerifier({key.kid: key.private.public_key()})
+    for value, headers in zip(values, old, strict=True):
+        assert is_signed(headers)
+        assert verifier.verify(value, headers) == key.kid
+        assert claimed_kid(headers) == key.kid
+    assert strip_signing([*old[0], ("traceparent", b"x")]) == [("traceparent", b"x")]
+    fresh = RecordVerifier({key.kid: key.private.public_key()})
+    assert _refusal(fresh, values[0] + b" ", old[0]) == "bad_signature"
+    assert _refusal(fresh, values[0], _as_version_1(other.sign_values([values[0]])[0])) == "unknown_key"
+    assert _refusal(fresh, values[0], [h for h in old[0] if h[0] != HEADER_PROOF]) == "malformed_signature"
+    # both formats of one batch share the verified root: the second costs no signature check
+    both = RecordVerifier({key.kid: key.private.public_key()})
+    new = key.sign_values(values)
+    assert both.verify(values[0], new[0]) == key.kid
+    assert both.verify(values[1], _as_version_1(new[1])) == key.kid
+    assert both.signature_checks == 1
 
 
 def test_a_cached_root_does_not_admit_other_bytes() -> None:
@@ -103,7 +169,7 @@ def test_a_cached_root_does_not_admit_other_bytes() -> None:
     assert verifier.verify(values[0], headers[0]) == key.kid
     # same root (cached), same proof, different bytes: the fold gives another root, which is checked and fails
     assert _refusal(verifier, b"evil", headers[0]) == "bad_signature"
-    signature = dict(headers[1])[HEADER_SIG]
+    signature = _seal(headers[1])[9:_HEAD]
     assert len(signature) == 64
 
 
@@ -117,7 +183,7 @@ def _full_fold_verdict(key: SigningKey, value: bytes, headers: list[tuple[str, b
 
 def _tampered(rng: random.Random, value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list]:
     """The record with one thing changed: its bytes, its position, one sibling hash, or its proof's length."""
-    proof = dict(headers)[HEADER_PROOF]
+    proof = _proof(headers)
     kind = rng.choice(["value", "index", "sibling", "sibling", "extra", "short"])
     if kind == "value":
         return value + b" ", headers
@@ -132,7 +198,7 @@ def _tampered(rng: random.Random, value: bytes, headers: list[tuple[str, bytes]]
         proof = proof + bytes(32)
     elif len(proof) > 4:
         proof = proof[:-32]
-    return value, [(k, proof if k == HEADER_PROOF else v) for k, v in headers]
+    return value, _with_proof(headers, proof)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -167,11 +233,9 @@ def test_a_verified_neighbour_does_not_admit_a_changed_proof() -> None:
     assert verifier.verify(values[0], headers[0]) == key.kid
     # record 1 shares record 0's parent; its proof's top sibling is changed: the fold from the shared parent on is
     # not the verified one, so it runs to a root nobody signed
-    proof = dict(headers[1])[HEADER_PROOF]
+    proof = _proof(headers[1])
     bad = proof[:-1] + bytes([proof[-1] ^ 0xFF])
-    assert _refusal(verifier, values[1], [(k, bad if k == HEADER_PROOF else v) for k, v in headers[1]]) == (
-        "bad_signature"
-    )
+    assert _refusal(verifier, values[1], _with_proof(headers[1], bad)) == ("bad_signature")
     assert verifier.signature_checks == 2
     assert verifier.verify(values[1], headers[1]) == key.kid  # the untouched record still verifies, from the cache
     assert verifier.signature_checks == 2
