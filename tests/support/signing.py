@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vigil.bus.dead_letters import claimed_identity
 from vigil.events.authority import SERVICE_EVENTS, UPSTREAM_EVENTS, producer_principal, service_principal
-from vigil.events.signing import SigningKey
+from vigil.events.signing import HEADER_KID, HEADER_PROOF, HEADER_SIG, HEADER_SIGNATURE, SigningKey
 from vigil.events.trust import LOCAL_PRODUCER, ensure_keys, load_signing_key, private_key_path
 
 KEYS_ENV = "VIGIL_EVENT_KEYS_DIR"
@@ -64,3 +64,12 @@ def signed_headers(value: bytes, key: SigningKey | None = None) -> list[tuple[st
     """Signing headers for one record, by ``key`` or the key allowed to produce the type it claims."""
     chosen = key if key is not None else key_for_type(claimed_identity(value)[1])
     return chosen.sign_values([value])[0]
+
+
+def as_version_1(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The same signature in the first wire format's three headers (``vigil-kid`` as hex, ``vigil-sig``,
+    ``vigil-proof``): what records produced before ``vigil-signature`` carry, and dead letters replay."""
+    (seal,) = [v for k, v in headers if k == HEADER_SIGNATURE]
+    head = 1 + 8 + 64  # version, key id, signature
+    rest = [(k, v) for k, v in headers if k != HEADER_SIGNATURE]
+    return [*rest, (HEADER_KID, seal[1:9].hex().encode()), (HEADER_SIG, seal[9:head]), (HEADER_PROOF, seal[head:])]

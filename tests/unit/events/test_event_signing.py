@@ -8,11 +8,10 @@ import random
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from support.signing import as_version_1
 from vigil.events.signing import (
     FORMAT_VERSION,
-    HEADER_KID,
     HEADER_PROOF,
-    HEADER_SIG,
     HEADER_SIGNATURE,
     MAX_BATCH,
     RecordVerifier,
@@ -48,13 +47,6 @@ def _proof(headers: list[tuple[str, bytes]]) -> bytes:
 
 def _with_proof(headers: list[tuple[str, bytes]], proof: bytes) -> list[tuple[str, bytes]]:
     return [(k, v[:_HEAD] + proof if k == HEADER_SIGNATURE else v) for k, v in headers]
-
-
-def _as_version_1(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """The same signature in the first format's three headers (key id as hex)."""
-    seal = _seal(headers)
-    rest = [(k, v) for k, v in headers if k != HEADER_SIGNATURE]
-    return [*rest, (HEADER_KID, seal[1:9].hex().encode()), (HEADER_SIG, seal[9:_HEAD]), (HEADER_PROOF, seal[_HEAD:])]
 
 
 def _naive_root(leaves: list[bytes]) -> bytes:
@@ -142,7 +134,7 @@ def test_records_in_the_first_format_still_verify_and_its_refusals_hold() -> Non
     """Records produced before the one-header format, and dead letters replayed with their original headers."""
     key, other = _key(), _key()
     values = [f"event {i}".encode() for i in range(6)]
-    old = [_as_version_1(h) for h in key.sign_values(values)]
+    old = [as_version_1(h) for h in key.sign_values(values)]
     verifier = RecordVerifier({key.kid: key.private.public_key()})
     for value, headers in zip(values, old, strict=True):
         assert is_signed(headers)
@@ -151,13 +143,13 @@ def test_records_in_the_first_format_still_verify_and_its_refusals_hold() -> Non
     assert strip_signing([*old[0], ("traceparent", b"x")]) == [("traceparent", b"x")]
     fresh = RecordVerifier({key.kid: key.private.public_key()})
     assert _refusal(fresh, values[0] + b" ", old[0]) == "bad_signature"
-    assert _refusal(fresh, values[0], _as_version_1(other.sign_values([values[0]])[0])) == "unknown_key"
+    assert _refusal(fresh, values[0], as_version_1(other.sign_values([values[0]])[0])) == "unknown_key"
     assert _refusal(fresh, values[0], [h for h in old[0] if h[0] != HEADER_PROOF]) == "malformed_signature"
     # both formats of one batch share the verified root: the second costs no signature check
     both = RecordVerifier({key.kid: key.private.public_key()})
     new = key.sign_values(values)
     assert both.verify(values[0], new[0]) == key.kid
-    assert both.verify(values[1], _as_version_1(new[1])) == key.kid
+    assert both.verify(values[1], as_version_1(new[1])) == key.kid
     assert both.signature_checks == 1
 
 
