@@ -206,9 +206,12 @@ class SaslGate(LoopbackServer):
                 enabled = sorted({m for m, _ in self.users})
                 error = 0 if mechanism in enabled else UNSUPPORTED_SASL_MECHANISM
                 mechanisms = struct.pack(">i", len(enabled)) + b"".join(_string(m) for m in enabled)
-                _write_frame(writer, correlation_id, struct.pack(">h", error) + mechanisms)
+                # Every outcome is recorded before the client is answered: the gate serves from a thread of its own,
+                # and a test reads ``refusals`` / ``admitted`` as soon as its client has the answer.
                 if error:
                     self.refusals.append(f"unsupported mechanism {mechanism}")
+                _write_frame(writer, correlation_id, struct.pack(">h", error) + mechanisms)
+                if error:
                     await writer.drain()
                     return False
                 scram = ScramServer(mechanism, {u: c for (m, u), c in self.users.items() if m == mechanism})
@@ -226,9 +229,10 @@ class SaslGate(LoopbackServer):
                     _write_frame(writer, correlation_id, failed)
                     await writer.drain()
                     return False
-                _write_frame(writer, correlation_id, _authenticate_response(version, 0, None, reply.encode()))
                 if done:
                     self.admitted.append((scram.mechanism, scram.user or ""))
+                _write_frame(writer, correlation_id, _authenticate_response(version, 0, None, reply.encode()))
+                if done:
                     await writer.drain()
                     return True
             else:  # anything else before authentication, as Kafka's SASL listener does: disconnect
