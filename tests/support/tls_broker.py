@@ -80,7 +80,8 @@ def free_port() -> int:
 
 class LoopbackServer:
     """A listener on ``127.0.0.1:<port>`` (TLS with ``context``) in front of ``upstream``, served by a thread with its
-    own event loop; a subclass answers each connection in :meth:`_handle`."""
+    own event loop; each connection is relayed to ``upstream`` once :meth:`_admit` lets it in, which a subclass
+    overrides (the SASL gate's exchange)."""
 
     what = "loopback server"
 
