@@ -190,3 +190,36 @@ async def test_records_signed_in_the_first_wire_format_are_still_applied_and_sti
         assert await count(probe, "SELECT count(*) FROM effects WHERE event_id = $1", tampered.id) == 0
         letters = await probe.runtime.pool.fetch("SELECT reason, value FROM dead_letters")
         assert [(r["reason"], bytes(r["value"])) for r in letters] == [("bad_signature", records[1][0])]
+
+
+async def test_after_a_small_poll_the_consumer_lingers_before_the_next(
+    kafka_bootstrap: str, fresh_db: str, topic_prefix: str
+) -> None:
+    """An event produced right after the previous one was applied waits for the linger (``kafka_poll_linger_ms``):
+    the next poll comes that much later. Fetches are answered within 50 ms here, so without the linger the gap is
+    far below the 0.9 s asserted."""
+    settings = settings_for(
+        ServiceSettings,
+        dsn=fresh_db,
+        bootstrap=kafka_bootstrap,
+        prefix=topic_prefix,
+        service_name="probe",
+        kafka_fetch_max_wait_ms=50,
+        kafka_poll_linger_ms=900,
+    )
+    async with running_definition(PROBE, settings) as probe:
+        first = make_event(update("ehr", content="first"), source="test://upstream", actor="system:test")
+        await produce_events(kafka_bootstrap, f"{topic_prefix}vigil.data", [first])
+        await eventually(lambda: count(probe, "SELECT count(*) FROM effects"), what="the first event applied")
+        second = make_event(update("ehr", content="second"), source="test://upstream", actor="system:test")
+        await produce_events(kafka_bootstrap, f"{topic_prefix}vigil.data", [second])
+
+        async def both() -> int:
+            return await count(probe, "SELECT count(*) FROM effects") >= 2
+
+        await eventually(both, what="the second event applied")
+        times = {
+            row["event_id"]: row["applied_at"]
+            for row in await probe.runtime.pool.fetch("SELECT event_id, applied_at FROM effects")
+        }
+        assert (times[second.id] - times[first.id]).total_seconds() >= 0.9

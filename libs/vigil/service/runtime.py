@@ -226,6 +226,7 @@ async def start_runtime(definition: ServiceDefinition, settings: ServiceSettings
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                poll_linger_ms=settings.kafka_poll_linger_ms,
                 max_poll_records=settings.kafka_max_poll_records,
                 dedupe=definition.consumer_dedupe,
             ),

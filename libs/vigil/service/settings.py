@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
     #: default). An event arriving meanwhile may wait for the rest of it: the embedded broker answers a waiting
     #: fetch when it times out, not when a record arrives (measured for the deployer: docs/deployer.md).
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
+    #: After a poll of fewer than half ``kafka_max_poll_records`` records, wait this long before the next poll, so
+    #: a steady stream is settled in fewer, larger transactions (the consumer's twin of ``kafka_linger_ms``;
+    #: ``EventConsumer._linger``). 0 turns it off.
+    kafka_poll_linger_ms: int = Field(default=10, ge=0, le=1_000)
     kafka_linger_ms: int = 5
     #: Broker connection security (aiokafka's options; docs/security.md). The embedded broker is PLAINTEXT only.
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"

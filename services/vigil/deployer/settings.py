@@ -15,6 +15,9 @@ class DeployerSettings(ServiceSettings):
     #: Short: a rollback request must reach the gateway within ~100 ms, and the deployer's topics (models,
     #: monitoring decisions) are quiet, so the extra empty fetches cost nothing worth counting.
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
+    #: No pause after a small poll (the services' default is 10 ms): the deployer's topics are quiet, so there are
+    #: no transactions to save, and a rollback must not wait behind the event polled just before it.
+    kafka_poll_linger_ms: int = Field(default=0, ge=0, le=1_000)
     #: Most rows one predict request may carry (more → 413 with the limit in the message).
     gateway_max_rows: int = Field(default=1_000, ge=1, le=10_000)
     #: prediction.logged batching: flush a (deployment, version, variant) group at this many rows …
