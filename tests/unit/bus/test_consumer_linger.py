@@ -32,10 +32,7 @@ def _consumer(linger_ms: int, max_poll_records: int = 10) -> EventConsumer:
 
 
 def _poll(count: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-    records = [
-        ConsumerRecord(TP.topic, TP.partition, i, 0, 0, None, b"{}", None, 0, 2, [])
-        for i in range(count)
-    ]
+    records = [ConsumerRecord(TP.topic, TP.partition, i, 0, 0, None, b"{}", None, 0, 2, []) for i in range(count)]
     return {TP: records}
 
 
