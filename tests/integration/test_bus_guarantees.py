@@ -41,8 +41,8 @@ def event_bytes(producer: str, **changes: object) -> bytes:
     return orjson.dumps(raw)
 
 
-def probe_settings(dsn: str, bootstrap: str, prefix: str) -> ServiceSettings:
-    return settings_for(ServiceSettings, dsn=dsn, bootstrap=bootstrap, prefix=prefix, service_name="probe")
+def probe_settings(dsn: str, bootstrap: str, prefix: str, **overrides: object) -> ServiceSettings:
+    return settings_for(ServiceSettings, dsn=dsn, bootstrap=bootstrap, prefix=prefix, service_name="probe", **overrides)
 
 
 async def count(service: object, sql: str, *args: object) -> int:
@@ -198,14 +198,8 @@ async def test_after_a_small_poll_the_consumer_lingers_before_the_next(
     """An event produced right after the previous one was applied waits for the linger (``kafka_poll_linger_ms``):
     the next poll comes that much later. Fetches are answered within 50 ms here, so without the linger the gap is
     far below the 0.9 s asserted."""
-    settings = settings_for(
-        ServiceSettings,
-        dsn=fresh_db,
-        bootstrap=kafka_bootstrap,
-        prefix=topic_prefix,
-        service_name="probe",
-        kafka_fetch_max_wait_ms=50,
-        kafka_poll_linger_ms=900,
+    settings = probe_settings(
+        fresh_db, kafka_bootstrap, topic_prefix, kafka_fetch_max_wait_ms=50, kafka_poll_linger_ms=900
     )
     async with running_definition(PROBE, settings) as probe:
         first = make_event(update("ehr", content="first"), source="test://upstream", actor="system:test")
