@@ -428,8 +428,9 @@ def _fisher_two_sided(w: int, total: int, good: int, draws: int) -> float:
     """``min(1, 2 · min(P(X ≥ w), P(X ≤ w)))`` for ``X ~ Hypergeometric(total, good, draws)``: Fisher's exact test
     of one category's 2 × 2 table, two-sided as twice the smaller tail.
 
-    Why not scipy's ``hypergeom.sf``: it was 80 % of a drift report's time (two calls per categorical feature, ~0.7 ms
-    each at 64 categories) — the monitor's window check and the calibration tests' 4,000 simulated windows. Here the
+    Why not scipy's ``hypergeom.sf``: it was 80 % of a drift report's time (two calls per categorical feature,
+    milliseconds per feature at 64 categories; docs/kernels.md) — the monitor's window check and the calibration
+    tests' 4,000 simulated windows. Here the
     tail on ``w``'s side of the mode is summed outward from ``P(X = w)`` (one log-gamma expression), each term from
     the last by the pmf's ratio, until the terms no longer change the sum — they fall monotonically there; the other
     tail is its complement plus ``P(X = w)``, used only when it is the smaller one, which happens only near the mode
@@ -450,13 +451,13 @@ def _fisher_two_sided(w: int, total: int, good: int, draws: int) -> float:
         + math.lgamma(total - draws + 1.0)
     )
     pw = math.exp(log_pw)
-    mode = (draws + 1) * (good + 1) // (total + 2)
+    mode = int((draws + 1.0) * (good + 1.0) // (total + 2.0))
     tail = pw
     term = pw
     if w >= mode:  # the upper tail, summed upward
         x = w
         while x < hi and term > 0.0:
-            term *= (good - x) * (draws - x) / ((x + 1.0) * (bad - draws + x + 1.0))
+            term *= float(good - x) * (draws - x) / ((x + 1.0) * (bad - draws + x + 1.0))  # float: no int64 overflow
             x += 1
             if tail + term == tail:
                 break
@@ -464,7 +465,7 @@ def _fisher_two_sided(w: int, total: int, good: int, draws: int) -> float:
     else:  # the lower tail, summed downward
         x = w
         while x > lo and term > 0.0:
-            term *= x * (bad - draws + x) / ((good - x + 1.0) * (draws - x + 1.0))
+            term *= float(x) * (bad - draws + x) / ((good - x + 1.0) * (draws - x + 1.0))
             x -= 1
             if tail + term == tail:
                 break
