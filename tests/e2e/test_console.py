@@ -177,19 +177,29 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     _shot(page, "deployment")
 
     page.get_by_role("link", name="Monitoring detail").click()
-    health = httpx.get(
-        f"{scenario.stack.url('monitor')}/v1/deployments/{DEPLOYMENT}/health",
-        headers={"Authorization": f"Bearer {scenario.admin}"},
-        timeout=10,
-    ).json()
+    # The page and /health are two reads: a window that closes between them makes each show another newest window
+    # (it happened once in a fresh-clone CI run). Read both again until they show the same ones.
+    for _ in range(10):
+        health = httpx.get(
+            f"{scenario.stack.url('monitor')}/v1/deployments/{DEPLOYMENT}/health",
+            headers={"Authorization": f"Bearer {scenario.admin}"},
+            timeout=10,
+        ).json()
+        newest = {
+            version: max(v["window"]["end"] for v in health["versions"] if v["version"] == version)
+            for version in (1, 3)
+        }
+        if all(f"–{end[11:19]}" in page.locator(f"#v{version}-h").inner_text() for version, end in newest.items()):
+            break
+        time.sleep(1)
+        page.reload()
     for version in (1, 3):
         table = page.locator(f"#features-v{version}")
         expect(table).to_contain_text("psi > 0.2")  # the demo's drift rule, from the policy in force
         expect(table.locator("tbody tr")).to_have_count(8)  # the patient-risk features
         fired = sorted(table.locator("tr.breached th").all_inner_texts())
         mine = [v for v in health["versions"] if v["version"] == version]
-        newest = max(v["window"]["end"] for v in mine)  # the window the page shows: the version's newest
-        said = sorted({f for v in mine if v["window"]["end"] == newest for f in v["drifted_features"]})
+        said = sorted({f for v in mine if v["window"]["end"] == newest[version] for f in v["drifted_features"]})
         assert fired == [f for f in said if f != "prediction"], (version, fired, said)  # the monitor's own word
     expect(page.locator('[data-chart="prediction-hist"][data-drawn] canvas')).to_be_visible()
     _shot(page, "monitoring")

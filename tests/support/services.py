@@ -84,6 +84,21 @@ class RunningService:
         runtime: ServiceRuntime = self.app.state.runtime
         return runtime
 
+    def consumer_state(self) -> str:
+        """What the service's bus consumer has done, for a failure message: whether its loop runs, its counts, how
+        long since it last polled, and its partitions."""
+        consumer = self.runtime.consumer
+        if consumer is None:
+            return "no consumer"
+        inner = consumer._consumer
+        assignment = sorted(f"{tp.topic}[{tp.partition}]" for tp in inner.assignment()) if inner is not None else None
+        since = time.monotonic() - consumer.last_poll_monotonic if consumer.last_poll_monotonic else None
+        return (
+            f"running={consumer.running} applied={consumer.applied} skipped={consumer.skipped} "
+            f"dead_lettered={consumer.dead_lettered} rejected={consumer.rejected} "
+            f"last poll {since if since is None else round(since, 1)} s ago, assigned {assignment}"
+        )
+
 
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[RunningService]:
