@@ -21,7 +21,7 @@ MODULE_SECONDS: dict[str, int] = {
     "tests/e2e/test_report.py": 196,
     "tests/integration/trainer/test_ray_executor.py": 189,
     "tests/fault/test_loop_faults.py": 148,
-    "tests/unit/kernels/test_kernel_drift_alarms.py": 13,  # re-timed alone after its Fisher kernel (was 137)
+    "tests/unit/kernels/test_kernel_drift_alarms.py": 13,  # re-timed after its Fisher kernel, under load (was 137)
     "tests/fault/test_failover_paused.py": 132,
     "tests/fault/test_partition_broker.py": 122,
     "tests/fault/test_failover_all.py": 119,
