@@ -171,10 +171,13 @@ _SIGNATURE_NAMES = frozenset({HEADER_SIGNATURE, HEADER_SIG})
 
 
 def claimed_kid(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
-    """The key id a record's signing header names, as hex (bounded, printable) — for the record of a refusal."""
-    for k, v in headers or ():
-        if k == HEADER_SIGNATURE:
-            return v[1 : 1 + _KID_BYTES].hex() or None
+    """The key id a record's signing header names, as hex (bounded, printable) — for the record of a refusal. The
+    header the verifier reads: the last ``vigil-signature``, else the last version-1 ``vigil-kid``."""
+    listed = list(headers or ())
+    seal = _find_seal(listed)
+    if seal is not None:
+        return seal[1 : 1 + _KID_BYTES].hex() or None
+    for k, v in reversed(listed):
         if k == HEADER_KID:
             return v[:64].decode(errors="replace")
     return None

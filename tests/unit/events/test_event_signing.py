@@ -118,6 +118,9 @@ def test_refusals_unsigned_unknown_key_wrong_key_tampered_value() -> None:
     assert _refusal(verifier, value, [(HEADER_SIGNATURE, b"")]) == "malformed_signature"
     assert verifier.verify(value, good) == key.kid
     assert claimed_kid(good) == key.kid and claimed_kid(forged) == key.kid and claimed_kid([]) is None
+    # two signing headers: the refusal names the key of the one the verifier read (the last), as the scan does
+    assert claimed_kid([*other.sign_values([b"x"])[0], *good]) == key.kid
+    assert claimed_kid([*good, *other.sign_values([b"x"])[0]]) == other.kid
 
 
 def test_one_header_of_version_2_carries_key_signature_and_proof() -> None:
