@@ -2,8 +2,10 @@
 
 The story (``vigil demo --fast``'s code: v1 serving, v2 rolled back by the monitor, drift, retrain, v3 promoted)
 gives every page real data. Then, as people would: a risk officer (deployer + auditor roles) reads the pages and
-rolls the deployment back from the console; a viewer sees no action and cannot forge one. Chromium is Debian's
-package (``make browser`` installs it); the tests skip, saying so, only when it is absent.
+rolls the deployment back from the console; a viewer sees no action and cannot forge one. The graph views'
+(console_graphs.py) and monitoring views' (console_monitoring.py) cases are collected here too, so one play of the
+story serves all three. Chromium is Debian's package (``make browser`` installs it); the tests skip, saying so, only
+when it is absent.
 
 ``VIGIL_CONSOLE_SCREENSHOTS=<dir>`` also saves a screenshot of each page there (docs/console/ is made this way).
 """
@@ -334,6 +336,26 @@ def test_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> None:
         raise AssertionError("Rollback… is not reachable with Tab")
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name=f"Rollback {DEPLOYMENT}?")).to_be_visible()
+
+
+# The graph and monitoring views' cases (console_graphs.py, console_monitoring.py) run here, in this module's one
+# story, before the rollback below changes its end: in modules of their own each replayed the story, about two
+# minutes of a CI worker per play (three plays of the same story were a fifth of the suite's worker time).
+# isort: off
+from console_graphs import (  # noqa: E402, F401  (collected here, in this order)
+    test_why_chain_of_the_rolled_back_deployment_is_drawn_with_its_evidence,
+    test_lineage_graph_of_the_model,
+    test_dead_letter_replayed_from_the_console_by_an_admin,
+    test_graph_pages_pass_axe_wcag_aa,
+)
+from console_monitoring import (  # noqa: E402, F401  (collected here, in this order; ``fair`` is a fixture)
+    fair,
+    test_monitoring_page_shows_the_monitors_histograms_estimates_and_fairness,
+    test_overview_and_deployment_show_estimated_beside_realised_accuracy,
+    test_fairness_view_shows_the_monitors_gaps_per_group,
+    test_monitoring_views_pass_axe_wcag_aa,
+)
+# isort: on
 
 
 def test_rollback_from_the_console_happens_and_is_audited_live(browser: Browser, scenario: Scenario) -> None:

@@ -1,5 +1,7 @@
 """The console's graphs and dead-letter replay in a real headless Chromium, against the demo's story (the scenario
 and browser fixtures of test_console.py: v1 serving, v2 rolled back by the monitor, drift, retrain, v3 promoted).
+test_console.py collects these cases and runs them in its one play of the story, after its own page checks and
+before its rollback.
 
 * the audit explorer draws the why chain of the rolled-back deployment: the same entries, in the same order, as the
   auditor's ``/v1/why``; each node opens its evidence (entry, hash, actor, signer, time) by mouse or keyboard;
@@ -20,11 +22,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import pytest
 from playwright.sync_api import Browser, Page, expect
 from test_console import (
     AXE,
-    CHROMIUM,  # noqa: F401  (importing it skips this module too when Debian's chromium is absent)
     DEPLOYMENT,
     MODEL,
     Scenario,
@@ -36,9 +36,6 @@ from test_console import (
 
 from support.kafka import produce_raw
 from vigil.events import topics
-
-# The story behind the scenario takes minutes on a loaded machine, and its setup counts against the first case.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 def _api(at: Scenario, service: str, path: str, **params: Any) -> Any:

@@ -1,5 +1,7 @@
 """The console's monitoring views in a real headless Chromium, against the demo's story (the scenario and browser
 fixtures of test_console.py: v1 serving, v2 rolled back by the monitor, drift, retrain, v3 promoted).
+test_console.py collects these cases and runs them in its one play of the story, after the graph views' cases and
+before its rollback.
 
 * the monitoring page draws each feature's histogram against its reference on the same bins — the shares in its
   data table are the monitor's ``/distributions`` answer for the same window, and the canvas holds both series;
@@ -29,7 +31,6 @@ from console_fairness import ATTRIBUTE, SITES, FairDeployment, play
 from playwright.sync_api import Browser, Locator, Page, expect
 from test_console import (
     AXE,
-    CHROMIUM,  # noqa: F401  (importing it skips this module too when Debian's chromium is absent)
     DEPLOYMENT,
     SHOTS,
     Scenario,
@@ -39,9 +40,6 @@ from test_console import (
 )
 
 from vigil.demo.story import StoryConfig
-
-#: The first test also runs the scenario (the demo's story, minutes on a loaded machine): a bound for that too.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 #: Page reads :func:`_between_equal_reads` makes at most: after the story only its last window still closes (and
 #: a late label may revise one), so the monitor settles within a few reads.
