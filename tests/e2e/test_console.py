@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -340,7 +341,7 @@ def test_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> None:
 
 # The graph and monitoring views' cases (console_graphs.py, console_monitoring.py) run here, in this module's one
 # story, before the rollback below changes its end: in modules of their own each replayed the story, about two
-# minutes of a CI worker per play (three plays of the same story were a fifth of the suite's worker time).
+# minutes of a CI worker per play (three plays of the same story were an eighth of the suite's worker time).
 # isort: off
 from console_graphs import (  # noqa: E402, F401  (collected here, in this order)
     test_why_chain_of_the_rolled_back_deployment_is_drawn_with_its_evidence,
@@ -356,6 +357,15 @@ from console_monitoring import (  # noqa: E402, F401  (collected here, in this o
     test_monitoring_views_pass_axe_wcag_aa,
 )
 # isort: on
+
+# A case added to either module but not imported above would never run: refuse to collect instead.
+_NOT_IMPORTED = [
+    f"{module.__name__}.{name}"
+    for module in (sys.modules["console_graphs"], sys.modules["console_monitoring"])
+    for name in vars(module)
+    if name.startswith("test_") and globals().get(name) is not getattr(module, name)
+]
+assert not _NOT_IMPORTED, f"import these cases into test_console.py: {_NOT_IMPORTED}"
 
 
 def test_rollback_from_the_console_happens_and_is_audited_live(browser: Browser, scenario: Scenario) -> None:
