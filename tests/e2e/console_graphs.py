@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-import httpx
 from playwright.sync_api import Browser, Page, expect
 from test_console import (
-    AXE,
     DEPLOYMENT,
     MODEL,
     Scenario,
+    _api,
+    _axe_violations,
     _shot,
     _signed_in,
     browser,  # noqa: F401  (fixture)
@@ -36,18 +36,6 @@ from test_console import (
 
 from support.kafka import produce_raw
 from vigil.events import topics
-
-
-def _api(at: Scenario, service: str, path: str, **params: Any) -> Any:
-    """A service's answer to the admin (the tests' view of the truth the console must show)."""
-    response = httpx.get(
-        f"{at.stack.url(service)}{path}",
-        params=params,
-        headers={"Authorization": f"Bearer {at.admin}"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return response.json()
 
 
 def _drawn(page: Page, graph: str) -> None:
@@ -234,7 +222,6 @@ def test_dead_letter_replayed_from_the_console_by_an_admin(browser: Browser, sce
 def test_graph_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> None:  # noqa: F811
     """axe-core finds no WCAG 2 A/AA violation on the drawn graphs (nodes as named buttons, contrast of their text)
     nor on the jobs page with its replay actions and the replay's confirmation."""
-    assert AXE.is_file(), f"{AXE} is missing: run make console-assets"
     letters = [d for d in _letters(scenario, "monitor") if d["status"] == "dead"]
     paths = [f"/audit?subject=deployment/{DEPLOYMENT}", f"/models/{MODEL}", "/operations"]
     if letters:
@@ -245,15 +232,4 @@ def test_graph_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> N
     page.get_by_label("API token").fill(scenario.admin)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
-    problems = {}
-    for path in paths:
-        page.goto(f"{scenario.console}{path}")
-        page.wait_for_load_state("load")
-        page.add_script_tag(path=str(AXE))
-        result = page.evaluate(
-            "async () => (await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}}))"
-            ".violations.map(v => v.id + ': ' + v.nodes.length + ' × ' + v.nodes[0].html.slice(0, 160))"
-        )
-        if result:
-            problems[path] = result
-    assert problems == {}
+    assert _axe_violations(page, scenario.console, paths) == {}

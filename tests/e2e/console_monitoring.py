@@ -25,15 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 from console_fairness import ATTRIBUTE, SITES, FairDeployment, play
 from playwright.sync_api import Browser, Locator, Page, expect
 from test_console import (
-    AXE,
     DEPLOYMENT,
     SHOTS,
     Scenario,
+    _api,
+    _axe_violations,
     _signed_in,
     browser,  # noqa: F401  (fixture)
     scenario,  # noqa: F401  (fixture)
@@ -48,17 +48,6 @@ T = TypeVar("T")
 
 #: The fill colours monitoring.js gives the reference's and the window's bars (RGB).
 REFERENCE_RGB, WINDOW_RGB = (0xCB, 0xD5, 0xE1), (0x1D, 0x4E, 0xD8)
-
-
-def _api(stack: Scenario, service: str, path: str, **params: Any) -> Any:
-    response = httpx.get(
-        f"{stack.stack.url(service)}{path}",
-        params=params,
-        headers={"Authorization": f"Bearer {stack.admin}"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return response.json()
 
 
 def _windows(stack: Scenario, deployment: str = DEPLOYMENT) -> list[dict[str, Any]]:
@@ -403,24 +392,13 @@ def test_monitoring_views_pass_axe_wcag_aa(
 ) -> None:
     """No WCAG 2 A/AA violation (contrast, names, labels) on the pages this module's views are on, with the charts
     drawn; the histogram data tables open from the keyboard."""
-    assert AXE.is_file(), f"{AXE} is missing: run make console-assets"
     page = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True).new_page()
     page.goto(f"{scenario.console}/login")
     page.get_by_label("API token").fill(scenario.officer)
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Deployments")).to_be_visible()
-    problems = {}
-    for path in ("/", f"/deployments/{DEPLOYMENT}", f"/deployments/{DEPLOYMENT}/monitoring"):
-        page.goto(f"{scenario.console}{path}")
-        page.wait_for_load_state("load")
-        page.add_script_tag(path=str(AXE))
-        found = page.evaluate(
-            "async () => (await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}}))"
-            ".violations.map(v => v.id + ': ' + v.nodes.length + ' × ' + v.nodes[0].html.slice(0, 120))"
-        )
-        if found:
-            problems[path] = found
-    assert problems == {}
+    pages = ("/", f"/deployments/{DEPLOYMENT}", f"/deployments/{DEPLOYMENT}/monitoring")
+    assert _axe_violations(page, scenario.console, pages) == {}
     summary = page.locator('#dist-v3 figure[data-feature="glucose"] summary')
     summary.focus()
     page.keyboard.press("Enter")

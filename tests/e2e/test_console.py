@@ -19,10 +19,11 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,6 +47,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: 
 
 DEPLOYMENT, MODEL = "patient-risk", "patient-risk-clf"
 SHOTS = os.environ.get("VIGIL_CONSOLE_SCREENSHOTS")
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @dataclass
@@ -130,14 +132,37 @@ def _shot(page: Page, name: str) -> None:
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
-def _deployer(scenario: Scenario, path: str = "") -> dict:
+def _api(scenario: Scenario, service: str, path: str, **params: Any) -> Any:
+    """A service's answer to the admin (the tests' view of the truth the console must show)."""
     response = httpx.get(
-        f"{scenario.stack.url('deployer')}/v1/deployments/{DEPLOYMENT}{path}",
+        f"{scenario.stack.url(service)}{path}",
+        params=params,
         headers={"Authorization": f"Bearer {scenario.admin}"},
-        timeout=10,
+        timeout=30,
     )
     response.raise_for_status()
     return response.json()
+
+
+def _deployer(scenario: Scenario, path: str = "") -> dict:
+    return dict(_api(scenario, "deployer", f"/v1/deployments/{DEPLOYMENT}{path}"))
+
+
+def _axe_violations(page: Page, console: str, paths: Iterable[str]) -> dict[str, list[str]]:
+    """axe-core's WCAG 2 A/AA violations per console page (``page``'s context must bypass CSP to inject it)."""
+    assert AXE.is_file(), f"{AXE} is missing: run make console-assets"
+    problems = {}
+    for path in paths:
+        page.goto(f"{console}{path}")
+        page.wait_for_load_state("load")
+        page.add_script_tag(path=str(AXE))
+        found = page.evaluate(
+            "async () => (await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}}))"
+            ".violations.map(v => v.id + ': ' + v.nodes.length + ' × ' + v.nodes[0].html.slice(0, 160))"
+        )
+        if found:
+            problems[path] = found
+    return problems
 
 
 def test_the_token_never_reaches_the_browser(browser: Browser, scenario: Scenario) -> None:
@@ -294,13 +319,9 @@ def test_viewer_sees_no_action_and_forged_actions_are_refused(browser: Browser, 
     assert _deployer(scenario)["weights"] == before["weights"]
 
 
-AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
-
-
 def test_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> None:
     """axe-core (installed from package-lock.json by make console-assets) finds no WCAG 2 A/AA violation — colour
     contrast, labels, names, landmarks — on any page, and every page is reachable from the keyboard alone."""
-    assert AXE.is_file(), f"{AXE} is missing: run make console-assets"
     context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)  # to inject axe
     page = context.new_page()
     page.goto(f"{scenario.console}/login")
@@ -312,18 +333,7 @@ def test_pages_pass_axe_wcag_aa(browser: Browser, scenario: Scenario) -> None:
     paths = ["/login", "/", f"/deployments/{DEPLOYMENT}", f"/deployments/{DEPLOYMENT}/monitoring", f"/models/{MODEL}",
              "/operations", str(job_link),
              f"/audit?subject=deployment/{DEPLOYMENT}&verify=true"]  # fmt: skip
-    problems = {}
-    for path in paths:
-        page.goto(f"{scenario.console}{path}")
-        page.wait_for_load_state("load")
-        page.add_script_tag(path=str(AXE))
-        result = page.evaluate(
-            "async () => (await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}}))"
-            ".violations.map(v => v.id + ': ' + v.nodes.length + ' × ' + v.nodes[0].html.slice(0, 120))"
-        )
-        if result:
-            problems[path] = result
-    assert problems == {}
+    assert _axe_violations(page, scenario.console, paths) == {}
 
     # Keyboard: from the top of the deployment page, Tab reaches the skip link first, then the Rollback action.
     page.goto(f"{scenario.console}/deployments/{DEPLOYMENT}")
