@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -30,10 +29,10 @@ from console_fairness import ATTRIBUTE, SITES, FairDeployment, play
 from playwright.sync_api import Browser, Locator, Page, expect
 from test_console import (
     DEPLOYMENT,
-    SHOTS,
     Scenario,
     _api,
     _axe_violations,
+    _shot,
     _signed_in,
     browser,  # noqa: F401  (fixture)
     scenario,  # noqa: F401  (fixture)
@@ -97,16 +96,6 @@ def _pct(v: float | None) -> str:
 
 def _num(v: float | None, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
-
-
-def _shot(target: Page | Locator, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        path = str(Path(SHOTS) / f"{name}.png")
-        if isinstance(target, Page):
-            target.screenshot(path=path, full_page=True)
-        else:
-            target.screenshot(path=path)
 
 
 def _colour_counts(canvas: Locator) -> list[int]:

@@ -43,7 +43,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():
     pytest.skip("Debian's chromium is not installed (make browser installs it)", allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright  # noqa: E402
 
 DEPLOYMENT, MODEL = "patient-risk", "patient-risk-clf"
 SHOTS = os.environ.get("VIGIL_CONSOLE_SCREENSHOTS")
@@ -126,10 +126,15 @@ def _signed_in(browser: Browser, scenario: Scenario, token: str) -> Page:
     return page
 
 
-def _shot(page: Page, name: str) -> None:
+def _shot(target: Page | Locator, name: str) -> None:
+    """With ``VIGIL_CONSOLE_SCREENSHOTS`` set, a screenshot of a whole page or of one element, named ``name``."""
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+        path = str(Path(SHOTS) / f"{name}.png")
+        if isinstance(target, Page):
+            target.screenshot(path=path, full_page=True)
+        else:
+            target.screenshot(path=path)
 
 
 def _api(scenario: Scenario, service: str, path: str, **params: Any) -> Any:
