@@ -137,20 +137,20 @@ def _shot(target: Page | Locator, name: str) -> None:
             target.screenshot(path=path)
 
 
-def _api(scenario: Scenario, service: str, path: str, **params: Any) -> Any:
+def _api(scenario: Scenario, service: str, path: str, *, timeout: float = 30, **params: Any) -> Any:
     """A service's answer to the admin (the tests' view of the truth the console must show)."""
     response = httpx.get(
         f"{scenario.stack.url(service)}{path}",
         params=params,
         headers={"Authorization": f"Bearer {scenario.admin}"},
-        timeout=30,
+        timeout=timeout,
     )
     response.raise_for_status()
     return response.json()
 
 
 def _deployer(scenario: Scenario, path: str = "") -> dict:
-    return dict(_api(scenario, "deployer", f"/v1/deployments/{DEPLOYMENT}{path}"))
+    return dict(_api(scenario, "deployer", f"/v1/deployments/{DEPLOYMENT}{path}", timeout=10))
 
 
 def _axe_violations(page: Page, console: str, paths: Iterable[str]) -> dict[str, list[str]]:
