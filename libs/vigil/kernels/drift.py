@@ -430,11 +430,11 @@ def _fisher_two_sided(w: int, total: int, good: int, draws: int) -> float:
 
     Why not scipy's ``hypergeom.sf``: it was 80 % of a drift report's time (two calls per categorical feature,
     milliseconds per feature at 64 categories; docs/kernels.md) — the monitor's window check and the calibration
-    tests' 4,000 simulated windows. Here the
-    tail on ``w``'s side of the mode is summed outward from ``P(X = w)`` (one log-gamma expression), each term from
-    the last by the pmf's ratio, until the terms no longer change the sum — they fall monotonically there; the other
-    tail is its complement plus ``P(X = w)``, used only when it is the smaller one, which happens only near the mode
-    where both are large (no cancellation). ``tests/unit/kernels`` compares it with scipy's ``fisher_exact``.
+    tests' 4,000 simulated windows. Here the tail on ``w``'s side of the mode is summed outward from ``P(X = w)``
+    (one log-gamma expression), each term from the last by the pmf's ratio, until the terms no longer change the sum
+    — they fall monotonically there; the other tail is its complement plus ``P(X = w)``, used only when it is the
+    smaller one, which happens only near the mode where both are large (no cancellation). ``tests/unit/kernels``
+    compares it with scipy's ``fisher_exact``.
     """
     bad = total - good
     lo = max(0, draws - bad)
