@@ -31,6 +31,7 @@ from test_console import (
     DEPLOYMENT,
     Scenario,
     _api,
+    _assert_time_axis_fits,
     _axe_violations,
     _shot,
     _signed_in,
@@ -167,6 +168,8 @@ def test_monitoring_page_shows_the_monitors_histograms_estimates_and_fairness(
     assert estimated_rows > 0  # the demo's trainer stores a calibration: the monitor estimates without labels
     expect(page.locator('[data-mchart="quality-v3"][data-drawn] canvas')).to_be_visible()
     expect(page.locator('[data-mchart="quality-ece"][data-drawn] canvas')).to_be_visible()
+    for chart_id in ("quality-v3", "quality-ece"):
+        _assert_time_axis_fits(page, chart_id, holder="monitoring-chart-data", attr="data-mchart")
     _shot(page.locator("section").filter(has=page.locator("#quality-h")), "monitoring-quality")
 
     # Histograms: of the same window the drift table and the quality table show as the version's newest, read back
@@ -371,7 +374,9 @@ def test_fairness_view_shows_the_monitors_gaps_per_group(
     ]
     rates = [g["selection_rate"] for g in groups]
     assert fig["fairness"]["demographic_parity_difference"] == pytest.approx(max(rates) - min(rates))
-    expect(page.locator('[data-mchart="fair-demographic_parity_difference"][data-drawn] canvas')).to_be_visible()
+    chart_id = "fair-demographic_parity_difference"
+    expect(page.locator(f'[data-mchart="{chart_id}"][data-drawn] canvas')).to_be_visible()
+    _assert_time_axis_fits(page, chart_id, holder="monitoring-chart-data", attr="data-mchart")
     _shot(page.locator("section").filter(has=page.locator("#fair-h")), "monitoring-fairness")
 
 

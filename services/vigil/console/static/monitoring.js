@@ -10,12 +10,9 @@
   var PALETTE = ["#1d4ed8", "#b45309", "#047857", "#7c3aed", "#be123c", "#0e7490"];
   var AXIS = { stroke: "#374151", grid: { stroke: "#e5e7eb" } };
 
-  function utcTimes(u, splits) {
-    return splits.map(function (v) { return new Date(v * 1000).toISOString().slice(11, 19); });
-  }
-
-  /* A time axis over one window only would have no width (uPlot then labels every tick 00:00:00): a minute each side. */
-  function timeRange(u, min, max) { return min === max ? [min - 60, max + 60] : [min, max]; }
+  var utcTimes = window.VigilCharts.utcTimes;  /* console.js, loaded first */
+  var timeRange = window.VigilCharts.timeRange;
+  var marksWhenDrawn = window.VigilCharts.marksWhenDrawn;
 
   function pct(v) { return v == null ? "–" : (v * 100).toFixed(1) + " %"; }
 
@@ -41,7 +38,8 @@
         { stroke: AXIS.stroke, grid: AXIS.grid, size: 52, label: "share",
           values: function (u, splits) { return splits.map(function (v) { return Math.round(v * 100) + "%"; }); } }
       ],
-      legend: { live: true }
+      legend: { live: true },
+      hooks: marksWhenDrawn(el)
     };
     return new uPlot(opts, [x, c.series[0].values, c.series[1].values], el);
   }
@@ -61,7 +59,8 @@
       bands: [{ series: [3, 2], fill: "rgba(29, 78, 216, 0.12)" }],
       axes: [{ stroke: AXIS.stroke, grid: AXIS.grid, values: utcTimes },
              { stroke: AXIS.stroke, grid: AXIS.grid, size: 60, label: c.unit }],
-      legend: { live: true }
+      legend: { live: true },
+      hooks: marksWhenDrawn(el)
     };
     var data = [c.x].concat(c.series.map(function (s) { return s.values; }));
     return new uPlot(opts, data, el);
@@ -79,7 +78,8 @@
       scales: { x: { time: true, range: timeRange }, y: { range: function (u, min, max) { return [0, Math.max(max * 1.15, 0.01)]; } } },
       axes: [{ stroke: AXIS.stroke, grid: AXIS.grid, values: utcTimes },
              { stroke: AXIS.stroke, grid: AXIS.grid, size: 60, label: c.unit }],
-      legend: { live: true }
+      legend: { live: true },
+      hooks: marksWhenDrawn(el)
     };
     var data = [c.x].concat(c.series.map(function (s) { return s.values; }));
     return new uPlot(opts, data, el);
@@ -95,7 +95,6 @@
       var fn = DRAW[c.kind];
       if (!el || !fn || (c.x && c.x.length === 0)) { return; }
       fn(c, el);
-      el.setAttribute("data-drawn", "true");
     });
   }
 
