@@ -138,6 +138,9 @@ def test_monitoring_page_shows_the_monitors_histograms_estimates_and_fairness(
     expect(page.locator("#read-at")).to_contain_text("revision")  # the page says a window can be revised
 
     # Quality over time: the page's rows are the monitor's windows, each at its revision, with its figures.
+    # The headings are set in capitals, as drawn (innerText applies CSS): σ keeps its case, since Σ is a sum.
+    heading = page.locator(f"#quality-v{shown[0]} thead th").nth(5).inner_text()
+    assert heading == "BAND (±3σ)", heading
     estimated_rows = 0
     for version in shown:
         rows = page.locator(f"#quality-v{version} tbody tr").evaluate_all(
