@@ -260,6 +260,14 @@ def test_pages_show_the_story(browser: Browser, scenario: Scenario) -> None:
     expect(page.locator("#alias-timeline")).to_contain_text("v1 → v3")
     expect(page.locator("#v3 table.gates")).to_contain_text("pass")
     expect(page.locator(".lineage")).to_contain_text("patient-risk v3")
+    # v3's metrics as the registry holds them: counts (n_train, n_estimators) as integers, the rest to 3 decimals.
+    metrics = _api(scenario, "registry", f"/v1/models/{MODEL}/versions/3")["metrics"]
+    shown = page.locator("#v3 h4:text-is('Metrics') + table tr").evaluate_all(
+        "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    counts = {k for k, v in metrics.items() if v == round(v) and abs(v) >= 1}
+    assert {"n_train", "n_estimators"} <= counts, metrics
+    assert shown == [[k, f"{v:.0f}" if k in counts else f"{v:.3f}"] for k, v in sorted(metrics.items())]
     _shot(page, "model")
 
     # The evidence pack (#23) downloads from the model page and verifies offline with the auditor's key alone.
