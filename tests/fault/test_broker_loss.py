@@ -3,16 +3,22 @@ inboxes absorb what was not — nothing missing, nothing doubled."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from support.services import Tokens, eventually, make_tokens, running, settings_for
 from support.testinfra import KafkaUnderTest
 from vigil.auditor.app import make_app as make_auditor
 from vigil.auditor.settings import AuditorSettings
+from vigil.bus.epoch import BrokerEpochWatch
+from vigil.bus.producer import BusProducer
+from vigil.bus.topics import EPOCH_TOPIC, TopicNamer, ensure_topics
 from vigil.registry.app import make_app as make_registry
 from vigil.registry.settings import RegistrySettings
 
@@ -74,3 +80,67 @@ async def test_broker_restarted_empty_outbox_republishes_and_nothing_is_doubled(
 
 async def _losses(runtime: Any) -> int:
     return int(runtime.epoch.losses)
+
+
+class _CountedWatch(BrokerEpochWatch):
+    """The watch, counting the checks it has finished."""
+
+    checks = 0
+
+    async def _sentinel_present(self) -> bool | None:
+        present = await super()._sentinel_present()
+        self.checks += 1
+        return present
+
+    async def checked(self, n: int) -> None:
+        async def done() -> bool:
+            return self.checks >= n
+
+        await eventually(done, timeout=30, what=f"{n} epoch checks")
+
+
+def _client_sockets_to(bootstrap: str) -> set[int]:
+    """Local ports of the machine's client sockets to the broker, open or closed within the last minute (TIME_WAIT:
+    the side that closes first, here the client, keeps its socket in that state for 60 s)."""
+    port = int(bootstrap.rsplit(":", 1)[1])
+    return {
+        c.laddr.port
+        for c in psutil.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status in (psutil.CONN_ESTABLISHED, psutil.CONN_TIME_WAIT)
+    }
+
+
+async def test_the_epoch_watch_checks_over_open_connections_and_still_notices_a_loss(
+    kafka_bootstrap: str, broker_control: KafkaUnderTest, topic_prefix: str
+) -> None:
+    """Twenty checks, one reading consumer: no connection is opened per check (each used to open two, with their
+    handshakes). After the broker comes back empty the watch still sees the loss, and goes on watching the new log."""
+    namer = TopicNamer(topic_prefix)
+    epoch_topic = namer.physical(EPOCH_TOPIC)
+    await ensure_topics(kafka_bootstrap, [epoch_topic], partitions=1, replication_factor=1)
+    producer = BusProducer(kafka_bootstrap, service="probe", namer=namer, signer=None)
+    await producer.start()
+    lost = asyncio.Event()
+
+    async def on_loss() -> None:
+        await ensure_topics(kafka_bootstrap, [epoch_topic], partitions=1, replication_factor=1)
+        lost.set()
+
+    watch = _CountedWatch(kafka_bootstrap, producer, on_loss, service="probe", interval_s=0.05)
+    try:
+        await watch.start()
+        await watch.checked(3)
+        before, first = _client_sockets_to(kafka_bootstrap), watch.checks
+        await watch.checked(first + 20)
+        after = _client_sockets_to(kafka_bootstrap)
+        assert after - before == set(), f"sockets opened during {watch.checks - first} checks: {sorted(after - before)}"
+        assert watch.losses == 0
+
+        broker_control.restart()
+        await asyncio.wait_for(lost.wait(), timeout=60)  # the watch noticed the lost log
+        assert watch.losses == 1
+        await watch.checked(watch.checks + 5)  # checks of the new log
+        assert watch.losses == 1  # the new sentinel is found: no second loss
+    finally:
+        await watch.stop()
+        await producer.stop()

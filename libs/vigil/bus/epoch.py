@@ -4,6 +4,11 @@ Kafka offers no cheap "this is not the log you wrote to" signal that Tansu suppo
 each service writes a random sentinel record to ``vigil._epoch`` and periodically reads the record back at the
 offset the broker acknowledged. If it is missing or different, the log was lost: topics are created again and the
 outbox republishes what it retains. A broker that is merely unreachable is not a loss; we wait.
+
+The reading consumer lives as long as the watch, its one partition paused between checks, so a check is three small
+requests on open connections. It used to be a new consumer per check: two connections, their handshakes (a TLS and
+SCRAM exchange each on a secured bus) and a metadata bootstrap every second per service, about a fifth of an idle
+embedded stack's CPU (measured: docs/architecture.md, "Idle cost").
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class BrokerEpochWatch:
         self._offset = -1
         self._partition = 0
         self._task: asyncio.Task[None] | None = None
+        self._reader: AIOKafkaConsumer | None = None
         self._stopping = False
         self.losses = 0
 
@@ -58,41 +64,62 @@ class BrokerEpochWatch:
         self._stopping = True  # the loop ends at its next turn even if a library swallows the cancel (aio.py)
         if self._task is not None:
             await cancel_and_wait(self._task)
+        await self._drop_reader()
 
     async def _plant(self) -> None:
         self._nonce = f"{self.service}:{secrets.token_hex(16)}".encode()
         meta = await self.producer.send_and_wait(EPOCH_TOPIC, self._nonce, key=self.service)
         self._partition, self._offset = meta.partition, meta.offset
 
+    async def _started_reader(self) -> AIOKafkaConsumer:
+        """The watch's reading consumer: no group, no commits, started on first use and kept."""
+        if self._reader is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                enable_auto_commit=False,
+                request_timeout_ms=5_000,
+                **self.security.client_kwargs(),
+            )
+            try:
+                await reader.start()
+            except BaseException:
+                await stop_quietly(reader)
+                raise
+            self._reader = reader
+        return self._reader
+
+    async def _drop_reader(self) -> None:
+        """Stop the reading consumer; the next check starts a fresh one (after a failure nothing in it is trusted)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await stop_quietly(reader)
+
     async def _sentinel_present(self) -> bool | None:
         """True if our sentinel is still in the log, False if not, None if the broker can't be asked."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            enable_auto_commit=False,
-            request_timeout_ms=5_000,
-            **self.security.client_kwargs(),
-        )
+        tp = TopicPartition(self.producer.namer.physical(EPOCH_TOPIC), self._partition)
         try:
-            await consumer.start()
-            tp = TopicPartition(self.producer.namer.physical(EPOCH_TOPIC), self._partition)
-            partitions = consumer.partitions_for_topic(tp.topic)
-            if not partitions:
+            reader = await self._started_reader()
+            if tp.topic not in await reader.topics():  # a metadata request of its own, not the cached view
                 return False  # the topic itself is gone
-            end = (await consumer.end_offsets([tp]))[tp]
+            end = (await reader.end_offsets([tp]))[tp]
             if end <= self._offset:
                 return False
-            consumer.assign([tp])
-            consumer.seek(tp, self._offset)
-            batch = await consumer.getmany(tp, timeout_ms=2_000, max_records=1)
+            if reader.assignment() != {tp}:
+                reader.assign([tp])
+            reader.seek(tp, self._offset)  # also drops whatever the last check fetched beyond it
+            reader.resume(tp)
+            try:
+                batch = await reader.getmany(tp, timeout_ms=2_000, max_records=1)
+            finally:
+                reader.pause(tp)  # no fetching between checks
             records = batch.get(tp, [])
             if not records:
                 return None  # could not read it in time; do not guess
             return records[0].offset == self._offset and records[0].value == self._nonce
         except Exception as exc:
             log.debug("epoch check failed", extra={"error": repr(exc)})
+            await self._drop_reader()
             return None
-        finally:
-            await stop_quietly(consumer)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -104,6 +131,7 @@ class BrokerEpochWatch:
                     self.losses += 1
                     BROKER_LOSSES.labels(self.service).inc()
                     log.warning("broker lost its log; recreating topics and republishing the outbox")
+                    await self._drop_reader()  # its view of the lost log is of no use
                     await self.on_loss()
                     await self._plant()
             except asyncio.CancelledError:
