@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-scale bench-report clean bench-console
+.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-scale bench-report clean bench-console bench-idle
 
 venv: $(STAMP)
 
@@ -91,7 +91,7 @@ $(BENCH_STAMP): $(STAMP)
 
 ## Benchmarks: results go to docs/benchmarks/<area>.json and .md (never part of pass/fail); the report gathers them
 ## into docs/benchmarks/README.md once every benchmark has run.
-bench: bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-console
+bench: bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-console bench-idle
 	$(MAKE) bench-report
 
 bench-report: $(STAMP)
@@ -111,6 +111,10 @@ bench-gateway: $(STAMP)
 ## First paint of each console page in headless Chromium after the demo's story (docs/benchmarks/console.*).
 bench-console: $(STAMP) console-assets browser
 	$(BIN)/python tests/bench/bench_console.py
+
+## An idle stack's CPU per process, a broker-epoch check's cost, delivery latency against the fetch wait.
+bench-idle: $(STAMP)
+	$(BIN)/python tests/bench/bench_idle.py
 
 bench-audit: $(STAMP)
 	$(BIN)/python tests/bench/bench_audit.py

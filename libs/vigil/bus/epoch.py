@@ -7,8 +7,8 @@ outbox republishes what it retains. A broker that is merely unreachable is not a
 
 The reading consumer lives as long as the watch, its one partition paused between checks, so a check is three small
 requests on open connections. It used to be a new consumer per check: two connections, their handshakes (a TLS and
-SCRAM exchange each on a secured bus) and a metadata bootstrap every second per service, about a fifth of an idle
-embedded stack's CPU (measured: docs/architecture.md, "Idle cost").
+SCRAM exchange each on a secured bus) and a metadata bootstrap every second per service: 4.0 ms of CPU per check
+against 1.3 ms now, service and broker together (docs/architecture.md, "Idle cost").
 """
 
 from __future__ import annotations

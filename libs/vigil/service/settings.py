@@ -43,8 +43,8 @@ class ServiceSettings(BaseSettings):
     #: Records per poll, and so per batch a batch handler gets (at most).
     kafka_max_poll_records: int = Field(default=500, ge=1, le=10_000)
     #: How long the broker may hold a fetch that finds no new record (Kafka's fetch.max.wait.ms; aiokafka's
-    #: default). An event arriving meanwhile may wait for the rest of it: the embedded broker answers a waiting
-    #: fetch when it times out, not when a record arrives (measured for the deployer: docs/deployer.md).
+    #: default). On the embedded broker an event arriving meanwhile may wait up to about half of it: Tansu looks for
+    #: new records at halving intervals of the wait, not when one arrives (docs/benchmarks/idle.md).
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     #: After a poll of fewer than half ``kafka_max_poll_records`` records, wait this long before the next poll, so
     #: a steady stream is settled in fewer, larger transactions (the consumer's twin of ``kafka_linger_ms``;

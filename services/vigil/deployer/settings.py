@@ -12,8 +12,9 @@ class DeployerSettings(ServiceSettings):
 
     service_name: str = "deployer"
     http_port: int = 8104
-    #: Short: a rollback request must reach the gateway within ~100 ms, and the deployer's topics (models,
-    #: monitoring decisions) are quiet, so the extra empty fetches cost nothing worth counting.
+    #: Short: a rollback request must reach the gateway within ~100 ms, and the embedded broker may hold a record
+    #: for up to about half the wait. Paid for while idle: the empty fetches are about a sixth of an idle embedded
+    #: stack's CPU (docs/benchmarks/idle.md). On Apache Kafka, which answers when a record arrives, 500 would do.
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
     #: No pause after a small poll (the services' default is 10 ms): the deployer's topics are quiet, so there are
     #: no transactions to save, and a rollback must not wait behind the event polled just before it.
