@@ -38,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
 
+import psutil  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
@@ -48,40 +49,22 @@ from vigil.stack.broker import EmbeddedBroker  # noqa: E402
 from vigil.stack.supervisor import default_launches, running_stack  # noqa: E402
 
 OUT = REPO / "docs" / "benchmarks"
-TICK = os.sysconf("SC_CLK_TCK")
 CONFIGS = {"defaults": {}, "deployer fetch wait 500 ms": {"VIGIL_KAFKA_FETCH_MAX_WAIT_MS": "500"}}
 
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of one process (0 once it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return float(times.user + times.system)
 
 
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            children[parent].append(int(entry))
-    found, todo = [], list(children[root])
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children[pid]
-    return found
-
-
-def role(pid: int) -> str:
+def role(process: psutil.Process) -> str:
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except (FileNotFoundError, ProcessLookupError):
+        cmd = " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
         return "gone"
     if "tansu" in cmd:
         return "broker"
@@ -107,8 +90,9 @@ def idle_stack(extra_env: dict[str, str], settle_s: float, window_s: float) -> d
         ),
     ):
         time.sleep(settle_s)
-        pids = descendants(os.getpid())
-        roles = {pid: role(pid) for pid in pids}
+        processes = psutil.Process().children(recursive=True)
+        pids = [p.pid for p in processes]
+        roles = {p.pid: role(p) for p in processes}
         before = {pid: cpu_s(pid) for pid in pids}
         time.sleep(window_s)
         after = {pid: cpu_s(pid) for pid in pids}
