@@ -5,10 +5,10 @@ each service writes a random sentinel record to ``vigil._epoch`` and periodicall
 offset the broker acknowledged. If it is missing or different, the log was lost: topics are created again and the
 outbox republishes what it retains. A broker that is merely unreachable is not a loss; we wait.
 
-The reading consumer lives as long as the watch, its one partition paused between checks, so a check is three small
-requests on open connections. It used to be a new consumer per check: two connections, their handshakes (a TLS and
-SCRAM exchange each on a secured bus) and a metadata bootstrap every second per service: 4.0 ms of CPU per check
-against 1.3 ms now, service and broker together (docs/architecture.md, "Idle cost").
+The reading consumer lives as long as the watch, its one partition paused between checks, so a check is two small
+requests on open connections, and its metadata (for that one topic) is refreshed once per interval. It used to be a
+new consumer per check: two connections, their handshakes (a TLS and SCRAM exchange each on a secured bus) and a
+metadata request for every topic of the cluster, every second per service (docs/architecture.md, "Idle cost").
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ class BrokerEpochWatch:
                 bootstrap_servers=self.bootstrap_servers,
                 enable_auto_commit=False,
                 request_timeout_ms=5_000,
+                # Its view of the cluster is refreshed once per check interval, in the background, and only for the
+                # topic it is assigned (a request for every topic of a shared cluster each second would be waste).
+                metadata_max_age_ms=max(100, int(self.interval_s * 1000)),
                 **self.security.client_kwargs(),
             )
             try:
@@ -99,13 +102,13 @@ class BrokerEpochWatch:
         tp = TopicPartition(self.producer.namer.physical(EPOCH_TOPIC), self._partition)
         try:
             reader = await self._started_reader()
-            if tp.topic not in await reader.topics():  # a metadata request of its own, not the cached view
+            if reader.assignment() != {tp}:
+                reader.assign([tp])
+            if not reader.partitions_for_topic(tp.topic):  # at most one interval old (see _started_reader)
                 return False  # the topic itself is gone
             end = (await reader.end_offsets([tp]))[tp]
             if end <= self._offset:
                 return False
-            if reader.assignment() != {tp}:
-                reader.assign([tp])
             reader.seek(tp, self._offset)  # also drops whatever the last check fetched beyond it
             reader.resume(tp)
             try:
