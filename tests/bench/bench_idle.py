@@ -24,10 +24,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -42,6 +40,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
 import psutil  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from bench_host import machine_line  # noqa: E402
 
 from vigil.bus.epoch import BrokerEpochWatch  # noqa: E402
 from vigil.bus.producer import BusProducer  # noqa: E402
@@ -314,8 +313,7 @@ def main() -> None:
     os.environ.pop("VIGIL_DATABASE_URL", None)
     info: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}",
+        "machine": machine_line(),
         "load_avg_1m_at_start": os.getloadavg()[0],
         "settle_s": args.settle,
         "window_s": args.window,

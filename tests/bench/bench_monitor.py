@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
 sys.path.insert(0, str(ROOT / "tests"))  # the in-process service harness (tests/support)
 
+from bench_host import machine_line  # noqa: E402
+
 from support import signing, testinfra  # noqa: E402
 from vigil.events import decode_event, make_event  # noqa: E402
 from vigil.events.catalog.streams import PredictionLogged  # noqa: E402
@@ -288,7 +290,7 @@ def main() -> None:
     body: dict[str, object] = {k: round(v, 4) for k, v in results.items()}
     body["measured_at"] = measured_at
     (out / "monitor.json").write_text(json.dumps(body, indent=2) + "\n")
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    machine = machine_line()
     r = results
     rows = [
         ("predictions/s (window update path, 20 features, one process)", f"{r['predictions_per_s']:,.0f}", "≥ 100 000"),

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration" / "monitor"))
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
+from bench_host import machine_line  # noqa: E402
 from monitor_support import batch, reference, registered  # noqa: E402
 
 from support import signing  # noqa: E402
@@ -263,8 +263,7 @@ async def main() -> None:
     os.environ.pop("VIGIL_DATABASE_URL", None)
     info: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}",
+        "machine": machine_line(),
         "load_start": os.getloadavg()[0],
         "batches": args.batches,
         "rows": args.rows,
