@@ -223,7 +223,8 @@ def flat(results: dict[str, Any]) -> dict[str, float]:
 
 def write(results: dict[str, Any], info: dict[str, Any]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    data = {**flat(results), "detail": results, "machine": info}
+    figures = flat(results)
+    data = {**figures, "detail": results, "machine": info}
     (OUT / "idle.json").write_text(json.dumps(data, indent=2) + "\n")
     stacks = results["idle_stack_cpu_s_per_min"]
     roles = sorted({r for runs in stacks.values() for run in runs for r in run if r != "total"})
@@ -282,7 +283,7 @@ def write(results: dict[str, Any], info: dict[str, Any]) -> None:
         "",
     ]
     (OUT / "idle.md").write_text("\n".join(md))
-    print(json.dumps(flat(results), indent=2))
+    print(json.dumps(figures, indent=2))
 
 
 async def broker_parts(args: argparse.Namespace) -> dict[str, Any]:
