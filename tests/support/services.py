@@ -52,6 +52,19 @@ def make_tokens(directory: Path) -> Tokens:
     return Tokens(path, plain)
 
 
+#: The consumer-group session timeout of in-process services. It sets how long a service waits for its first
+#: partitions: the embedded broker (Tansu 0.6, ``coordinator/group/administrator.rs``) holds every JoinGroup for half
+#: the session timeout, in whole seconds, so that other members can join the forming group — 3 s a join at 6 s,
+#: 1 s at 2 s (measured). Most integration tests wait for one join, some for several. The suite's integration
+#: modules took 1,207 worker-seconds at 6 s and 1,003 at 2 s (2026-12-08, same machine, one run each). The
+#: heartbeat is a third of it (``ConsumerConfig.heartbeat_interval_ms``). On the embedded broker a one-member group
+#: never evicts its member (each request refreshes the caller's contact before it looks for missed heartbeats); a
+#: member of a larger group evicted after a stall of the test's event loop rejoins, which the at-least-once bus
+#: absorbs. Apache Kafka refuses sessions under ``group.min.session.timeout.ms`` (6 s by
+#: default): ``testinfra`` lowers that on the test container.
+TEST_SESSION_TIMEOUT_MS = 2000
+
+
 def settings_for(
     cls: type[S], *, dsn: str, bootstrap: str, prefix: str, tokens: Tokens | None = None, **overrides: Any
 ) -> S:
@@ -62,7 +75,7 @@ def settings_for(
         "kafka_topic_prefix": prefix,
         "kafka_group_prefix": prefix,
         "kafka_topic_partitions": 2,
-        "kafka_session_timeout_ms": 6000,
+        "kafka_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
         "consumer_retry_backoff_ms": 20,
         "outbox_poll_interval_ms": 50,
         "broker_epoch_check_interval_ms": 500,

@@ -136,6 +136,8 @@ def _kafka_container() -> KafkaUnderTest:
         "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
         "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
         "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        # In-process services use 2 s sessions (support/services.py: TEST_SESSION_TIMEOUT_MS); Kafka's floor is 6 s.
+        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "1000",
     }
     container = DockerContainer(os.environ.get("VIGIL_TEST_KAFKA_IMAGE", DEFAULT_KAFKA_IMAGE))
     container.with_bind_ports(9092, port)
