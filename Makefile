@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-scale bench-report clean bench-console bench-idle
+.PHONY: venv kernels browser console-assets run demo test test-slow test-unit test-integration test-e2e test-fault lint format bench bench-drift bench-audit bench-gateway bench-monitor bench-monitoring bench-loop bench-scale bench-report clean bench-console bench-idle
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ $(CONSOLE_VENDOR)/.installed: package-lock.json
 	   node_modules/@dagrejs/dagre/dist/dagre.min.js $(CONSOLE_VENDOR)/
 	@touch $@
 
+## Compile the numba kernels into NUMBA_CACHE_DIR once, before anything imports them: otherwise the first run of a
+## fresh clone compiles them in every process at once (the four test workers collecting the suite, or the six services
+## of `make run`), ~23 s of CPU each on a 2-core machine. From the cache it takes ~1 s.
+kernels: venv
+	$(BIN)/python infra/docker/warm_numba.py
+
 ## Debian's chromium for the console's browser tests (playwright drives it; no browser download) and for printing
 ## evidence packs to PDF; poppler-utils (pdftoppm, pdftotext) for the tests that read the PDF's first page.
 browser:
@@ -42,7 +48,7 @@ browser:
 	command -v pdftoppm >/dev/null || (apt-get update && apt-get install -y poppler-utils)
 
 ## Start the embedded platform (broker, Postgres, six services, console) and drive the demo loop. Ctrl-C stops all.
-run: venv console-assets
+run: venv console-assets kernels
 	$(BIN)/vigil demo
 
 ## The whole test suite against real infrastructure (embedded broker + Postgres unless Docker or DATABASE_URL),
@@ -51,23 +57,23 @@ run: venv console-assets
 ## worker starts its own broker and Postgres. Most cases wait on windows and timers, so four fit two cores. Longest
 ## modules first (tests/support/module_costs.py; xdist's own reorder, most cases first, put them last).
 TEST_WORKERS ?= 4
-test: venv console-assets browser
+test: venv console-assets browser kernels
 	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## The slow cases need the rounds before them (they continue the same loop), so this runs their whole module.
-test-slow: venv console-assets browser
+test-slow: venv console-assets browser kernels
 	$(BIN)/python -m pytest -q tests/fault/test_loop_faults.py
 
-test-unit: venv
+test-unit: venv kernels
 	$(BIN)/python -m pytest -q -m unit
 
-test-integration: venv
+test-integration: venv kernels
 	$(BIN)/python -m pytest -q -m integration
 
-test-e2e: venv console-assets browser
+test-e2e: venv console-assets browser kernels
 	$(BIN)/python -m pytest -q -m e2e
 
-test-fault: venv
+test-fault: venv kernels
 	$(BIN)/python -m pytest -q -m fault
 
 ## ruff, formatting, mypy, and the import rules (services never import each other, libs/ imports no service, private

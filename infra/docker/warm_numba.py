@@ -1,4 +1,5 @@
-"""Warm the numba cache at image build time (run by the Dockerfile, not shipped as part of the package).
+"""Warm the numba cache: at image build time (the Dockerfile) and before ``make run`` and ``make test`` (``make
+kernels``). Not shipped as part of the package.
 
 Every kernel in ``vigil.kernels`` (DESIGN §5) is declared with its explicit signatures and ``cache=True``, so numba
 compiles it when its module is imported, not on its first call: importing every submodule here puts the compiled
