@@ -36,8 +36,9 @@ $(CONSOLE_VENDOR)/.installed: package-lock.json
 	@touch $@
 
 ## Compile the numba kernels into NUMBA_CACHE_DIR once, before anything imports them: otherwise the first run of a
-## fresh clone compiles them in every process at once (the four test workers collecting the suite, or the six services
-## of `make run`), ~23 s of CPU each on a 2-core machine. From the cache it takes ~1 s.
+## fresh clone compiles them in the processes that import them side by side (the four test workers collecting the
+## suite: 46 s on a cold cache against 14 s warm; the six services of `make run`). Compiling once takes ~23 s on a
+## 2-core machine, loading from the cache ~1 s.
 kernels: venv
 	$(BIN)/python infra/docker/warm_numba.py
 

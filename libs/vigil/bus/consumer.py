@@ -89,8 +89,8 @@ class ConsumerConfig:
     @property
     def heartbeat_interval_ms(self) -> int:
         """A third of the session timeout, at most aiokafka's default 3 s: Kafka's guidance ("typically no higher
-        than 1/3 of session.timeout.ms"), so one late heartbeat is not an eviction. aiokafka's fixed 3 s was half a
-        6 s session: one stall of the event loop over 3 s and the member was evicted and the group rebalanced."""
+        than 1/3 of session.timeout.ms"), so one late heartbeat is not an eviction. aiokafka's fixed 3 s was half the
+        6 s session of the test stacks: one stall of the event loop over ~3 s and the member could be evicted."""
         return min(3_000, self.session_timeout_ms // 3)
 
 
